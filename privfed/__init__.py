@@ -1,0 +1,1 @@
+"""privfed: privacy-preserving federated learning."""
