@@ -1,0 +1,129 @@
+"""Feature scaling fitted on the training part only."""
+
+from __future__ import annotations
+
+import numpy as np
+
+SCALINGS = ("standard", "unit", "none")
+
+
+def check_scaling(
+    scaling: str | None, *, default: str, allowed: tuple[str, ...], dataset: str
+) -> str:
+    """Return the scaling to apply, validating it against what a dataset supports.
+
+    Parameters
+    ----------
+    scaling : str or None
+        Requested scaling; ``None`` selects ``default``.
+    default : str
+        The dataset's default scaling.
+    allowed : tuple of str
+        Scalings the dataset supports.
+    dataset : str
+        Dataset name, used in the error message.
+
+    Returns
+    -------
+    str
+        The scaling to apply.
+
+    Raises
+    ------
+    ValueError
+        If ``scaling`` is not one of ``allowed``.
+    """
+    chosen = default if scaling is None else scaling
+    if chosen not in allowed:
+        raise ValueError(
+            f"scaling={chosen!r} is not supported for dataset {dataset!r}; "
+            f"allowed: {', '.join(repr(s) for s in allowed)}"
+        )
+    return chosen
+
+
+def standardize(
+    train: np.ndarray, test: np.ndarray, axes: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Subtract the training mean and divide by the training standard deviation.
+
+    Statistics are computed over ``axes`` of ``train`` only (in float64) and
+    applied to both arrays. Zero-variance entries are divided by 1, not 0.
+
+    Parameters
+    ----------
+    train, test : numpy.ndarray
+        Arrays with the same shape apart from the first axis.
+    axes : tuple of int
+        Axes reduced when computing statistics: ``(0,)`` for per-feature,
+        ``(0, 2, 3)`` for per-channel image statistics.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Standardised ``(train, test)`` as float32.
+    """
+    mean = train.mean(axis=axes, dtype=np.float64, keepdims=True)
+    std = train.std(axis=axes, dtype=np.float64, keepdims=True)
+    std[std == 0.0] = 1.0
+    mean32, std32 = mean.astype(np.float32), std.astype(np.float32)
+    return (
+        (train.astype(np.float32) - mean32) / std32,
+        (test.astype(np.float32) - mean32) / std32,
+    )
+
+
+def divide(train: np.ndarray, test: np.ndarray, max_value: float) -> tuple[np.ndarray, np.ndarray]:
+    """Divide both arrays by the known maximum of the raw features.
+
+    Parameters
+    ----------
+    train, test : numpy.ndarray
+        Raw arrays.
+    max_value : float
+        Known maximum raw value (255 for 8-bit pixels, 16 for ``digits``).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(train / max_value, test / max_value)`` as float32.
+    """
+    scale = np.float32(max_value)
+    return train.astype(np.float32) / scale, test.astype(np.float32) / scale
+
+
+def apply_scaling(
+    scaling: str,
+    train: np.ndarray,
+    test: np.ndarray,
+    *,
+    axes: tuple[int, ...],
+    max_value: float | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply a validated scaling (see :func:`check_scaling`) to a train/test pair.
+
+    Parameters
+    ----------
+    scaling : {"standard", "unit", "none"}
+        Scaling to apply.
+    train, test : numpy.ndarray
+        Raw arrays.
+    axes : tuple of int
+        Reduction axes for ``"standard"``.
+    max_value : float or None
+        Divisor for ``"unit"``; must be given when ``scaling == "unit"``.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Scaled ``(train, test)`` as float32.
+    """
+    if scaling == "standard":
+        return standardize(train, test, axes)
+    if scaling == "unit":
+        if max_value is None:
+            raise ValueError("scaling='unit' needs a known maximum value")
+        return divide(train, test, max_value)
+    if scaling == "none":
+        return train.astype(np.float32), test.astype(np.float32)
+    raise ValueError(f"scaling={scaling!r} is unknown; allowed: {', '.join(map(repr, SCALINGS))}")
