@@ -1,0 +1,157 @@
+"""The ``privfed`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from privfed.config import ConfigError, ExperimentConfig, load_config
+from privfed.data import ChecksumError, DataFormatError, DatasetNotFoundError
+from privfed.experiment import build_simulation
+from privfed.federated import RoundRecord
+from privfed.rundir import run_dir_for, summarize, write_run
+
+__all__ = ["main"]
+
+_DESCRIPTION = """\
+privfed: privacy-preserving federated learning.
+
+Commands:
+  run      train a federation from a TOML config (default: embedded digits, 10 IID clients)
+  config   print the resolved config (defaults + file + --set overrides) as TOML
+
+Every config field can be set in the TOML file or with --set SECTION.KEY=VALUE;
+`privfed config` prints them all with their current values.
+"""
+
+_EPILOG = """\
+examples:
+  privfed run
+  privfed run experiments/configs/breast_cancer.toml --set federation.rounds=50
+  privfed run --set data.partition=dirichlet --set data.alpha=0.1 --set model.name=cnn
+  privfed config --set data.dataset=mnist --data-dir ~/data
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``privfed`` console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    console = Console(stderr=False, quiet=getattr(args, "quiet", False))
+    try:
+        config = _resolve_config(args)
+        if args.command == "config":
+            print(config.to_toml(), end="")
+            return 0
+        return _run(config, console)
+    except (ConfigError, DatasetNotFoundError, DataFormatError, ChecksumError) as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="privfed",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in (
+        ("run", "train a federation and write its run directory"),
+        ("config", "print the resolved configuration as TOML"),
+    ):
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("config", nargs="?", help="TOML config file (default: built-in defaults)")
+        sub.add_argument(
+            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+            help="override a field, e.g. --set federation.rounds=50 (repeatable)",
+        )
+        sub.add_argument("--data-dir", help="dataset directory (overrides data.data_dir, "
+                         "env PRIVFED_DATA, and the user cache dir)")
+        sub.add_argument("--output-dir", help="parent of run directories (default: runs)")
+        sub.add_argument("--seed", type=int, help="experiment seed (overrides seed)")
+        if name == "run":
+            sub.add_argument("-q", "--quiet", action="store_true",
+                             help="print nothing but errors")
+    return parser
+
+
+def _resolve_config(args: argparse.Namespace) -> ExperimentConfig:
+    overrides = list(args.overrides)
+    if args.data_dir is not None:
+        overrides.append(f"data.data_dir={_toml_string(args.data_dir)}")
+    if args.output_dir is not None:
+        overrides.append(f"output_dir={_toml_string(args.output_dir)}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    return load_config(args.config, overrides)
+
+
+def _run(config: ExperimentConfig, console: Console) -> int:
+    run_dir = run_dir_for(config)
+    console.print(f"[bold]privfed run[/] {config.name} -> {run_dir}")
+    with console.status("loading data and building the federation..."):
+        simulation = build_simulation(config)
+    rounds = config.federation.rounds
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("rounds", total=rounds, status="")
+
+        def on_round(record: RoundRecord) -> None:
+            status = f"loss {_fmt(record.train_loss, '.3f')}"
+            if record.test_accuracy is not None:
+                status += f"  acc {record.test_accuracy:.4f}"
+            progress.update(task, advance=1, status=status)
+
+        history = simulation.run(on_round)
+
+    summary = summarize(config, history, simulation.server.weights.numel())
+    write_run(run_dir, config, history, summary)
+    console.print(_summary_table(summary))
+    console.print(f"run directory: {run_dir}")
+    return 0
+
+
+def _summary_table(summary: dict) -> Table:
+    table = Table(title="summary", show_header=True)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("dataset / model", f"{summary['dataset']} / {summary['model']}"),
+        ("clients x rounds", f"{summary['num_clients']} x {summary['rounds']}"),
+        ("parameters", f"{summary['num_params']:,}"),
+        ("final test accuracy", _fmt(summary["final_accuracy"], ".4f")),
+        ("final test loss", _fmt(summary["final_loss"], ".4f")),
+        ("seconds per round", _fmt(summary["seconds_per_round"], ".4f")),
+        ("bytes up per client per round", _fmt(summary["bytes_up_per_client_round"], ",.0f")),
+        ("bytes up / down in total", f"{summary['bytes_up_total']:,} / "
+                                     f"{summary['bytes_down_total']:,}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,407 @@
+"""The typed experiment configuration: one object, loaded from TOML, validated on creation.
+
+Every section is a frozen dataclass whose ``__post_init__`` checks its own fields, so an
+invalid value fails where it is set with an error that names the field and what is allowed.
+Unknown keys are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from privfed.data import DATASETS, PARTITIONERS
+from privfed.data.scaling import SCALINGS
+from privfed.federated.optimizers import SERVER_OPTIMIZERS
+from privfed.models import MODELS
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "FederationConfig",
+    "PrivacyConfig",
+    "SecureConfig",
+    "AttacksConfig",
+    "ExperimentConfig",
+    "load_config",
+    "config_from_dict",
+    "apply_overrides",
+]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration: the message names the field and the allowed values."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Dataset and how it is split across clients.
+
+    Attributes
+    ----------
+    dataset : str
+        A name from ``privfed.data.DATASETS``: "digits" and "breast_cancer" are embedded;
+        "mnist", "fashion_mnist" and MedMNIST names are read from ``data_dir``.
+    data_dir : str or None
+        Where downloaded datasets live; default ``$PRIVFED_DATA`` or the user cache dir.
+    num_clients : int
+        K, the number of clients.
+    partition : str
+        "iid", "dirichlet" (label skew), "shards" (McMahan's pathological non-IID) or
+        "quantity_skew".
+    alpha : float
+        Concentration of the Dirichlet ("dirichlet", "quantity_skew"); smaller is more skewed.
+    min_partition_size : int
+        Minimum samples per client ("dirichlet", "quantity_skew").
+    shards_per_client : int
+        Label-sorted shards per client ("shards").
+    samples_per_client : int or None
+        "iid" only: give each client exactly this many samples (e.g. 10 x 6000 on MNIST).
+    test_fraction : float
+        Held-out share for datasets without an official test split (embedded ones).
+    split_seed : int
+        Seed of that train/test split (fixed, independent of the experiment seed).
+    scaling : str or None
+        "standard", "unit" or "none"; None uses the dataset's default.
+    """
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    num_clients: int = 10
+    partition: str = "iid"
+    alpha: float = 0.5
+    min_partition_size: int = 10
+    shards_per_client: int = 2
+    samples_per_client: int | None = None
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    scaling: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("data.dataset", self.dataset, DATASETS)
+        _check_choice("data.partition", self.partition, PARTITIONERS)
+        if self.scaling is not None:
+            _check_choice("data.scaling", self.scaling, SCALINGS)
+        _check_range("data.num_clients", self.num_clients, low=1)
+        _check_range("data.alpha", self.alpha, low=0, low_open=True)
+        _check_range("data.min_partition_size", self.min_partition_size, low=1)
+        _check_range("data.shards_per_client", self.shards_per_client, low=1)
+        if self.samples_per_client is not None:
+            _check_range("data.samples_per_client", self.samples_per_client, low=1)
+            if self.partition != "iid":
+                raise ConfigError(
+                    f"data.samples_per_client applies only to partition 'iid', "
+                    f"not {self.partition!r}"
+                )
+        _check_range("data.test_fraction", self.test_fraction, low=0, high=1, low_open=True,
+                     high_open=True)
+
+    def partitioner_params(self) -> dict[str, Any]:
+        """The keyword arguments of the configured partitioner."""
+        return {
+            "iid": {"samples_per_client": self.samples_per_client},
+            "dirichlet": {"alpha": self.alpha, "min_size": self.min_partition_size},
+            "shards": {"shards_per_client": self.shards_per_client},
+            "quantity_skew": {"alpha": self.alpha, "min_size": self.min_partition_size},
+        }[self.partition]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Model architecture.
+
+    Attributes
+    ----------
+    name : str
+        "logistic", "mlp" or "cnn"; input shape and classes come from the dataset.
+    hidden : list of int
+        Hidden layer widths of "mlp" (McMahan's 2NN: [200, 200]).
+    """
+
+    name: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [200, 200])
+
+    def __post_init__(self) -> None:
+        _check_choice("model.name", self.name, MODELS)
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ConfigError(f"model.hidden must be a non-empty list of widths >= 1, "
+                              f"got {self.hidden}")
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`privfed.models.build_model`."""
+        return {"hidden": tuple(self.hidden)} if self.name == "mlp" else {}
+
+
+_SERVER_LR_DEFAULT = {"fedavg": 1.0, "fedavgm": 1.0, "fedadam": 0.01}
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """The FedAvg protocol.
+
+    Attributes
+    ----------
+    rounds : int
+        Communication rounds T.
+    fraction : float
+        C, the fraction of clients sampled per round, in (0, 1].
+    local_epochs, batch_size, lr : int, int, float
+        E, B and the learning rate of local SGD.
+    mu : float
+        FedProx proximal term (0 = FedAvg).
+    server_optimizer : str
+        "fedavg", "fedavgm" or "fedadam".
+    server_lr : float or None
+        Server learning rate; None = 1.0 for fedavg/fedavgm, 0.01 for fedadam.
+    server_momentum : float
+        FedAvgM momentum.
+    server_beta1, server_beta2, server_tau : float
+        FedAdam moment decays and adaptivity.
+    eval_every : int
+        Evaluate the global model every this many rounds (and after the last).
+    """
+
+    rounds: int = 30
+    fraction: float = 1.0
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.05
+    mu: float = 0.0
+    server_optimizer: str = "fedavg"
+    server_lr: float | None = None
+    server_momentum: float = 0.9
+    server_beta1: float = 0.9
+    server_beta2: float = 0.99
+    server_tau: float = 1e-3
+    eval_every: int = 1
+
+    def __post_init__(self) -> None:
+        _check_range("federation.rounds", self.rounds, low=1)
+        _check_range("federation.fraction", self.fraction, low=0, high=1, low_open=True)
+        _check_range("federation.local_epochs", self.local_epochs, low=1)
+        _check_range("federation.batch_size", self.batch_size, low=1)
+        _check_range("federation.lr", self.lr, low=0, low_open=True)
+        _check_range("federation.mu", self.mu, low=0)
+        _check_choice("federation.server_optimizer", self.server_optimizer, SERVER_OPTIMIZERS)
+        if self.server_lr is not None:
+            _check_range("federation.server_lr", self.server_lr, low=0, low_open=True)
+        _check_range("federation.eval_every", self.eval_every, low=1)
+
+    def server_optimizer_params(self) -> dict[str, float]:
+        """Keyword arguments of the configured server optimizer."""
+        lr = self.server_lr if self.server_lr is not None else _SERVER_LR_DEFAULT[
+            self.server_optimizer]
+        return {
+            "fedavg": {"lr": lr},
+            "fedavgm": {"lr": lr, "momentum": self.server_momentum},
+            "fedadam": {"lr": lr, "beta1": self.server_beta1, "beta2": self.server_beta2,
+                        "tau": self.server_tau},
+        }[self.server_optimizer]
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Differential privacy (not configurable yet: training is non-private)."""
+
+
+@dataclass(frozen=True)
+class SecureConfig:
+    """Secure aggregation (not configurable yet: updates travel as plain float32)."""
+
+
+@dataclass(frozen=True)
+class AttacksConfig:
+    """Leakage measurement (not configurable yet)."""
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines one run; a run is reproducible from its saved config.
+
+    Attributes
+    ----------
+    name : str
+        Prefix of the run directory's name.
+    seed : int
+        The one seed every random stream is derived from (model init, partition,
+        client sampling, batch order).
+    output_dir : str
+        Parent directory of run directories.
+    """
+
+    name: str = "digits-mlp"
+    seed: int = 0
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    secure: SecureConfig = field(default_factory=SecureConfig)
+    attacks: AttacksConfig = field(default_factory=AttacksConfig)
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\"):
+            raise ConfigError(f"name must be a non-empty string without slashes, got {self.name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of every field (None values included)."""
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        """TOML text that :func:`load_config` reads back into an equal config."""
+        return tomli_w.dumps(_drop_none(self.to_dict()))
+
+    def short_hash(self) -> str:
+        """8 hex digits identifying everything that affects the results."""
+        payload = self.to_dict()
+        payload.pop("output_dir")
+        payload["data"].pop("data_dir")
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Load a TOML config (or the defaults when ``path`` is None) and apply overrides.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A TOML file whose top-level keys and tables mirror :class:`ExperimentConfig`.
+    overrides : iterable of str
+        ``"section.key=value"`` strings; the value is parsed as TOML (``0.1``, ``true``,
+        ``[64, 64]``, ``"text"``) and bare words are taken as strings (``data.dataset=mnist``).
+
+    Raises
+    ------
+    ConfigError
+        On a missing or malformed file, an unknown key, a wrong type or an invalid value.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    return config_from_dict(apply_overrides(raw, overrides))
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``"dotted.key=value"`` override set in it."""
+    result = json.loads(json.dumps(raw))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        *parents, leaf = key.strip().split(".")
+        target = result
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        target[leaf] = _parse_value(text.strip())
+    return result
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from nested plain data."""
+    return _build(ExperimentConfig, raw, prefix="")
+
+
+def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        where = prefix.rstrip(".") or "top level"
+        raise ConfigError(
+            f"unknown key(s) {', '.join(prefix + k for k in unknown)} in {where}; "
+            f"allowed: {sorted(fields) or 'none (this section has no options yet)'}"
+        )
+    values = {}
+    for name, value in raw.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            values[name] = _build(kind, value, f"{prefix}{name}.")
+        else:
+            values[name] = _coerce(f"{prefix}{name}", value, kind)
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _coerce(field_name: str, value: Any, kind: Any) -> Any:
+    """Check ``value`` against the annotation ``kind``; ints are accepted as floats."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(field_name, value, inner[0])
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{field_name} must be a list, got {value!r}")
+        return [_coerce(f"{field_name}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, bool):
+        raise ConfigError(f"{field_name} must be an integer, got {value!r}")
+    if not isinstance(value, kind):
+        raise ConfigError(
+            f"{field_name} must be of type {kind.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: _drop_none(v) if isinstance(v, dict) else v for k, v in tree.items() if v is not None
+    }
+
+
+def _check_choice(field_name: str, value: str, allowed: Iterable[str]) -> None:
+    allowed = sorted(allowed)
+    if value not in allowed:
+        raise ConfigError(f"{field_name}: unknown value {value!r}; allowed: {allowed}")
+
+
+def _check_range(
+    field_name: str,
+    value: float,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        lower = f"{'(' if low_open else '['}{'-inf' if low is None else low}"
+        upper = f"{'inf' if high is None else high}{')' if high_open else ']'}"
+        interval = f"{lower}, {upper}"
+        raise ConfigError(f"{field_name} must be in {interval}, got {value!r}")

@@ -1,0 +1,115 @@
+"""Build a federation from an :class:`~privfed.config.ExperimentConfig` and train it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from privfed.config import ConfigError, ExperimentConfig
+from privfed.data import Dataset, load_dataset, make_partitioner
+from privfed.federated import (
+    Client,
+    ClientSampler,
+    History,
+    LocalTraining,
+    Observer,
+    RoundRecord,
+    Server,
+    bind_flat_parameters,
+    derive_seed,
+    make_server_optimizer,
+)
+from privfed.models import build_model
+from privfed.secure import make_aggregator
+
+__all__ = ["Simulation", "build_simulation", "run_experiment"]
+
+# Independent random streams derived from the experiment seed.
+_SAMPLER_STREAM = 1
+_BATCH_ORDER_STREAM = 2
+
+
+@dataclass
+class Simulation:
+    """A ready-to-train federation.
+
+    Attributes
+    ----------
+    config : ExperimentConfig
+    dataset : Dataset
+    partitions : list of numpy.ndarray
+        Indices into ``dataset.x_train`` of each client's data.
+    server : Server
+    """
+
+    config: ExperimentConfig
+    dataset: Dataset
+    partitions: list
+    server: Server
+
+    def run(self, on_round: Callable[[RoundRecord], None] | None = None) -> History:
+        """Train for ``config.federation.rounds`` rounds."""
+        return self.server.fit(self.config.federation.rounds, on_round=on_round)
+
+
+def build_simulation(
+    config: ExperimentConfig, observers: Sequence[Observer] = ()
+) -> Simulation:
+    """Load the data, partition it, build the model, clients and server.
+
+    Raises
+    ------
+    ConfigError
+        When the configuration does not fit the data (e.g. more clients than samples).
+    privfed.data.DatasetNotFoundError
+        When a dataset that needs files is not in the data directory and cannot be fetched.
+    """
+    data, fed, seed = config.data, config.federation, config.seed
+    dataset = load_dataset(
+        data.dataset,
+        data_dir=data.data_dir,
+        split_seed=data.split_seed,
+        test_fraction=data.test_fraction,
+        scaling=data.scaling,
+    )
+    try:
+        partitioner = make_partitioner(data.partition, **data.partitioner_params())
+        partitions = partitioner.split(dataset.y_train, data.num_clients, seed=seed)
+        model = build_model(
+            config.model.name, dataset.input_shape, dataset.num_classes, seed=seed,
+            **config.model.options(),
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+    x_train = torch.from_numpy(dataset.x_train)
+    y_train = torch.from_numpy(dataset.y_train)
+    clients = [
+        Client(cid, x_train[torch.from_numpy(idx)], y_train[torch.from_numpy(idx)])
+        for cid, idx in enumerate(partitions)
+    ]
+    server = Server(
+        bind_flat_parameters(model),
+        clients,
+        training=LocalTraining(fed.local_epochs, fed.batch_size, fed.lr, fed.mu),
+        sampler=ClientSampler(data.num_clients, fed.fraction, derive_seed(seed, _SAMPLER_STREAM)),
+        optimizer=make_server_optimizer(fed.server_optimizer, **fed.server_optimizer_params()),
+        aggregator=make_aggregator("none"),
+        test_data=(torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)),
+        batch_seed=lambda r, cid: derive_seed(seed, _BATCH_ORDER_STREAM, r, cid),
+        eval_every=fed.eval_every,
+        observers=observers,
+    )
+    return Simulation(config, dataset, list(partitions), server)
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    *,
+    observers: Sequence[Observer] = (),
+    on_round: Callable[[RoundRecord], None] | None = None,
+) -> History:
+    """Build the federation described by ``config`` and train it; return its history."""
+    return build_simulation(config, observers).run(on_round)

@@ -1,0 +1,153 @@
+"""A federated client: local data, local SGD, and the update it sends back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from privfed.federated.params import FlatParameters
+
+__all__ = ["LocalTraining", "ClientUpdate", "Client"]
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """Hyperparameters of a client's local training in one round.
+
+    Attributes
+    ----------
+    epochs : int
+        Local epochs E (passes over the client's data).
+    batch_size : int
+        Mini-batch size B; the last batch of an epoch may be smaller.
+    lr : float
+        Local SGD learning rate.
+    mu : float
+        FedProx proximal coefficient (Li et al. 2020); the local objective becomes
+        ``loss + mu / 2 * ||w - w_global||^2``. 0 gives plain FedAvg.
+    """
+
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.05
+    mu: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"federation.local_epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"federation.batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"federation.lr must be > 0, got {self.lr}")
+        if self.mu < 0:
+            raise ValueError(f"federation.mu must be >= 0, got {self.mu}")
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """What a client computes in one round, before any privacy or encoding step.
+
+    Attributes
+    ----------
+    cid : int
+        Client id.
+    delta : torch.Tensor
+        Flat float32 vector ``local weights - global weights``.
+    num_samples : int
+        n_k, the client's number of training samples (its FedAvg weight).
+    train_loss : float
+        Mean training loss over the local steps.
+    steps : int
+        Number of local optimisation steps taken.
+    """
+
+    cid: int
+    delta: torch.Tensor
+    num_samples: int
+    train_loss: float
+    steps: int
+
+
+class Client:
+    """One participant with its own training data.
+
+    The client does not own a model: in the simulation every client trains in the one
+    shared :class:`~privfed.federated.params.FlatParameters` workspace, so no model is
+    rebuilt or deep-copied per client per round.
+
+    Parameters
+    ----------
+    cid : int
+        Client id.
+    x, y : torch.Tensor
+        The client's training examples and integer labels (the client's shard, not a copy
+        of the whole dataset).
+    """
+
+    def __init__(self, cid: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        if len(x) != len(y):
+            raise ValueError(f"client {cid}: {len(x)} examples but {len(y)} labels")
+        if len(x) == 0:
+            raise ValueError(f"client {cid} has no training data")
+        self.cid = cid
+        self.x = x
+        self.y = y
+
+    @property
+    def num_samples(self) -> int:
+        """n_k, the number of local training examples."""
+        return len(self.y)
+
+    def fit(
+        self,
+        workspace: FlatParameters,
+        global_weights: torch.Tensor,
+        training: LocalTraining,
+        generator: torch.Generator,
+    ) -> ClientUpdate:
+        """Train locally from ``global_weights`` and return the update.
+
+        Each epoch visits the local data in the order of ``torch.randperm(n, generator)``
+        in consecutive mini-batches (what ``DataLoader(shuffle=True, generator=...)`` gives).
+
+        Parameters
+        ----------
+        workspace : FlatParameters
+            The model to train in; its weights are overwritten.
+        global_weights : torch.Tensor
+            Flat global model the round starts from (not modified).
+        training : LocalTraining
+        generator : torch.Generator
+            Source of the batch order.
+
+        Returns
+        -------
+        ClientUpdate
+        """
+        workspace.load(global_weights)
+        module, weights, grad = workspace.module, workspace.data, workspace.grad
+        module.train()
+        n, batch = self.num_samples, training.batch_size
+        loss_sum, steps = 0.0, 0
+        for _ in range(training.epochs):
+            order = torch.randperm(n, generator=generator)
+            for start in range(0, n, batch):
+                index = order[start : start + batch]
+                grad.zero_()
+                loss = F.cross_entropy(module(self.x[index]), self.y[index])
+                loss.backward()
+                with torch.no_grad():
+                    if training.mu:
+                        grad.add_(weights - global_weights, alpha=training.mu)
+                    weights.add_(grad, alpha=-training.lr)
+                loss_sum += loss.item()
+                steps += 1
+        return ClientUpdate(
+            cid=self.cid,
+            delta=weights - global_weights,
+            num_samples=n,
+            train_loss=loss_sum / steps,
+            steps=steps,
+        )

@@ -1,0 +1,31 @@
+"""Evaluation of a model on held-out data."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["evaluate"]
+
+
+@torch.no_grad()
+def evaluate(
+    module: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048
+) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy of ``module`` on ``(x, y)``.
+
+    Returns
+    -------
+    (loss, accuracy) : tuple of float
+    """
+    if len(y) == 0:
+        raise ValueError("cannot evaluate on an empty test set")
+    module.eval()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(y), batch_size):
+        logits = module(x[start : start + batch_size])
+        target = y[start : start + batch_size]
+        loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
+        correct += int((logits.argmax(dim=1) == target).sum())
+    return loss_sum / len(y), correct / len(y)

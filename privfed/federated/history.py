@@ -1,0 +1,80 @@
+"""Per-round metrics of a training run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RoundRecord", "History"]
+
+
+@dataclass
+class RoundRecord:
+    """What happened in one round.
+
+    Attributes
+    ----------
+    round : int
+        1-based round number.
+    clients : list of int
+        Ids of the clients whose updates were aggregated.
+    train_loss : float or None
+        Sample-weighted mean of the clients' local training losses (None: no client).
+    test_loss, test_accuracy : float or None
+        Global model on the test set after the round (None where not evaluated).
+    seconds : float
+        Wall-clock time of the round, evaluation excluded.
+    bytes_up, bytes_down : int
+        Bytes sent client->server and server->client in the round, all clients together.
+    extra : dict
+        Further JSON-able per-round figures from plug-ins (privacy budget, timings...).
+    """
+
+    round: int
+    clients: list[int]
+    train_loss: float | None
+    seconds: float
+    bytes_up: int
+    bytes_down: int
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class History:
+    """The ordered list of :class:`RoundRecord` of one training run."""
+
+    rounds: list[RoundRecord] = field(default_factory=list)
+
+    def append(self, record: RoundRecord) -> None:
+        """Add the record of the round just finished."""
+        self.rounds.append(record)
+
+    def evaluated(self) -> list[RoundRecord]:
+        """The rounds after which the global model was evaluated."""
+        return [r for r in self.rounds if r.test_accuracy is not None]
+
+    @property
+    def final_accuracy(self) -> float | None:
+        """Test accuracy at the last evaluation, or None if never evaluated."""
+        evaluated = self.evaluated()
+        return evaluated[-1].test_accuracy if evaluated else None
+
+    def total(self, name: str) -> float:
+        """Sum of a numeric field ("seconds", "bytes_up", "bytes_down") over all rounds."""
+        return sum(getattr(r, name) for r in self.rounds)
+
+    def write_jsonl(self, path: str | Path) -> None:
+        """Write one JSON object per round to ``path``."""
+        with open(path, "w", encoding="utf-8") as out:
+            for record in self.rounds:
+                out.write(json.dumps(asdict(record)) + "\n")
+
+    @classmethod
+    def read_jsonl(cls, path: str | Path) -> History:
+        """Read a history written by :meth:`write_jsonl`."""
+        with open(path, encoding="utf-8") as src:
+            return cls([RoundRecord(**json.loads(line)) for line in src if line.strip()])

@@ -1,0 +1,123 @@
+"""Server optimizers: how the averaged client update moves the global model.
+
+FedAvg treats the weighted mean of client deltas as a pseudo-gradient step of size
+``lr``; FedAvgM adds server momentum (Hsu et al. 2019); FedAdam applies Adam on the server
+(Reddi et al. 2021, "Adaptive Federated Optimization", Algorithm 2, without bias correction).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+__all__ = ["SERVER_OPTIMIZERS", "ServerOptimizer", "FedAvg", "FedAvgM", "FedAdam",
+           "make_server_optimizer"]
+
+
+class ServerOptimizer(ABC):
+    """Applies the aggregated update to the global weights, in place."""
+
+    @abstractmethod
+    def step(self, weights: torch.Tensor, mean_delta: torch.Tensor) -> None:
+        """Update ``weights`` (flat, in place) with the weighted mean of client deltas."""
+
+
+class FedAvg(ServerOptimizer):
+    """``w <- w + lr * mean_delta``; ``lr = 1`` is McMahan et al.'s FedAvg.
+
+    Parameters
+    ----------
+    lr : float, default 1.0
+        Server learning rate.
+    """
+
+    def __init__(self, lr: float = 1.0) -> None:
+        _check_positive("federation.server_lr", lr)
+        self.lr = lr
+
+    def step(self, weights: torch.Tensor, mean_delta: torch.Tensor) -> None:
+        weights.add_(mean_delta, alpha=self.lr)
+
+
+class FedAvgM(ServerOptimizer):
+    """FedAvg with server momentum: ``v <- beta * v + mean_delta``; ``w <- w + lr * v``.
+
+    Parameters
+    ----------
+    lr : float, default 1.0
+        Server learning rate.
+    momentum : float, default 0.9
+        Momentum coefficient beta in [0, 1).
+    """
+
+    def __init__(self, lr: float = 1.0, momentum: float = 0.9) -> None:
+        _check_positive("federation.server_lr", lr)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"federation.server_momentum must be in [0, 1), got {momentum}")
+        self.lr, self.momentum = lr, momentum
+        self._velocity: torch.Tensor | None = None
+
+    def step(self, weights: torch.Tensor, mean_delta: torch.Tensor) -> None:
+        if self._velocity is None:
+            self._velocity = mean_delta.clone()
+        else:
+            self._velocity.mul_(self.momentum).add_(mean_delta)
+        weights.add_(self._velocity, alpha=self.lr)
+
+
+class FedAdam(ServerOptimizer):
+    """Adam on the server (Reddi et al. 2021).
+
+    ``m <- b1 m + (1-b1) d``; ``v <- b2 v + (1-b2) d^2``; ``w <- w + lr * m / (sqrt(v) + tau)``.
+
+    Parameters
+    ----------
+    lr : float, default 0.01
+        Server learning rate eta.
+    beta1, beta2 : float, default 0.9, 0.99
+        Moment decay rates, each in [0, 1).
+    tau : float, default 1e-3
+        Adaptivity (the epsilon of Adam); Reddi et al. tune it in [1e-5, 1e-1].
+    """
+
+    def __init__(
+        self, lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3
+    ) -> None:
+        _check_positive("federation.server_lr", lr)
+        _check_positive("federation.server_tau", tau)
+        for name, beta in (("server_beta1", beta1), ("server_beta2", beta2)):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"federation.{name} must be in [0, 1), got {beta}")
+        self.lr, self.beta1, self.beta2, self.tau = lr, beta1, beta2, tau
+        self._m: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+
+    def step(self, weights: torch.Tensor, mean_delta: torch.Tensor) -> None:
+        if self._m is None or self._v is None:
+            self._m = torch.zeros_like(mean_delta)
+            self._v = torch.zeros_like(mean_delta)
+        self._m.mul_(self.beta1).add_(mean_delta, alpha=1 - self.beta1)
+        self._v.mul_(self.beta2).addcmul_(mean_delta, mean_delta, value=1 - self.beta2)
+        weights.addcdiv_(self._m, self._v.sqrt().add_(self.tau), value=self.lr)
+
+
+SERVER_OPTIMIZERS: dict[str, type[ServerOptimizer]] = {
+    "fedavg": FedAvg,
+    "fedavgm": FedAvgM,
+    "fedadam": FedAdam,
+}
+
+
+def make_server_optimizer(name: str, **params: float) -> ServerOptimizer:
+    """Build a server optimizer by name ("fedavg", "fedavgm", "fedadam")."""
+    if name not in SERVER_OPTIMIZERS:
+        raise ValueError(
+            f"federation.server_optimizer: unknown {name!r}; allowed: {sorted(SERVER_OPTIMIZERS)}"
+        )
+    return SERVER_OPTIMIZERS[name](**params)
+
+
+def _check_positive(field: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{field} must be > 0, got {value}")

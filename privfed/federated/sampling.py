@@ -1,0 +1,70 @@
+"""Which clients take part in a round, and seeds derived from the one experiment seed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["ClientSampler", "derive_seed"]
+
+
+def derive_seed(seed: int, *stream: int) -> int:
+    """An independent 32-bit seed for one named random stream of an experiment.
+
+    ``derive_seed(seed, a, b)`` is stable across runs and platforms, and different
+    ``stream`` tuples give statistically independent generators (NumPy's SeedSequence).
+    """
+    return int(np.random.SeedSequence((seed, *stream)).generate_state(1)[0])
+
+
+class ClientSampler:
+    """Samples the clients of each round.
+
+    Fixed-size sampling (default) draws ``m = max(1, round(fraction * K))`` distinct clients
+    per round (McMahan et al.'s C). Poisson sampling includes each client independently with
+    probability ``fraction`` (what the subsampled-Gaussian accountants of user-level DP
+    assume); a round may then have no client at all. With ``fraction == 1`` every client
+    takes part and no randomness is used.
+
+    Parameters
+    ----------
+    num_clients : int
+        K, the number of clients.
+    fraction : float
+        C in (0, 1].
+    seed : int
+        Seed of the sampler's own generator (one stream for the whole training).
+    poisson : bool, default False
+        Poisson instead of fixed-size sampling.
+    """
+
+    def __init__(self, num_clients: int, fraction: float, seed: int, poisson: bool = False) -> None:
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"federation.fraction must be in (0, 1], got {fraction}")
+        if num_clients < 1:
+            raise ValueError(f"data.num_clients must be >= 1, got {num_clients}")
+        self.num_clients = num_clients
+        self.fraction = fraction
+        self.poisson = poisson
+        self.per_round = max(1, min(num_clients, math.floor(fraction * num_clients + 0.5)))
+        self._rng = np.random.default_rng(seed)
+
+    @property
+    def rate(self) -> float:
+        """Probability that a given client takes part in a round (q)."""
+        return self.fraction if self.poisson else self.per_round / self.num_clients
+
+    @property
+    def expected_per_round(self) -> float:
+        """Expected number of clients per round (q * K)."""
+        return self.rate * self.num_clients
+
+    def sample(self) -> list[int]:
+        """The sorted ids of the next round's clients."""
+        if self.fraction == 1.0:
+            return list(range(self.num_clients))
+        if self.poisson:
+            return [int(c) for c in np.flatnonzero(self._rng.random(self.num_clients) < self.rate)]
+        chosen = self._rng.choice(self.num_clients, size=self.per_round, replace=False)
+        return sorted(int(c) for c in chosen)

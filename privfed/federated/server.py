@@ -1,0 +1,212 @@
+"""The FedAvg server: sample clients, collect their encoded updates, step the global model."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from privfed.federated.client import Client, ClientUpdate, LocalTraining
+from privfed.federated.evaluation import evaluate
+from privfed.federated.history import History, RoundRecord
+from privfed.federated.mechanism import UpdateMechanism
+from privfed.federated.observers import Observer
+from privfed.federated.optimizers import ServerOptimizer
+from privfed.federated.params import FlatParameters
+from privfed.federated.sampling import ClientSampler
+from privfed.secure import AggregationResult
+
+__all__ = ["Aggregator", "Server"]
+
+BatchSeed = Callable[[int, int], int]
+"""Maps ``(round, client id)`` to the seed of that client's batch order in that round."""
+
+
+class Aggregator(Protocol):
+    """What the server needs of a (secure) aggregator; see :mod:`privfed.secure`."""
+
+    def aggregate(
+        self,
+        round_id: int,
+        vectors: Mapping[int, np.ndarray],
+        weights: Mapping[int, float],
+        *,
+        on_server_message: Callable[[int, str, bytes], None] | None = None,
+        dropouts: Mapping[str, Collection[int]] | None = None,
+    ) -> AggregationResult: ...
+
+
+class Server:
+    """Runs FedAvg rounds over a set of clients.
+
+    One round: sample clients; send each the global weights; each trains locally and
+    returns its delta; the aggregator turns the deltas into bytes on the wire and back into
+    their weighted mean (weights ``n_k / sum(n_k)`` over the round's clients); the server
+    optimizer applies the mean to the global model.
+
+    Parameters
+    ----------
+    workspace : FlatParameters
+        The model, bound to flat buffers; its current weights are the initial global model.
+        The simulation trains every client in this one workspace.
+    clients : sequence of Client
+        Client ``i`` of the sequence must have ``cid == i``.
+    training : LocalTraining
+        Local hyperparameters, the same for every client.
+    sampler : ClientSampler
+    optimizer : ServerOptimizer
+    aggregator : Aggregator
+        E.g. ``privfed.secure.make_aggregator("none")``.
+    test_data : (torch.Tensor, torch.Tensor)
+        Held-out examples and labels for evaluating the global model.
+    batch_seed : callable
+        ``(round, cid) -> int``, the seed of the client's batch order in that round.
+    eval_every : int, default 1
+        Evaluate the global model every this many rounds (and always after the last).
+    observers : sequence of Observer, optional
+    mechanism : UpdateMechanism, optional
+        Privacy processing on the update's path; default plain FedAvg.
+    """
+
+    def __init__(
+        self,
+        workspace: FlatParameters,
+        clients: Sequence[Client],
+        *,
+        training: LocalTraining,
+        sampler: ClientSampler,
+        optimizer: ServerOptimizer,
+        aggregator: Aggregator,
+        test_data: tuple[torch.Tensor, torch.Tensor],
+        batch_seed: BatchSeed,
+        eval_every: int = 1,
+        observers: Sequence[Observer] = (),
+        mechanism: UpdateMechanism | None = None,
+    ) -> None:
+        if [c.cid for c in clients] != list(range(len(clients))):
+            raise ValueError("clients must be given in order of their ids 0..K-1")
+        if sampler.num_clients != len(clients):
+            raise ValueError(
+                f"sampler draws from {sampler.num_clients} clients but {len(clients)} were given"
+            )
+        if eval_every < 1:
+            raise ValueError(f"federation.eval_every must be >= 1, got {eval_every}")
+        self.workspace = workspace
+        self.clients = list(clients)
+        self.training = training
+        self.sampler = sampler
+        self.optimizer = optimizer
+        self.aggregator = aggregator
+        self.test_data = test_data
+        self.batch_seed = batch_seed
+        self.eval_every = eval_every
+        self.observers = list(observers)
+        self.mechanism = mechanism or UpdateMechanism()
+        self.weights = workspace.data.detach().clone()
+        self.history = History()
+        self.round = 0
+
+    @property
+    def model_bytes(self) -> int:
+        """Size of the global model as float32 on the wire."""
+        return self.weights.numel() * self.weights.element_size()
+
+    def fit(self, rounds: int, on_round: Callable[[RoundRecord], None] | None = None) -> History:
+        """Run ``rounds`` more rounds; evaluate after the last one whatever ``eval_every``.
+
+        Parameters
+        ----------
+        rounds : int
+            Number of rounds to run.
+        on_round : callable, optional
+            Called with each round's record (e.g. to advance a progress bar).
+
+        Returns
+        -------
+        History
+            All rounds run by this server so far.
+        """
+        if rounds < 1:
+            raise ValueError(f"federation.rounds must be >= 1, got {rounds}")
+        last = self.round + rounds
+        while self.round < last:
+            record = self.run_round(evaluate_now=self.round + 1 == last)
+            if on_round is not None:
+                on_round(record)
+        return self.history
+
+    def run_round(self, evaluate_now: bool = False) -> RoundRecord:
+        """Run one round and return its record (also appended to :attr:`history`)."""
+        self.round += 1
+        r = self.round
+        started = time.perf_counter()
+        cids = self.sampler.sample()
+        for obs in self.observers:
+            obs.round_started(r, cids)
+
+        updates = [self._train(self.clients[cid], r) for cid in cids]
+        mechanism = self.mechanism
+        result = self._aggregate(r, updates)
+        for obs in self.observers:
+            obs.aggregate_released(r, result.mean)
+        mean = torch.from_numpy(np.asarray(result.mean, dtype=np.float32))
+        step = mechanism.server_finalize(r, mean, result.total_weight, result.included)
+        self.optimizer.step(self.weights, step)
+        for obs in self.observers:
+            obs.model_released(r, self.weights, self.workspace.spec)
+        seconds = time.perf_counter() - started
+
+        record = RoundRecord(
+            round=r,
+            clients=list(result.included),
+            train_loss=_weighted_loss(updates, set(result.included)),
+            seconds=seconds,
+            bytes_up=sum(result.bytes_up.values()),
+            bytes_down=len(cids) * self.model_bytes + sum(result.bytes_down.values()),
+            extra={
+                **{f"seconds_{k}": v for k, v in result.seconds.items()},
+                **mechanism.round_metrics(r, cids),
+            },
+        )
+        if evaluate_now or r % self.eval_every == 0:
+            record.test_loss, record.test_accuracy = self.evaluate()
+        self.history.append(record)
+        for obs in self.observers:
+            obs.round_finished(record)
+        return record
+
+    def evaluate(self) -> tuple[float, float]:
+        """Loss and accuracy of the current global model on the test data."""
+        self.workspace.load(self.weights)
+        return evaluate(self.workspace.module, *self.test_data)
+
+    def _aggregate(self, round_idx: int, updates: Sequence[ClientUpdate]) -> AggregationResult:
+        if not updates:  # Poisson client sampling can leave a round empty.
+            return AggregationResult(
+                mean=np.zeros(self.weights.numel()), total_weight=0.0, included=(), dropped=(),
+                bytes_up={}, bytes_down={}, seconds={},
+            )
+        mechanism = self.mechanism
+        return self.aggregator.aggregate(
+            round_idx,
+            {u.cid: mechanism.client_transform(round_idx, u).numpy() for u in updates},
+            {u.cid: mechanism.weight(u) for u in updates},
+            on_server_message=self._notify_received if self.observers else None,
+        )
+
+    def _train(self, client: Client, round_idx: int) -> ClientUpdate:
+        generator = torch.Generator().manual_seed(self.batch_seed(round_idx, client.cid))
+        return client.fit(self.workspace, self.weights, self.training, generator)
+
+    def _notify_received(self, cid: int, stage: str, message: bytes) -> None:
+        for obs in self.observers:
+            obs.server_received(self.round, cid, stage, message)
+
+
+def _weighted_loss(updates: Sequence[ClientUpdate], included: set[int]) -> float | None:
+    kept = [u for u in updates if u.cid in included]
+    total = sum(u.num_samples for u in kept)
+    return sum(u.train_loss * u.num_samples for u in kept) / total if total else None

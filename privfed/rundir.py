@@ -1,0 +1,84 @@
+"""The run directory: resolved config, per-round metrics, summary and plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from privfed.config import ExperimentConfig
+from privfed.federated.history import History
+from privfed.plots import plot_accuracy
+
+__all__ = ["run_dir_for", "summarize", "write_run"]
+
+
+def run_dir_for(config: ExperimentConfig) -> Path:
+    """``<output_dir>/<name>-<short hash of the config>``."""
+    return Path(config.output_dir) / f"{config.name}-{config.short_hash()}"
+
+
+def summarize(config: ExperimentConfig, history: History, num_params: int) -> dict[str, Any]:
+    """The headline figures of a finished run, as plain JSON-able data."""
+    rounds = len(history.rounds)
+    participations = sum(len(r.clients) for r in history.rounds)
+    last = history.evaluated()[-1] if history.evaluated() else None
+    return {
+        "name": config.name,
+        "config_hash": config.short_hash(),
+        "dataset": config.data.dataset,
+        "model": config.model.name,
+        "num_params": num_params,
+        "num_clients": config.data.num_clients,
+        "rounds": rounds,
+        "final_accuracy": last.test_accuracy if last else None,
+        "final_loss": last.test_loss if last else None,
+        "seconds_total": history.total("seconds"),
+        "seconds_per_round": history.total("seconds") / rounds if rounds else None,
+        "bytes_up_total": int(history.total("bytes_up")),
+        "bytes_down_total": int(history.total("bytes_down")),
+        "bytes_up_per_client_round": history.total("bytes_up") / participations
+        if participations else None,
+    }
+
+
+def write_run(
+    run_dir: str | Path, config: ExperimentConfig, history: History, summary: dict[str, Any]
+) -> Path:
+    """Write ``config.toml``, ``metrics.jsonl``, ``summary.json`` and ``accuracy.png``.
+
+    Each file is written to a temporary name and renamed into place, so a reader never
+    sees a half-written file; ``summary.json`` is written last and marks a complete run.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(run_dir / "config.toml", config.to_toml())
+    with _atomic_path(run_dir / "metrics.jsonl") as tmp:
+        history.write_jsonl(tmp)
+    if history.evaluated():
+        with _atomic_path(run_dir / "accuracy.png") as tmp:
+            plot_accuracy(history, tmp, title=f"{config.name} ({config.short_hash()})")
+    _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return run_dir
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    with _atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
+@contextmanager
+def _atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,49 @@
+import json
+
+import pytest
+
+from privfed.cli import main
+
+
+def test_run_writes_a_complete_run_directory(tmp_path, capsys):
+    status = main(["run", "--set", "federation.rounds=3", "--set", "model.hidden=[16]",
+                   "--output-dir", str(tmp_path), "--quiet"])
+    assert status == 0
+    (run_dir,) = tmp_path.iterdir()
+    assert run_dir.name.startswith("digits-mlp-")
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["round"] for line in lines] == [1, 2, 3]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["rounds"] == 3 and 0.5 < summary["final_accuracy"] <= 1.0
+    # 10 clients x (64*16 + 16 + 16*10 + 10) float32 parameters up, and the same down.
+    assert summary["bytes_up_total"] == summary["bytes_down_total"] == 3 * 10 * 4 * 1210
+    assert (run_dir / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "rounds = 3" in (run_dir / "config.toml").read_text()
+    assert capsys.readouterr().out == ""
+
+
+def test_config_command_prints_resolved_toml(capsys):
+    assert main(["config", "--set", "federation.lr=0.2", "--seed", "9"]) == 0
+    out = capsys.readouterr().out
+    assert "seed = 9" in out and "lr = 0.2" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "data.colour=1"], "unknown key"),
+        (["--set", "data.num_clients=2000"], "2000"),
+        (["--set", "data.dataset=mnist", "--data-dir", "/nonexistent/privfed-data"],
+         "train-images-idx3-ubyte"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(args, message, capsys, tmp_path, monkeypatch):
+    import privfed.data.download as download
+
+    def offline(*_args, **_kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(download, "fetch_url", offline)
+    assert main(["run", *args, "--output-dir", str(tmp_path), "-q"]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
