@@ -1,0 +1,89 @@
+"""In-process driver of the masking protocol."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..base import Aggregator, DecodedAggregate, RoundMeter
+from .client import MaskingClient
+from .params import MaskingParams
+from .server import MaskingServer, decode_masking
+
+
+class MaskingAggregator(Aggregator):
+    """Pairwise-masking secure aggregation (Bonawitz et al. CCS 2017; SecAgg+ optional).
+
+    The server learns only the weighted sum of the clients whose masked input it received,
+    and only if at least ``t`` clients answer every stage. Weights (e.g. sample counts) are
+    public: each client advertises its weight in the clear and pre-multiplies its vector by
+    ``w_k / W`` (``W`` the total advertised weight) before quantising. Keys are fresh per
+    round. Clients may drop before any stage (``dropouts``, stages
+    ``"advertise"``, ``"share"``, ``"masked"``, ``"unmask"``); the sum of the survivors is
+    recovered while at least ``t`` remain, else :class:`ThresholdError`.
+
+    Parameters
+    ----------
+    ring_bits, clip, out_of_range, threshold, neighbourhood
+        See :class:`MaskingParams`.
+    """
+
+    kind = "masking"
+    stages = ("advertise", "share", "masked", "unmask")
+
+    def __init__(
+        self,
+        *,
+        ring_bits: int = 32,
+        clip: float = 10.0,
+        out_of_range: str = "error",
+        threshold: int | None = None,
+        neighbourhood: str | int = "full",
+    ) -> None:
+        super().__init__(clip=clip, out_of_range=out_of_range)
+        self.params = MaskingParams(ring_bits, clip, out_of_range, threshold, neighbourhood)
+
+    def _run(
+        self,
+        round_id: int,
+        vectors: dict[int, np.ndarray],
+        weights: dict[int, float],
+        dropouts: dict[str, frozenset[int]],
+        meter: RoundMeter,
+    ) -> DecodedAggregate:
+        ids = sorted(vectors)
+        dim = vectors[ids[0]].size
+        registry = self.registry
+        with meter.timed("aggregate"):
+            server = MaskingServer(registry, self.params, round_id, dim, ids)
+        with meter.timed("encode"):
+            clients = {
+                c: MaskingClient(self.identity(c), registry, self.params, round_id) for c in ids
+            }
+        alive = set(ids)
+
+        def step(stage: str, inbox: dict[int, bytes] | None, send) -> None:
+            alive.difference_update(dropouts.get(stage, ()))
+            for c in sorted(alive):
+                if inbox is not None:
+                    meter.down(c, inbox[c])
+                with meter.timed("encode"):
+                    msg = send(c, None if inbox is None else inbox[c])
+                meter.up(c, stage, msg)
+                with meter.timed("aggregate"):
+                    server.receive(msg)
+
+        step("advertise", None, lambda c, _: clients[c].advertise(weights[c], dim))
+        with meter.timed("aggregate"):
+            keys = server.keys_message()
+        step("share", dict.fromkeys(alive, keys), lambda c, m: clients[c].share_keys(m))
+        with meter.timed("aggregate"):
+            forward = server.forward_messages()
+        step("masked", forward, lambda c, m: clients[c].masked_input(m, vectors[c]))
+        with meter.timed("aggregate"):
+            request = server.unmask_request()
+        step("unmask", dict.fromkeys(alive, request), lambda c, m: clients[c].unmask(m))
+        with meter.timed("aggregate"):
+            message = server.aggregate()
+        with meter.timed("decode"):
+            mean, total, included = decode_masking(message, round_id)
+        return DecodedAggregate(mean, total, included)

@@ -1,0 +1,237 @@
+"""Client side of the masking protocol (Bonawitz et al. 2017, optional SecAgg+ graph).
+
+One :class:`MaskingClient` object serves one round: all key material is fresh per round.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from ..errors import MessageRejectedError, ThresholdError
+from ..identity import ClientIdentity, IdentityRegistry
+from ..oneshot import unpack_ids
+from ..validation import check_round_id, check_weight, prepare_vector
+from ..wire import expect, open_signed, seal, unpack, unpack_fields
+from .crypto import (
+    SEED_SIZE,
+    agree,
+    hkdf,
+    open_share,
+    prg,
+    public_bytes,
+    seal_share,
+    split_secret,
+    x25519_from_seed,
+)
+from .messages import (
+    KEY_SEED,
+    KIND,
+    SELF_MASK,
+    Advert,
+    commit,
+    pack_addressed,
+    pack_reveals,
+    parse_share_plaintext,
+    share_aad,
+    share_plaintext,
+    unpack_addressed,
+)
+from .params import MaskingParams, neighbours
+from .quantize import Ring
+
+
+def self_mask_key(seed: bytes, round_id: int, client_id: int) -> bytes:
+    """ChaCha20 key of a client's self mask."""
+    return hkdf(seed, b"self-mask", round_id, client_id)
+
+
+def pair_sign(owner: int, peer: int) -> int:
+    """+1 if ``owner`` adds the pairwise mask shared with ``peer``, -1 if it subtracts it."""
+    return 1 if owner < peer else -1
+
+
+class MaskingClient:
+    """One client for one round of masked secure aggregation.
+
+    Call, in order, :meth:`advertise`, :meth:`share_keys`, :meth:`masked_input` and
+    :meth:`unmask`, each with the server's message of the previous stage.
+
+    Parameters
+    ----------
+    identity : ClientIdentity
+        Long-term signing identity.
+    registry : IdentityRegistry
+        Verification keys of all clients (to check the advertised keys the server relays).
+    params : MaskingParams
+        Protocol parameters (the same for all parties).
+    round_id : int
+        The round; bound into every key derivation, signature and AEAD tag.
+    """
+
+    def __init__(
+        self,
+        identity: ClientIdentity,
+        registry: IdentityRegistry,
+        params: MaskingParams,
+        round_id: int,
+    ) -> None:
+        self.identity = identity
+        self.id = identity.client_id
+        self.registry = registry
+        self.params = params
+        self.round_id = check_round_id(round_id)
+        self._stage = "advertise"
+        self._enc_key = X25519PrivateKey.generate()
+        self._key_seed = os.urandom(SEED_SIZE)
+        self._mask_key = x25519_from_seed(self._key_seed, self.round_id, self.id)
+        self._self_seed = os.urandom(SEED_SIZE)
+        self._adverts: dict[int, Advert] = {}
+        self._held: dict[int, tuple[int, bytes, bytes]] = {}
+
+    def _require(self, stage: str) -> None:
+        if self._stage != stage:
+            raise MessageRejectedError(
+                f"client {self.id}: stage {stage!r} called at stage {self._stage!r} of round "
+                f"{self.round_id}"
+            )
+
+    def _open(self, message: bytes, stage: str) -> bytes:
+        env = unpack(message)
+        expect(env, kind=KIND, stage=stage, round_id=self.round_id)
+        return env.payload
+
+    def advertise(self, weight: float, dim: int) -> bytes:
+        """Stage 0: signed public keys, self-mask commitment, public weight and length."""
+        self._require("advertise")
+        advert = Advert(
+            public_bytes(self._enc_key),
+            public_bytes(self._mask_key),
+            commit(self._self_seed, self.round_id, self.id),
+            check_weight(weight, self.id),
+            int(dim),
+        )
+        self._stage = "share"
+        self.advert = advert
+        return seal(self.identity, KIND, "advertise", self.round_id, advert.to_bytes())
+
+    def share_keys(self, keys_message: bytes) -> bytes:
+        """Stage 1: verify the relayed keys, send encrypted Shamir shares to neighbours."""
+        self._require("share")
+        fields = unpack_fields(self._open(keys_message, "keys"))
+        if not fields or len(fields[0]) != 4:
+            raise MessageRejectedError("keys message lacks the participant count")
+        participants = int.from_bytes(fields[0], "little")
+        adverts = {}
+        for signed in fields[1:]:
+            env = open_signed(signed, self.registry, kind=KIND, stage="advertise",
+                              round_id=self.round_id, allowed=self.registry.keys)
+            if env.sender in adverts:
+                raise MessageRejectedError(f"keys message repeats client {env.sender}")
+            adverts[env.sender] = Advert.from_bytes(env.payload, env.sender)
+        if adverts.get(self.id) != self.advert:
+            raise MessageRejectedError(f"keys message misses or alters client {self.id}'s keys")
+        if any(a.dim != self.advert.dim for a in adverts.values()):
+            raise MessageRejectedError("advertised vector lengths differ")
+        if participants < len(adverts):
+            raise MessageRejectedError(f"participant count {participants} < {len(adverts)} keys")
+        threshold = self.params.threshold_for(participants)
+        peers = neighbours(adverts, self.round_id, self.params.neighbourhood)[self.id]
+        group = sorted(peers | {self.id})
+        if len(group) < threshold:
+            raise ThresholdError(
+                f"client {self.id}: {len(group)} clients in its group < threshold {threshold}"
+            )
+        self._stage = "masked"
+        self._adverts, self._peers, self._threshold = adverts, peers, threshold
+        self._participants = participants
+        b_shares = split_secret(self._self_seed, threshold, len(group))
+        m_shares = split_secret(self._key_seed, threshold, len(group))
+        out = {}
+        for pos, peer in enumerate(group):
+            if peer == self.id:
+                self._held[self.id] = (pos + 1, b_shares[pos], m_shares[pos])
+                continue
+            key = agree(self._enc_key, adverts[peer].enc_pk, b"share-enc", self.round_id,
+                        self.id, peer)
+            plain = share_plaintext(self.id, peer, pos + 1, b_shares[pos], m_shares[pos])
+            out[peer] = seal_share(key, plain, share_aad(self.round_id, self.id, peer))
+        return seal(self.identity, KIND, "share", self.round_id, pack_addressed(out))
+
+    def masked_input(self, forward_message: bytes, vector: Any) -> bytes:
+        """Stage 2: decrypt the shares received, send the masked quantised input.
+
+        Raises
+        ------
+        InvalidInputError
+            Bad vector (length, NaN/Inf, out of range with ``out_of_range="error"``).
+        AuthenticationError
+            A forwarded share was tampered with; nothing is stored, the call can be retried.
+        """
+        self._require("masked")
+        x = prepare_vector(vector, self.advert.dim, clip=self.params.clip,
+                           out_of_range=self.params.out_of_range, client_id=self.id)
+        received = unpack_addressed(self._open(forward_message, "forward"), "forward message")
+        held = {}
+        for sender, blob in received.items():
+            if sender not in self._peers:
+                raise MessageRejectedError(f"client {self.id}: share from non-neighbour {sender}")
+            key = agree(self._enc_key, self._adverts[sender].enc_pk, b"share-enc",
+                        self.round_id, self.id, sender)
+            plain = open_share(key, blob, share_aad(self.round_id, sender, self.id),
+                               f"client {sender}")
+            held[sender] = parse_share_plaintext(plain, sender, self.id)
+        if len(held) + 1 < self._threshold:
+            raise ThresholdError(
+                f"client {self.id}: shares from {len(held) + 1} group members < threshold "
+                f"{self._threshold}"
+            )
+        self._stage = "unmask"
+        self._held.update(held)
+        ring = Ring(self.params.ring_bits, self.params.clip, self._participants)
+        total = sum(a.weight for a in self._adverts.values())
+        y = ring.quantize(x * (self.advert.weight / total))
+        y += prg(self_mask_key(self._self_seed, self.round_id, self.id), y.size, ring.dtype)
+        for peer in sorted(held):
+            key = agree(self._mask_key, self._adverts[peer].mask_pk, b"pair-mask",
+                        self.round_id, self.id, peer)
+            stream = prg(key, y.size, ring.dtype)
+            if pair_sign(self.id, peer) > 0:
+                y += stream
+            else:
+                y -= stream
+        return seal(self.identity, KIND, "masked", self.round_id, ring.to_bytes(y))
+
+    def unmask(self, request_message: bytes) -> bytes:
+        """Stage 3: reveal self-mask shares of survivors and key-seed shares of dropouts.
+
+        Never reveals both for the same client, and answers at most once per round.
+        """
+        self._require("unmask")
+        payload = unpack_fields(self._open(request_message, "unmask_request"), 1)
+        survivors = set(unpack_ids(payload[0]))
+        group = self._peers | {self.id}
+        if (
+            self.id not in survivors
+            or not survivors <= set(self._adverts)
+            or not survivors & group <= set(self._held)
+        ):
+            raise MessageRejectedError(
+                f"client {self.id}: unmask request omits this client or lists a neighbour "
+                "that never shared with it"
+            )
+        alive = len(survivors & set(self._held))
+        if alive < self._threshold:
+            raise ThresholdError(
+                f"client {self.id}: {alive} surviving group members < threshold {self._threshold}"
+            )
+        self._stage = "done"
+        reveals = {}
+        for owner, (index, b_share, m_share) in self._held.items():
+            if owner in survivors:
+                reveals[owner] = (SELF_MASK, index, b_share)
+            else:
+                reveals[owner] = (KEY_SEED, index, m_share)
+        return seal(self.identity, KIND, "unmask", self.round_id, pack_reveals(reveals))

@@ -1,0 +1,274 @@
+"""Server side of the masking protocol: relays keys and shares, unmasks only the sum.
+
+The server never holds a secret that opens a single client's masked input: for each client
+it recovers either the self-mask seed (client survived) or the pairwise-key seed (client
+dropped), never both, and only from at least ``t`` shares.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Collection
+
+import numpy as np
+
+from ..errors import MessageRejectedError, ThresholdError
+from ..identity import IdentityRegistry
+from ..oneshot import open_aggregate, pack_ids
+from ..validation import check_round_id
+from ..wire import SERVER_ID, open_signed, pack, pack_fields
+from .client import pair_sign, self_mask_key
+from .crypto import agree, combine_secret, prg, public_bytes, x25519_from_seed
+from .messages import (
+    KEY_SEED,
+    KIND,
+    SELF_MASK,
+    Advert,
+    commit,
+    pack_addressed,
+    unpack_addressed,
+    unpack_reveals,
+)
+from .params import MaskingParams, neighbours
+from .quantize import Ring
+
+_STAGES = ("advertise", "share", "masked", "unmask", "done")
+_RING_META = struct.Struct("<IId")
+_F64 = struct.Struct("<d")
+
+
+class MaskingServer:
+    """Server of one round of masked secure aggregation.
+
+    Receive each stage's client messages with :meth:`receive`, then close the stage with
+    :meth:`keys_message`, :meth:`forward_messages`, :meth:`unmask_request` and finally
+    :meth:`aggregate`.
+
+    Parameters
+    ----------
+    registry : IdentityRegistry
+        Verification keys of the clients.
+    params : MaskingParams
+        Protocol parameters.
+    round_id : int
+        The round served.
+    dim : int
+        Vector length.
+    participants : Collection[int]
+        Clients invited to the round; ``n = len(participants)`` fixes the threshold and the
+        fixed-point head-room.
+    """
+
+    def __init__(
+        self,
+        registry: IdentityRegistry,
+        params: MaskingParams,
+        round_id: int,
+        dim: int,
+        participants: Collection[int],
+    ) -> None:
+        self.registry = registry
+        self.params = params
+        self.round_id = check_round_id(round_id)
+        self.dim = int(dim)
+        self.participants = frozenset(participants)
+        self.threshold = params.threshold_for(len(self.participants))
+        self.ring = Ring(params.ring_bits, params.clip, len(self.participants))
+        self.stage = "advertise"
+        self._signed_adverts: dict[int, bytes] = {}
+        self.adverts: dict[int, Advert] = {}
+        self._shares: dict[int, dict[int, bytes]] = {}
+        self._masked: dict[int, np.ndarray] = {}
+        self._reveals: dict[int, dict[int, tuple[int, int, bytes]]] = {}
+        self._graph: dict[int, frozenset[int]] = {}
+
+    # ------------------------------------------------------------------ receiving
+    def _allowed(self) -> Collection[int]:
+        return {
+            "advertise": self.participants,
+            "share": self.adverts,
+            "masked": self._shares,
+            "unmask": self._masked,
+        }.get(self.stage, ())
+
+    def _store(self) -> dict:
+        return {
+            "advertise": self.adverts,
+            "share": self._shares,
+            "masked": self._masked,
+            "unmask": self._reveals,
+        }[self.stage]
+
+    def receive(self, message: bytes) -> int:
+        """Check and store a client message of the current stage; return its sender.
+
+        Raises
+        ------
+        MessageRejectedError
+            Malformed, wrong stage or round (replay), unknown/duplicate/dropped sender.
+        AuthenticationError
+            Bad signature. The server state is unchanged in every case.
+        """
+        if self.stage == "done":
+            raise MessageRejectedError(f"round {self.round_id} is finished")
+        env = open_signed(message, self.registry, kind=KIND, stage=self.stage,
+                          round_id=self.round_id, allowed=self._allowed())
+        sender, store = env.sender, self._store()
+        if sender in store:
+            raise MessageRejectedError(
+                f"duplicate {self.stage!r} message from client {sender} in round {self.round_id}"
+            )
+        if self.stage == "advertise":
+            advert = Advert.from_bytes(env.payload, sender)
+            if advert.dim != self.dim:
+                raise MessageRejectedError(
+                    f"client {sender}: vector length {advert.dim}, expected {self.dim}"
+                )
+            self._signed_adverts[sender] = bytes(message)
+            store[sender] = advert
+        elif self.stage == "share":
+            shares = unpack_addressed(env.payload, f"client {sender}")
+            if set(shares) != self._graph[sender]:
+                raise MessageRejectedError(
+                    f"client {sender}: shares addressed to {sorted(shares)}, expected its "
+                    f"neighbours {sorted(self._graph[sender])}"
+                )
+            store[sender] = shares
+        elif self.stage == "masked":
+            values = self.ring.from_bytes(env.payload, self.dim)
+            if values is None:
+                raise MessageRejectedError(
+                    f"client {sender}: masked vector of {len(env.payload)} bytes, expected "
+                    f"{self.dim} elements of {self.ring.dtype.itemsize} bytes in Z_2^"
+                    f"{self.ring.bits}"
+                )
+            store[sender] = values
+        else:
+            store[sender] = self._check_reveals(sender, unpack_reveals(env.payload, sender))
+        return sender
+
+    def _check_reveals(
+        self, sender: int, reveals: dict[int, tuple[int, int, bytes]]
+    ) -> dict[int, tuple[int, int, bytes]]:
+        for owner, (kind, _, _) in reveals.items():
+            if owner not in self._shares or (owner != sender and sender not in
+                                              self._graph[owner]):
+                raise MessageRejectedError(f"client {sender}: revealed a share of {owner}, "
+                                           "which it cannot hold")
+            expected = SELF_MASK if owner in self._masked else KEY_SEED
+            if kind != expected:
+                raise MessageRejectedError(f"client {sender}: wrong share type for {owner}")
+        return reveals
+
+    # ------------------------------------------------------------------ closing stages
+    def _close(self, stage: str, survivors: Collection[int]) -> None:
+        if self.stage != stage:
+            raise MessageRejectedError(
+                f"cannot close stage {stage!r}: server is at stage {self.stage!r}"
+            )
+        if len(survivors) < self.threshold:
+            raise ThresholdError(
+                f"round {self.round_id}, stage {stage!r}: only {len(survivors)} clients "
+                f"responded, fewer than the threshold t={self.threshold}; aborting without "
+                "unmasking anything"
+            )
+        self.stage = _STAGES[_STAGES.index(stage) + 1]
+
+    def keys_message(self) -> bytes:
+        """Close stage ``advertise``; the broadcast of all signed adverts (same for all)."""
+        self._close("advertise", self.adverts)
+        self._graph = neighbours(self.adverts, self.round_id, self.params.neighbourhood)
+        count = len(self.participants).to_bytes(4, "little")
+        fields = [count, *(self._signed_adverts[c] for c in sorted(self._signed_adverts))]
+        return pack(KIND, "keys", self.round_id, SERVER_ID, pack_fields(fields))
+
+    def forward_messages(self) -> dict[int, bytes]:
+        """Close stage ``share``; per client, the encrypted shares addressed to it."""
+        self._close("share", self._shares)
+        inbox: dict[int, dict[int, bytes]] = {c: {} for c in self._shares}
+        for sender, shares in self._shares.items():
+            for recipient, blob in shares.items():
+                if recipient in inbox:
+                    inbox[recipient][sender] = blob
+        return {
+            c: pack(KIND, "forward", self.round_id, SERVER_ID, pack_addressed(items))
+            for c, items in inbox.items()
+        }
+
+    def unmask_request(self) -> bytes:
+        """Close stage ``masked``; the list of clients whose masked input arrived."""
+        self._close("masked", self._masked)
+        payload = pack_fields([pack_ids(tuple(sorted(self._masked)))])
+        return pack(KIND, "unmask_request", self.round_id, SERVER_ID, payload)
+
+    def aggregate(self) -> bytes:
+        """Close stage ``unmask``: recover the needed seeds, remove masks, return the sum.
+
+        Raises
+        ------
+        ThresholdError
+            Fewer than ``t`` responses, or fewer than ``t`` shares of a needed seed.
+        MessageRejectedError
+            A reconstructed seed does not match the client's advertised key or commitment.
+        """
+        self._close("unmask", self._reveals)
+        survivors = sorted(self._masked)
+        dropped = sorted(set(self._shares) - set(self._masked))
+        collected: dict[int, dict[int, bytes]] = {c: {} for c in survivors + dropped}
+        for reveals in self._reveals.values():
+            for owner, (_, index, share) in reveals.items():
+                collected[owner][index] = share
+        short = {c: len(s) for c, s in collected.items() if len(s) < self.threshold}
+        if short:
+            raise ThresholdError(
+                f"round {self.round_id}: too few shares (threshold t={self.threshold}) to "
+                f"recover the seeds of clients {short}; aborting"
+            )
+        total = np.zeros(self.dim, dtype=self.ring.dtype)
+        for c in survivors:
+            seed = combine_secret(collected[c], self.threshold)
+            if commit(seed, self.round_id, c) != self.adverts[c].commitment:
+                raise MessageRejectedError(f"recovered self-mask seed of client {c} is wrong")
+            total += self._masked[c]
+            total -= prg(self_mask_key(seed, self.round_id, c), self.dim, self.ring.dtype)
+        for v in dropped:
+            key = x25519_from_seed(combine_secret(collected[v], self.threshold),
+                                   self.round_id, v)
+            if public_bytes(key) != self.adverts[v].mask_pk:
+                raise MessageRejectedError(f"recovered mask key of client {v} is wrong")
+            for u in sorted(self._graph[v] & set(survivors)):
+                pair = agree(key, self.adverts[u].mask_pk, b"pair-mask", self.round_id, u, v)
+                stream = prg(pair, self.dim, self.ring.dtype)
+                if pair_sign(u, v) > 0:
+                    total -= stream
+                else:
+                    total += stream
+        announced = sum(a.weight for a in self.adverts.values())
+        included = sum(self.adverts[c].weight for c in survivors)
+        meta = _RING_META.pack(self.ring.bits, self.ring.clients, self.ring.clip)
+        fields = [pack_ids(tuple(survivors)), _F64.pack(included), _F64.pack(announced), meta,
+                  self.ring.to_bytes(total)]
+        return pack(KIND, "aggregate", self.round_id, SERVER_ID, pack_fields(fields))
+
+
+def decode_masking(message: bytes, round_id: int) -> tuple[np.ndarray, float, tuple[int, ...]]:
+    """Dequantise a masking aggregate message.
+
+    Returns
+    -------
+    mean : np.ndarray
+        Weighted mean of the included clients.
+    total_weight : float
+        Their total weight.
+    included : tuple of int
+        The included clients.
+    """
+    included, w_incl, announced, body = open_aggregate(message, KIND, round_id)
+    if len(body) != 2 or len(body[0]) != _RING_META.size:
+        raise MessageRejectedError("malformed masking aggregate")
+    bits, clients, clip = _RING_META.unpack(body[0])
+    ring = Ring(bits, clip, clients)
+    values = ring.from_bytes(body[1], len(body[1]) // ring.dtype.itemsize)
+    if values is None:
+        raise MessageRejectedError("malformed masking aggregate vector")
+    return ring.dequantize(values) * (announced / w_incl), w_incl, included
