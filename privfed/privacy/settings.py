@@ -1,0 +1,161 @@
+"""The ``[privacy]`` section of an experiment configuration, validated on creation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["PrivacyConfig", "MECHANISMS", "ACCOUNTANTS", "NOISES"]
+
+MECHANISMS = ("none", "local", "central", "distributed")
+ACCOUNTANTS = ("rdp", "prv", "gdp")
+NOISES = ("gaussian", "skellam")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Differential privacy of a federated run; the defaults are non-private.
+
+    Attributes
+    ----------
+    mechanism : str
+        "none"; "local" (record-level DP-SGD at each client, through Opacus); "central"
+        (user-level DP-FedAvg, the server clips and adds noise); "distributed" (user-level,
+        each client clips and adds its share of the noise before its update leaves it).
+    epsilon : float or None
+        Target epsilon; the noise is calibrated to reach it at the end of training.
+        Give exactly one of ``epsilon`` and ``noise_multiplier`` (unless mechanism is "none").
+    delta : float
+        Target delta, in (0, 1); should be below 1/n (records per client for "local",
+        number of clients for "central" and "distributed").
+    noise_multiplier : float or None
+        Noise std as a multiple of the clip norm (z); >= 0.
+    max_grad_norm : float
+        Per-example gradient clip norm C of local DP-SGD.
+    clip_norm : float
+        User-level clip norm S of a client's update ("central", "distributed"); ``inf`` is
+        allowed only with ``noise_multiplier = 0`` (plain FedAvg with uniform weights). With
+        adaptive clipping, the initial S.
+    adaptive_clipping : bool
+        Adapt S to a quantile of the update norms (Andrew et al. 2021).
+    target_quantile : float
+        Quantile gamma of the update norms S tracks, in [0, 1].
+    clip_lr : float
+        Geometric learning rate eta of S: ``S <- S * exp(-eta * (b - gamma))``.
+    clipped_count_stddev : float or None
+        Noise std sigma_b on the count of unclipped updates; None = expected clients / 20.
+    accountant : str
+        Opacus accountant: "rdp", "prv" or "gdp".
+    noise : str
+        Distributed DP noise: "gaussian", or "skellam" (integer noise for the masking
+        aggregator, Agarwal et al. 2021).
+    quantization_step : float or None
+        "skellam" only: the lattice step gamma of the client's integer encoding; None = S / 2**16.
+    min_surviving_clients : int or None
+        "distributed" only: the fewest clients whose noise shares must be in a released sum;
+        rounds with fewer are discarded. None = the round's cohort size for fixed-size client
+        sampling; under Poisson sampling, the expected cohort minus two standard deviations.
+    secure_mode : bool
+        Use Opacus's secure mode (cryptographic RNG via ``torchcsprng``; no seeding).
+    """
+
+    mechanism: str = "none"
+    epsilon: float | None = None
+    delta: float = 1e-5
+    noise_multiplier: float | None = None
+    max_grad_norm: float = 1.0
+    clip_norm: float = 1.0
+    adaptive_clipping: bool = False
+    target_quantile: float = 0.5
+    clip_lr: float = 0.2
+    clipped_count_stddev: float | None = None
+    accountant: str = "rdp"
+    noise: str = "gaussian"
+    quantization_step: float | None = None
+    min_surviving_clients: int | None = None
+    secure_mode: bool = False
+
+    def __post_init__(self) -> None:
+        _choice("mechanism", self.mechanism, MECHANISMS)
+        _choice("accountant", self.accountant, ACCOUNTANTS)
+        _choice("noise", self.noise, NOISES)
+        if not 0.0 < self.delta < 1.0:
+            raise ValueError(f"privacy.delta must be in (0, 1), got {self.delta!r}")
+        if self.epsilon is not None and not (self.epsilon > 0 and math.isfinite(self.epsilon)):
+            raise ValueError(f"privacy.epsilon must be > 0 and finite, got {self.epsilon!r}")
+        if self.noise_multiplier is not None and not (
+            self.noise_multiplier >= 0 and math.isfinite(self.noise_multiplier)
+        ):
+            raise ValueError(
+                f"privacy.noise_multiplier must be >= 0 and finite, got {self.noise_multiplier!r}"
+            )
+        _positive("max_grad_norm", self.max_grad_norm, finite=True)
+        _positive("clip_norm", self.clip_norm, finite=False)
+        if not 0.0 <= self.target_quantile <= 1.0:
+            raise ValueError(
+                f"privacy.target_quantile must be in [0, 1], got {self.target_quantile!r}"
+            )
+        _positive("clip_lr", self.clip_lr, finite=True)
+        if self.clipped_count_stddev is not None:
+            _positive("clipped_count_stddev", self.clipped_count_stddev, finite=True)
+        if self.quantization_step is not None:
+            _positive("quantization_step", self.quantization_step, finite=True)
+        if self.min_surviving_clients is not None and self.min_surviving_clients < 1:
+            raise ValueError(
+                f"privacy.min_surviving_clients must be >= 1, got {self.min_surviving_clients!r}"
+            )
+        self._check_combination()
+
+    @property
+    def user_level(self) -> bool:
+        """Whether the mechanism protects whole clients ("central", "distributed")."""
+        return self.mechanism in ("central", "distributed")
+
+    def _check_combination(self) -> None:
+        given = (self.epsilon is not None) + (self.noise_multiplier is not None)
+        if self.mechanism == "none":
+            if given:
+                raise ValueError(
+                    "privacy.epsilon / privacy.noise_multiplier are set but privacy.mechanism is "
+                    f"'none'; allowed mechanisms: {list(MECHANISMS)}"
+                )
+            return
+        if given != 1:
+            raise ValueError(
+                f"privacy.mechanism {self.mechanism!r} needs exactly one of privacy.epsilon "
+                f"and privacy.noise_multiplier, got epsilon={self.epsilon!r}, "
+                f"noise_multiplier={self.noise_multiplier!r}"
+            )
+        if self.user_level and math.isinf(self.clip_norm) and self.noise_multiplier != 0:
+            raise ValueError(
+                "privacy.clip_norm = inf is allowed only with privacy.noise_multiplier = 0 "
+                "(the noise std is noise_multiplier * clip_norm)"
+            )
+        if self.adaptive_clipping and not self.user_level:
+            raise ValueError(
+                f"privacy.adaptive_clipping applies to mechanisms 'central' and 'distributed', "
+                f"not {self.mechanism!r}"
+            )
+        if self.adaptive_clipping and math.isinf(self.clip_norm):
+            raise ValueError("privacy.adaptive_clipping needs a finite initial privacy.clip_norm")
+        if self.noise == "skellam" and self.mechanism != "distributed":
+            raise ValueError(
+                f"privacy.noise 'skellam' applies only to mechanism 'distributed', "
+                f"not {self.mechanism!r}; allowed for {self.mechanism!r}: ['gaussian']"
+            )
+        if self.noise == "skellam" and (self.adaptive_clipping or math.isinf(self.clip_norm)):
+            raise ValueError(
+                "privacy.noise 'skellam' needs a fixed, finite privacy.clip_norm "
+                "(no adaptive_clipping)"
+            )
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"privacy.{name}: unknown value {value!r}; allowed: {list(allowed)}")
+
+
+def _positive(name: str, value: float, *, finite: bool) -> None:
+    if not value > 0 or (finite and not math.isfinite(value)):
+        bound = "> 0 and finite" if finite else "> 0"
+        raise ValueError(f"privacy.{name} must be {bound}, got {value!r}")
