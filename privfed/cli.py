@@ -134,6 +134,8 @@ def _summary_table(summary: dict) -> Table:
         ("clients x rounds", f"{summary['num_clients']} x {summary['rounds']}"),
         ("parameters", f"{summary['num_params']:,}"),
         ("final test accuracy", _fmt(summary["final_accuracy"], ".4f")),
+        ("privacy", _privacy_cell(summary)),
+        ("secure aggregation", summary["secure_aggregation"]),
         ("final test loss", _fmt(summary["final_loss"], ".4f")),
         ("seconds per round", _fmt(summary["seconds_per_round"], ".4f")),
         ("bytes up per client per round", _fmt(summary["bytes_up_per_client_round"], ",.0f")),
@@ -143,6 +145,13 @@ def _summary_table(summary: dict) -> Table:
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def _privacy_cell(summary: dict) -> str:
+    if summary["privacy_mechanism"] == "none":
+        return "none (epsilon = inf)"
+    return (f"{summary['privacy_mechanism']}: {summary['privacy_unit']}-level "
+            f"epsilon {_fmt(summary['epsilon'], '.3g')} at delta {summary['delta']:.0e}")
 
 
 def _fmt(value: float | None, spec: str) -> str:

@@ -43,6 +43,23 @@ def summarize(config: ExperimentConfig, history: History, num_params: int) -> di
         "bytes_down_total": int(history.total("bytes_down")),
         "bytes_up_per_client_round": history.total("bytes_up") / participations
         if participations else None,
+        "secure_aggregation": config.secure.kind,
+        **{f"seconds_{stage}_total": sum(r.extra.get(f"seconds_{stage}", 0.0)
+                                         for r in history.rounds)
+           for stage in ("encode", "aggregate", "decode")},
+        **_privacy_summary(config, history),
+    }
+
+
+def _privacy_summary(config: ExperimentConfig, history: History) -> dict[str, Any]:
+    """The privacy spent by the end of training, as the mechanism reported it."""
+    mechanism = config.privacy.mechanism
+    last = history.rounds[-1].extra if history.rounds else {}
+    return {
+        "privacy_mechanism": mechanism,
+        "privacy_unit": {"none": None, "local": "record"}.get(mechanism, "user"),
+        "epsilon": last.get("epsilon") if mechanism != "none" else None,
+        "delta": last.get("delta") if mechanism != "none" else None,
     }
 
 
