@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..base import Aggregator, DecodedAggregate, RoundMeter
+from privfed.secure.base import Aggregator, DecodedAggregate, RoundMeter
+
 from .client import MaskingClient
 from .params import MaskingParams
 from .server import MaskingServer, decode_masking

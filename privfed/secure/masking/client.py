@@ -10,11 +10,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from ..errors import MessageRejectedError, ThresholdError
-from ..identity import ClientIdentity, IdentityRegistry
-from ..oneshot import unpack_ids
-from ..validation import check_round_id, check_weight, prepare_vector
-from ..wire import expect, open_signed, seal, unpack, unpack_fields
+from privfed.secure.errors import MessageRejectedError, ThresholdError
+from privfed.secure.identity import ClientIdentity, IdentityRegistry
+from privfed.secure.oneshot import unpack_ids
+from privfed.secure.validation import check_round_id, check_weight, prepare_vector
+from privfed.secure.wire import expect, open_signed, seal, unpack, unpack_fields
+
 from .crypto import (
     SEED_SIZE,
     agree,

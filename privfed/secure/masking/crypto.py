@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ..errors import AuthenticationError, InvalidInputError, MessageRejectedError
+from privfed.secure.errors import AuthenticationError, InvalidInputError, MessageRejectedError
 
 SEED_SIZE = 16  # 128-bit seeds: one Shamir block each
 KEY_SIZE = 32

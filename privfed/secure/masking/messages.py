@@ -7,8 +7,9 @@ import math
 import struct
 from dataclasses import dataclass
 
-from ..errors import MessageRejectedError
-from ..wire import pack_fields, unpack_fields
+from privfed.secure.errors import MessageRejectedError
+from privfed.secure.wire import pack_fields, unpack_fields
+
 from .crypto import BLOCK, SEED_SIZE
 
 KIND = "masking"

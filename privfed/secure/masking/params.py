@@ -7,8 +7,9 @@ import struct
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from ..errors import InvalidInputError, ThresholdError
-from ..validation import check_clip, check_out_of_range
+from privfed.secure.errors import InvalidInputError, ThresholdError
+from privfed.secure.validation import check_clip, check_out_of_range
+
 from .quantize import MAX_BITS, MIN_BITS
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from privfed.secure.errors import InvalidInputError
 
 MIN_BITS, MAX_BITS = 8, 62
 

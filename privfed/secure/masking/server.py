@@ -12,11 +12,12 @@ from collections.abc import Collection
 
 import numpy as np
 
-from ..errors import MessageRejectedError, ThresholdError
-from ..identity import IdentityRegistry
-from ..oneshot import open_aggregate, pack_ids
-from ..validation import check_round_id
-from ..wire import SERVER_ID, open_signed, pack, pack_fields
+from privfed.secure.errors import MessageRejectedError, ThresholdError
+from privfed.secure.identity import IdentityRegistry
+from privfed.secure.oneshot import open_aggregate, pack_ids
+from privfed.secure.validation import check_round_id
+from privfed.secure.wire import SERVER_ID, open_signed, pack, pack_fields
+
 from .client import pair_sign, self_mask_key
 from .crypto import agree, combine_secret, prg, public_bytes, x25519_from_seed
 from .messages import (

@@ -1,8 +1,7 @@
-"""The typed experiment configuration: one object, loaded from TOML, validated on creation.
+"""The typed experiment configuration: one frozen dataclass per section.
 
-Every section is a frozen dataclass whose ``__post_init__`` checks its own fields, so an
-invalid value fails where it is set with an error that names the field and what is allowed.
-Unknown keys are errors, never silently ignored.
+Every section validates its own fields in ``__post_init__``, so an invalid value fails where
+it is set with an error that names the field and what is allowed.
 """
 
 from __future__ import annotations
@@ -10,16 +9,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tomllib
-import types
-import typing
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import tomli_w
 
+from privfed.config.validation import ConfigError, check_choice, check_range
 from privfed.data import DATASETS, PARTITIONERS
 from privfed.data.scaling import SCALINGS
 from privfed.federated.optimizers import SERVER_OPTIMIZERS
@@ -28,7 +23,6 @@ from privfed.privacy import PrivacyConfig
 from privfed.secure import AGGREGATORS, HEParams, MaskingParams
 
 __all__ = [
-    "ConfigError",
     "DataConfig",
     "ModelConfig",
     "FederationConfig",
@@ -36,14 +30,7 @@ __all__ = [
     "SecureConfig",
     "AttacksConfig",
     "ExperimentConfig",
-    "load_config",
-    "config_from_dict",
-    "apply_overrides",
 ]
-
-
-class ConfigError(ValueError):
-    """An invalid configuration: the message names the field and the allowed values."""
 
 
 @dataclass(frozen=True)
@@ -91,22 +78,22 @@ class DataConfig:
     scaling: str | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("data.dataset", self.dataset, DATASETS)
-        _check_choice("data.partition", self.partition, PARTITIONERS)
+        check_choice("data.dataset", self.dataset, DATASETS)
+        check_choice("data.partition", self.partition, PARTITIONERS)
         if self.scaling is not None:
-            _check_choice("data.scaling", self.scaling, SCALINGS)
-        _check_range("data.num_clients", self.num_clients, low=1)
-        _check_range("data.alpha", self.alpha, low=0, low_open=True)
-        _check_range("data.min_partition_size", self.min_partition_size, low=1)
-        _check_range("data.shards_per_client", self.shards_per_client, low=1)
+            check_choice("data.scaling", self.scaling, SCALINGS)
+        check_range("data.num_clients", self.num_clients, low=1)
+        check_range("data.alpha", self.alpha, low=0, low_open=True)
+        check_range("data.min_partition_size", self.min_partition_size, low=1)
+        check_range("data.shards_per_client", self.shards_per_client, low=1)
         if self.samples_per_client is not None:
-            _check_range("data.samples_per_client", self.samples_per_client, low=1)
+            check_range("data.samples_per_client", self.samples_per_client, low=1)
             if self.partition != "iid":
                 raise ConfigError(
                     f"data.samples_per_client applies only to partition 'iid', "
                     f"not {self.partition!r}"
                 )
-        _check_range("data.test_fraction", self.test_fraction, low=0, high=1, low_open=True,
+        check_range("data.test_fraction", self.test_fraction, low=0, high=1, low_open=True,
                      high_open=True)
 
     def partitioner_params(self) -> dict[str, Any]:
@@ -135,7 +122,7 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [200, 200])
 
     def __post_init__(self) -> None:
-        _check_choice("model.name", self.name, MODELS)
+        check_choice("model.name", self.name, MODELS)
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise ConfigError(f"model.hidden must be a non-empty list of widths >= 1, "
                               f"got {self.hidden}")
@@ -193,17 +180,17 @@ class FederationConfig:
     eval_every: int = 1
 
     def __post_init__(self) -> None:
-        _check_range("federation.rounds", self.rounds, low=1)
-        _check_range("federation.fraction", self.fraction, low=0, high=1, low_open=True)
-        _check_choice("federation.client_sampling", self.client_sampling, ("fixed", "poisson"))
-        _check_range("federation.local_epochs", self.local_epochs, low=1)
-        _check_range("federation.batch_size", self.batch_size, low=1)
-        _check_range("federation.lr", self.lr, low=0, low_open=True)
-        _check_range("federation.mu", self.mu, low=0)
-        _check_choice("federation.server_optimizer", self.server_optimizer, SERVER_OPTIMIZERS)
+        check_range("federation.rounds", self.rounds, low=1)
+        check_range("federation.fraction", self.fraction, low=0, high=1, low_open=True)
+        check_choice("federation.client_sampling", self.client_sampling, ("fixed", "poisson"))
+        check_range("federation.local_epochs", self.local_epochs, low=1)
+        check_range("federation.batch_size", self.batch_size, low=1)
+        check_range("federation.lr", self.lr, low=0, low_open=True)
+        check_range("federation.mu", self.mu, low=0)
+        check_choice("federation.server_optimizer", self.server_optimizer, SERVER_OPTIMIZERS)
         if self.server_lr is not None:
-            _check_range("federation.server_lr", self.server_lr, low=0, low_open=True)
-        _check_range("federation.eval_every", self.eval_every, low=1)
+            check_range("federation.server_lr", self.server_lr, low=0, low_open=True)
+        check_range("federation.eval_every", self.eval_every, low=1)
 
     def server_optimizer_params(self) -> dict[str, float]:
         """Keyword arguments of the configured server optimizer."""
@@ -257,8 +244,8 @@ class SecureConfig:
     scale_bits: int = 40
 
     def __post_init__(self) -> None:
-        _check_choice("secure.kind", self.kind, AGGREGATORS)
-        _check_choice("secure.out_of_range", self.out_of_range, ("error", "clip"))
+        check_choice("secure.kind", self.kind, AGGREGATORS)
+        check_choice("secure.out_of_range", self.out_of_range, ("error", "clip"))
         try:  # The aggregators' own parameter objects validate cheaply (no key generation).
             if self.kind == "masking":
                 MaskingParams(**self.aggregator_params())
@@ -268,7 +255,7 @@ class SecureConfig:
         except ValueError as err:
             raise ConfigError(f"secure ({self.kind}): {err}") from None
         if self.clip is not None:
-            _check_range("secure.clip", self.clip, low=0, low_open=True)
+            check_range("secure.clip", self.clip, low=0, low_open=True)
 
     def aggregator_params(self) -> dict[str, Any]:
         """Keyword arguments of :func:`privfed.secure.make_aggregator` for :attr:`kind`."""
@@ -343,137 +330,7 @@ class ExperimentConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ExperimentConfig:
-    """Load a TOML config (or the defaults when ``path`` is None) and apply overrides.
-
-    Parameters
-    ----------
-    path : str or Path, optional
-        A TOML file whose top-level keys and tables mirror :class:`ExperimentConfig`.
-    overrides : iterable of str
-        ``"section.key=value"`` strings; the value is parsed as TOML (``0.1``, ``true``,
-        ``[64, 64]``, ``"text"``) and bare words are taken as strings (``data.dataset=mnist``).
-
-    Raises
-    ------
-    ConfigError
-        On a missing or malformed file, an unknown key, a wrong type or an invalid value.
-    """
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    return config_from_dict(apply_overrides(raw, overrides))
-
-
-def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Return a copy of ``raw`` with each ``"dotted.key=value"`` override set in it."""
-    result = json.loads(json.dumps(raw))
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} is not of the form section.key=value")
-        *parents, leaf = key.strip().split(".")
-        target = result
-        for part in parents:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        target[leaf] = _parse_value(text.strip())
-    return result
-
-
-def config_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
-    """Build and validate an :class:`ExperimentConfig` from nested plain data."""
-    return _build(ExperimentConfig, raw, prefix="")
-
-
-def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - fields)
-    if unknown:
-        where = prefix.rstrip(".") or "top level"
-        raise ConfigError(
-            f"unknown key(s) {', '.join(prefix + k for k in unknown)} in {where}; "
-            f"allowed: {sorted(fields) or 'none (this section has no options yet)'}"
-        )
-    values = {}
-    for name, value in raw.items():
-        kind = hints[name]
-        if dataclasses.is_dataclass(kind):
-            values[name] = _build(kind, value, f"{prefix}{name}.")
-        else:
-            values[name] = _coerce(f"{prefix}{name}", value, kind)
-    try:
-        return cls(**values)
-    except ConfigError:
-        raise
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-
-
-def _coerce(field_name: str, value: Any, kind: Any) -> Any:
-    """Check ``value`` against the annotation ``kind``; ints are accepted as floats."""
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(field_name, value, inner[0])
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{field_name} must be a list, got {value!r}")
-        return [_coerce(f"{field_name}[{i}]", v, args[0]) for i, v in enumerate(value)]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is int and isinstance(value, bool):
-        raise ConfigError(f"{field_name} must be an integer, got {value!r}")
-    if not isinstance(value, kind):
-        raise ConfigError(
-            f"{field_name} must be of type {kind.__name__}, got {type(value).__name__} {value!r}"
-        )
-    return value
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:
     return {
         k: _drop_none(v) if isinstance(v, dict) else v for k, v in tree.items() if v is not None
     }
-
-
-def _check_choice(field_name: str, value: str, allowed: Iterable[str]) -> None:
-    allowed = sorted(allowed)
-    if value not in allowed:
-        raise ConfigError(f"{field_name}: unknown value {value!r}; allowed: {allowed}")
-
-
-def _check_range(
-    field_name: str,
-    value: float,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> None:
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        lower = f"{'(' if low_open else '['}{'-inf' if low is None else low}"
-        upper = f"{'inf' if high is None else high}{')' if high_open else ']'}"
-        interval = f"{lower}, {upper}"
-        raise ConfigError(f"{field_name} must be in {interval}, got {value!r}")

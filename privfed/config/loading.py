@@ -1,0 +1,123 @@
+"""Reading a config: TOML file, ``section.key=value`` overrides, type checks from annotations."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from privfed.config.sections import ExperimentConfig
+from privfed.config.validation import ConfigError
+
+__all__ = ["load_config", "apply_overrides", "config_from_dict"]
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Load a TOML config (or the defaults when ``path`` is None) and apply overrides.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A TOML file whose top-level keys and tables mirror :class:`ExperimentConfig`.
+    overrides : iterable of str
+        ``"section.key=value"`` strings; the value is parsed as TOML (``0.1``, ``true``,
+        ``[64, 64]``, ``"text"``) and bare words are taken as strings (``data.dataset=mnist``).
+
+    Raises
+    ------
+    ConfigError
+        On a missing or malformed file, an unknown key, a wrong type or an invalid value.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    return config_from_dict(apply_overrides(raw, overrides))
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``"dotted.key=value"`` override set in it."""
+    result = json.loads(json.dumps(raw))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        *parents, leaf = key.strip().split(".")
+        target = result
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        target[leaf] = _parse_value(text.strip())
+    return result
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from nested plain data."""
+    return _build(ExperimentConfig, raw, prefix="")
+
+
+def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        where = prefix.rstrip(".") or "top level"
+        raise ConfigError(
+            f"unknown key(s) {', '.join(prefix + k for k in unknown)} in {where}; "
+            f"allowed: {sorted(fields) or 'none (this section has no options yet)'}"
+        )
+    values = {}
+    for name, value in raw.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            values[name] = _build(kind, value, f"{prefix}{name}.")
+        else:
+            values[name] = _coerce(f"{prefix}{name}", value, kind)
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _coerce(field_name: str, value: Any, kind: Any) -> Any:
+    """Check ``value`` against the annotation ``kind``; ints are accepted as floats."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(field_name, value, inner[0])
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{field_name} must be a list, got {value!r}")
+        return [_coerce(f"{field_name}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, bool):
+        raise ConfigError(f"{field_name} must be an integer, got {value!r}")
+    if not isinstance(value, kind):
+        raise ConfigError(
+            f"{field_name} must be of type {kind.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
