@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import textwrap
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -29,7 +31,22 @@ Every config field can be set in the TOML file or with --set SECTION.KEY=VALUE;
 `privfed config` prints them all with their current values.
 """
 
-_EPILOG = """\
+def _config_keys() -> str:
+    """One line per config section listing its keys (generated, so never stale)."""
+    lines = ["config keys (`privfed config` prints each with its current value; the README's",
+             "configuration reference gives the allowed values):"]
+    top = [f.name for f in dataclasses.fields(ExperimentConfig) if f.name not in _SECTIONS]
+    lines.append(f"  {'(top level)':<12}" + ", ".join(top))
+    for section in _SECTIONS:
+        names = [f.name for f in dataclasses.fields(getattr(ExperimentConfig(), section))]
+        lines += textwrap.wrap(", ".join(names) or "(no options yet)", width=86,
+                               initial_indent=f"  {section:<12}", subsequent_indent=" " * 14)
+    return "\n".join(lines) + "\n\n"
+
+
+_SECTIONS = ("data", "model", "federation", "privacy", "secure", "attacks")
+
+_EPILOG = _config_keys() + """\
 examples:
   privfed run
   privfed run experiments/configs/breast_cancer.toml --set federation.rounds=50
