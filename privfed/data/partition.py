@@ -151,7 +151,22 @@ class IIDPartitioner(Partitioner):
 
 
 @dataclass(frozen=True)
-class DirichletPartitioner(Partitioner):
+class _DirichletDraws(Partitioner):
+    """Shared parameters of the partitioners that redraw from a Dirichlet until every
+    client holds at least ``min_size`` samples."""
+
+    alpha: float
+    min_size: int = 10
+    max_retries: int = 1000
+
+    def __post_init__(self) -> None:
+        _require_alpha(self.alpha)
+        _require_int("min_size", self.min_size, 0)
+        _require_int("max_retries", self.max_retries, 1)
+
+
+@dataclass(frozen=True)
+class DirichletPartitioner(_DirichletDraws):
     """Label skew: per class, client proportions drawn from ``Dir(alpha)``.
 
     The scheme of Yurochkin et al. (2019), used by Hsu et al. (2019), NIID-Bench
@@ -172,15 +187,6 @@ class DirichletPartitioner(Partitioner):
     max_retries : int
         Number of draws before giving up.
     """
-
-    alpha: float
-    min_size: int = 10
-    max_retries: int = 1000
-
-    def __post_init__(self) -> None:
-        _require_alpha(self.alpha)
-        _require_int("min_size", self.min_size, 0)
-        _require_int("max_retries", self.max_retries, 1)
 
     def _class_counts(
         self, class_sizes: list[int], num_clients: int, rng: np.random.Generator
@@ -255,7 +261,7 @@ class ShardPartitioner(Partitioner):
 
 
 @dataclass(frozen=True)
-class QuantitySkewPartitioner(Partitioner):
+class QuantitySkewPartitioner(_DirichletDraws):
     """Quantity skew: client sizes from ``Dir(alpha)``, labels IID.
 
     As NIID-Bench's ``iid-diff-quantity``: size proportions are drawn from a
@@ -271,15 +277,6 @@ class QuantitySkewPartitioner(Partitioner):
     max_retries : int
         Number of draws before giving up.
     """
-
-    alpha: float
-    min_size: int = 10
-    max_retries: int = 1000
-
-    def __post_init__(self) -> None:
-        _require_alpha(self.alpha)
-        _require_int("min_size", self.min_size, 0)
-        _require_int("max_retries", self.max_retries, 1)
 
     def _split(
         self, labels: np.ndarray, num_clients: int, rng: np.random.Generator
