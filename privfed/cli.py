@@ -15,7 +15,7 @@ from rich.table import Table
 from privfed.config import ConfigError, ExperimentConfig, load_config
 from privfed.data import ChecksumError, DataFormatError, DatasetNotFoundError
 from privfed.experiment import build_simulation
-from privfed.federated import RoundRecord
+from privfed.federated import RoundRecord, TrainingDivergedError
 from privfed.rundir import run_dir_for, summarize, write_run
 
 __all__ = ["main"]
@@ -66,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(config.to_toml(), end="")
             return 0
         return _run(config, console)
-    except (ConfigError, DatasetNotFoundError, DataFormatError, ChecksumError) as err:
+    except (ConfigError, DatasetNotFoundError, DataFormatError, ChecksumError,
+            TrainingDivergedError) as err:
         Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
 

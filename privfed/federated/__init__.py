@@ -15,7 +15,7 @@ from privfed.federated.optimizers import (
 )
 from privfed.federated.params import FlatParameters, ParamSpec, bind_flat_parameters
 from privfed.federated.sampling import ClientSampler, derive_seed
-from privfed.federated.server import Aggregator, Server
+from privfed.federated.server import Aggregator, Server, TrainingDivergedError
 
 __all__ = [
     "Aggregator",
@@ -34,6 +34,7 @@ __all__ = [
     "SERVER_OPTIMIZERS",
     "Server",
     "ServerOptimizer",
+    "TrainingDivergedError",
     "UpdateMechanism",
     "bind_flat_parameters",
     "derive_seed",

@@ -19,7 +19,11 @@ from privfed.federated.params import FlatParameters
 from privfed.federated.sampling import ClientSampler
 from privfed.secure import AggregationResult
 
-__all__ = ["Aggregator", "Server"]
+__all__ = ["Aggregator", "Server", "TrainingDivergedError"]
+
+
+class TrainingDivergedError(FloatingPointError):
+    """A client's update is not finite: local training diverged."""
 
 BatchSeed = Callable[[int, int], int]
 """Maps ``(round, client id)`` to the seed of that client's batch order in that round."""
@@ -199,7 +203,13 @@ class Server:
 
     def _train(self, client: Client, round_idx: int) -> ClientUpdate:
         generator = torch.Generator().manual_seed(self.batch_seed(round_idx, client.cid))
-        return client.fit(self.workspace, self.weights, self.training, generator)
+        update = client.fit(self.workspace, self.weights, self.training, generator)
+        if not torch.isfinite(update.delta).all():
+            raise TrainingDivergedError(
+                f"round {round_idx}: client {client.cid}'s update has NaN/Inf values, so local "
+                f"training diverged; lower federation.lr (now {self.training.lr}) or the noise"
+            )
+        return update
 
     def _notify_received(self, cid: int, stage: str, message: bytes) -> None:
         for obs in self.observers:

@@ -118,3 +118,12 @@ def test_server_rejects_clients_out_of_order(blobs):
             sampler=server.sampler, optimizer=server.optimizer, aggregator=server.aggregator,
             test_data=server.test_data, batch_seed=server.batch_seed,
         )
+
+
+def test_diverging_local_training_stops_with_a_clear_error(blobs):
+    from privfed.federated import TrainingDivergedError
+
+    x, y = blobs
+    server = make_server([(x * 1e30, y)], (x, y), training=LocalTraining(1, 16, lr=1e30))
+    with pytest.raises(TrainingDivergedError, match="client 0's update has NaN/Inf.*federation.lr"):
+        server.fit(2)
