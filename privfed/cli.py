@@ -7,6 +7,8 @@ import dataclasses
 import sys
 import textwrap
 from collections.abc import Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -18,7 +20,7 @@ from privfed.experiment import build_simulation
 from privfed.federated import RoundRecord, TrainingDivergedError
 from privfed.rundir import run_dir_for, summarize, write_run
 
-__all__ = ["main"]
+__all__ = ["COMMAND_GROUP", "add_config_arguments", "main", "resolve_config"]
 
 _DESCRIPTION = """\
 privfed: privacy-preserving federated learning.
@@ -55,21 +57,56 @@ examples:
 """
 
 
+COMMAND_GROUP = "privfed.commands"
+"""Entry-point group of plug-in subcommands: each entry point names a ``register(commands)``
+function that adds its parser to the ``argparse`` subparsers and sets ``handler`` (a
+callable taking the parsed arguments and returning the exit status). The attacks package's
+``privfed audit`` is one; the core never imports its plug-ins."""
+
+CLI_ERRORS = (ConfigError, DatasetNotFoundError, DataFormatError, ChecksumError,
+              TrainingDivergedError)
+"""Errors caused by the user's input or data: printed as one line, exit status 2."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``privfed`` console script; returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    console = Console(stderr=False, quiet=getattr(args, "quiet", False))
+    args = _parser().parse_args(argv)
     try:
-        config = _resolve_config(args)
-        if args.command == "config":
-            print(config.to_toml(), end="")
-            return 0
-        return _run(config, console)
-    except (ConfigError, DatasetNotFoundError, DataFormatError, ChecksumError,
-            TrainingDivergedError) as err:
+        return args.handler(args)
+    except CLI_ERRORS as err:
         Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The config arguments every command shares: CONFIG, --set, --data-dir, --output-dir,
+    --seed (read them back with :func:`resolve_config`)."""
+    parser.add_argument("config", nargs="?", metavar="CONFIG",
+                        help="TOML config file, or a run directory (its config.toml); "
+                             "default: built-in defaults")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a field, e.g. --set federation.rounds=50 (repeatable)",
+    )
+    parser.add_argument("--data-dir", help="dataset directory (overrides data.data_dir, "
+                        "env PRIVFED_DATA, and the user cache dir)")
+    parser.add_argument("--output-dir", help="parent of run directories (default: runs)")
+    parser.add_argument("--seed", type=int, help="experiment seed (overrides seed)")
+
+
+def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The config named by :func:`add_config_arguments`'s arguments, overrides applied."""
+    overrides = list(args.overrides)
+    if args.data_dir is not None:
+        overrides.append(f"data.data_dir={_toml_string(args.data_dir)}")
+    if args.output_dir is not None:
+        overrides.append(f"output_dir={_toml_string(args.output_dir)}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    path = args.config
+    if path is not None and Path(path).is_dir():
+        path = Path(path) / "config.toml"
+    return load_config(path, overrides)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,35 +117,27 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, text in (
-        ("run", "train a federation and write its run directory"),
-        ("config", "print the resolved configuration as TOML"),
-    ):
-        sub = commands.add_parser(name, help=text, description=text)
-        sub.add_argument("config", nargs="?", help="TOML config file (default: built-in defaults)")
-        sub.add_argument(
-            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-            help="override a field, e.g. --set federation.rounds=50 (repeatable)",
-        )
-        sub.add_argument("--data-dir", help="dataset directory (overrides data.data_dir, "
-                         "env PRIVFED_DATA, and the user cache dir)")
-        sub.add_argument("--output-dir", help="parent of run directories (default: runs)")
-        sub.add_argument("--seed", type=int, help="experiment seed (overrides seed)")
-        if name == "run":
-            sub.add_argument("-q", "--quiet", action="store_true",
-                             help="print nothing but errors")
+    run = commands.add_parser("run", help="train a federation and write its run directory",
+                              description="train a federation and write its run directory")
+    add_config_arguments(run)
+    run.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    run.set_defaults(handler=_run_command)
+    config = commands.add_parser("config", help="print the resolved configuration as TOML",
+                                 description="print the resolved configuration as TOML")
+    add_config_arguments(config)
+    config.set_defaults(handler=_config_command)
+    for entry_point in entry_points(group=COMMAND_GROUP):
+        entry_point.load()(commands)
     return parser
 
 
-def _resolve_config(args: argparse.Namespace) -> ExperimentConfig:
-    overrides = list(args.overrides)
-    if args.data_dir is not None:
-        overrides.append(f"data.data_dir={_toml_string(args.data_dir)}")
-    if args.output_dir is not None:
-        overrides.append(f"output_dir={_toml_string(args.output_dir)}")
-    if args.seed is not None:
-        overrides.append(f"seed={args.seed}")
-    return load_config(args.config, overrides)
+def _config_command(args: argparse.Namespace) -> int:
+    print(resolve_config(args).to_toml(), end="")
+    return 0
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    return _run(resolve_config(args), Console(quiet=args.quiet))
 
 
 def _run(config: ExperimentConfig, console: Console) -> int:

@@ -24,6 +24,9 @@ def test_run_writes_a_complete_run_directory(tmp_path, capsys):
     assert (run_dir / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "rounds = 3" in (run_dir / "config.toml").read_text()
     assert capsys.readouterr().out == ""
+    # A run directory stands for its config: the same config (and hash) comes back.
+    assert main(["config", str(run_dir)]) == 0
+    assert capsys.readouterr().out == (run_dir / "config.toml").read_text()
 
 
 def test_config_command_prints_resolved_toml(capsys):
