@@ -41,3 +41,17 @@ def test_distributed_dp_under_masking_reports_user_level_epsilon():
     epsilons = [r.extra["epsilon"] for r in history.rounds]
     assert all(a < b for a, b in zip(epsilons, epsilons[1:], strict=False))
     assert history.final_accuracy is not None
+
+
+def test_adaptive_clipping_survives_rounds_without_any_client():
+    simulation = build_simulation(load_config(overrides=[
+        "model.hidden=[16]", "federation.rounds=12", "data.num_clients=5",
+        "federation.fraction=0.1", "federation.client_sampling=poisson",
+        "privacy.mechanism=central", "privacy.noise_multiplier=1.0",
+        "privacy.adaptive_clipping=true", "privacy.clipped_count_stddev=2.0"]))
+    history = simulation.run()
+    empty = [r for r in history.rounds if not r.clients]
+    assert empty, "with q = 0.1 and 5 clients most rounds are empty"
+    # The accountant steps in every round, empty or not (the noise is still released).
+    epsilons = [r.extra["epsilon"] for r in history.rounds]
+    assert all(a < b for a, b in zip(epsilons, epsilons[1:], strict=False))

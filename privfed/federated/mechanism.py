@@ -26,6 +26,11 @@ class UpdateMechanism:
         """The client's aggregation weight (FedAvg: its sample count n_k)."""
         return float(update.num_samples)
 
+    def transformed_length(self, num_params: int) -> int:
+        """Length of the vectors :meth:`client_transform` returns for a model of
+        ``num_params`` parameters (the server needs it for a round without clients)."""
+        return num_params
+
     def client_transform(self, round_idx: int, update: ClientUpdate) -> torch.Tensor:
         """The flat vector the client encodes and sends (runs on the client)."""
         return update.delta

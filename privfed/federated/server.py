@@ -190,7 +190,8 @@ class Server:
     def _aggregate(self, round_idx: int, updates: Sequence[ClientUpdate]) -> AggregationResult:
         if not updates:  # Poisson client sampling can leave a round empty.
             return AggregationResult(
-                mean=np.zeros(self.weights.numel()), total_weight=0.0, included=(), dropped=(),
+                mean=np.zeros(self.mechanism.transformed_length(self.weights.numel())),
+                total_weight=0.0, included=(), dropped=(),
                 bytes_up={}, bytes_down={}, seconds={},
             )
         mechanism = self.mechanism

@@ -128,6 +128,10 @@ class UserLevelDP(UpdateMechanism):
         """Every client has weight 1 (the sum is divided by the expected count)."""
         return 1.0
 
+    def transformed_length(self, num_params: int) -> int:
+        """The update, plus the clip bit with adaptive clipping."""
+        return num_params + (self.adaptive is not None)
+
     def client_transform(self, round_idx: int, update: ClientUpdate) -> torch.Tensor:
         """Clip to S; append the centred clip bit (adaptive); add the client's noise share."""
         clipped, unclipped = clip_to_norm(update.delta, self.clip_norm)
