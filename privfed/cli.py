@@ -46,7 +46,7 @@ def _config_keys() -> str:
     return "\n".join(lines) + "\n\n"
 
 
-_SECTIONS = ("data", "model", "federation", "privacy", "secure", "attacks")
+_SECTIONS = ("data", "model", "federation", "privacy", "secure", "compression", "attacks")
 
 _EPILOG = _config_keys() + """\
 examples:

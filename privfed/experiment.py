@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from privfed.compression import compress_aggregator
 from privfed.config import ConfigError, ExperimentConfig
 from privfed.data import Dataset, load_dataset, make_partitioner
 from privfed.federated import (
@@ -21,6 +22,7 @@ from privfed.federated import (
     derive_seed,
     make_server_optimizer,
 )
+from privfed.federated.fedbuff import FedBuffServer, LatencyModel
 from privfed.models import build_model
 from privfed.privacy import build_privacy
 from privfed.secure import make_aggregator
@@ -31,6 +33,8 @@ __all__ = ["Simulation", "build_simulation", "run_experiment"]
 _SAMPLER_STREAM = 1
 _BATCH_ORDER_STREAM = 2
 _PRIVACY_STREAM = 3
+_COMPRESSION_STREAM = 4
+_LATENCY_STREAM = 5
 
 
 @dataclass
@@ -103,19 +107,36 @@ def build_simulation(
         )
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    server = Server(
-        workspace,
-        clients,
-        training=training,
-        sampler=sampler,
-        optimizer=make_server_optimizer(fed.server_optimizer, **fed.server_optimizer_params()),
-        aggregator=make_aggregator(config.secure.kind, **config.secure.aggregator_params()),
-        test_data=(torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)),
-        batch_seed=lambda r, cid: derive_seed(seed, _BATCH_ORDER_STREAM, r, cid),
-        eval_every=fed.eval_every,
-        observers=observers,
-        mechanism=mechanism,
+    aggregator = compress_aggregator(
+        config.compression,
+        make_aggregator(config.secure.kind, **config.secure.aggregator_params()),
+        secure_kind=config.secure.kind,
+        seed=derive_seed(seed, _COMPRESSION_STREAM),
     )
+    common = {
+        "training": training,
+        "sampler": sampler,
+        "optimizer": make_server_optimizer(fed.server_optimizer, **fed.server_optimizer_params()),
+        "aggregator": aggregator,
+        "test_data": (torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)),
+        "batch_seed": lambda r, cid: derive_seed(seed, _BATCH_ORDER_STREAM, r, cid),
+        "eval_every": fed.eval_every,
+        "observers": observers,
+        "mechanism": mechanism,
+    }
+    if fed.buffer_size is None:
+        server = Server(workspace, clients, **common)
+    else:
+        server = FedBuffServer(
+            workspace,
+            clients,
+            buffer_size=fed.buffer_size,
+            concurrency=fed.concurrency or sampler.per_round,
+            latency=LatencyModel(data.num_clients, fed.latency_spread,
+                                 derive_seed(seed, _LATENCY_STREAM)),
+            staleness_exponent=fed.staleness_exponent,
+            **common,
+        )
     return Simulation(config, dataset, list(partitions), server)
 
 

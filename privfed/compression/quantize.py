@@ -22,7 +22,8 @@ def pack_bits(codes: np.ndarray, bits: int) -> bytes:
     padded = np.zeros(-(-codes.size // per) * per, dtype=np.uint8)
     padded[: codes.size] = codes
     shifts = (np.arange(per, dtype=np.uint8) * bits).astype(np.uint8)
-    return np.bitwise_or.reduce(padded.reshape(-1, per) << shifts, axis=1).astype(np.uint8).tobytes()
+    packed = np.bitwise_or.reduce(padded.reshape(-1, per) << shifts, axis=1)
+    return packed.astype(np.uint8).tobytes()
 
 
 def unpack_bits(data: bytes, count: int, bits: int) -> np.ndarray:

@@ -7,6 +7,7 @@ allowed values.
 from privfed.config.loading import apply_overrides, config_from_dict, load_config
 from privfed.config.sections import (
     AttacksConfig,
+    CompressionConfig,
     DataConfig,
     ExperimentConfig,
     FederationConfig,
@@ -18,6 +19,7 @@ from privfed.config.validation import ConfigError
 
 __all__ = [
     "AttacksConfig",
+    "CompressionConfig",
     "ConfigError",
     "DataConfig",
     "ExperimentConfig",

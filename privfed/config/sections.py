@@ -14,6 +14,7 @@ from typing import Any
 
 import tomli_w
 
+from privfed.compression.settings import CompressionConfig, check_compatible
 from privfed.config.validation import ConfigError, check_choice, check_range
 from privfed.data import DATASETS, PARTITIONERS
 from privfed.data.scaling import SCALINGS
@@ -28,6 +29,7 @@ __all__ = [
     "FederationConfig",
     "PrivacyConfig",
     "SecureConfig",
+    "CompressionConfig",
     "AttacksConfig",
     "ExperimentConfig",
 ]
@@ -162,6 +164,16 @@ class FederationConfig:
         FedAdam moment decays and adaptivity.
     eval_every : int
         Evaluate the global model every this many rounds (and after the last).
+    buffer_size : int or None
+        None: synchronous rounds. K: asynchronous buffered aggregation (FedBuff, Nguyen et
+        al. 2022): the server steps whenever K updates have arrived, and ``rounds`` counts
+        server steps.
+    concurrency : int or None
+        FedBuff: clients training at once (None: round(fraction * num_clients)).
+    latency_spread : float
+        FedBuff: std of the log of each client's simulated job duration (0: all equal).
+    staleness_exponent : float
+        FedBuff: an update s versions stale is weighted by (1 + s) ** -staleness_exponent.
     """
 
     rounds: int = 30
@@ -178,9 +190,19 @@ class FederationConfig:
     server_beta2: float = 0.99
     server_tau: float = 1e-3
     eval_every: int = 1
+    buffer_size: int | None = None
+    concurrency: int | None = None
+    latency_spread: float = 0.0
+    staleness_exponent: float = 0.5
 
     def __post_init__(self) -> None:
         check_range("federation.rounds", self.rounds, low=1)
+        if self.buffer_size is not None:
+            check_range("federation.buffer_size", self.buffer_size, low=1)
+        if self.concurrency is not None:
+            check_range("federation.concurrency", self.concurrency, low=1)
+        check_range("federation.latency_spread", self.latency_spread, low=0)
+        check_range("federation.staleness_exponent", self.staleness_exponent, low=0)
         check_range("federation.fraction", self.fraction, low=0, high=1, low_open=True)
         check_choice("federation.client_sampling", self.client_sampling, ("fixed", "poisson"))
         check_range("federation.local_epochs", self.local_epochs, low=1)
@@ -307,11 +329,26 @@ class ExperimentConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     secure: SecureConfig = field(default_factory=SecureConfig)
+    compression: CompressionConfig = field(default_factory=CompressionConfig)
     attacks: AttacksConfig = field(default_factory=AttacksConfig)
 
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in "/\\"):
             raise ConfigError(f"name must be a non-empty string without slashes, got {self.name!r}")
+        try:
+            check_compatible(self.compression, self.secure.kind, self.privacy.mechanism)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        fed = self.federation
+        if fed.concurrency is not None and fed.concurrency > self.data.num_clients:
+            raise ConfigError(f"federation.concurrency ({fed.concurrency}) must be at most "
+                              f"data.num_clients ({self.data.num_clients})")
+        if fed.buffer_size is not None and self.privacy.mechanism in ("central", "distributed"):
+            raise ConfigError(
+                f"federation.buffer_size (asynchronous FedBuff) is not supported with "
+                f"privacy.mechanism {self.privacy.mechanism!r}: user-level accounting assumes "
+                "sampled synchronous rounds; allowed mechanisms: 'none', 'local'"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict of every field (None values included)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -150,29 +150,82 @@ class Server:
         cids = self.sampler.sample()
         for obs in self.observers:
             obs.round_started(r, cids)
+        updates = [
+            self._train(self.clients[cid], self.batch_seed(r, cid), self.weights, r)
+            for cid in cids
+        ]
+        result = self._aggregate(r, updates, {u.cid: self.mechanism.weight(u) for u in updates})
+        return self._apply(r, updates, result, started=started, evaluate_now=evaluate_now,
+                           bytes_down=len(cids) * self.model_bytes)
 
-        updates = [self._train(self.clients[cid], r) for cid in cids]
-        mechanism = self.mechanism
-        result = self._aggregate(r, updates)
+    def evaluate(self) -> tuple[float, float]:
+        """Loss and accuracy of the current global model on the test data."""
+        self.workspace.load(self.weights)
+        return evaluate(self.workspace.module, *self.test_data)
+
+    def _train(
+        self, client: Client, seed: int, global_weights: torch.Tensor, round_idx: int
+    ) -> ClientUpdate:
+        """Client ``client`` trains from ``global_weights`` with batch-order seed ``seed``."""
+        generator = torch.Generator().manual_seed(seed)
+        update = client.fit(self.workspace, global_weights, self.training, generator)
+        if not torch.isfinite(update.delta).all():
+            raise TrainingDivergedError(
+                f"round {round_idx}: client {client.cid}'s update has NaN/Inf values, so local "
+                f"training diverged; lower federation.lr (now {self.training.lr}) or the noise"
+            )
+        return update
+
+    def _aggregate(
+        self, round_idx: int, updates: Sequence[ClientUpdate], weights: Mapping[int, float]
+    ) -> AggregationResult:
+        """The clients' transformed updates through the aggregator, with ``weights``."""
+        if not updates:  # Poisson client sampling can leave a round empty.
+            return AggregationResult(
+                mean=np.zeros(self.mechanism.transformed_length(self.weights.numel())),
+                total_weight=0.0, included=(), dropped=(),
+                bytes_up={}, bytes_down={}, seconds={},
+            )
+        return self.aggregator.aggregate(
+            round_idx,
+            {u.cid: self.mechanism.client_transform(round_idx, u).numpy() for u in updates},
+            weights,
+            on_server_message=self._notify_received if self.observers else None,
+        )
+
+    def _apply(
+        self,
+        round_idx: int,
+        updates: Sequence[ClientUpdate],
+        result: AggregationResult,
+        *,
+        started: float,
+        evaluate_now: bool,
+        bytes_down: int,
+        scale: float = 1.0,
+        extra: Mapping[str, Any] | None = None,
+    ) -> RoundRecord:
+        """Release the aggregate, step the global model by ``scale`` times the finalized
+        mean, and record, evaluate and announce the round."""
+        r, mechanism = round_idx, self.mechanism
         for obs in self.observers:
             obs.aggregate_released(r, result.mean)
         mean = torch.from_numpy(np.asarray(result.mean, dtype=np.float32))
         step = mechanism.server_finalize(r, mean, result.total_weight, result.included)
-        self.optimizer.step(self.weights, step)
+        self.optimizer.step(self.weights, step if scale == 1.0 else step * scale)
         for obs in self.observers:
             obs.model_released(r, self.weights, self.workspace.spec)
-        seconds = time.perf_counter() - started
-
         record = RoundRecord(
             round=r,
             clients=list(result.included),
-            train_loss=_weighted_loss(updates, set(result.included)),
-            seconds=seconds,
+            train_loss=weighted_loss(updates, set(result.included)),
+            seconds=time.perf_counter() - started,
             bytes_up=sum(result.bytes_up.values()),
-            bytes_down=len(cids) * self.model_bytes + sum(result.bytes_down.values()),
+            bytes_down=bytes_down + sum(result.bytes_down.values()),
             extra={
                 **{f"seconds_{k}": v for k, v in result.seconds.items()},
-                **mechanism.round_metrics(r, cids),
+                **mechanism.round_metrics(r, [u.cid for u in updates]),
+                **(extra or {}),
             },
         )
         if evaluate_now or r % self.eval_every == 0:
@@ -182,42 +235,13 @@ class Server:
             obs.round_finished(record)
         return record
 
-    def evaluate(self) -> tuple[float, float]:
-        """Loss and accuracy of the current global model on the test data."""
-        self.workspace.load(self.weights)
-        return evaluate(self.workspace.module, *self.test_data)
-
-    def _aggregate(self, round_idx: int, updates: Sequence[ClientUpdate]) -> AggregationResult:
-        if not updates:  # Poisson client sampling can leave a round empty.
-            return AggregationResult(
-                mean=np.zeros(self.mechanism.transformed_length(self.weights.numel())),
-                total_weight=0.0, included=(), dropped=(),
-                bytes_up={}, bytes_down={}, seconds={},
-            )
-        mechanism = self.mechanism
-        return self.aggregator.aggregate(
-            round_idx,
-            {u.cid: mechanism.client_transform(round_idx, u).numpy() for u in updates},
-            {u.cid: mechanism.weight(u) for u in updates},
-            on_server_message=self._notify_received if self.observers else None,
-        )
-
-    def _train(self, client: Client, round_idx: int) -> ClientUpdate:
-        generator = torch.Generator().manual_seed(self.batch_seed(round_idx, client.cid))
-        update = client.fit(self.workspace, self.weights, self.training, generator)
-        if not torch.isfinite(update.delta).all():
-            raise TrainingDivergedError(
-                f"round {round_idx}: client {client.cid}'s update has NaN/Inf values, so local "
-                f"training diverged; lower federation.lr (now {self.training.lr}) or the noise"
-            )
-        return update
-
     def _notify_received(self, cid: int, stage: str, message: bytes) -> None:
         for obs in self.observers:
             obs.server_received(self.round, cid, stage, message)
 
 
-def _weighted_loss(updates: Sequence[ClientUpdate], included: set[int]) -> float | None:
+def weighted_loss(updates: Sequence[ClientUpdate], included: set[int]) -> float | None:
+    """Sample-weighted mean training loss of the ``included`` updates (None if none)."""
     kept = [u for u in updates if u.cid in included]
     total = sum(u.num_samples for u in kept)
     return sum(u.train_loss * u.num_samples for u in kept) / total if total else None

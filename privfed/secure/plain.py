@@ -85,9 +85,13 @@ class PlainServer(OneShotServer):
         return [self._sum.astype("<f8").tobytes()]
 
 
-def decode_plain(message: bytes, round_id: int) -> DecodedAggregate:
-    """Decode a plain aggregate message into the weighted mean."""
-    included, w_incl, _, fields = open_aggregate(message, KIND, round_id)
+def decode_plain(message: bytes, round_id: int, kind: str = KIND) -> DecodedAggregate:
+    """Decode a plain aggregate message (a float64 weighted sum) into the weighted mean.
+
+    ``kind`` is the aggregator kind in the message header (plain-text sums also come from
+    the compressed uploads of :mod:`privfed.compression`).
+    """
+    included, w_incl, _, fields = open_aggregate(message, kind, round_id)
     if len(fields) != 1:
         raise MessageRejectedError("plain aggregate must carry exactly one vector")
     mean = np.frombuffer(fields[0], dtype="<f8") / w_incl

@@ -24,7 +24,8 @@ MAX_CLIENT_ID = SERVER_ID - 1
 _HEADER = struct.Struct("<4sBBBQI")
 HEADER_SIZE = _HEADER.size
 
-KINDS = {"none": 1, "he": 2, "masking": 3}
+KINDS = {"none": 1, "he": 2, "masking": 3, "compressed": 4}
+"""Aggregator kinds; "compressed" frames the codec payloads of :mod:`privfed.compression`."""
 STAGES = {
     "upload": 1,
     "aggregate": 2,
