@@ -28,6 +28,8 @@ privfed: privacy-preserving federated learning.
 Commands:
   run      train a federation from a TOML config (default: embedded digits, 10 IID clients)
   config   print the resolved config (defaults + file + --set overrides) as TOML
+  sweep    run a grid of configs, resumably, and report them (experiments plug-in)
+  report   write a sweep's results tables, plots and report.md (experiments plug-in)
 
 Every config field can be set in the TOML file or with --set SECTION.KEY=VALUE;
 `privfed config` prints them all with their current values.

@@ -1,0 +1,140 @@
+"""``report.md`` and PNG plots of a sweep's results."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+
+from privfed.config import ExperimentConfig  # noqa: E402
+from privfed.data import label_histogram, load_dataset, make_partitioner  # noqa: E402
+
+__all__ = ["plot_accuracy_vs_epsilon", "plot_cost_per_aggregator", "plot_label_histograms",
+           "write_report"]
+
+
+def plot_accuracy_vs_epsilon(table: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    """Mean accuracy (95% interval) against epsilon, one line per privacy mechanism.
+
+    Returns None (and writes nothing) when no row has a finite epsilon.
+    """
+    private = [r for r in table if _finite(r.get("epsilon_mean"))]
+    if not private:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for mechanism in sorted({r["privacy_mechanism"] for r in private}):
+        rows = sorted((r for r in private if r["privacy_mechanism"] == mechanism),
+                      key=lambda r: r["epsilon_mean"])
+        ax.errorbar([r["epsilon_mean"] for r in rows], [r["final_accuracy_mean"] for r in rows],
+                    yerr=[r["final_accuracy_ci95"] or 0 for r in rows], marker="o", capsize=3,
+                    label=mechanism)
+    baseline = [r["final_accuracy_mean"] for r in table if r["privacy_mechanism"] == "none"]
+    if baseline:
+        ax.axhline(float(np.mean(baseline)), color="grey", linestyle="--", label="non-private")
+    ax.set_xscale("log")
+    ax.set_xlabel("epsilon (log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("privacy-utility trade-off")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_cost_per_aggregator(table: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Seconds per round and bytes up per client per round, by secure aggregation kind."""
+    kinds = sorted({r["secure_aggregation"] for r in table})
+    seconds = [np.mean([r["seconds_per_round_mean"] for r in table
+                        if r["secure_aggregation"] == k]) for k in kinds]
+    kib = [np.mean([r["bytes_up_per_client_round_mean"] for r in table
+                    if r["secure_aggregation"] == k]) / 1024 for k in kinds]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.5))
+    left.bar(kinds, seconds)
+    left.set_xlabel("secure aggregation")
+    left.set_ylabel("seconds per round")
+    right.bar(kinds, kib)
+    right.set_xlabel("secure aggregation")
+    right.set_ylabel("KiB up per client per round")
+    fig.suptitle("cost per aggregator")
+    return _save(fig, path)
+
+
+def plot_label_histograms(config: ExperimentConfig, path: Path) -> Path:
+    """Per-client label counts of ``config``'s partition (stacked bars)."""
+    data = config.data
+    dataset = load_dataset(data.dataset, data_dir=data.data_dir, split_seed=data.split_seed,
+                           test_fraction=data.test_fraction, scaling=data.scaling)
+    parts = make_partitioner(data.partition, **data.partitioner_params()).split(
+        dataset.y_train, data.num_clients, seed=config.seed)
+    counts = label_histogram(dataset.y_train, parts, dataset.num_classes)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bottom = np.zeros(len(parts))
+    for label in range(dataset.num_classes):
+        ax.bar(np.arange(len(parts)), counts[:, label], bottom=bottom, label=str(label))
+        bottom += counts[:, label]
+    ax.set_xlabel("client")
+    ax.set_ylabel("training samples")
+    ax.set_title(f"labels per client: {data.dataset}, {data.partition}")
+    ax.legend(title="label", fontsize="small", ncol=2)
+    return _save(fig, path)
+
+
+def write_report(sweep_dir: Path, rows: Sequence[dict[str, Any]],
+                 table: Sequence[dict[str, Any]], first: ExperimentConfig) -> Path:
+    """Write ``report.md`` and its plots into ``sweep_dir``."""
+    plots = [
+        plot_accuracy_vs_epsilon(table, sweep_dir / "accuracy_vs_epsilon.png"),
+        plot_cost_per_aggregator(table, sweep_dir / "cost_per_aggregator.png") if table else None,
+        plot_label_histograms(first, sweep_dir / "label_histograms.png"),
+    ]
+    failed = [r for r in rows if r["status"] != "done"]
+    lines = [f"# Sweep report: {sweep_dir.name}", "",
+             f"{len(rows)} runs: {len(rows) - len(failed)} done, {len(failed)} not done.", "",
+             "## Results (mean and 95% interval over seeds)", "", *_markdown(table), ""]
+    if failed:
+        lines += ["## Runs not done", "", "| run | status | error |", "|---|---|---|",
+                  *(f"| {r['run']} | {r['status']} | {r['error']} |" for r in failed), ""]
+    lines += ["## Plots", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in plots if p is not None]
+    path = sweep_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _markdown(table: Sequence[dict[str, Any]]) -> list[str]:
+    if not table:
+        return ["(no finished run)"]
+    keys = [k for k in table[0] if not k.endswith(("_mean", "_ci95"))]
+    figures = [k[: -len("_mean")] for k in table[0] if k.endswith("_mean")]
+    head = keys + figures
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in table:
+        cells = [str(row[k]) for k in keys]
+        cells += [_pm(row[f"{f}_mean"], row[f"{f}_ci95"]) for f in figures]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def _pm(mean: float | None, half: float | None) -> str:
+    if mean is None:
+        return "-"
+    if math.isinf(mean):
+        return "inf"
+    return f"{mean:.4g}" if not half else f"{mean:.4g} ± {half:.2g}"
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, float | int) and math.isfinite(value)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

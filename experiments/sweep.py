@@ -1,0 +1,239 @@
+"""Sweeps: a base config times a grid of field values, one run directory per point, resumable.
+
+A grid file is TOML with two tables::
+
+    [base]                     # any experiment config (or: base = "path/to/config.toml")
+    name = "dp-grid"
+    [base.federation]
+    rounds = 30
+
+    [grid]                     # dotted field -> list of values; the sweep is their product
+    "privacy.epsilon" = [1.0, 3.0, 8.0]
+    seed = [0, 1, 2]
+
+Each point's resolved config has a hash; its run directory is ``<sweep_dir>/<name>-<hash>``.
+A point is done when its directory holds a ``summary.json`` whose ``config_hash`` matches and
+a ``config.toml`` that loads to the same config. Runs are written into a temporary directory
+and renamed into place, so an interruption at any moment leaves finished points intact and
+unfinished ones absent; re-running the sweep runs exactly the points that are not done. A
+point that raises is recorded as ``<sweep_dir>/failed/<name>-<hash>.json`` (config, error,
+traceback), the sweep goes on, and a later run of the sweep retries it.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import os
+import shutil
+import tempfile
+import tomllib
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from privfed.config import ConfigError, ExperimentConfig, config_from_dict, load_config
+from privfed.experiment import build_simulation
+from privfed.rundir import summarize, write_run
+
+__all__ = ["SweepPoint", "load_grid", "is_done", "run_point", "run_sweep"]
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One configuration of a sweep.
+
+    Attributes
+    ----------
+    config : ExperimentConfig
+        The resolved config of the point.
+    values : dict
+        The grid's dotted field -> value of this point.
+    """
+
+    config: ExperimentConfig
+    values: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        """``<name>-<hash>``: the name of the point's run directory."""
+        return f"{self.config.name}-{self.config.short_hash()}"
+
+
+def load_grid(path: str | Path) -> list[SweepPoint]:
+    """Expand a grid file into its points, each config validated.
+
+    Raises
+    ------
+    ConfigError
+        A missing or malformed file, a missing ``[grid]`` table, a grid entry that is not a
+        non-empty list, or any point whose config is invalid (named by its values).
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"grid file not found: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    unknown = sorted(set(raw) - {"base", "grid"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level keys {unknown}; allowed: 'base', 'grid'")
+    if not isinstance(raw.get("grid"), dict) or not raw["grid"]:
+        raise ConfigError(f"{path}: needs a [grid] table of dotted fields and value lists")
+    base = raw.get("base", {})
+    if isinstance(base, str):
+        base = load_config(path.parent / base).to_dict()
+    grid = raw["grid"]
+    for field_name, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{path}: grid.{field_name!r} must be a non-empty list of values, "
+                              f"got {values!r}")
+    names = list(grid)
+    points = []
+    for combo in itertools.product(*(grid[n] for n in names)):
+        values = dict(zip(names, combo, strict=True))
+        try:
+            config = config_from_dict(_with_values(base, values))
+        except ConfigError as err:
+            raise ConfigError(f"{path}: grid point {values}: {err}") from None
+        points.append(SweepPoint(config, values))
+    return points
+
+
+def is_done(run_dir: Path, config: ExperimentConfig) -> bool:
+    """Whether ``run_dir`` holds the complete, uncorrupted run of ``config``."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        saved = load_config(run_dir / "config.toml")
+    except (OSError, ValueError):
+        return False
+    return (summary.get("config_hash") == config.short_hash()
+            and saved.short_hash() == config.short_hash()
+            and (run_dir / "metrics.jsonl").is_file())
+
+
+def run_point(config_toml: str, run_dir: str) -> str:
+    """Train one point and move its finished run directory into place (worker entry point).
+
+    Parameters
+    ----------
+    config_toml : str
+        The point's resolved config as TOML (plain text crosses process boundaries).
+    run_dir : str
+        Final location; written via a temporary sibling directory and a rename.
+
+    Returns
+    -------
+    str
+        ``run_dir``.
+    """
+    config = config_from_dict(tomllib.loads(config_toml))
+    final = Path(run_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        simulation = build_simulation(config)
+        history = simulation.run()
+        write_run(tmp, config, history, summarize(config, history,
+                                                  simulation.server.weights.numel()))
+        if final.exists():  # a corrupted earlier attempt
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return run_dir
+
+
+def run_sweep(
+    points: Sequence[SweepPoint],
+    sweep_dir: str | Path,
+    *,
+    workers: int = 1,
+    on_event: Callable[[str, SweepPoint, str], None] | None = None,
+) -> dict[str, list[SweepPoint]]:
+    """Run every point that is not done yet.
+
+    Parameters
+    ----------
+    points : sequence of SweepPoint
+    sweep_dir : str or Path
+        Parent of the points' run directories (``output_dir`` of the configs is ignored).
+    workers : int, default 1
+        Points run in parallel processes when > 1.
+    on_event : callable, optional
+        Called with ``("skipped" | "done" | "failed", point, detail)``.
+
+    Returns
+    -------
+    dict
+        Points by outcome: ``"skipped"`` (already done), ``"done"``, ``"failed"``.
+    """
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    sweep_dir = Path(sweep_dir)
+    (sweep_dir / "failed").mkdir(parents=True, exist_ok=True)
+    outcome: dict[str, list[SweepPoint]] = {"skipped": [], "done": [], "failed": []}
+
+    def record(kind: str, point: SweepPoint, detail: str) -> None:
+        outcome[kind].append(point)
+        if on_event is not None:
+            on_event(kind, point, detail)
+
+    todo = []
+    for point in _unique(points):
+        if is_done(sweep_dir / point.key, point.config):
+            record("skipped", point, "already done")
+        else:
+            todo.append(point)
+    jobs = [(p, p.config.to_toml(), str(sweep_dir / p.key)) for p in todo]
+    if workers == 1:
+        for point, toml, run_dir in jobs:
+            _settle(point, sweep_dir, lambda t=toml, d=run_dir: run_point(t, d), record)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(run_point, toml, run_dir): point
+                       for point, toml, run_dir in jobs}
+            for future in as_completed(futures):
+                _settle(futures[future], sweep_dir, future.result, record)
+    return outcome
+
+
+def _settle(point: SweepPoint, sweep_dir: Path, result: Callable[[], str],
+            record: Callable[[str, SweepPoint, str], None]) -> None:
+    failure = sweep_dir / "failed" / f"{point.key}.json"
+    try:
+        run_dir = result()
+    except Exception as err:  # noqa: BLE001 - a failed point must not stop the sweep
+        failure.write_text(json.dumps({
+            "values": point.values, "config": point.config.to_dict(),
+            "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(),
+        }, indent=2, default=str) + "\n", encoding="utf-8")
+        record("failed", point, f"{type(err).__name__}: {err}")
+        return
+    failure.unlink(missing_ok=True)
+    record("done", point, run_dir)
+
+
+def _unique(points: Iterable[SweepPoint]) -> list[SweepPoint]:
+    seen: dict[str, SweepPoint] = {}
+    for point in points:
+        seen.setdefault(point.key, point)
+    return list(seen.values())
+
+
+def _with_values(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``base`` with each dotted field of ``values`` set."""
+    result = copy.deepcopy(base)
+    for dotted, value in values.items():
+        *parents, leaf = dotted.split(".")
+        target = result
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"grid field {dotted!r}: {part!r} is not a section")
+        target[leaf] = value
+    return result

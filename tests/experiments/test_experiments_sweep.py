@@ -1,0 +1,132 @@
+"""Sweeps: resume without repeating or losing points, detect corruption, tables and report."""
+
+import csv
+import json
+
+import pytest
+
+import experiments.sweep as sweep_module
+from experiments.cli import summarize_sweep
+from experiments.sweep import load_grid, run_sweep
+from privfed.cli import main
+from privfed.config import ConfigError
+
+GRID = """
+[base]
+name = "tiny"
+[base.model]
+hidden = [8]
+[base.federation]
+rounds = 2
+[base.data]
+num_clients = 3
+
+[grid]
+seed = [0, 1]
+"""
+
+
+@pytest.fixture
+def grid(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(GRID)
+    return path
+
+
+def test_an_interrupted_sweep_resumes_with_only_the_missing_point(grid, tmp_path):
+    points = load_grid(grid)
+    sweep_dir = tmp_path / "sweep"
+
+    def stop_after_first(kind, point, detail):
+        if kind == "done":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(points, sweep_dir, on_event=stop_after_first)
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.name != "failed") == [points[0].key]
+
+    events = []
+    outcome = run_sweep(points, sweep_dir, on_event=lambda k, p, d: events.append((k, p.key)))
+    assert events == [("skipped", points[0].key), ("done", points[1].key)]
+    assert [p.key for p in outcome["done"]] == [points[1].key]
+
+
+def test_an_interruption_inside_a_run_leaves_no_partial_directory(grid, tmp_path, monkeypatch):
+    points = load_grid(grid)
+    sweep_dir = tmp_path / "sweep"
+    run_sweep(points[:1], sweep_dir)
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_module, "build_simulation", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(points, sweep_dir)
+    assert sorted(p.name for p in sweep_dir.iterdir()) == ["failed", points[0].key]
+
+
+def test_a_corrupted_run_directory_is_run_again(grid, tmp_path):
+    points = load_grid(grid)
+    sweep_dir = tmp_path / "sweep"
+    run_sweep(points, sweep_dir)
+    (sweep_dir / points[1].key / "summary.json").write_text("{truncated")
+    outcome = run_sweep(points, sweep_dir)
+    assert [p.key for p in outcome["skipped"]] == [points[0].key]
+    assert [p.key for p in outcome["done"]] == [points[1].key]
+    json.loads((sweep_dir / points[1].key / "summary.json").read_text())
+
+
+def test_a_failing_point_is_recorded_and_the_sweep_goes_on(grid, tmp_path, monkeypatch):
+    points = load_grid(grid)
+    real = sweep_module.build_simulation
+
+    def fail_seed_0(config):
+        if config.seed == 0:
+            raise RuntimeError("boom")
+        return real(config)
+
+    monkeypatch.setattr(sweep_module, "build_simulation", fail_seed_0)
+    outcome = run_sweep(points, tmp_path / "sweep")
+    assert [p.config.seed for p in outcome["failed"]] == [0]
+    assert [p.config.seed for p in outcome["done"]] == [1]
+    record = json.loads((tmp_path / "sweep" / "failed" / f"{points[0].key}.json").read_text())
+    assert record["error"] == "RuntimeError: boom" and "Traceback" in record["traceback"]
+
+
+def test_results_tables_and_report(grid, tmp_path):
+    points = load_grid(grid)
+    sweep_dir = tmp_path / "sweep"
+    run_sweep(points, sweep_dir)
+    report = summarize_sweep(points, sweep_dir)
+    with open(sweep_dir / "results.csv", newline="") as src:
+        rows = list(csv.DictReader(src))
+    assert [r["seed"] for r in rows] == ["0", "1"]
+    figures = ["final_accuracy", "seconds_per_round", "bytes_up_per_client_round", "epsilon"]
+    assert all(r[f] not in ("", None) for r in rows for f in figures)
+    assert rows[0]["epsilon"] == "inf"
+    with open(sweep_dir / "results_by_config.csv", newline="") as src:
+        (by_config,) = list(csv.DictReader(src))
+    accuracies = [float(r["final_accuracy"]) for r in rows]
+    assert float(by_config["final_accuracy_mean"]) == pytest.approx(sum(accuracies) / 2)
+    # 95% t-interval of two runs: t(0.975, 1) * |a - b| / 2.
+    assert float(by_config["final_accuracy_ci95"]) == pytest.approx(
+        12.7062 * abs(accuracies[0] - accuracies[1]) / 2, rel=1e-4)
+    text = report.read_text()
+    assert "| final_accuracy | final_loss |" in text and " ± " in text
+    for png in ("cost_per_aggregator.png", "label_histograms.png"):
+        data = (sweep_dir / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+        assert f"({png})" in text
+
+
+def test_sweep_command_end_to_end_and_bad_grids(grid, tmp_path, capsys):
+    assert main(["sweep", str(grid), "--output-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "tiny" / "report.md").is_file()
+    assert main(["report", str(tmp_path / "tiny")]) == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[grid]\n"data.num_clients" = [0]\n')
+    with pytest.raises(ConfigError, match=r"grid point \{'data.num_clients': 0\}.*num_clients"):
+        load_grid(bad)
+    bad.write_text('[grid]\nseed = 3\n')
+    assert main(["sweep", str(bad), "--output-dir", str(tmp_path)]) == 2
+    assert "must be a non-empty list" in capsys.readouterr().err
