@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
@@ -39,6 +40,9 @@ def plot_accuracy_vs_epsilon(table: Sequence[dict[str, Any]], path: Path) -> Pat
     if baseline:
         ax.axhline(float(np.mean(baseline)), color="grey", linestyle="--", label="non-private")
     ax.set_xscale("log")
+    ax.set_xticks(sorted({r["epsilon_mean"] for r in private}))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("epsilon (log scale)")
     ax.set_ylabel("test accuracy")
     ax.set_title("privacy-utility trade-off")
@@ -126,7 +130,9 @@ def _pm(mean: float | None, half: float | None) -> str:
         return "-"
     if math.isinf(mean):
         return "inf"
-    return f"{mean:.4g}" if not half else f"{mean:.4g} ± {half:.2g}"
+    if not half or half < 1e-9 * abs(mean):  # one run, or float noise around a constant
+        return f"{mean:.4g}"
+    return f"{mean:.4g} ± {half:.2g}"
 
 
 def _finite(value: Any) -> bool:
