@@ -28,6 +28,7 @@ privfed: privacy-preserving federated learning.
 Commands:
   run      train a federation from a TOML config (default: embedded digits, 10 IID clients)
   config   print the resolved config (defaults + file + --set overrides) as TOML
+  audit    measure what each party could learn: membership, inversion, epsilon audit
   sweep    run a grid of configs, resumably, and report them (experiments plug-in)
   report   write a sweep's results tables, plots and report.md (experiments plug-in)
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from privfed.compression import compress_aggregator
@@ -61,9 +62,23 @@ class Simulation:
 
 
 def build_simulation(
-    config: ExperimentConfig, observers: Sequence[Observer] = ()
+    config: ExperimentConfig,
+    observers: Sequence[Observer] = (),
+    *,
+    dataset: Dataset | None = None,
+    extra: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Simulation:
     """Load the data, partition it, build the model, clients and server.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+    observers : sequence of Observer
+    dataset : Dataset, optional
+        Train and test on this dataset instead of ``config.data.dataset`` (the partition and
+        everything else still follow the config); e.g. an attacker's chosen examples.
+    extra : mapping of int to (x, y), optional
+        Examples appended to a client's partition after partitioning (e.g. audit canaries).
 
     Raises
     ------
@@ -73,13 +88,14 @@ def build_simulation(
         When a dataset that needs files is not in the data directory and cannot be fetched.
     """
     data, fed, seed = config.data, config.federation, config.seed
-    dataset = load_dataset(
-        data.dataset,
-        data_dir=data.data_dir,
-        split_seed=data.split_seed,
-        test_fraction=data.test_fraction,
-        scaling=data.scaling,
-    )
+    if dataset is None:
+        dataset = load_dataset(
+            data.dataset,
+            data_dir=data.data_dir,
+            split_seed=data.split_seed,
+            test_fraction=data.test_fraction,
+            scaling=data.scaling,
+        )
     try:
         partitioner = make_partitioner(data.partition, **data.partitioner_params())
         partitions = partitioner.split(dataset.y_train, data.num_clients, seed=seed)
@@ -92,10 +108,13 @@ def build_simulation(
 
     x_train = torch.from_numpy(dataset.x_train)
     y_train = torch.from_numpy(dataset.y_train)
-    clients = [
-        Client(cid, x_train[torch.from_numpy(idx)], y_train[torch.from_numpy(idx)])
-        for cid, idx in enumerate(partitions)
-    ]
+    clients = []
+    for cid, idx in enumerate(partitions):
+        x, y = x_train[torch.from_numpy(idx)], y_train[torch.from_numpy(idx)]
+        if extra and cid in extra:
+            x = torch.cat([x, torch.as_tensor(extra[cid][0], dtype=x.dtype)])
+            y = torch.cat([y, torch.as_tensor(extra[cid][1], dtype=y.dtype)])
+        clients.append(Client(cid, x, y))
     workspace = bind_flat_parameters(model)
     training = LocalTraining(fed.local_epochs, fed.batch_size, fed.lr, fed.mu)
     sampler = ClientSampler(data.num_clients, fed.fraction, derive_seed(seed, _SAMPLER_STREAM),

@@ -54,3 +54,21 @@ def test_bad_input_exits_2_with_a_message(args, message, capsys, tmp_path, monke
     assert main(["run", *args, "--output-dir", str(tmp_path), "-q"]) == 2
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_plug_in_commands_are_registered(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("audit", "sweep", "report"):
+        assert f"    {command} " in out
+
+
+def test_audit_command_writes_a_leakage_report(tmp_path, capsys):
+    status = main(["audit", "--quick", "--set", "federation.rounds=3", "--set",
+                   "model.hidden=[16]", "--out", str(tmp_path)])
+    assert status == 0
+    report = json.loads((tmp_path / "leakage.json").read_text())
+    assert report["epsilon_audit"]["violation"] is False
+    assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    assert "inversion: single" in capsys.readouterr().out

@@ -1,0 +1,161 @@
+"""Train a federation of a given configuration on data the attacker chooses.
+
+Reference models (LiRA), audit targets and canary runs must be trained "by the same federated
+pipeline" as the configuration under attack, but on chosen example sets. This module calls
+:func:`privfed.experiment.build_simulation` with the dataset replaced by explicit arrays, so
+every hyperparameter, the privacy mechanism, the secure aggregator and the compression come
+from the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from privfed.config import ExperimentConfig
+from privfed.data import Dataset
+from privfed.experiment import build_simulation
+from privfed.federated import History, Observer, Server
+
+__all__ = [
+    "TrainedFederation",
+    "build_federation",
+    "model_logits",
+    "predict_logits",
+    "train_federation",
+    "without_crypto",
+]
+
+
+
+@dataclass
+class TrainedFederation:
+    """A federation after training.
+
+    Attributes
+    ----------
+    server : Server
+        The server (its ``workspace`` is the model, ``weights`` the final global model).
+    partitions : list of numpy.ndarray
+        Indices into the training arrays of each client's examples (before extra data).
+    history : History or None
+        Round records; None before training.
+    """
+
+    server: Server
+    partitions: list[np.ndarray]
+    history: History | None = None
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """The final global model, flat."""
+        return self.server.weights
+
+    @property
+    def epsilon(self) -> float | None:
+        """Theoretical epsilon reported by the privacy mechanism after the last round."""
+        if not self.history or not self.history.rounds:
+            return None
+        return self.history.rounds[-1].extra.get("epsilon")
+
+    def client_epsilon(self, cid: int) -> float | None:
+        """Record-level epsilon of client ``cid`` (local DP) or the run's epsilon."""
+        if not self.history or not self.history.rounds:
+            return None
+        extra = self.history.rounds[-1].extra
+        per_client = extra.get("epsilon_per_client")
+        return per_client[cid] if per_client is not None else extra.get("epsilon")
+
+
+def without_crypto(config: ExperimentConfig) -> ExperimentConfig:
+    """The same configuration with plain aggregation.
+
+    Secure aggregation changes what the server reads, not the model it trains (CKKS adds
+    ~1e-9 noise, masking quantises finely), so reference models may skip the cryptography.
+    """
+    return dataclasses.replace(config, secure=dataclasses.replace(config.secure, kind="none"))
+
+
+def build_federation(
+    config: ExperimentConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    test: tuple[np.ndarray, np.ndarray],
+    num_classes: int,
+    seed: int | None = None,
+    extra: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
+    observers: Sequence[Observer] = (),
+) -> TrainedFederation:
+    """Build (not train) the federation of ``config`` on the examples ``x, y``.
+
+    The federation is :func:`privfed.experiment.build_simulation`'s, with the dataset
+    replaced by the given arrays and the global model evaluated only after the last round.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        Model, partitioning, federation, privacy and secure aggregation settings.
+    x, y : numpy.ndarray
+        Training examples (float32) and int64 labels, partitioned as the config says.
+    test : (numpy.ndarray, numpy.ndarray)
+        Evaluation data of the server.
+    num_classes : int
+    seed : int, optional
+        Seed of partition, initialisation, sampling, batch order and noise; default the
+        config's seed.
+    extra : mapping of int to (x, y), optional
+        Examples appended to a client's partition (e.g. canaries).
+    observers : sequence of Observer
+    """
+    config = dataclasses.replace(
+        config,
+        seed=config.seed if seed is None else seed,
+        federation=dataclasses.replace(config.federation, eval_every=config.federation.rounds),
+    )
+    dataset = Dataset(
+        name="attacker-chosen",
+        x_train=np.ascontiguousarray(x, dtype=np.float32),
+        y_train=np.ascontiguousarray(y, dtype=np.int64),
+        x_test=np.ascontiguousarray(test[0], dtype=np.float32),
+        y_test=np.ascontiguousarray(test[1], dtype=np.int64),
+        num_classes=num_classes,
+    )
+    simulation = build_simulation(config, observers, dataset=dataset, extra=extra)
+    return TrainedFederation(simulation.server, [np.asarray(p) for p in simulation.partitions])
+
+
+def train_federation(
+    config: ExperimentConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    **kwargs: object,
+) -> TrainedFederation:
+    """Build the federation with :func:`build_federation` and train it for the config's rounds.
+
+    Returns
+    -------
+    TrainedFederation
+        With its ``history`` set.
+    """
+    fed = build_federation(config, x, y, **kwargs)  # type: ignore[arg-type]
+    fed.history = fed.server.fit(config.federation.rounds)
+    return fed
+
+
+def predict_logits(fed: TrainedFederation, x: np.ndarray) -> np.ndarray:
+    """Logits of the final global model on ``x`` (what a white/black-box outsider queries)."""
+    return model_logits(fed.server, fed.weights, x)
+
+
+def model_logits(server: Server, weights: torch.Tensor, x: np.ndarray) -> np.ndarray:
+    """Logits of the model ``weights`` (flat) on ``x``, computed in the server's workspace."""
+    server.workspace.load(weights)
+    module = server.workspace.module
+    module.eval()
+    with torch.no_grad():
+        return module(torch.from_numpy(np.asarray(x, dtype=np.float32))).double().numpy()

@@ -1,0 +1,278 @@
+"""Membership inference: loss threshold (Yeom et al. 2018) and LiRA (Carlini et al. 2022).
+
+Two targets:
+
+* membership in the federation's training data, from the released final model (outsider
+  view): :func:`loss_scores` and :func:`lira_scores` on the model's logits, with reference
+  models trained by the same federated pipeline (:func:`membership_experiment`);
+* membership in one client's data, from that client's update (server view, or collusion view
+  under HE): :func:`update_alignment_scores`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.special import logsumexp
+from scipy.stats import norm
+from torch.func import functional_call, grad, vmap
+
+from attacks.federation import (
+    TrainedFederation,
+    build_federation,
+    predict_logits,
+    train_federation,
+    without_crypto,
+)
+from attacks.metrics import advantage, roc_auc, tpr_at_fpr
+from privfed.config import ExperimentConfig
+from privfed.federated import derive_seed
+from privfed.federated.params import FlatParameters
+
+__all__ = [
+    "MembershipResult",
+    "evaluate_membership",
+    "logit_confidence",
+    "loss_scores",
+    "lira_scores",
+    "update_alignment_scores",
+    "MembershipExperiment",
+    "membership_experiment",
+]
+
+_REFERENCE_STREAM = 101
+
+
+@dataclass
+class MembershipResult:
+    """ROC summary of one membership attack.
+
+    Attributes
+    ----------
+    labels, scores : numpy.ndarray
+        Ground truth (1 = member) and attack scores (higher = member).
+    """
+
+    labels: np.ndarray
+    scores: np.ndarray
+    metrics: dict[str, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = {
+            "auc": roc_auc(self.labels, self.scores),
+            "tpr_at_0.1%_fpr": tpr_at_fpr(self.labels, self.scores, 0.001),
+            "tpr_at_1%_fpr": tpr_at_fpr(self.labels, self.scores, 0.01),
+            "advantage": advantage(self.labels, self.scores),
+            "members": int(np.sum(self.labels)),
+            "non_members": int(np.sum(1 - np.asarray(self.labels))),
+        }
+
+
+def evaluate_membership(labels: np.ndarray, scores: np.ndarray) -> MembershipResult:
+    """Wrap labels and scores into a :class:`MembershipResult` (computes the metrics)."""
+    return MembershipResult(np.asarray(labels, dtype=np.int64), np.asarray(scores, np.float64))
+
+
+def logit_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Carlini et al.'s logit-scaled confidence ``log(p_y / (1 - p_y))``, computed stably."""
+    logits = np.asarray(logits, dtype=np.float64)
+    rows = np.arange(len(labels))
+    correct = logits[rows, labels]
+    others = logits.copy()
+    others[rows, labels] = -np.inf
+    return correct - logsumexp(others, axis=1)
+
+
+def loss_scores(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Yeom et al.'s attack score: minus the cross-entropy loss (low loss = member)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return logits[np.arange(len(labels)), labels] - logsumexp(logits, axis=1)
+
+
+def lira_scores(
+    target: np.ndarray, reference: np.ndarray, reference_in: np.ndarray, *, online: bool
+) -> np.ndarray:
+    """LiRA's per-example likelihood-ratio scores.
+
+    Parameters
+    ----------
+    target : numpy.ndarray
+        ``(N,)`` logit-scaled confidences of the target model on the candidates.
+    reference : numpy.ndarray
+        ``(R, N)`` the same for R reference models.
+    reference_in : numpy.ndarray
+        ``(R, N)`` bool, whether the candidate was in the reference model's training data.
+    online : bool
+        Online: Gaussian likelihood ratio of IN vs OUT fits. Offline: only OUT models; the
+        score is the one-sided statistic ``(c - mu_out) / sigma_out``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Higher means more likely a member. Means are per example, variances global (pooled
+        over examples), Carlini et al.'s recommendation for few reference models.
+    """
+    reference_in = np.asarray(reference_in, dtype=bool)
+    out = ~reference_in
+    if np.any(out.sum(axis=0) == 0) or (online and np.any(reference_in.sum(axis=0) == 0)):
+        raise ValueError("every candidate needs OUT (and, online, IN) reference models")
+    mu_out, sd_out = _masked_fit(reference, out)
+    if not online:
+        return (target - mu_out) / sd_out
+    mu_in, sd_in = _masked_fit(reference, reference_in)
+    return norm.logpdf(target, mu_in, sd_in) - norm.logpdf(target, mu_out, sd_out)
+
+
+def _masked_fit(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
+    counts = mask.sum(axis=0)
+    mean = np.where(mask, values, 0.0).sum(axis=0) / counts
+    resid = np.where(mask, values - mean, 0.0)
+    dof = max(int(mask.sum()) - values.shape[1], 1)
+    return mean, max(math.sqrt(float((resid**2).sum()) / dof), 1e-6)
+
+
+def update_alignment_scores(
+    workspace: FlatParameters,
+    global_weights: torch.Tensor,
+    update: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+) -> np.ndarray:
+    """Server-view membership scores: cosine of each candidate's descent direction with an update.
+
+    A client's update is a sum of ``-lr * gradient`` steps over its own examples, so a member's
+    negative loss gradient at the round's global model points along it.
+
+    Parameters
+    ----------
+    workspace : FlatParameters
+        The model architecture (its weights are overwritten).
+    global_weights : torch.Tensor
+        The global model the round started from (flat).
+    update : numpy.ndarray
+        The client's update as the view decoded it.
+    x, y : numpy.ndarray
+        Candidate examples and labels.
+    """
+    grads = per_example_gradients(workspace, global_weights, x, y)
+    u = torch.as_tensor(update, dtype=torch.float32)
+    return F.cosine_similarity(-grads, u.unsqueeze(0), dim=1).double().numpy()
+
+
+def per_example_gradients(
+    workspace: FlatParameters, weights: torch.Tensor, x: np.ndarray, y: np.ndarray
+) -> torch.Tensor:
+    """``(N, P)`` flat loss gradients of each example at the flat ``weights``."""
+    module, spec = workspace.module, workspace.spec
+    params = {k: v.detach() for k, v in spec.unflatten(weights.detach().clone()).items()}
+
+    def loss(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        out = functional_call(module, p, (xi.unsqueeze(0),))
+        return F.cross_entropy(out, yi.unsqueeze(0))
+
+    xt = torch.as_tensor(np.asarray(x, np.float32))
+    yt = torch.as_tensor(np.asarray(y, np.int64))
+    parts = []
+    for start in range(0, len(xt), 256):
+        g = vmap(grad(loss), in_dims=(None, 0, 0))(params, xt[start:start + 256],
+                                                   yt[start:start + 256])
+        parts.append(torch.cat([g[n].reshape(g[n].shape[0], -1) for n in spec.names], dim=1))
+    return torch.cat(parts)
+
+
+@dataclass
+class MembershipExperiment:
+    """A target federation, its candidates and the outsider-view attack results.
+
+    Attributes
+    ----------
+    target : TrainedFederation
+    members : numpy.ndarray
+        Bool mask over the candidate pool: in the target's training data.
+    results : dict of str to MembershipResult
+        "loss", "lira_offline", "lira_online".
+    """
+
+    target: TrainedFederation
+    members: np.ndarray
+    results: dict[str, MembershipResult]
+
+
+def membership_experiment(
+    config: ExperimentConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    test: tuple[np.ndarray, np.ndarray],
+    num_classes: int,
+    num_reference: int = 16,
+    seed: int = 0,
+    attach: Callable[[TrainedFederation], None] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> MembershipExperiment:
+    """Train a target federation on a random half of ``x`` and attack it from its final model.
+
+    The target uses ``config`` exactly (privacy and secure aggregation included). Each of the
+    ``num_reference`` reference federations is trained by the same pipeline on another
+    subset, chosen so that every candidate is IN exactly half of them (Carlini et al.'s
+    design); the offline attack uses, per candidate, only the references that never saw it.
+    References skip the cryptography (:func:`~attacks.federation.without_crypto`), which
+    does not change the trained model.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+    x, y : numpy.ndarray
+        The candidate pool: the attacker's population, of which the target trains on half.
+    test : (numpy.ndarray, numpy.ndarray)
+        Evaluation data for the federations' servers.
+    num_classes : int
+    num_reference : int
+        Even number of reference models R.
+    seed : int
+        Seed of the membership draws and of the reference federations.
+    attach : callable, optional
+        Called with the built, untrained target (e.g. to attach views to its server).
+    progress : callable, optional
+        Called with a short message after each trained model.
+    """
+    if num_reference < 2 or num_reference % 2:
+        raise ValueError(f"num_reference must be an even number >= 2, got {num_reference}")
+    rng = np.random.default_rng(derive_seed(seed, _REFERENCE_STREAM))
+    n = len(y)
+    members = np.zeros(n, dtype=bool)
+    members[rng.permutation(n)[: n // 2]] = True
+    target = build_federation(config, x[members], y[members], test=test,
+                              num_classes=num_classes)
+    if attach is not None:
+        attach(target)
+    target.history = target.server.fit(config.federation.rounds)
+    if progress:
+        progress("membership: target trained")
+    # Each candidate is IN for exactly half the references.
+    ref_in = np.argsort(rng.random((num_reference, n)), axis=0) < num_reference // 2
+    ref_config = without_crypto(config)
+    ref_conf = np.empty((num_reference, n))
+    for r in range(num_reference):
+        ref = train_federation(ref_config, x[ref_in[r]], y[ref_in[r]], test=test,
+                               num_classes=num_classes,
+                               seed=derive_seed(seed, _REFERENCE_STREAM, r))
+        ref_conf[r] = logit_confidence(predict_logits(ref, x), y)
+        if progress:
+            progress(f"membership: reference model {r + 1}/{num_reference} trained")
+    logits = predict_logits(target, x)
+    conf = logit_confidence(logits, y)
+    labels = members.astype(np.int64)
+    results = {
+        "loss": evaluate_membership(labels, loss_scores(logits, y)),
+        "lira_offline": evaluate_membership(labels, lira_scores(conf, ref_conf, ref_in,
+                                                                online=False)),
+        "lira_online": evaluate_membership(labels, lira_scores(conf, ref_conf, ref_in,
+                                                               online=True)),
+    }
+    return MembershipExperiment(target, members, results)

@@ -1,0 +1,81 @@
+"""Membership inference: succeeds on an overfit model, fails under DP, ignores secure agg."""
+
+import numpy as np
+import pytest
+from scipy.special import softmax
+
+from attacks.membership import (
+    lira_scores,
+    logit_confidence,
+    loss_scores,
+    membership_experiment,
+)
+from privfed.config import load_config
+from privfed.data import load_dataset
+
+OVERFIT = ["data.num_clients=2", "federation.rounds=15", "federation.local_epochs=4",
+           "model.hidden=[64]", "federation.lr=0.2", "federation.batch_size=8"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _experiment(digits, overrides, n, refs):
+    config = load_config(overrides=overrides)
+    return membership_experiment(config, digits.x_train[:n], digits.y_train[:n],
+                                 test=(digits.x_test, digits.y_test), num_classes=10,
+                                 num_reference=refs)
+
+
+def test_scores_match_their_definitions():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(5, 4))
+    labels = rng.integers(0, 4, size=5)
+    p = softmax(logits, axis=1)[np.arange(5), labels]
+    np.testing.assert_allclose(logit_confidence(logits, labels), np.log(p / (1 - p)))
+    np.testing.assert_allclose(loss_scores(logits, labels), np.log(p))
+
+
+def test_lira_separates_synthetic_in_out_distributions():
+    rng = np.random.default_rng(0)
+    n, r = 400, 16
+    member = rng.random(n) < 0.5
+    ref_in = np.argsort(rng.random((r, n)), axis=0) < r // 2
+    base = rng.normal(size=n) * 3  # per-example difficulty the references learn
+    reference = base + 2.0 * ref_in + rng.normal(scale=0.5, size=(r, n))
+    target = base + 2.0 * member + rng.normal(scale=0.5, size=n)
+    for online in (False, True):
+        scores = lira_scores(target, reference, ref_in, online=online)
+        assert np.mean(scores[member] > np.median(scores)) > 0.9
+    with pytest.raises(ValueError, match="OUT"):
+        lira_scores(target, reference, np.ones_like(ref_in), online=False)
+
+
+@pytest.mark.slow
+def test_lira_succeeds_on_an_overfit_federation(digits):
+    result = _experiment(digits, OVERFIT, n=400, refs=8).results
+    online = result["lira_online"].metrics
+    assert online["auc"] >= 0.7
+    assert online["tpr_at_1%_fpr"] >= 0.05
+    # LiRA's per-example calibration beats the global loss threshold.
+    assert online["auc"] > result["loss"].metrics["auc"]
+
+
+@pytest.mark.slow
+def test_lira_fails_under_local_dp_at_epsilon_one(digits):
+    overrides = ["data.num_clients=2", "federation.rounds=10", "model.hidden=[64]",
+                 "privacy.mechanism=local", "privacy.epsilon=1.0", "privacy.delta=1e-3"]
+    experiment = _experiment(digits, overrides, n=400, refs=8)
+    assert experiment.target.epsilon == pytest.approx(1.0, abs=0.05)
+    assert experiment.results["lira_online"].metrics["auc"] <= 0.56
+
+
+@pytest.mark.slow
+def test_outsider_view_is_the_same_with_he(digits):
+    small = ["data.num_clients=2", "federation.rounds=3", "model.hidden=[16]"]
+    plain = _experiment(digits, small, n=200, refs=2).results
+    he = _experiment(digits, [*small, "secure.kind=he"], n=200, refs=2).results
+    for name in plain:
+        assert he[name].metrics["auc"] == pytest.approx(plain[name].metrics["auc"], abs=2e-3)

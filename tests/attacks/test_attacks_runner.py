@@ -1,0 +1,52 @@
+"""The audit runner: one leakage report per configuration, with its files."""
+
+import json
+
+import pytest
+
+from attacks.report import format_table
+from attacks.runner import AuditSettings, run_audit
+from privfed.config import load_config
+
+TINY = ["data.num_clients=3", "federation.rounds=3", "model.hidden=[16]"]
+SETTINGS = AuditSettings(num_reference=2, inversion_examples=2, aggregate_clients=3,
+                         multi_step=2, num_canaries=20)
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    out = tmp_path_factory.mktemp("plain")
+    messages = []
+    report = run_audit(load_config(overrides=TINY), out, settings=SETTINGS,
+                       progress=messages.append)
+    return out, report, messages
+
+
+@pytest.mark.slow
+def test_plain_run_attacks_every_view(plain):
+    tmp_path, report, messages = plain
+    for name in ("leakage.json", "roc.png", "reconstructions.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert json.loads((tmp_path / "leakage.json").read_text())["config_hash"] == \
+        report["config_hash"]
+    assert report["membership"]["server_client_update"]["status"] == "attacked"
+    assert report["membership"]["collusion_client_update"]["status"] == "not applicable"
+    assert report["inversion"]["single"]["mean_psnr_db"] >= 25
+    assert set(report["seconds"]) == {"membership_outsider", "membership_client_update",
+                                      "inversion", "epsilon_audit"}
+    assert messages[-1] == "epsilon audit: done"
+
+
+@pytest.mark.slow
+def test_he_run_reports_opaque_server_view(tmp_path, plain):
+    report = run_audit(load_config(overrides=[*TINY, "secure.kind=he"]), tmp_path,
+                       settings=SETTINGS)
+    server = report["membership"]["server_client_update"]
+    assert server["status"] == "not applicable" and "opaque" in server["reason"]
+    assert report["membership"]["collusion_client_update"]["status"] == "attacked"
+    assert report["inversion"]["single"]["view"] == "collusion"
+    # HE protects the updates, not the final model: the outsider learns exactly as much.
+    for attack in ("loss", "lira_offline", "lira_online"):
+        assert report["membership"]["outsider"][attack]["auc"] == pytest.approx(
+            plain[1]["membership"]["outsider"][attack]["auc"], abs=2e-3)
+    assert "not applicable: opaque" in format_table(report)
