@@ -7,15 +7,68 @@ import shutil
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
+from experiments.comparison import (
+    comparison_configs,
+    format_cells,
+    run_comparison,
+    write_comparison_report,
+)
 from experiments.report import write_report
 from experiments.results import aggregate_over_seeds, collect_rows, write_csv
 from experiments.sweep import SweepPoint, load_grid, run_sweep
+from privfed import cli as core_cli
 from privfed.config import ConfigError
 
-__all__ = ["register_report", "register_sweep", "summarize_sweep"]
+__all__ = ["main", "register_report", "register_sweep", "run_main_job", "summarize_sweep"]
 
 GRID_COPY = "grid.toml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``privfed`` console script: the core CLI, with ``privfed run`` (no CONFIG) running
+    the comparison of privacy configurations."""
+    return core_cli.main(argv, default_run=run_main_job)
+
+
+def run_main_job(args: argparse.Namespace) -> int:
+    """``privfed run`` without a config: train and audit every configuration, print a table.
+
+    ``--set``, ``--seed`` and ``--data-dir`` apply to every configuration; the results go
+    to ``<output dir>/compare/`` and an interrupted job resumes where it stopped.
+    """
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.data_dir is not None:
+        overrides.append(f'data.data_dir="{args.data_dir}"')
+    out_dir = Path(args.output_dir or "runs") / "compare"
+    console = Console(quiet=args.quiet)
+    configs = comparison_configs(overrides)
+    console.print(f"[bold]privfed[/]: {len(configs)} privacy configurations of "
+                  f"{configs[0][1].data.dataset} with {configs[0][1].data.num_clients} clients, "
+                  f"trained and audited -> {out_dir}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("starting", total=len(configs))
+
+        def on_step(message: str) -> None:
+            progress.update(task, description=message, advance=message.endswith(": done"))
+
+        results = run_comparison(configs, out_dir, progress=on_step)
+    report = write_comparison_report(results, out_dir)
+    table = Table(title="privacy configurations compared (digits, 10 clients, delta 1e-5)")
+    for column in ("configuration", "accuracy", "epsilon", "MIA AUC", "TPR@1%FPR",
+                   "eps lower", "inversion", "s/round", "KiB/round"):
+        table.add_column(column, justify="left" if column == "configuration" else "right",
+                         no_wrap=True)
+    for result in results:
+        table.add_row(*format_cells(result.row()))
+    console.print(table)
+    console.print(f"report: {report}")
+    return 0
 
 
 def register_sweep(commands: argparse._SubParsersAction) -> None:
