@@ -8,8 +8,9 @@ A grid file is TOML with two tables::
     rounds = 30
 
     [grid]                     # dotted field -> list of values; the sweep is their product
-    "privacy.epsilon" = [1.0, 3.0, 8.0]
+    "privacy.epsilon" = [1.0, 3.0, 8.0, inf]     # inf: the non-private run
     seed = [0, 1, 2]
+    data = [{partition = "iid"}, {partition = "dirichlet", alpha = 0.1}]  # joint settings
 
 Each point's resolved config has a hash; its run directory is ``<sweep_dir>/<name>-<hash>``.
 A point is done when its directory holds a ``summary.json`` whose ``config_hash`` matches and
@@ -25,6 +26,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -226,8 +228,15 @@ def _unique(points: Iterable[SweepPoint]) -> list[SweepPoint]:
 
 
 def _with_values(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of ``base`` with each dotted field of ``values`` set."""
+    """A deep copy of ``base`` with each dotted field of ``values`` set.
+
+    ``privacy.epsilon = inf`` stands for the non-private run (mechanism "none"), so one grid
+    can sweep epsilon over {0.5, 1, ..., inf}.
+    """
     result = copy.deepcopy(base)
+    if values.get("privacy.epsilon") == math.inf:
+        values = {k: v for k, v in values.items() if k != "privacy.epsilon"}
+        result["privacy"] = {"mechanism": "none"}
     for dotted, value in values.items():
         *parents, leaf = dotted.split(".")
         target = result
@@ -235,5 +244,8 @@ def _with_values(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise ConfigError(f"grid field {dotted!r}: {part!r} is not a section")
-        target[leaf] = value
+        if isinstance(value, dict):  # a table sets several fields of a section together
+            target.setdefault(leaf, {}).update(value)
+        else:
+            target[leaf] = value
     return result

@@ -130,3 +130,20 @@ def test_sweep_command_end_to_end_and_bad_grids(grid, tmp_path, capsys):
     bad.write_text('[grid]\nseed = 3\n')
     assert main(["sweep", str(bad), "--output-dir", str(tmp_path)]) == 2
     assert "must be a non-empty list" in capsys.readouterr().err
+
+
+def test_infinite_epsilon_in_a_grid_is_the_non_private_run(tmp_path):
+    path = tmp_path / "eps.toml"
+    path.write_text('[base.privacy]\nmechanism = "local"\n[grid]\n"privacy.epsilon" = [2.0, inf]\n')
+    private, public = load_grid(path)
+    assert (private.config.privacy.mechanism, private.config.privacy.epsilon) == ("local", 2.0)
+    assert (public.config.privacy.mechanism, public.config.privacy.epsilon) == ("none", None)
+
+
+def test_a_table_value_sets_several_fields_of_a_section_together(tmp_path):
+    path = tmp_path / "parts.toml"
+    path.write_text('[base.data]\nnum_clients = 4\n[grid]\n'
+                    'data = [{partition = "iid"}, {partition = "dirichlet", alpha = 0.1}]\n')
+    iid, skewed = (p.config.data for p in load_grid(path))
+    assert (iid.partition, iid.num_clients) == ("iid", 4)
+    assert (skewed.partition, skewed.alpha, skewed.num_clients) == ("dirichlet", 0.1, 4)
