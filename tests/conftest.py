@@ -28,10 +28,17 @@ def make_server(
     optimizer=None,
     fraction: float = 1.0,
     sampler_seed: int = 0,
+    poisson: bool = False,
     observers=(),
     aggregator=None,
+    privacy=None,
+    rounds: int = 1,
 ):
-    """A Server over explicit client shards, with the W1 batch-order convention."""
+    """A Server over explicit client shards, with the W1 batch-order convention.
+
+    With ``privacy`` (a PrivacyConfig), clients and mechanism come from ``build_privacy``
+    (noise calibrated for ``rounds`` rounds, noise streams seeded with ``model_seed``).
+    """
     from privfed.federated import (
         Client,
         ClientSampler,
@@ -41,19 +48,30 @@ def make_server(
         bind_flat_parameters,
     )
     from privfed.models import build_model
+    from privfed.privacy import build_privacy
     from privfed.secure import make_aggregator
 
+    training = training or LocalTraining()
     model = build_model("mlp", tuple(test[0].shape[1:]), int(test[1].max()) + 1,
                         seed=model_seed, hidden=hidden)
+    workspace = bind_flat_parameters(model)
+    sampler = ClientSampler(len(parts), fraction, sampler_seed, poisson=poisson)
     clients = [Client(i, x, y) for i, (x, y) in enumerate(parts)]
+    mechanism = None
+    if privacy is not None:
+        clients, mechanism = build_privacy(
+            privacy, clients=clients, sampler=sampler, workspace=workspace, rounds=rounds,
+            training=training, seed=model_seed,
+        )
     return Server(
-        bind_flat_parameters(model),
+        workspace,
         clients,
-        training=training or LocalTraining(),
-        sampler=ClientSampler(len(parts), fraction, sampler_seed),
+        training=training,
+        sampler=sampler,
         optimizer=optimizer or FedAvg(),
         aggregator=aggregator or make_aggregator("none"),
         test_data=test,
         batch_seed=lambda r, cid: 100_000 * r + cid,
         observers=observers,
+        mechanism=mechanism,
     )
