@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attacks import run_audit
+from experiments.audits import audit_run, leakage_figures, read_leakage
 from experiments.results import write_csv
 from experiments.sweep import is_done, run_point
 from privfed.config import ExperimentConfig, config_from_dict
@@ -66,20 +66,14 @@ class Comparison:
 
     def row(self) -> dict[str, Any]:
         """The figures of the comparison table (None where a figure does not apply)."""
-        s, leak = self.summary, self.leakage
-        lira = leak["membership"]["outsider"]["lira_online"]
-        audit = leak["epsilon_audit"]
+        s = self.summary
         return {
             "configuration": self.label,
             "accuracy": s["final_accuracy"],
             "epsilon": math.inf if s["privacy_mechanism"] == "none" else s["epsilon"],
             "epsilon_unit": s["privacy_unit"] or "-",
             "delta": s["delta"],
-            "mia_auc": lira["auc"],
-            "mia_tpr_at_1pct_fpr": lira["tpr_at_1%_fpr"],
-            "epsilon_lower": audit.get("epsilon_lower"),
-            "dp_violation": audit.get("violation"),
-            "server_inversion_psnr_db": _server_psnr(leak),
+            **leakage_figures(self.leakage),
             "seconds_per_round": s["seconds_per_round"],
             "bytes_up_per_client_round": s["bytes_up_per_client_round"],
             "run_dir": str(self.run_dir),
@@ -113,14 +107,12 @@ def run_comparison(
         if not is_done(run_dir, config):
             say(f"{label}: training")
             run_point(config.to_toml(), str(run_dir))
-        leakage_path = run_dir / "audit" / "leakage.json"
-        if not _complete(leakage_path, config):
+        if read_leakage(run_dir, config) is None:
             say(f"{label}: auditing")
-            run_audit(config, run_dir / "audit", quick=quick)
+        leakage = audit_run(run_dir, config, quick=quick)
         results.append(Comparison(
             label, config, run_dir,
-            json.loads((run_dir / "summary.json").read_text(encoding="utf-8")),
-            json.loads(leakage_path.read_text(encoding="utf-8")),
+            json.loads((run_dir / "summary.json").read_text(encoding="utf-8")), leakage,
         ))
         say(f"{label}: done")
     return results
@@ -177,20 +169,6 @@ def format_cells(row: dict[str, Any]) -> list[str]:
         f"{row['seconds_per_round']:.3f}",
         f"{row['bytes_up_per_client_round'] / 1024:,.0f}",
     ]
-
-
-def _server_psnr(leakage: dict[str, Any]) -> float | None:
-    attacked = [s["mean_psnr_db"] for s in leakage["inversion"].values()
-                if s.get("status") == "attacked" and s.get("view") == "server"]
-    return max(attacked) if attacked else None
-
-
-def _complete(leakage_path: Path, config: ExperimentConfig) -> bool:
-    try:
-        return json.loads(leakage_path.read_text(encoding="utf-8"))["config_hash"] == \
-            config.short_hash()
-    except (OSError, ValueError, KeyError):
-        return False
 
 
 def _num(value: float | None, spec: str) -> str:

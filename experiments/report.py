@@ -17,26 +17,30 @@ import numpy as np  # noqa: E402
 from privfed.config import ExperimentConfig  # noqa: E402
 from privfed.data import label_histogram, load_dataset, make_partitioner  # noqa: E402
 
-__all__ = ["plot_accuracy_vs_epsilon", "plot_cost_per_aggregator", "plot_label_histograms",
-           "write_report"]
+__all__ = ["plot_cost_per_aggregator", "plot_empirical_epsilon", "plot_label_histograms",
+           "plot_vs_epsilon", "write_report"]
 
 
-def plot_accuracy_vs_epsilon(table: Sequence[dict[str, Any]], path: Path) -> Path | None:
-    """Mean accuracy (95% interval) against epsilon, one line per privacy mechanism.
+def plot_vs_epsilon(
+    table: Sequence[dict[str, Any]], figure: str, ylabel: str, path: Path
+) -> Path | None:
+    """Mean ``figure`` (95% interval) against epsilon, one line per privacy mechanism, the
+    non-private runs as a dashed line.
 
-    Returns None (and writes nothing) when no row has a finite epsilon.
+    Returns None (and writes nothing) when no row has a finite epsilon and the figure.
     """
-    private = [r for r in table if _finite(r.get("epsilon_mean"))]
+    mean = f"{figure}_mean"
+    private = [r for r in table if _finite(r.get("epsilon_mean")) and _finite(r.get(mean))]
     if not private:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
     for mechanism in sorted({r["privacy_mechanism"] for r in private}):
         rows = sorted((r for r in private if r["privacy_mechanism"] == mechanism),
                       key=lambda r: r["epsilon_mean"])
-        ax.errorbar([r["epsilon_mean"] for r in rows], [r["final_accuracy_mean"] for r in rows],
-                    yerr=[r["final_accuracy_ci95"] or 0 for r in rows], marker="o", capsize=3,
+        ax.errorbar([r["epsilon_mean"] for r in rows], [r[mean] for r in rows],
+                    yerr=[r[f"{figure}_ci95"] or 0 for r in rows], marker="o", capsize=3,
                     label=mechanism)
-    baseline = [r["final_accuracy_mean"] for r in table if r["privacy_mechanism"] == "none"]
+    baseline = [r[mean] for r in table if r["privacy_mechanism"] == "none" and _finite(r.get(mean))]
     if baseline:
         ax.axhline(float(np.mean(baseline)), color="grey", linestyle="--", label="non-private")
     ax.set_xscale("log")
@@ -44,8 +48,28 @@ def plot_accuracy_vs_epsilon(table: Sequence[dict[str, Any]], path: Path) -> Pat
     ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("epsilon (log scale)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("privacy-utility trade-off")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{ylabel} against epsilon")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_empirical_epsilon(table: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    """The canary audit's epsilon lower bound against the theoretical epsilon (with y = x:
+    a point above the diagonal would be a DP bug)."""
+    rows = [r for r in table
+            if _finite(r.get("epsilon_mean")) and _finite(r.get("epsilon_lower_mean"))]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 4))
+    theory = [r["epsilon_mean"] for r in rows]
+    ax.scatter(theory, [r["epsilon_lower_mean"] for r in rows], label="audited runs")
+    top = max(theory) * 1.1
+    ax.plot([0, top], [0, top], color="grey", linestyle="--", label="lower bound = epsilon")
+    ax.set_xlabel("theoretical epsilon")
+    ax.set_ylabel("empirical epsilon lower bound (95%)")
+    ax.set_title("empirical against theoretical epsilon")
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)
@@ -93,7 +117,13 @@ def write_report(sweep_dir: Path, rows: Sequence[dict[str, Any]],
                  table: Sequence[dict[str, Any]], first: ExperimentConfig) -> Path:
     """Write ``report.md`` and its plots into ``sweep_dir``."""
     plots = [
-        plot_accuracy_vs_epsilon(table, sweep_dir / "accuracy_vs_epsilon.png"),
+        plot_vs_epsilon(table, "final_accuracy", "test accuracy",
+                        sweep_dir / "accuracy_vs_epsilon.png"),
+        plot_vs_epsilon(table, "mia_auc", "membership AUC (LiRA)",
+                        sweep_dir / "mia_auc_vs_epsilon.png"),
+        plot_vs_epsilon(table, "mia_tpr_at_1pct_fpr", "membership TPR at 1% FPR",
+                        sweep_dir / "mia_tpr_vs_epsilon.png"),
+        plot_empirical_epsilon(table, sweep_dir / "empirical_epsilon.png"),
         plot_cost_per_aggregator(table, sweep_dir / "cost_per_aggregator.png") if table else None,
         plot_label_histograms(first, sweep_dir / "label_histograms.png"),
     ]

@@ -11,6 +11,7 @@ from typing import Any
 
 from scipy import stats
 
+from experiments.audits import LEAKAGE_FIGURES, leakage_figures, read_leakage
 from experiments.sweep import SweepPoint, is_done
 
 __all__ = ["FIGURES", "collect_rows", "aggregate_over_seeds", "write_csv"]
@@ -30,7 +31,8 @@ def collect_rows(points: Sequence[SweepPoint], sweep_dir: str | Path) -> list[di
     """One row per point: its grid values, status, run directory and figures.
 
     A point that is not done has status ``"failed"`` (with the recorded error) or
-    ``"missing"``, and empty figures.
+    ``"missing"``, and empty figures. An audited point also has the leakage figures of
+    :func:`experiments.audits.leakage_figures`.
     """
     sweep_dir = Path(sweep_dir)
     rows = []
@@ -44,6 +46,9 @@ def collect_rows(points: Sequence[SweepPoint], sweep_dir: str | Path) -> list[di
             row.update({f: summary.get(f) for f in FIGURES})
             if summary["privacy_mechanism"] == "none":
                 row["epsilon"] = math.inf  # no privacy: epsilon is infinite, not missing
+            leakage = read_leakage(run_dir, point.config)
+            if leakage is not None:
+                row.update(leakage_figures(leakage))
         else:
             failure = sweep_dir / "failed" / f"{point.key}.json"
             error = json.loads(failure.read_text(encoding="utf-8"))["error"] \
@@ -64,8 +69,9 @@ def aggregate_over_seeds(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
     empty when the figure is missing).
     """
     done = [r for r in rows if r["status"] == "done"]
+    figures = [f for f in (*FIGURES, *LEAKAGE_FIGURES) if any(f in r for r in done)]
     keys = [k for k in (done[0] if done else {}) if k not in
-            {"run", "seed", "status", "error", *FIGURES}]
+            {"run", "seed", "status", "error", "dp_violation", *figures}]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in done:
         groups.setdefault(tuple(json.dumps(row[k]) for k in keys), []).append(row)
@@ -73,8 +79,10 @@ def aggregate_over_seeds(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
     for members in groups.values():
         out = {k: members[0][k] for k in keys}
         out["runs"] = len(members)
-        for figure in FIGURES:
-            values = [m[figure] for m in members if m[figure] is not None]
+        if any("dp_violation" in m for m in members):
+            out["dp_violation"] = any(m.get("dp_violation") for m in members)
+        for figure in figures:
+            values = [m[figure] for m in members if m.get(figure) is not None]
             mean, half = _mean_ci(values)
             out[f"{figure}_mean"], out[f"{figure}_ci95"] = mean, half
         table.append(out)

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.audits import audit_run, read_leakage
 from privfed.config import ConfigError, ExperimentConfig, config_from_dict, load_config
 from privfed.experiment import build_simulation
 from privfed.rundir import summarize, write_run
@@ -119,8 +120,10 @@ def is_done(run_dir: Path, config: ExperimentConfig) -> bool:
             and (run_dir / "metrics.jsonl").is_file())
 
 
-def run_point(config_toml: str, run_dir: str) -> str:
-    """Train one point and move its finished run directory into place (worker entry point).
+def run_point(config_toml: str, run_dir: str, audit: bool = False, quick_audit: bool = False
+              ) -> str:
+    """Train one point (unless done), move its run directory into place, and audit it if
+    asked (unless audited); the worker entry point.
 
     Parameters
     ----------
@@ -128,6 +131,8 @@ def run_point(config_toml: str, run_dir: str) -> str:
         The point's resolved config as TOML (plain text crosses process boundaries).
     run_dir : str
         Final location; written via a temporary sibling directory and a rename.
+    audit, quick_audit : bool
+        Also measure its leakage (``attacks``) into ``run_dir/audit``; a small audit.
 
     Returns
     -------
@@ -135,7 +140,14 @@ def run_point(config_toml: str, run_dir: str) -> str:
         ``run_dir``.
     """
     config = config_from_dict(tomllib.loads(config_toml))
-    final = Path(run_dir)
+    if not is_done(Path(run_dir), config):
+        _train_point(config, Path(run_dir))
+    if audit:
+        audit_run(Path(run_dir), config, quick=quick_audit)
+    return run_dir
+
+
+def _train_point(config: ExperimentConfig, final: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         simulation = build_simulation(config)
@@ -147,7 +159,6 @@ def run_point(config_toml: str, run_dir: str) -> str:
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return run_dir
 
 
 def run_sweep(
@@ -155,6 +166,8 @@ def run_sweep(
     sweep_dir: str | Path,
     *,
     workers: int = 1,
+    audit: bool = False,
+    quick_audit: bool = False,
     on_event: Callable[[str, SweepPoint, str], None] | None = None,
 ) -> dict[str, list[SweepPoint]]:
     """Run every point that is not done yet.
@@ -166,6 +179,8 @@ def run_sweep(
         Parent of the points' run directories (``output_dir`` of the configs is ignored).
     workers : int, default 1
         Points run in parallel processes when > 1.
+    audit, quick_audit : bool
+        Also audit every point (``privfed audit``'s attacks; resumable too); a small audit.
     on_event : callable, optional
         Called with ``("skipped" | "done" | "failed", point, detail)``.
 
@@ -187,18 +202,19 @@ def run_sweep(
 
     todo = []
     for point in _unique(points):
-        if is_done(sweep_dir / point.key, point.config):
+        run_dir = sweep_dir / point.key
+        if is_done(run_dir, point.config) and not (audit and not _audited(run_dir, point)):
             record("skipped", point, "already done")
         else:
             todo.append(point)
-    jobs = [(p, p.config.to_toml(), str(sweep_dir / p.key)) for p in todo]
+    jobs = [(p, (p.config.to_toml(), str(sweep_dir / p.key), audit, quick_audit))
+            for p in todo]
     if workers == 1:
-        for point, toml, run_dir in jobs:
-            _settle(point, sweep_dir, lambda t=toml, d=run_dir: run_point(t, d), record)
+        for point, job in jobs:
+            _settle(point, sweep_dir, lambda job=job: run_point(*job), record)
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(run_point, toml, run_dir): point
-                       for point, toml, run_dir in jobs}
+            futures = {pool.submit(run_point, *job): point for point, job in jobs}
             for future in as_completed(futures):
                 _settle(futures[future], sweep_dir, future.result, record)
     return outcome
@@ -218,6 +234,10 @@ def _settle(point: SweepPoint, sweep_dir: Path, result: Callable[[], str],
         return
     failure.unlink(missing_ok=True)
     record("done", point, run_dir)
+
+
+def _audited(run_dir: Path, point: SweepPoint) -> bool:
+    return read_leakage(run_dir, point.config) is not None
 
 
 def _unique(points: Iterable[SweepPoint]) -> list[SweepPoint]:

@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+import experiments.audits as audits
 import experiments.comparison as comparison
 from experiments.comparison import (
     CONFIGURATIONS,
@@ -51,7 +52,7 @@ def test_main_job_tabulates_every_configuration_and_resumes(tmp_path, monkeypatc
     def no_more_work(*args, **kwargs):
         raise AssertionError("a finished configuration was redone")
 
-    monkeypatch.setattr(comparison, "run_audit", no_more_work)
+    monkeypatch.setattr(audits, "run_audit", no_more_work)
     monkeypatch.setattr(comparison, "run_point", no_more_work)
     assert [r.label for r in run_comparison(configs, tmp_path)] == [
         label for label, _ in CONFIGURATIONS]

@@ -147,3 +147,25 @@ def test_a_table_value_sets_several_fields_of_a_section_together(tmp_path):
     iid, skewed = (p.config.data for p in load_grid(path))
     assert (iid.partition, iid.num_clients) == ("iid", 4)
     assert (skewed.partition, skewed.alpha, skewed.num_clients) == ("dirichlet", 0.1, 4)
+
+
+@pytest.mark.slow
+def test_an_audited_sweep_reports_leakage_against_epsilon(tmp_path):
+    path = tmp_path / "audited.toml"
+    path.write_text(GRID.replace("seed = [0, 1]", '"privacy.epsilon" = [2.0, inf]')
+                    .replace('name = "tiny"', 'name = "tiny"\n[base.privacy]\nmechanism = "local"'))
+    points = load_grid(path)
+    sweep_dir = tmp_path / "sweep"
+    run_sweep(points, sweep_dir, audit=True, quick_audit=True)
+    report = summarize_sweep(points, sweep_dir).read_text()
+    with open(sweep_dir / "results.csv", newline="") as src:
+        rows = list(csv.DictReader(src))
+    for figure in ("mia_auc", "mia_tpr_at_1pct_fpr", "epsilon_lower"):
+        assert all(r[figure] != "" for r in rows)
+    private = next(r for r in rows if r["epsilon"] != "inf")
+    assert float(private["epsilon_lower"]) <= float(private["epsilon"])  # the audit is sound
+    for png in ("accuracy_vs_epsilon.png", "mia_auc_vs_epsilon.png", "empirical_epsilon.png"):
+        assert (sweep_dir / png).read_bytes()[:4] == b"\x89PNG" and f"({png})" in report
+    events = []
+    run_sweep(points, sweep_dir, audit=True, on_event=lambda k, p, d: events.append(k))
+    assert events == ["skipped", "skipped"]
