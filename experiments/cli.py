@@ -46,6 +46,8 @@ def run_main_job(args: argparse.Namespace) -> int:
         overrides.append(f'data.data_dir="{args.data_dir}"')
     out_dir = Path(args.output_dir or "runs") / "compare"
     console = Console(quiet=args.quiet)
+    if not console.is_terminal:  # a log file: the full table, not one wrapped to 80 columns
+        console = Console(quiet=args.quiet, width=140)
     configs = comparison_configs(overrides)
     console.print(f"[bold]privfed[/]: {len(configs)} privacy configurations of "
                   f"{configs[0][1].data.dataset} with {configs[0][1].data.num_clients} clients, "
@@ -62,8 +64,7 @@ def run_main_job(args: argparse.Namespace) -> int:
     table = Table(title="privacy configurations compared (digits, 10 clients, delta 1e-5)")
     for column in ("configuration", "accuracy", "epsilon", "MIA AUC", "TPR@1%FPR",
                    "eps lower", "inversion", "s/round", "KiB/round"):
-        table.add_column(column, justify="left" if column == "configuration" else "right",
-                         no_wrap=True)
+        table.add_column(column, justify="left" if column == "configuration" else "right")
     for result in results:
         table.add_row(*format_cells(result.row()))
     console.print(table)
