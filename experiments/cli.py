@@ -1,4 +1,5 @@
-"""The ``privfed sweep`` and ``privfed report`` commands (registered as plug-ins)."""
+"""The installed ``privfed`` script (the core CLI whose ``run`` without a config is the main
+job, the comparison of privacy configurations) and the ``sweep`` and ``report`` plug-ins."""
 
 from __future__ import annotations
 
@@ -39,19 +40,14 @@ def run_main_job(args: argparse.Namespace) -> int:
     ``--set``, ``--seed`` and ``--data-dir`` apply to every configuration; the results go
     to ``<output dir>/compare/`` and an interrupted job resumes where it stopped.
     """
-    overrides = list(args.overrides)
-    if args.seed is not None:
-        overrides.append(f"seed={args.seed}")
-    if args.data_dir is not None:
-        overrides.append(f'data.data_dir="{args.data_dir}"')
     out_dir = Path(args.output_dir or "runs") / "compare"
     console = Console(quiet=args.quiet)
     if not console.is_terminal:  # a log file: the full table, not one wrapped to 80 columns
         console = Console(quiet=args.quiet, width=140)
-    configs = comparison_configs(overrides)
-    console.print(f"[bold]privfed[/]: {len(configs)} privacy configurations of "
-                  f"{configs[0][1].data.dataset} with {configs[0][1].data.num_clients} clients, "
-                  f"trained and audited -> {out_dir}")
+    configs = comparison_configs(core_cli.config_overrides(args))
+    data = configs[0][1].data
+    console.print(f"[bold]privfed[/]: {len(configs)} privacy configurations of {data.dataset} "
+                  f"with {data.num_clients} clients, trained and audited -> {out_dir}")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("starting", total=len(configs))
@@ -61,7 +57,8 @@ def run_main_job(args: argparse.Namespace) -> int:
 
         results = run_comparison(configs, out_dir, progress=on_step)
     report = write_comparison_report(results, out_dir)
-    table = Table(title="privacy configurations compared (digits, 10 clients, delta 1e-5)")
+    table = Table(title=f"privacy configurations compared ({data.dataset}, {data.num_clients} "
+                        f"clients, delta {configs[1][1].privacy.delta:g})")
     for column in ("configuration", "accuracy", "epsilon", "MIA AUC", "TPR@1%FPR",
                    "eps lower", "inversion", "s/round", "KiB/round"):
         table.add_column(column, justify="left" if column == "configuration" else "right")

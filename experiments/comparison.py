@@ -122,12 +122,13 @@ def write_comparison_report(results: Sequence[Comparison], out_dir: str | Path) 
     """Write ``comparison.csv`` and ``report.md`` (the table, notes, links to the plots)."""
     out_dir = Path(out_dir)
     rows = [r.row() for r in results]
+    data = results[0].config.data
     write_csv(rows, out_dir / "comparison.csv")
     lines = [
         "# privfed: privacy configurations compared", "",
-        "Digits (embedded), 10 clients. Accuracy on the held-out test set; epsilon as the "
+        f"{data.dataset}, {data.num_clients} clients. Accuracy on the held-out test set; epsilon as the "
         "mechanism's accountant reports it (record level for local DP, user level for "
-        "DP-FedAvg; delta 1e-5); membership inference is LiRA online against the released model "
+        "DP-FedAvg); membership inference is LiRA online against the released model "
         "(outsider view); the epsilon lower bound is the 95% canary audit; the inversion "
         "PSNR is the best reconstruction from what the server can decode (one client's "
         "update in plain aggregation, only the aggregate under HE or masking).", "",

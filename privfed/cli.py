@@ -20,7 +20,8 @@ from privfed.experiment import build_simulation
 from privfed.federated import RoundRecord, TrainingDivergedError
 from privfed.rundir import run_dir_for, summarize, write_run
 
-__all__ = ["COMMAND_GROUP", "add_config_arguments", "main", "resolve_config"]
+__all__ = ["COMMAND_GROUP", "add_config_arguments", "config_overrides", "main",
+           "resolve_config"]
 
 _DESCRIPTION = """\
 privfed: privacy-preserving federated learning.
@@ -115,8 +116,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="experiment seed (overrides seed)")
 
 
-def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
-    """The config named by :func:`add_config_arguments`'s arguments, overrides applied."""
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` overrides plus those of --data-dir, --output-dir and --seed."""
     overrides = list(args.overrides)
     if args.data_dir is not None:
         overrides.append(f"data.data_dir={_toml_string(args.data_dir)}")
@@ -124,6 +125,12 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
         overrides.append(f"output_dir={_toml_string(args.output_dir)}")
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
+    return overrides
+
+
+def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The config named by :func:`add_config_arguments`'s arguments, overrides applied."""
+    overrides = config_overrides(args)
     path = args.config
     if path is not None and Path(path).is_dir():
         path = Path(path) / "config.toml"
