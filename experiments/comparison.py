@@ -126,12 +126,13 @@ def write_comparison_report(results: Sequence[Comparison], out_dir: str | Path) 
     write_csv(rows, out_dir / "comparison.csv")
     lines = [
         "# privfed: privacy configurations compared", "",
-        f"{data.dataset}, {data.num_clients} clients. Accuracy on the held-out test set; epsilon as the "
-        "mechanism's accountant reports it (record level for local DP, user level for "
-        "DP-FedAvg); membership inference is LiRA online against the released model "
-        "(outsider view); the epsilon lower bound is the 95% canary audit; the inversion "
-        "PSNR is the best reconstruction from what the server can decode (one client's "
-        "update in plain aggregation, only the aggregate under HE or masking).", "",
+        f"{data.dataset}, {data.num_clients} clients. Accuracy on the held-out test set; "
+        "epsilon as the mechanism's accountant reports it (record level for local DP, user "
+        f"level for DP-FedAvg; delta {results[0].config.privacy.delta:g}); membership "
+        "inference is LiRA online against the released model (outsider view); the epsilon "
+        "lower bound is the 95% canary audit; the inversion PSNR is the best reconstruction "
+        "from what the server can decode (one client's update in plain aggregation, only the "
+        "aggregate under HE or masking).", "",
         "| configuration | accuracy | epsilon | MIA AUC | TPR@1%FPR | epsilon lower | "
         "server inversion PSNR | s/round | KiB up/client/round |",
         "|---|---|---|---|---|---|---|---|---|",
