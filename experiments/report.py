@@ -136,6 +136,11 @@ def write_report(sweep_dir: Path, rows: Sequence[dict[str, Any]],
                   *(f"| {r['run']} | {r['status']} | {r['error']} |" for r in failed), ""]
     lines += ["## Plots", ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots if p is not None]
+    grids = [r["run"] for r in rows if (sweep_dir / r["run"] / "audit" / "reconstructions.png")
+             .is_file()]
+    if grids:
+        lines += ["", "## Reconstructions from what the server decodes (audited runs)", ""]
+        lines += [f"{run}: ![reconstructions]({run}/audit/reconstructions.png)" for run in grids]
     path = sweep_dir / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -166,6 +166,7 @@ def test_an_audited_sweep_reports_leakage_against_epsilon(tmp_path):
     assert float(private["epsilon_lower"]) <= float(private["epsilon"])  # the audit is sound
     for png in ("accuracy_vs_epsilon.png", "mia_auc_vs_epsilon.png", "empirical_epsilon.png"):
         assert (sweep_dir / png).read_bytes()[:4] == b"\x89PNG" and f"({png})" in report
+    assert report.count("/audit/reconstructions.png)") == 2
     events = []
     run_sweep(points, sweep_dir, audit=True, on_event=lambda k, p, d: events.append(k))
     assert events == ["skipped", "skipped"]
