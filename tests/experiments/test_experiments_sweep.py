@@ -170,3 +170,21 @@ def test_an_audited_sweep_reports_leakage_against_epsilon(tmp_path):
     events = []
     run_sweep(points, sweep_dir, audit=True, on_event=lambda k, p, d: events.append(k))
     assert events == ["skipped", "skipped"]
+
+
+def test_every_report_plot_has_labelled_axes(grid, tmp_path, monkeypatch):
+    import experiments.report as report_module
+
+    labels = {}
+    save = report_module._save
+
+    def recording_save(fig, path):
+        labels[path.name] = [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes]
+        return save(fig, path)
+
+    monkeypatch.setattr(report_module, "_save", recording_save)
+    points = load_grid(grid)
+    run_sweep(points, tmp_path / "sweep")
+    summarize_sweep(points, tmp_path / "sweep")
+    assert set(labels) == {"cost_per_aggregator.png", "label_histograms.png"}
+    assert all(x and y for axes in labels.values() for x, y in axes)
