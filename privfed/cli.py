@@ -58,7 +58,7 @@ examples:
   privfed run                                     # the main job (with the installed script)
   privfed run experiments/configs/digits.toml     # one federation
   privfed run experiments/configs/breast_cancer.toml --set federation.rounds=50
-  privfed run --set data.partition=dirichlet --set data.alpha=0.1 --set model.name=cnn
+  privfed run experiments/configs/digits.toml --set data.partition=dirichlet --set data.alpha=0.1
   privfed config --set data.dataset=mnist --data-dir ~/data
 """
 
