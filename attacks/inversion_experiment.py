@@ -139,7 +139,7 @@ def inversion_experiment(
                                          {c.cid: c.num_samples for c in server.clients})
         view_name = "collusion"
     else:
-        view, view_name = ServerView(), "server"
+        view, view_name = ServerView(codec=getattr(server.aggregator, "codec", None)), "server"
     view.attach_initial(server.weights)
     server.observers.append(view)
     server.fit(1)

@@ -100,7 +100,7 @@ def run_audit(
 
     def attach(target: TrainedFederation) -> None:
         server = target.server
-        view = ServerView()
+        view = ServerView(codec=getattr(server.aggregator, "codec", None))
         view.attach_initial(server.weights)
         server.observers.append(view)
         views["server"] = view

@@ -21,6 +21,7 @@ import numpy as np
 import tenseal as ts
 import torch
 
+from privfed.compression import Codec
 from privfed.config import ExperimentConfig
 from privfed.federated import Observer
 from privfed.federated.params import ParamSpec
@@ -52,14 +53,22 @@ class ServerView(Observer):
     aggregates : dict
         ``aggregates[round]`` is the decoded weighted mean of the round's updates.
     undecoded_kinds : set of str
-        Upload kinds this view recorded as None without a decoder for them (e.g. compressed
-        uploads): None there means "not decoded", not "reveals nothing".
+        Upload kinds this view recorded as None without a decoder for them (compressed
+        uploads when no ``codec`` was given): None there means "not decoded", not "reveals
+        nothing".
+
+    Parameters
+    ----------
+    codec : privfed.compression.Codec, optional
+        The codec of a compressed plain aggregator (the server runs it, so it can decode
+        each client's compressed update); decoding needs :meth:`attach_initial` first.
     models : dict
         ``models[round]`` is the global model released at the end of ``round`` (flat); round
         0 is the initial model, recorded at the first ``round_started``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, codec: Codec | None = None) -> None:
+        self.codec = codec
         self.messages: dict[int, dict[int, list[tuple[str, bytes]]]] = defaultdict(
             lambda: defaultdict(list)
         )
@@ -105,6 +114,11 @@ class ServerView(Observer):
                        message: bytes) -> np.ndarray | None:
         if kind == "none":  # Plain aggregation: the payload is the float32 vector itself.
             return np.frombuffer(unpack(message).payload, dtype="<f4").astype(np.float64)
+        if kind == "compressed" and self.codec is not None and 0 in self.models:
+            # Compressed in the clear: the server decodes it with the codec it runs.
+            dim = self.models[0].numel()
+            decoded = self.codec.decode(unpack(message).payload, dim, round_id=round_idx)
+            return np.asarray(decoded, dtype=np.float64)
         if kind != "he":  # An encoding this view has no decoder for: say so, never guess.
             self.undecoded_kinds.add(kind)
         return OPAQUE  # A CKKS ciphertext under a key the server does not hold.

@@ -70,3 +70,25 @@ def test_applicable_attacks(kind, server, collusion):
     assert table["outsider"]["status"] == "applicable"
     if kind != "none":
         assert "opaque" in table["server"]["reason"]
+
+
+def test_server_view_decodes_compressed_uploads_with_the_servers_codec():
+    from privfed.config import load_config
+    from privfed.experiment import build_simulation
+
+    simulation = build_simulation(load_config(overrides=[
+        "model.hidden=[16]", "federation.rounds=1", "data.num_clients=3",
+        "compression.method=quantize", "compression.bits=8"]))
+    server = simulation.server
+    view = ServerView(codec=server.aggregator.codec)
+    view.attach_initial(server.weights)
+    server.observers.append(view)
+    start = server.weights.clone()
+    server.fit(1)
+    updates = view.updates[1]
+    assert sorted(updates) == [0, 1, 2] and not view.undecoded_kinds
+    assert all(u is not None and u.shape == (start.numel(),) for u in updates.values())
+    # The n_k-weighted mean of what the view decoded is the aggregate the server applied.
+    sizes = {c.cid: c.num_samples for c in server.clients}
+    mean = sum(sizes[c] * u for c, u in updates.items()) / sum(sizes.values())
+    np.testing.assert_allclose(mean, view.aggregates[1], atol=1e-9)
