@@ -17,9 +17,9 @@ from privfed.compression.feedback import ErrorFeedback
 from privfed.secure.base import DecodedAggregate
 from privfed.secure.errors import MessageRejectedError
 from privfed.secure.identity import ClientIdentity
-from privfed.secure.oneshot import OneShotAggregator, OneShotServer
-from privfed.secure.plain import decode_plain
-from privfed.secure.validation import check_round_id, check_weight, prepare_vector
+from privfed.secure.oneshot import OneShotAggregator
+from privfed.secure.plain import PlainServer, decode_plain
+from privfed.secure.validation import prepare_upload
 from privfed.secure.wire import pack
 
 __all__ = ["CompressedAggregator", "CompressingClient", "CompressedServer"]
@@ -62,12 +62,9 @@ class CompressingClient:
 
     def encode(self, round_id: int, vector: Any, weight: float, total_weight: float) -> bytes:
         """Return the upload message carrying the compressed ``vector``."""
-        check_round_id(round_id)
-        check_weight(weight)
-        check_weight(total_weight)
         cid = self.identity.client_id
-        x = prepare_vector(vector, None, clip=self.clip, out_of_range=self.out_of_range,
-                           client_id=cid)
+        x, _ = prepare_upload(round_id, vector, weight, total_weight, clip=self.clip,
+                              out_of_range=self.out_of_range, client_id=cid)
         if self.feedback is not None:
             x = self.feedback.compensate(cid, x)
         rng = np.random.default_rng(np.random.SeedSequence((self.seed, round_id, cid)))
@@ -77,29 +74,21 @@ class CompressingClient:
         return pack(KIND, "upload", round_id, cid, payload)
 
 
-class CompressedServer(OneShotServer):
-    """Server side: decode each upload and add it, weighted, to a float64 sum."""
+class CompressedServer(PlainServer):
+    """Server side: decode each upload with the codec and add it, weighted, to a float64 sum
+    (the plain server's sum and aggregate message)."""
 
     kind = KIND
-    signed = False
 
     def __init__(self, *args: Any, codec: Codec, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.codec = codec
-        self._sum = np.zeros(self.dim, dtype=np.float64)
 
     def _parse(self, sender: int, payload: bytes) -> tuple[int, np.ndarray]:
         x = self.codec.decode(payload, self.dim, round_id=self.round_id)
         if not np.isfinite(x).all():
             raise MessageRejectedError(f"client {sender}: decoded vector has NaN/Inf")
         return sender, x
-
-    def _add(self, parsed: tuple[int, np.ndarray]) -> None:
-        sender, x = parsed
-        self._sum += self.weights[sender] * x
-
-    def _aggregate_fields(self) -> list[bytes]:
-        return [self._sum.astype("<f8").tobytes()]
 
 
 class CompressedAggregator(OneShotAggregator):

@@ -28,7 +28,7 @@ from .base import DecodedAggregate
 from .errors import InvalidInputError, MessageRejectedError
 from .identity import ClientIdentity
 from .oneshot import OneShotAggregator, OneShotServer, open_aggregate
-from .validation import check_round_id, check_weight, prepare_vector
+from .validation import prepare_upload, prepare_vector
 from .wire import pack_fields, seal, unpack_fields
 
 KIND = "he"
@@ -218,12 +218,9 @@ class HEClient:
 
     def encode(self, round_id: int, vector: Any, weight: float, total_weight: float) -> bytes:
         """Return the signed upload: fingerprint and ciphertexts of ``weight/total * vector``."""
-        check_round_id(round_id)
-        share = check_weight(weight) / check_weight(total_weight)
-        x = prepare_vector(
-            vector, None, clip=self.clip, out_of_range=self.out_of_range,
-            client_id=self.identity.client_id,
-        )
+        x, share = prepare_upload(round_id, vector, weight, total_weight, clip=self.clip,
+                                  out_of_range=self.out_of_range,
+                                  client_id=self.identity.client_id)
         if self.clip is None:
             prepare_vector(x, None, clip=self.public.params.max_abs, out_of_range="error",
                            client_id=self.identity.client_id)

@@ -15,7 +15,7 @@ from .base import DecodedAggregate
 from .errors import MessageRejectedError
 from .identity import ClientIdentity
 from .oneshot import OneShotAggregator, OneShotServer, open_aggregate
-from .validation import check_round_id, check_weight, prepare_vector
+from .validation import prepare_upload
 from .wire import pack
 
 KIND = "none"
@@ -46,13 +46,8 @@ class PlainClient:
 
         ``weight`` and ``total_weight`` are public and applied by the server.
         """
-        check_round_id(round_id)
-        check_weight(weight)
-        check_weight(total_weight)
-        x = prepare_vector(
-            vector, None, clip=self.clip, out_of_range=self.out_of_range,
-            client_id=self.identity.client_id,
-        )
+        x, _ = prepare_upload(round_id, vector, weight, total_weight, clip=self.clip,
+                              out_of_range=self.out_of_range, client_id=self.identity.client_id)
         payload = x.astype("<f4").tobytes()
         return pack(KIND, "upload", round_id, self.identity.client_id, payload)
 

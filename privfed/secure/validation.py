@@ -35,13 +35,7 @@ def check_round_id(round_id: Any) -> int:
 def check_weight(weight: Any, client_id: int | None = None) -> float:
     """Return ``weight`` as a float if it is finite and > 0, else raise InvalidInputError."""
     who = "" if client_id is None else f" of client {client_id}"
-    try:
-        value = float(weight)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"weight{who} must be a number, got {weight!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise InvalidInputError(f"weight{who} must be finite and > 0, got {weight!r}")
-    return value
+    return _positive_finite(weight, f"weight{who}")
 
 
 def check_out_of_range(mode: str) -> str:
@@ -57,13 +51,42 @@ def check_clip(clip: float | None, *, required: bool = False) -> float | None:
         if required:
             raise InvalidInputError("clip is required: a finite float > 0")
         return None
+    return _positive_finite(clip, "clip")
+
+
+def _positive_finite(value: Any, name: str) -> float:
+    """``value`` as a float if it is a finite number > 0, else InvalidInputError naming it."""
     try:
-        value = float(clip)
+        number = float(value)
     except (TypeError, ValueError):
-        raise InvalidInputError(f"clip must be a number > 0, got {clip!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise InvalidInputError(f"clip must be finite and > 0, got {clip!r}")
-    return value
+        raise InvalidInputError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise InvalidInputError(f"{name} must be finite and > 0, got {value!r}")
+    return number
+
+
+def prepare_upload(
+    round_id: int,
+    vector: Any,
+    weight: float,
+    total_weight: float,
+    *,
+    clip: float | None,
+    out_of_range: str,
+    client_id: int,
+) -> tuple[np.ndarray, float]:
+    """The checks every client's ``encode`` starts with.
+
+    Returns
+    -------
+    (vector, share) : (numpy.ndarray, float)
+        The validated float64 copy of ``vector`` (see :func:`prepare_vector`) and the
+        client's share ``weight / total_weight`` of the weighted sum.
+    """
+    check_round_id(round_id)
+    share = check_weight(weight) / check_weight(total_weight)
+    x = prepare_vector(vector, None, clip=clip, out_of_range=out_of_range, client_id=client_id)
+    return x, share
 
 
 def prepare_vector(
