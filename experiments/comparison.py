@@ -22,6 +22,7 @@ from experiments.results import write_csv
 from experiments.sweep import is_done, run_point
 from privfed.config import ExperimentConfig, config_from_dict
 from privfed.config.loading import apply_overrides
+from privfed.rundir import run_name
 
 __all__ = ["CONFIGURATIONS", "Comparison", "comparison_configs", "run_comparison",
            "write_comparison_report"]
@@ -103,7 +104,7 @@ def run_comparison(
     say = progress or (lambda _message: None)
     results = []
     for label, config in configs:
-        run_dir = out_dir / f"{config.name}-{config.short_hash()}"
+        run_dir = out_dir / run_name(config)
         if not is_done(run_dir, config):
             say(f"{label}: training")
             run_point(config.to_toml(), str(run_dir))

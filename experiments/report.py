@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 
 from privfed.config import ExperimentConfig  # noqa: E402
-from privfed.data import label_histogram, load_dataset, make_partitioner  # noqa: E402
+from privfed.data import label_histogram  # noqa: E402
+from privfed.experiment import load_partitioned  # noqa: E402
 
 __all__ = ["plot_cost_per_aggregator", "plot_empirical_epsilon", "plot_label_histograms",
            "plot_vs_epsilon", "write_report"]
@@ -96,10 +97,7 @@ def plot_cost_per_aggregator(table: Sequence[dict[str, Any]], path: Path) -> Pat
 def plot_label_histograms(config: ExperimentConfig, path: Path) -> Path:
     """Per-client label counts of ``config``'s partition (stacked bars)."""
     data = config.data
-    dataset = load_dataset(data.dataset, data_dir=data.data_dir, split_seed=data.split_seed,
-                           test_fraction=data.test_fraction, scaling=data.scaling)
-    parts = make_partitioner(data.partition, **data.partitioner_params()).split(
-        dataset.y_train, data.num_clients, seed=config.seed)
+    dataset, parts = load_partitioned(config)
     counts = label_histogram(dataset.y_train, parts, dataset.num_classes)
     fig, ax = plt.subplots(figsize=(7, 4))
     bottom = np.zeros(len(parts))

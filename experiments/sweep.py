@@ -41,7 +41,7 @@ from typing import Any
 from experiments.audits import audit_run, read_leakage
 from privfed.config import ConfigError, ExperimentConfig, config_from_dict, load_config
 from privfed.experiment import build_simulation
-from privfed.rundir import summarize, write_run
+from privfed.rundir import run_name, summarize, write_run
 
 __all__ = ["SweepPoint", "load_grid", "is_done", "run_point", "run_sweep"]
 
@@ -64,7 +64,7 @@ class SweepPoint:
     @property
     def key(self) -> str:
         """``<name>-<hash>``: the name of the point's run directory."""
-        return f"{self.config.name}-{self.config.short_hash()}"
+        return run_name(self.config)
 
 
 def load_grid(path: str | Path) -> list[SweepPoint]:

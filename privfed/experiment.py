@@ -28,7 +28,7 @@ from privfed.models import build_model
 from privfed.privacy import build_privacy
 from privfed.secure import make_aggregator
 
-__all__ = ["Simulation", "build_simulation", "run_experiment"]
+__all__ = ["Simulation", "build_simulation", "load_partitioned", "run_experiment"]
 
 # Independent random streams derived from the experiment seed.
 _SAMPLER_STREAM = 1
@@ -61,6 +61,35 @@ class Simulation:
         return self.server.fit(self.config.federation.rounds, on_round=on_round)
 
 
+def load_partitioned(
+    config: ExperimentConfig, dataset: Dataset | None = None
+) -> tuple[Dataset, list[np.ndarray]]:
+    """The config's dataset (or ``dataset``) and each client's training indices.
+
+    Raises
+    ------
+    ConfigError
+        When the partition does not fit the data (e.g. more clients than samples).
+    privfed.data.DatasetNotFoundError
+        When a dataset that needs files is not in the data directory and cannot be fetched.
+    """
+    data = config.data
+    if dataset is None:
+        dataset = load_dataset(
+            data.dataset,
+            data_dir=data.data_dir,
+            split_seed=data.split_seed,
+            test_fraction=data.test_fraction,
+            scaling=data.scaling,
+        )
+    try:
+        partitioner = make_partitioner(data.partition, **data.partitioner_params())
+        partitions = partitioner.split(dataset.y_train, data.num_clients, seed=config.seed)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return dataset, list(partitions)
+
+
 def build_simulation(
     config: ExperimentConfig,
     observers: Sequence[Observer] = (),
@@ -88,17 +117,8 @@ def build_simulation(
         When a dataset that needs files is not in the data directory and cannot be fetched.
     """
     data, fed, seed = config.data, config.federation, config.seed
-    if dataset is None:
-        dataset = load_dataset(
-            data.dataset,
-            data_dir=data.data_dir,
-            split_seed=data.split_seed,
-            test_fraction=data.test_fraction,
-            scaling=data.scaling,
-        )
+    dataset, partitions = load_partitioned(config, dataset)
     try:
-        partitioner = make_partitioner(data.partition, **data.partitioner_params())
-        partitions = partitioner.split(dataset.y_train, data.num_clients, seed=seed)
         model = build_model(
             config.model.name, dataset.input_shape, dataset.num_classes, seed=seed,
             **config.model.options(),
@@ -156,7 +176,7 @@ def build_simulation(
             staleness_exponent=fed.staleness_exponent,
             **common,
         )
-    return Simulation(config, dataset, list(partitions), server)
+    return Simulation(config, dataset, partitions, server)
 
 
 def run_experiment(

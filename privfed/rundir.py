@@ -14,12 +14,17 @@ from privfed.config import ExperimentConfig
 from privfed.federated.history import History
 from privfed.plots import plot_accuracy
 
-__all__ = ["run_dir_for", "summarize", "write_run"]
+__all__ = ["run_dir_for", "run_name", "summarize", "write_run"]
+
+
+def run_name(config: ExperimentConfig) -> str:
+    """``<name>-<short hash of the config>``: the name of the config's run directory."""
+    return f"{config.name}-{config.short_hash()}"
 
 
 def run_dir_for(config: ExperimentConfig) -> Path:
     """``<output_dir>/<name>-<short hash of the config>``."""
-    return Path(config.output_dir) / f"{config.name}-{config.short_hash()}"
+    return Path(config.output_dir) / run_name(config)
 
 
 def summarize(config: ExperimentConfig, history: History, num_params: int) -> dict[str, Any]:
