@@ -109,17 +109,14 @@ def _build_local(
             f"client ({smallest} records): such a delta allows leaking whole records",
             stacklevel=3,
         )
-    calibrated: dict[tuple[float, int], float] = {}
     dp_clients = []
     for client in clients:
         n = client.num_samples
         sigma = config.noise_multiplier
-        if sigma is None:
+        if sigma is None:  # clients of equal size share one (cached) calibration
             rate = local_sample_rate(n, training.batch_size)
             steps = math.ceil(rounds * sampler.rate * local_steps_per_round(n, training))
-            if (rate, steps) not in calibrated:
-                calibrated[rate, steps] = _calibrate(config, rate, steps)
-            sigma = calibrated[rate, steps]
+            sigma = _calibrate(config, rate, steps)
         dp_clients.append(
             DPClient(
                 client.cid, client.x, client.y, dp_workspace=dp, noise_multiplier=sigma,
@@ -142,8 +139,9 @@ def _build_user_level(
     if rate < 1 and not sampler.poisson:
         raise ValueError(
             f"privacy.mechanism {config.mechanism!r} accounts with the Poisson-subsampled "
-            f"Gaussian mechanism: it needs Poisson client sampling (federation.poisson = true) "
-            f"or federation.fraction = 1, got fixed-size sampling at rate {rate:.3g}"
+            f"Gaussian mechanism: it needs Poisson client sampling "
+            f"(federation.client_sampling = 'poisson') or federation.fraction = 1, got "
+            f"fixed-size sampling at rate {rate:.3g}"
         )
     if config.delta >= 1 / num_clients:
         warnings.warn(
