@@ -29,7 +29,7 @@ from attacks.membership import evaluate_membership, membership_experiment, updat
 from attacks.plots import plot_reconstructions, plot_roc
 from attacks.views import CollusionView, ServerView, applicable_attacks
 from privfed.config import ExperimentConfig
-from privfed.data import load_dataset
+from privfed.experiment import load_configured_dataset
 
 __all__ = ["AuditSettings", "run_audit"]
 
@@ -82,9 +82,7 @@ def run_audit(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda _msg: None)
-    data = load_dataset(config.data.dataset, data_dir=config.data.data_dir,
-                        split_seed=config.data.split_seed,
-                        test_fraction=config.data.test_fraction, scaling=config.data.scaling)
+    data = load_configured_dataset(config)
     test = (data.x_test, data.y_test)
     seconds: dict[str, float] = {}
     report: dict[str, Any] = {
@@ -193,10 +191,8 @@ def report_reason(config: ExperimentConfig, view: str) -> str:
 def _inversion(
     config: ExperimentConfig, target: TrainedFederation, settings: AuditSettings
 ) -> tuple[dict[str, Any], list[tuple[str, np.ndarray, np.ndarray]]]:
-    unit = load_dataset(config.data.dataset, data_dir=config.data.data_dir,
-                        split_seed=config.data.split_seed,
-                        test_fraction=config.data.test_fraction, scaling="unit")
     cfg = dataclasses.replace(config, data=dataclasses.replace(config.data, scaling="unit"))
+    unit = load_configured_dataset(cfg)
     sigma = _noise_multiplier(target)
     n = settings.inversion_examples
     plan = {

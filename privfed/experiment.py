@@ -28,7 +28,13 @@ from privfed.models import build_model
 from privfed.privacy import build_privacy
 from privfed.secure import make_aggregator
 
-__all__ = ["Simulation", "build_simulation", "load_partitioned", "run_experiment"]
+__all__ = [
+    "Simulation",
+    "build_simulation",
+    "load_configured_dataset",
+    "load_partitioned",
+    "run_experiment",
+]
 
 # Independent random streams derived from the experiment seed.
 _SAMPLER_STREAM = 1
@@ -61,6 +67,13 @@ class Simulation:
         return self.server.fit(self.config.federation.rounds, on_round=on_round)
 
 
+def load_configured_dataset(config: ExperimentConfig) -> Dataset:
+    """The dataset of ``config.data`` (name, directory, split and scaling)."""
+    data = config.data
+    return load_dataset(data.dataset, data_dir=data.data_dir, split_seed=data.split_seed,
+                        test_fraction=data.test_fraction, scaling=data.scaling)
+
+
 def load_partitioned(
     config: ExperimentConfig, dataset: Dataset | None = None
 ) -> tuple[Dataset, list[np.ndarray]]:
@@ -75,13 +88,7 @@ def load_partitioned(
     """
     data = config.data
     if dataset is None:
-        dataset = load_dataset(
-            data.dataset,
-            data_dir=data.data_dir,
-            split_seed=data.split_seed,
-            test_fraction=data.test_fraction,
-            scaling=data.scaling,
-        )
+        dataset = load_configured_dataset(config)
     try:
         partitioner = make_partitioner(data.partition, **data.partitioner_params())
         partitions = partitioner.split(dataset.y_train, data.num_clients, seed=config.seed)
