@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -59,6 +60,8 @@ examples:
   privfed run experiments/configs/digits.toml     # one federation
   privfed run experiments/configs/breast_cancer.toml --set federation.rounds=50
   privfed run experiments/configs/digits.toml --set data.partition=dirichlet --set data.alpha=0.1
+  privfed run experiments/configs/digits.toml --engine flower-sim
+  privfed run experiments/configs/digits.toml --engine flower --superlink 10.0.0.5:9091
   privfed config --set data.dataset=mnist --data-dir ~/data
 """
 
@@ -91,9 +94,14 @@ def main(
     """
     args = _parser().parse_args(argv)
     handler = args.handler
-    if default_run is not None and args.command == "run" and args.config is None:
-        handler = default_run
     try:
+        if default_run is not None and args.command == "run" and args.config is None:
+            if args.engine != "inprocess":
+                raise ConfigError(
+                    f"--engine {args.engine} needs a CONFIG; the main job (no CONFIG) runs "
+                    "in-process"
+                )
+            handler = default_run
         return handler(args)
     except CLI_ERRORS as err:
         Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
@@ -149,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
                               description="train a federation and write its run directory")
     add_config_arguments(run)
     run.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    _add_engine_arguments(run)
     run.set_defaults(handler=_run_command)
     config = commands.add_parser("config", help="print the resolved configuration as TOML",
                                  description="print the resolved configuration as TOML")
@@ -164,8 +173,63 @@ def _config_command(args: argparse.Namespace) -> int:
     return 0
 
 
+ENGINES = ("inprocess", "flower-sim", "flower")
+"""Where ``privfed run`` trains: this process, Flower's simulation engine, or a Flower
+deployment (SuperLink and SuperNodes, see the README's "Running across machines")."""
+
+
+def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    engine = parser.add_argument_group(
+        "engine", "where to train (the flower engines need: pip install 'privfed[flower]')")
+    engine.add_argument("--engine", choices=ENGINES, default="inprocess",
+                        help="inprocess (default): this process; flower-sim: Flower's "
+                             "simulation engine; flower: a running Flower deployment")
+    engine.add_argument("--superlink", metavar="HOST:PORT",
+                        help="--engine flower: the SuperLink's address")
+    engine.add_argument("--insecure", action="store_true",
+                        help="--engine flower: no TLS (a SuperLink started with --insecure)")
+    engine.add_argument("--root-certificates", metavar="PEM",
+                        help="--engine flower: CA certificate of the SuperLink's TLS certificate")
+    engine.add_argument("--stage-timeout", type=float, default=300.0, metavar="SECONDS",
+                        help="flower engines: wait this long for the clients' replies to one "
+                             "protocol stage; later ones count as dropped (default 300)")
+
+
 def _run_command(args: argparse.Namespace) -> int:
-    return _run(resolve_config(args), Console(quiet=args.quiet))
+    config, console = resolve_config(args), Console(quiet=args.quiet)
+    if args.engine == "inprocess":
+        return _run(config, console)
+    return _run_on_flower(config, args, console)
+
+
+def _run_on_flower(config: ExperimentConfig, args: argparse.Namespace, console: Console) -> int:
+    """Train ``config`` on one of the Flower engines; print its summary."""
+    try:
+        from privfed.integrations import flower
+    except ImportError as err:
+        raise ConfigError(str(err)) from None
+    if args.engine == "flower" and not args.superlink:
+        raise ConfigError("--engine flower needs --superlink HOST:PORT (the SuperLink's address)")
+    options = flower.FlowerOptions(stage_timeout=args.stage_timeout)
+    run_dir = run_dir_for(config, args.engine).resolve()
+    console.print(f"[bold]privfed run[/] {config.name} on {args.engine} -> {run_dir}")
+    if args.engine == "flower-sim":
+        flower.run_flower_simulation(config, options=options, run_dir=run_dir)
+    else:
+        status = flower.run_flower_deployment(
+            config, args.superlink, run_dir=run_dir, options=options, insecure=args.insecure,
+            root_certificates=args.root_certificates,
+        )
+        if status != 0:
+            return status
+    summary_file = run_dir / "summary.json"
+    if not summary_file.exists():
+        console.print(f"the ServerApp wrote the run directory {run_dir} on the SuperLink's "
+                      "machine (or failed: see its log above)")
+        return 0
+    console.print(_summary_table(json.loads(summary_file.read_text(encoding="utf-8"))))
+    console.print(f"run directory: {run_dir}")
+    return 0
 
 
 def _run(config: ExperimentConfig, console: Console) -> int:
@@ -194,7 +258,9 @@ def _run(config: ExperimentConfig, console: Console) -> int:
         history = simulation.run(on_round)
 
     summary = summarize(config, history, simulation.server.weights.numel())
-    write_run(run_dir, config, history, summary)
+    server = simulation.server
+    write_run(run_dir, config, history, summary,
+              model=server.workspace.spec.unflatten(server.weights))
     console.print(_summary_table(summary))
     console.print(f"run directory: {run_dir}")
     return 0

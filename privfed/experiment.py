@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,6 +104,8 @@ def build_simulation(
     *,
     dataset: Dataset | None = None,
     extra: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
+    server_class: type[Server] = Server,
+    server_options: Mapping[str, Any] | None = None,
 ) -> Simulation:
     """Load the data, partition it, build the model, clients and server.
 
@@ -115,6 +118,10 @@ def build_simulation(
         everything else still follow the config); e.g. an attacker's chosen examples.
     extra : mapping of int to (x, y), optional
         Examples appended to a client's partition after partitioning (e.g. audit canaries).
+    server_class : type of Server, default Server
+        A Server subclass that runs the rounds differently (e.g. over Flower messages).
+    server_options : mapping, optional
+        Extra keyword arguments of ``server_class``.
 
     Raises
     ------
@@ -171,7 +178,7 @@ def build_simulation(
         "mechanism": mechanism,
     }
     if fed.buffer_size is None:
-        server = Server(workspace, clients, **common)
+        server = server_class(workspace, clients, **common, **(server_options or {}))
     else:
         server = FedBuffServer(
             workspace,

@@ -1,14 +1,16 @@
-"""The run directory: resolved config, per-round metrics, summary and plot."""
+"""The run directory: resolved config, per-round metrics, summary, plot and final model."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from privfed.config import ExperimentConfig
 from privfed.federated.history import History
@@ -22,9 +24,11 @@ def run_name(config: ExperimentConfig) -> str:
     return f"{config.name}-{config.short_hash()}"
 
 
-def run_dir_for(config: ExperimentConfig) -> Path:
-    """``<output_dir>/<name>-<short hash of the config>``."""
-    return Path(config.output_dir) / run_name(config)
+def run_dir_for(config: ExperimentConfig, engine: str = "inprocess") -> Path:
+    """``<output_dir>/<name>-<short hash of the config>``, suffixed ``-<engine>`` for a run
+    on another engine than the in-process one."""
+    suffix = "" if engine == "inprocess" else f"-{engine}"
+    return Path(config.output_dir) / f"{run_name(config)}{suffix}"
 
 
 def summarize(config: ExperimentConfig, history: History, num_params: int) -> dict[str, Any]:
@@ -69,9 +73,15 @@ def _privacy_summary(config: ExperimentConfig, history: History) -> dict[str, An
 
 
 def write_run(
-    run_dir: str | Path, config: ExperimentConfig, history: History, summary: dict[str, Any]
+    run_dir: str | Path,
+    config: ExperimentConfig,
+    history: History,
+    summary: dict[str, Any],
+    *,
+    model: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``config.toml``, ``metrics.jsonl``, ``summary.json`` and ``accuracy.png``.
+    """Write ``config.toml``, ``metrics.jsonl``, ``summary.json``, ``accuracy.png`` and,
+    given the final global ``model`` (a state dict), ``model.pt``.
 
     Each file is written to a temporary name and renamed into place, so a reader never
     sees a half-written file; ``summary.json`` is written last and marks a complete run.
@@ -84,6 +94,9 @@ def write_run(
     if history.evaluated():
         with _atomic_path(run_dir / "accuracy.png") as tmp:
             plot_accuracy(history, tmp, title=f"{config.name} ({config.short_hash()})")
+    if model is not None:
+        with _atomic_path(run_dir / "model.pt") as tmp:
+            torch.save(dict(model), tmp)
     _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return run_dir
 

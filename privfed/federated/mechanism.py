@@ -9,7 +9,7 @@ optimizer. The base class is plain FedAvg: deltas unchanged, weights ``n_k``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -23,8 +23,33 @@ class UpdateMechanism:
     """Plain FedAvg; subclasses override the steps they change."""
 
     def weight(self, update: ClientUpdate) -> float:
-        """The client's aggregation weight (FedAvg: its sample count n_k)."""
-        return float(update.num_samples)
+        """The client's aggregation weight; see :meth:`weight_for`."""
+        return self.weight_for(update.num_samples)
+
+    def weight_for(self, num_samples: int) -> float:
+        """The aggregation weight of a client with ``num_samples`` records (FedAvg: n_k).
+
+        Weights are public and known before training, so a distributed server can announce
+        the round's total weight along with the model.
+        """
+        return float(num_samples)
+
+    def client_state(self) -> dict[str, float]:
+        """Server-side values :meth:`client_transform` depends on (e.g. an adaptive clip
+        norm). A distributed engine sends them with the model every round."""
+        return {}
+
+    def load_client_state(self, state: Mapping[str, float]) -> None:
+        """Adopt the server's :meth:`client_state` (on a client of a distributed engine)."""
+
+    def client_report(self, cid: int) -> dict[str, Any]:
+        """Client ``cid``'s state that outlives a round and that the server may read (e.g.
+        its privacy accountant's history); JSON-able. A distributed engine keeps it on the
+        client between rounds and sends it to the server with each update."""
+        return {}
+
+    def load_client_report(self, cid: int, report: Mapping[str, Any]) -> None:
+        """Restore what :meth:`client_report` returned (an empty mapping: a fresh client)."""
 
     def transformed_length(self, num_params: int) -> int:
         """Length of the vectors :meth:`client_transform` returns for a model of

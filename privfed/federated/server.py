@@ -150,13 +150,33 @@ class Server:
         cids = self.sampler.sample()
         for obs in self.observers:
             obs.round_started(r, cids)
-        updates = [
-            self._train(self.clients[cid], self.batch_seed(r, cid), self.weights, r)
-            for cid in cids
-        ]
-        result = self._aggregate(r, updates, {u.cid: self.mechanism.weight(u) for u in updates})
+        updates, result, bytes_down = self._collect(r, cids)
         return self._apply(r, updates, result, started=started, evaluate_now=evaluate_now,
-                           bytes_down=len(cids) * self.model_bytes)
+                           bytes_down=bytes_down)
+
+    def train_client(self, cid: int, global_weights: torch.Tensor, round_idx: int) -> ClientUpdate:
+        """Client ``cid`` trains from ``global_weights`` in round ``round_idx`` with its
+        batch-order seed for that round."""
+        return self._train(self.clients[cid], self.batch_seed(round_idx, cid), global_weights,
+                           round_idx)
+
+    def _collect(
+        self, round_idx: int, cids: Sequence[int]
+    ) -> tuple[list[ClientUpdate], AggregationResult, int]:
+        """Train the round's clients and aggregate their updates.
+
+        Returns
+        -------
+        updates : list of ClientUpdate
+        result : AggregationResult
+        bytes_down : int
+            Bytes the server sent to deliver the model (protocol messages are in ``result``).
+        """
+        updates = [self.train_client(cid, self.weights, round_idx) for cid in cids]
+        result = self._aggregate(
+            round_idx, updates, {u.cid: self.mechanism.weight(u) for u in updates}
+        )
+        return updates, result, len(cids) * self.model_bytes
 
     def evaluate(self) -> tuple[float, float]:
         """Loss and accuracy of the current global model on the test data."""

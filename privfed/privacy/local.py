@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -272,3 +272,14 @@ class LocalDP(UpdateMechanism):
             "epsilon_per_client": list(self._epsilons),
             "delta": self.delta,
         }
+
+    def client_report(self, cid: int) -> dict[str, Any]:
+        """The client's accountant history: ``[[noise_multiplier, sample_rate, steps], ...]``."""
+        return {"accountant_history": [list(e) for e in self.clients[cid].accountant.history]}
+
+    def load_client_report(self, cid: int, report: Mapping[str, Any]) -> None:
+        """Restore the client's accountant history (none in ``report``: a fresh accountant)."""
+        history = report.get("accountant_history", [])
+        self.clients[cid].accountant.history = [
+            (float(noise), float(rate), int(steps)) for noise, rate, steps in history
+        ]

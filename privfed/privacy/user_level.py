@@ -12,7 +12,7 @@ the server strips it, estimates the unclipped fraction ``b`` and updates
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,9 +124,17 @@ class UserLevelDP(UpdateMechanism):
         self.accountant: IAccountant = self._make_accountant(accountant)
         self.secure_rng = secure_rng
 
-    def weight(self, update: ClientUpdate) -> float:
+    def weight_for(self, num_samples: int) -> float:
         """Every client has weight 1 (the sum is divided by the expected count)."""
         return 1.0
+
+    def client_state(self) -> dict[str, float]:
+        """The current clip norm S (it moves under adaptive clipping)."""
+        return {"clip_norm": self.clip_norm}
+
+    def load_client_state(self, state: Mapping[str, float]) -> None:
+        """Clip with the server's current S."""
+        self.clip_norm = float(state["clip_norm"])
 
     def transformed_length(self, num_params: int) -> int:
         """The update, plus the clip bit with adaptive clipping."""

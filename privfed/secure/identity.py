@@ -17,13 +17,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from .errors import AuthenticationError, MessageRejectedError
+from .errors import AuthenticationError, InvalidInputError, MessageRejectedError
 
 SIGNATURE_SIZE = 64
+PRIVATE_KEY_SIZE = 32
 
 
 class ClientIdentity:
     """A client's long-term signing key.
+
+    A fresh key is generated on construction; :meth:`private_bytes` and
+    :meth:`from_private_bytes` persist and restore it (e.g. between the processes that
+    handle the stages of one round in a Flower deployment).
 
     Parameters
     ----------
@@ -34,6 +39,52 @@ class ClientIdentity:
     def __init__(self, client_id: int) -> None:
         self.client_id = client_id
         self._key = Ed25519PrivateKey.generate()
+
+    @classmethod
+    def from_private_bytes(cls, client_id: int, raw: bytes) -> ClientIdentity:
+        """Restore an identity from the key returned by :meth:`private_bytes`.
+
+        Parameters
+        ----------
+        client_id : int
+            The client's identifier.
+        raw : bytes
+            Raw 32-byte Ed25519 private key.
+
+        Returns
+        -------
+        ClientIdentity
+            An identity whose signatures verify under the original's :attr:`public_bytes`.
+
+        Raises
+        ------
+        InvalidInputError
+            If ``raw`` is not a 32-byte string.
+        """
+        if not isinstance(raw, bytes | bytearray | memoryview):
+            raise InvalidInputError(
+                f"private key of client {client_id} must be bytes, got {type(raw).__name__}"
+            )
+        raw = bytes(raw)
+        if len(raw) != PRIVATE_KEY_SIZE:
+            raise InvalidInputError(
+                f"private key of client {client_id} has {len(raw)} bytes, expected a raw "
+                f"{PRIVATE_KEY_SIZE}-byte Ed25519 key"
+            )
+        identity = cls.__new__(cls)
+        identity.client_id = client_id
+        identity._key = Ed25519PrivateKey.from_private_bytes(raw)
+        return identity
+
+    def private_bytes(self) -> bytes:
+        """Raw 32-byte Ed25519 private key (secret: store it confidentially).
+
+        Returns
+        -------
+        bytes
+            The key, restorable with :meth:`from_private_bytes`.
+        """
+        return self._key.private_bytes_raw()
 
     @property
     def public_bytes(self) -> bytes:

@@ -152,3 +152,23 @@ def test_noise_free_dp_sgd_with_huge_clip_is_plain_poisson_sgd(blobs):
     grad = torch.cat([p.grad.reshape(-1) for p in reference.parameters()])
     torch.testing.assert_close(update.delta, -0.5 * grad / 40, rtol=1e-4, atol=1e-6)
     assert math.isinf(client.epsilon(1e-5))
+
+
+def test_client_report_carries_the_accountant_to_a_fresh_federation():
+    """What a distributed engine keeps on a node between rounds: restoring a client's report
+    into a freshly built federation gives back its epsilon (and training then adds to it)."""
+    from privfed.config import load_config
+    from privfed.experiment import build_simulation
+
+    cfg = load_config(None, ["data.num_clients=3", "model.hidden=[8]",
+                             "privacy.mechanism='local'", "privacy.noise_multiplier=1.0"])
+    trained = build_simulation(cfg).server
+    trained.run_round()
+    report = trained.mechanism.client_report(1)
+    assert report["accountant_history"]
+    fresh = build_simulation(cfg).server
+    assert fresh.mechanism.clients[1].epsilon(1e-5) == 0.0
+    fresh.mechanism.load_client_report(1, report)
+    assert fresh.mechanism.clients[1].epsilon(1e-5) == trained.mechanism.clients[1].epsilon(1e-5)
+    fresh.mechanism.load_client_report(1, {})
+    assert fresh.mechanism.clients[1].epsilon(1e-5) == 0.0

@@ -1,0 +1,1 @@
+"""Bridges from privfed to other federated-learning runtimes (install the matching extra)."""

@@ -1,0 +1,225 @@
+"""Flower ServerApp and ClientApp built from a privfed config.
+
+The same two apps run in Flower's simulation engine (:func:`make_server_app` and
+:func:`make_client_app` given the config) and on Flower's deployment runtime (the module-level
+:data:`server_app` and :data:`client_app`, which read the config from the run config that
+``privfed run --engine flower`` ships with the app; see :mod:`.engines`).
+
+Run-config keys (``flwr run --run-config``): ``privfed-config`` (the experiment config as
+TOML text), ``output-dir`` (where the ServerApp writes the run directory),
+``stage-timeout`` and ``connect-timeout`` (seconds, see :class:`FlowerOptions`). SuperNode
+node-config keys: ``partition-id`` (which client of the federation the node is) and
+optionally ``data-dir`` (where that node finds the dataset files).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from privfed.config import ConfigError, ExperimentConfig, config_from_dict
+from privfed.experiment import Simulation, build_simulation
+from privfed.federated import History, RoundRecord
+from privfed.rundir import summarize, write_run
+
+from . import messages
+from .node import ClientNode
+from .server import FlowerOptions, FlowerServer
+
+__all__ = [
+    "CONFIG_KEY",
+    "FAILED",
+    "FINISHED",
+    "check_supported",
+    "client_app",
+    "config_from_run_config",
+    "make_client_app",
+    "make_server_app",
+    "run_server",
+    "server_app",
+]
+
+CONFIG_KEY = "privfed-config"
+FINISHED = "[privfed] finished:"
+"""The ServerApp's last line of output after a successful run."""
+FAILED = "[privfed] failed:"
+"""The ServerApp's last line of output when the run failed."""
+_ROUTES = {
+    messages.REGISTER: ClientNode.register,
+    messages.HE_KEYGEN: ClientNode.he_keygen,
+    messages.HE_PUBLIC: ClientNode.he_public,
+    messages.HE_DECRYPT: ClientNode.he_decrypt,
+    messages.TRAIN: ClientNode.upload,
+    messages.ADVERTISE: ClientNode.advertise,
+    messages.SHARE: ClientNode.share,
+    messages.MASKED: ClientNode.masked,
+    messages.UNMASK: ClientNode.unmask,
+}
+
+
+def check_supported(config: ExperimentConfig) -> None:
+    """Raise :class:`ConfigError` for what the Flower engines do not run (yet).
+
+    Compression (its error feedback is client state not yet kept on the node) and
+    FedBuff (asynchronous rounds) run only in-process.
+    """
+    if config.compression.method != "none":
+        raise ConfigError(
+            f"compression.method = {config.compression.method!r} runs only with --engine "
+            "inprocess; the Flower engines allow compression.method = 'none'"
+        )
+    if config.federation.buffer_size is not None:
+        raise ConfigError(
+            "federation.buffer_size (FedBuff) runs only with --engine inprocess; the Flower "
+            "engines run synchronous rounds: leave federation.buffer_size unset"
+        )
+
+
+def config_from_run_config(run_config: Mapping[str, Any]) -> ExperimentConfig:
+    """The experiment config shipped in a Flower run config under :data:`CONFIG_KEY`."""
+    if CONFIG_KEY not in run_config:
+        raise ConfigError(
+            f"the Flower run config has no {CONFIG_KEY!r}: start privfed's apps with "
+            "`privfed run CONFIG --engine flower` (which ships the config)"
+        )
+    return config_from_dict(tomllib.loads(str(run_config[CONFIG_KEY])))
+
+
+def _options(run_config: Mapping[str, Any]) -> FlowerOptions:
+    names = {"stage-timeout": "stage_timeout", "connect-timeout": "connect_timeout"}
+    return FlowerOptions(**{attr: float(run_config[key])
+                            for key, attr in names.items() if key in run_config})
+
+
+def run_server(
+    grid: Grid,
+    config: ExperimentConfig,
+    options: FlowerOptions,
+    *,
+    run_dir: str | Path | None = None,
+    on_round: Callable[[RoundRecord], None] | None = None,
+) -> tuple[Simulation, History]:
+    """Train ``config``'s federation over ``grid``; write the run directory if given.
+
+    Returns
+    -------
+    simulation : Simulation
+        Its server is a :class:`FlowerServer` holding the final global model.
+    history : History
+    """
+    check_supported(config)
+    simulation = build_simulation(
+        config, server_class=FlowerServer, server_options={"grid": grid, "options": options}
+    )
+    simulation.server.connect()
+    history = simulation.run(on_round)
+    if run_dir is not None:
+        server = simulation.server
+        write_run(run_dir, config, history, summarize(config, history, server.weights.numel()),
+                  model=server.workspace.spec.unflatten(server.weights))
+    return simulation, history
+
+
+def _print_round(record: RoundRecord) -> None:
+    accuracy = "" if record.test_accuracy is None else f"  acc {record.test_accuracy:.4f}"
+    loss = "-" if record.train_loss is None else f"{record.train_loss:.4f}"
+    print(f"[privfed] round {record.round}: {len(record.clients)} clients  loss {loss}"
+          f"{accuracy}  {record.seconds:.2f} s", flush=True)
+
+
+def make_server_app(
+    config: ExperimentConfig | None = None,
+    options: FlowerOptions | None = None,
+    *,
+    run_dir: str | Path | None = None,
+    results: list | None = None,
+) -> ServerApp:
+    """privfed's ServerApp.
+
+    Parameters
+    ----------
+    config : ExperimentConfig, optional
+        The federation; default: read from the run config (:data:`CONFIG_KEY`).
+    options : FlowerOptions, optional
+        Default: from the run config, else the defaults.
+    run_dir : path, optional
+        Where to write the run directory; default: the run config's ``output-dir``, else
+        none is written.
+    results : list, optional
+        If given, ``(simulation, history)`` is appended to it when training ends (to read
+        the results in the process that started a simulation).
+    """
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_config = context.run_config
+        target = run_dir or run_config.get("output-dir")
+        try:
+            outcome = run_server(
+                grid,
+                config or config_from_run_config(run_config),
+                options or _options(run_config),
+                run_dir=target,
+                on_round=_print_round,
+            )
+        except Exception as err:
+            print(f"{FAILED} {type(err).__name__}: {err}", flush=True)
+            raise
+        print(f"{FINISHED} run directory {target}", flush=True)
+        if results is not None:
+            results.append(outcome)
+
+    return app
+
+
+def make_client_app(config: ExperimentConfig | None = None) -> ClientApp:
+    """privfed's ClientApp: each SuperNode is client ``node_config["partition-id"]``.
+
+    Parameters
+    ----------
+    config : ExperimentConfig, optional
+        The federation; default: read from the run config (:data:`CONFIG_KEY`).
+    """
+    app = ClientApp()
+    for message_type, action in _ROUTES.items():
+        category, name = message_type.split(".")
+        register = getattr(app, category)(name)
+        register(_handler(config, action))
+    return app
+
+
+def _handler(
+    config: ExperimentConfig | None, action: Callable[[ClientNode, Message], Any]
+) -> Callable[[Message, Context], Message]:
+    def handle(message: Message, context: Context) -> Message:
+        node_config = context.node_config
+        if "partition-id" not in node_config:
+            raise ConfigError(
+                "the SuperNode has no partition-id: start it with --node-config "
+                "'partition-id=<client id>'"
+            )
+        federation = config or config_from_run_config(context.run_config)
+        if "data-dir" in node_config:
+            federation = dataclasses.replace(
+                federation,
+                data=dataclasses.replace(federation.data, data_dir=str(node_config["data-dir"])),
+            )
+        node = ClientNode(federation, int(node_config["partition-id"]), context.state)
+        return Message(action(node, message), reply_to=message)
+
+    return handle
+
+
+server_app = make_server_app()
+"""The deployment ServerApp: config from the run config."""
+
+client_app = make_client_app()
+"""The deployment ClientApp: config from the run config."""

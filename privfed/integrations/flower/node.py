@@ -1,0 +1,227 @@
+"""privfed's client on a Flower SuperNode: one federation client per node.
+
+Flower runs a ClientApp in a fresh process for every message, so nothing of a client may live
+in memory between messages. What must outlive a message is kept in the node's
+``Context.state``, which stays on the SuperNode and is never sent to the SuperLink:
+
+* ``privfed.identity``: the client's Ed25519 signing key;
+* ``privfed.report``: what the update mechanism keeps per client across rounds, e.g. the
+  Opacus accountant's history under local DP-SGD (so epsilon accumulates over all rounds);
+* ``privfed.he``: the CKKS public context (every node) and the secret key (the key holder);
+* ``privfed.masking``: the masking protocol's party state between its stages (private keys,
+  seeds, shares held) and the masked update waiting for the masked-input stage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Message, RecordDict
+
+from privfed.config import ConfigError, ExperimentConfig
+from privfed.experiment import Simulation, build_simulation
+from privfed.federated import ClientUpdate
+from privfed.secure import ClientIdentity, IdentityRegistry
+from privfed.secure.he import HEClient, HEKeyHolder, HEPublicContext
+from privfed.secure.masking import MaskingClient
+from privfed.secure.plain import PlainClient
+
+from . import messages
+from .registry import pack_registry, unpack_registry
+
+__all__ = ["ClientNode"]
+
+_IDENTITY, _REPORT, _HE, _MASKING = (
+    "privfed.identity", "privfed.report", "privfed.he", "privfed.masking",
+)
+_FEDERATIONS: dict[str, Simulation] = {}
+
+
+def _federation(config: ExperimentConfig) -> Simulation:
+    """The federation of ``config``, built once per process (a simulation actor serves many
+    nodes; a deployment starts one process per message)."""
+    key = config.to_toml()
+    if key not in _FEDERATIONS:
+        _FEDERATIONS.clear()
+        _FEDERATIONS[key] = build_simulation(config)
+    return _FEDERATIONS[key]
+
+
+class ClientNode:
+    """The privfed client of one SuperNode, for one message.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The federation's config (the same on every node and on the server).
+    partition_id : int
+        Which client of the federation this node is (its data partition).
+    state : flwr.app.RecordDict
+        The node's ``Context.state``; read and updated in place.
+    """
+
+    def __init__(self, config: ExperimentConfig, partition_id: int, state: RecordDict) -> None:
+        num_clients = config.data.num_clients
+        if not 0 <= partition_id < num_clients:
+            raise ConfigError(
+                f"SuperNode node-config partition-id={partition_id} is outside the "
+                f"federation's data.num_clients={num_clients}: allowed 0..{num_clients - 1}"
+            )
+        self.config = config
+        self.cid = partition_id
+        self.state = state
+        self.federation = _federation(config)
+        self.server = self.federation.server
+        self.mechanism = self.server.mechanism
+        self.mechanism.load_client_report(self.cid, self._json(_REPORT, "report"))
+        if _IDENTITY in state:
+            raw = bytes(state[_IDENTITY]["key"])
+            self.identity = ClientIdentity.from_private_bytes(self.cid, raw)
+        else:
+            self.identity = ClientIdentity(self.cid)
+            state[_IDENTITY] = ConfigRecord({"key": self.identity.private_bytes()})
+
+    # ------------------------------------------------------------------ set-up
+    def register(self, message: Message) -> RecordDict:
+        """Tell the server who this node is: client id, sample count, verification key."""
+        return messages.content(
+            cid=self.cid,
+            num_samples=self.server.clients[self.cid].num_samples,
+            verify_key=self.identity.public_bytes,
+        )
+
+    def he_keygen(self, message: Message) -> RecordDict:
+        """Become the CKKS key holder: make a key pair, keep the secret, return the public."""
+        aggregator = self.server.aggregator
+        holder = HEKeyHolder(aggregator.public.params)
+        self.state[_HE] = ConfigRecord({
+            "secret": holder.secret_material(), "public": holder.public_material(),
+        })
+        return messages.content(public=holder.public_material())
+
+    def he_public(self, message: Message) -> RecordDict:
+        """Keep the key holder's public CKKS context to encrypt with."""
+        public = bytes(messages.fields(message)["public"])
+        HEPublicContext(public)  # refuse material that holds a secret key
+        record = self.state[_HE] if _HE in self.state else ConfigRecord()
+        record["public"] = public
+        self.state[_HE] = record
+        return messages.content(ok=True)
+
+    def he_decrypt(self, message: Message) -> RecordDict:
+        """Key holder: decrypt the aggregate ciphertext into the weighted mean."""
+        if _HE not in self.state or "secret" not in self.state[_HE]:
+            raise ConfigError(f"client {self.cid} holds no CKKS secret key")
+        fields = messages.fields(message)
+        holder = HEKeyHolder(secret_material=bytes(self.state[_HE]["secret"]))
+        decoded = holder.decode(bytes(fields["payload"]), int(fields["round"]))
+        return messages.content(
+            mean=np.asarray(decoded.mean, "<f8").tobytes(),
+            total_weight=decoded.total_weight,
+            included=list(decoded.included),
+        )
+
+    # ------------------------------------------------------------------ one-shot protocols
+    def upload(self, message: Message) -> RecordDict:
+        """Train, then send the update encoded for the server (plain or CKKS-encrypted)."""
+        fields = messages.fields(message)
+        round_idx = int(fields["round"])
+        update, vector = self._train(message)
+        started = time.perf_counter()
+        payload = self._one_shot_client().encode(
+            round_idx, vector, float(fields["weight"]), float(fields["total_weight"])
+        )
+        return self._reply(update, payload, time.perf_counter() - started)
+
+    def _one_shot_client(self) -> PlainClient | HEClient:
+        aggregator = self.server.aggregator
+        options = {"clip": aggregator.clip, "out_of_range": aggregator.out_of_range}
+        if self.config.secure.kind == "he":
+            if _HE not in self.state:
+                raise ConfigError(f"client {self.cid} received no CKKS public context")
+            public = HEPublicContext(bytes(self.state[_HE]["public"]))
+            return HEClient(self.identity, public, **options)
+        return PlainClient(self.identity, **options)
+
+    # ------------------------------------------------------------------ masking protocol
+    def advertise(self, message: Message) -> RecordDict:
+        """Train; keep the update; advertise this round's public keys and weight."""
+        fields = messages.fields(message)
+        update, vector = self._train(message)
+        started = time.perf_counter()
+        registry = unpack_registry(bytes(fields["registry"]))
+        party = MaskingClient(self.identity, registry, self.server.aggregator.params,
+                              int(fields["round"]))
+        payload = party.advertise(float(fields["weight"]), vector.size)
+        self._keep_masking(party, vector, registry)
+        return self._reply(update, payload, time.perf_counter() - started)
+
+    def share(self, message: Message) -> RecordDict:
+        """Check the relayed keys; send encrypted Shamir shares of this round's secrets."""
+        return self._masking_stage(message, lambda party, payload, _: party.share_keys(payload))
+
+    def masked(self, message: Message) -> RecordDict:
+        """Decrypt the shares received; send the masked update."""
+        return self._masking_stage(
+            message, lambda party, payload, vector: party.masked_input(payload, vector)
+        )
+
+    def unmask(self, message: Message) -> RecordDict:
+        """Reveal the shares that let the server remove the masks of this round."""
+        return self._masking_stage(message, lambda party, payload, _: party.unmask(payload))
+
+    def _masking_stage(
+        self, message: Message, act: Callable[[MaskingClient, bytes, np.ndarray], bytes]
+    ) -> RecordDict:
+        if _MASKING not in self.state:
+            raise ConfigError(f"client {self.cid}: masking stage before the advertise stage")
+        record = self.state[_MASKING]
+        registry = unpack_registry(bytes(record["registry"]))
+        party = MaskingClient.from_bytes(
+            bytes(record["party"]), self.identity, registry, self.server.aggregator.params
+        )
+        vector = np.frombuffer(bytes(record["vector"]), dtype="<f4")
+        started = time.perf_counter()
+        payload = act(party, bytes(messages.fields(message)["payload"]), vector)
+        self._keep_masking(party, vector, registry)
+        return messages.content(payload=payload, seconds_encode=time.perf_counter() - started)
+
+    def _keep_masking(
+        self, party: MaskingClient, vector: np.ndarray, registry: IdentityRegistry
+    ) -> None:
+        self.state[_MASKING] = ConfigRecord({
+            "party": party.to_bytes(),
+            "vector": np.asarray(vector, "<f4").tobytes(),
+            "registry": pack_registry(registry),
+        })
+
+    # ------------------------------------------------------------------ training
+    def _train(self, message: Message) -> tuple[ClientUpdate, np.ndarray]:
+        """Local training from the message's model; the transformed update to encode."""
+        fields = messages.fields(message)
+        round_idx = int(fields["round"])
+        self.mechanism.load_client_state(messages.json_field(fields, "mechanism"))
+        global_weights = torch.from_numpy(messages.model(message).copy())
+        update = self.server.train_client(self.cid, global_weights, round_idx)
+        vector = self.mechanism.client_transform(round_idx, update).numpy()
+        self.state[_REPORT] = ConfigRecord({
+            "report": json.dumps(self.mechanism.client_report(self.cid)).encode(),
+        })
+        return update, vector
+
+    def _reply(self, update: ClientUpdate, payload: bytes, seconds: float) -> RecordDict:
+        return messages.content(
+            payload=payload,
+            num_samples=update.num_samples,
+            train_loss=update.train_loss,
+            steps=update.steps,
+            seconds_encode=seconds,
+            report=self.mechanism.client_report(self.cid),
+        )
+
+    def _json(self, key: str, field: str) -> dict:
+        return messages.json_field(self.state[key], field) if key in self.state else {}

@@ -1,0 +1,261 @@
+"""privfed on Flower: the simulation engine and a real loopback deployment.
+
+The deployment tests start a real ``flower-superlink`` and three ``flower-supernode``
+processes on 127.0.0.1 (:class:`LocalDeployment`) and compare the final global model with
+the in-process run of the same config and seed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("flwr")
+
+from flwr.app import RecordDict  # noqa: E402
+from flwr.cli.config_utils import load_and_validate  # noqa: E402
+
+from privfed.cli import main as cli_main  # noqa: E402
+from privfed.config import ConfigError, ExperimentConfig, load_config  # noqa: E402
+from privfed.experiment import build_simulation  # noqa: E402
+from privfed.integrations.flower import (  # noqa: E402
+    FlowerOptions,
+    LocalDeployment,
+    check_supported,
+    config_from_run_config,
+    run_flower_deployment,
+    run_flower_simulation,
+    write_flower_app,
+)
+from privfed.integrations.flower.apps import CONFIG_KEY  # noqa: E402
+from privfed.integrations.flower.node import ClientNode  # noqa: E402
+from privfed.integrations.flower.registry import pack_registry, unpack_registry  # noqa: E402
+from privfed.secure import ClientIdentity, IdentityRegistry  # noqa: E402
+from privfed.secure.errors import MessageRejectedError  # noqa: E402
+from privfed.secure.masking import Ring  # noqa: E402
+
+BASE = ["data.num_clients=3", "federation.rounds=3", "model.hidden=[32]"]
+
+
+def config(*overrides: str, rounds: int = 3) -> ExperimentConfig:
+    return load_config(None, [*BASE, f"federation.rounds={rounds}", *overrides])
+
+
+def in_process(cfg: ExperimentConfig):
+    simulation = build_simulation(cfg)
+    history = simulation.run()
+    return simulation.server, history
+
+
+def masking_bound(cfg: ExperimentConfig, rounds: int, weights: torch.Tensor) -> float:
+    """Max weight difference between two masking runs: each round's mean is off by at most
+    n fixed-point steps per coordinate (stochastic rounding, up to one step per client), and
+    that can flip the float32 rounding of the updated weight by one ulp."""
+    n = cfg.data.num_clients
+    ring = Ring(cfg.secure.ring_bits, cfg.secure.clip or 10.0, n)
+    ulp = torch.finfo(torch.float32).eps * float(weights.abs().max())
+    return rounds * (n * ring.step + ulp)
+
+
+# ---------------------------------------------------------------- pieces, no processes
+def test_registry_round_trip_and_garbage() -> None:
+    identities = [ClientIdentity(c) for c in range(3)]
+    registry = IdentityRegistry.from_identities(identities)
+    assert unpack_registry(pack_registry(registry)).keys == registry.keys
+    with pytest.raises(MessageRejectedError, match="multiple of 36"):
+        unpack_registry(pack_registry(registry)[:-1])
+
+
+def test_unsupported_configs_are_rejected_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match="compression.method = 'topk'"):
+        check_supported(config("compression.method='topk'"))
+    with pytest.raises(ConfigError, match="federation.buffer_size"):
+        check_supported(config("federation.buffer_size=2"))
+
+
+def test_run_config_carries_the_config(tmp_path: Path) -> None:
+    cfg = config("secure.kind='masking'", "seed=7")
+    app = write_flower_app(tmp_path / "app", cfg, run_dir=tmp_path / "run",
+                           options=FlowerOptions(stage_timeout=12))
+    project, warnings = load_and_validate(app / "pyproject.toml")
+    assert project is not None, warnings
+    run_config = project["tool"]["flwr"]["app"]["config"]
+    assert config_from_run_config(run_config) == cfg
+    assert run_config["stage-timeout"] == 12
+    assert run_config["output-dir"] == str((tmp_path / "run").resolve())
+    with pytest.raises(ConfigError, match=CONFIG_KEY):
+        config_from_run_config({})
+
+
+def test_flower_options_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="stage_timeout must be > 0"):
+        FlowerOptions(stage_timeout=0)
+
+
+def test_node_rejects_a_partition_outside_the_federation() -> None:
+    with pytest.raises(ConfigError, match=r"partition-id=3 .* allowed 0..2"):
+        ClientNode(config(), 3, RecordDict())
+
+
+def test_node_keeps_its_identity_in_the_context_state() -> None:
+    state = RecordDict()
+    first = ClientNode(config(), 1, state).identity
+    again = ClientNode(config(), 1, state).identity
+    assert first.public_bytes == again.public_bytes
+
+
+def test_cli_engine_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["run", "--engine", "flower-sim"], default_run=lambda a: 0) == 2
+    assert "needs a CONFIG" in capsys.readouterr().err
+    digits = Path(__file__).parents[2] / "experiments" / "configs" / "digits.toml"
+    assert cli_main(["run", str(digits), "--engine", "flower"], default_run=lambda a: 0) == 2
+    assert "--superlink" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- simulation engine
+@pytest.mark.slow
+def test_simulation_engine_equals_in_process(tmp_path: Path) -> None:
+    cfg = config(f"output_dir='{tmp_path}'")
+    simulation, history = run_flower_simulation(cfg, run_dir=tmp_path / "sim")
+    server, expected = in_process(cfg)
+    torch.testing.assert_close(simulation.server.weights, server.weights, atol=1e-5, rtol=0)
+    assert [r.clients for r in history.rounds] == [r.clients for r in expected.rounds]
+    assert history.rounds[-1].test_accuracy == pytest.approx(expected.rounds[-1].test_accuracy)
+    saved = torch.load(tmp_path / "sim" / "model.pt")
+    assert torch.equal(server.workspace.spec.flatten(saved), simulation.server.weights)
+
+
+@pytest.mark.slow
+def test_simulation_keeps_the_dp_accountant_across_rounds_under_masking() -> None:
+    """Local DP-SGD on the nodes: each client's accountant lives in its Context.state, so
+    epsilon after 3 rounds equals the in-process accountant's (and exceeds round 1's)."""
+    cfg = config("privacy.mechanism='local'", "privacy.noise_multiplier=1.0",
+                 "secure.kind='masking'")
+    simulation, history = run_flower_simulation(cfg)
+    server, expected = in_process(cfg)
+    epsilons = [r.extra["epsilon"] for r in history.rounds]
+    assert epsilons == pytest.approx([r.extra["epsilon"] for r in expected.rounds], rel=1e-9)
+    assert epsilons[0] < epsilons[1] < epsilons[2]
+    torch.testing.assert_close(simulation.server.weights, server.weights,
+                               atol=masking_bound(cfg, 3, server.weights), rtol=0)
+
+
+@pytest.mark.slow
+def test_simulation_central_dp_with_adaptive_clipping_equals_in_process() -> None:
+    """The server's moving clip norm reaches the clients every round."""
+    cfg = config("privacy.mechanism='central'", "privacy.noise_multiplier=0.5",
+                 "privacy.adaptive_clipping=true", "privacy.clip_norm=0.1",
+                 "privacy.clipped_count_stddev=1.0", "federation.client_sampling='poisson'")
+    simulation, history = run_flower_simulation(cfg)
+    server, expected = in_process(cfg)
+    clip_norms = [r.extra["clip_norm"] for r in history.rounds]
+    assert clip_norms == pytest.approx([r.extra["clip_norm"] for r in expected.rounds])
+    assert len(set(clip_norms)) > 1
+    torch.testing.assert_close(simulation.server.weights, server.weights, atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------- loopback deployment
+def _flower_processes(flwr_home: Path) -> list[int]:
+    marker = f"FLWR_HOME={flwr_home}".encode() + b"\0"
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory):
+    """A SuperLink and 3 SuperNodes on 127.0.0.1, stopped after the module's tests."""
+    workdir = tmp_path_factory.mktemp("flower")
+    with LocalDeployment(3, workdir=workdir) as running:
+        yield running
+    assert _flower_processes(running.flwr_home) == []
+
+
+def _deploy(cfg: ExperimentConfig, deployment: LocalDeployment, run_dir: Path,
+            stage_timeout: float = 120.0):
+    status = run_flower_deployment(cfg, deployment.address, run_dir=run_dir, insecure=True,
+                                   options=FlowerOptions(stage_timeout=stage_timeout),
+                                   timeout=540)
+    assert status == 0, deployment.log("superlink")[-3000:]
+    spec = build_simulation(cfg).server.workspace.spec
+    return spec.flatten(torch.load(run_dir / "model.pt")), run_dir
+
+
+@pytest.mark.slow
+def test_deployment_plain_equals_in_process(deployment: LocalDeployment, tmp_path: Path) -> None:
+    cfg = config()
+    weights, run_dir = _deploy(cfg, deployment, tmp_path / "run")
+    server, _ = in_process(cfg)
+    torch.testing.assert_close(weights, server.weights, atol=1e-5, rtol=0)
+    assert (run_dir / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_deployment_he_equals_in_process(deployment: LocalDeployment, tmp_path: Path) -> None:
+    """CKKS at scale 2^40 decrypts each round's mean to ~1e-9; 3 rounds stay far below 1e-6."""
+    cfg = config("secure.kind='he'")
+    weights, _ = _deploy(cfg, deployment, tmp_path / "run")
+    server, _ = in_process(cfg)
+    torch.testing.assert_close(weights, server.weights, atol=1e-6, rtol=0)
+
+
+def _kill_at(deployment: LocalDeployment, node: int, pattern: str, stop: threading.Event):
+    """Kill SuperNode ``node`` as soon as its log matches ``pattern``."""
+    regex = re.compile(pattern, re.DOTALL)
+    while not stop.is_set():
+        if regex.search(deployment.log(f"supernode-{node}")):
+            deployment.kill_node(node)
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_deployment_masking_survives_a_killed_supernode(tmp_path: Path) -> None:
+    """SuperNode 2 is SIGKILLed when it receives round 2's masked-input request (after it
+    shared its keys); round 2 completes with the masked sum of clients 0 and 1 (threshold
+    t = 2 of 3)."""
+    cfg = config("secure.kind='masking'", "secure.threshold=2", rounds=2)
+    stop = threading.Event()
+    with LocalDeployment(3, workdir=tmp_path / "flower") as deployment:
+        killer = threading.Thread(target=_kill_at, args=(
+            deployment, 2, r"ROUND 2\].*Receiving: query\.masked", stop), daemon=True)
+        killer.start()
+        try:
+            weights, run_dir = _deploy(cfg, deployment, tmp_path / "run", stage_timeout=150)
+        finally:
+            stop.set()
+            killer.join()
+    assert _flower_processes(deployment.flwr_home) == []
+    assert deployment.nodes == []
+
+    rounds = [line for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    assert '"clients": [0, 1, 2]' in rounds[0] and '"clients": [0, 1]' in rounds[1]
+    reference = build_simulation(cfg).server
+    reference.run_round()
+    start = reference.weights.clone()
+    survivors = [reference.train_client(c, start, 2) for c in (0, 1)]
+    total = sum(u.num_samples for u in survivors)
+    mean = sum(u.delta * (u.num_samples / total) for u in survivors)
+    reference.optimizer.step(reference.weights, mean)
+    bound = masking_bound(cfg, 2, reference.weights)
+    torch.testing.assert_close(weights, reference.weights, atol=bound, rtol=0)
+
+
+def test_no_stray_processes_when_the_deployment_fails_to_start(tmp_path: Path) -> None:
+    """Exiting the context manager after an error inside it stops everything."""
+    with pytest.raises(RuntimeError, match="inside"), LocalDeployment(
+            1, workdir=tmp_path) as deployment:
+        raise RuntimeError("failure inside the with block")
+    assert _flower_processes(deployment.flwr_home) == []
+    assert os.path.exists(tmp_path / "superlink.log")
