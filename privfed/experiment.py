@@ -26,7 +26,7 @@ from privfed.federated import (
 )
 from privfed.federated.fedbuff import FedBuffServer, LatencyModel
 from privfed.models import build_model
-from privfed.privacy import build_privacy
+from privfed.privacy.factory import build_privacy
 from privfed.secure import make_aggregator
 
 __all__ = [

@@ -14,7 +14,6 @@ import torch
 
 from privfed.config import ExperimentConfig
 from privfed.federated.history import History
-from privfed.plots import plot_accuracy
 
 __all__ = ["run_dir_for", "run_name", "summarize", "write_run"]
 
@@ -92,6 +91,8 @@ def write_run(
     with _atomic_path(run_dir / "metrics.jsonl") as tmp:
         history.write_jsonl(tmp)
     if history.evaluated():
+        from privfed.plots import plot_accuracy  # matplotlib loads only when a run is written
+
         with _atomic_path(run_dir / "accuracy.png") as tmp:
             plot_accuracy(history, tmp, title=f"{config.name} ({config.short_hash()})")
     if model is not None:

@@ -20,7 +20,7 @@ from privfed.data import DATASETS, PARTITIONERS
 from privfed.data.scaling import SCALINGS
 from privfed.federated.optimizers import SERVER_OPTIMIZERS
 from privfed.models import MODELS
-from privfed.privacy import PrivacyConfig
+from privfed.privacy.settings import PrivacyConfig
 from privfed.secure import AGGREGATORS, HEParams, MaskingParams
 
 __all__ = [

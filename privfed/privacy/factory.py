@@ -1,30 +1,26 @@
-"""Build the privacy side of a federation from a :class:`PrivacyConfig`."""
+"""Build the privacy side of a federation from a :class:`PrivacyConfig`.
+
+The mechanisms (and Opacus) are imported only when a config asks for one, so that a plain
+federation (e.g. a Flower ClientApp, started afresh for every message) starts fast.
+"""
 
 from __future__ import annotations
 
 import math
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
-from opacus.validators import ModuleValidator
 
 from privfed.federated.client import Client, LocalTraining
 from privfed.federated.mechanism import UpdateMechanism
 from privfed.federated.params import FlatParameters
 from privfed.federated.sampling import ClientSampler
-from privfed.privacy.accounting import calibrate_noise
-from privfed.privacy.central import CentralDP
-from privfed.privacy.distributed import DistributedDP, default_min_surviving
-from privfed.privacy.local import (
-    DPClient,
-    DPWorkspace,
-    LocalDP,
-    local_sample_rate,
-    local_steps_per_round,
-)
 from privfed.privacy.settings import PrivacyConfig
-from privfed.privacy.user_level import AdaptiveClipping, UserLevelDP
+
+if TYPE_CHECKING:
+    from privfed.privacy.user_level import UserLevelDP
 
 __all__ = ["build_privacy", "check_model"]
 
@@ -81,6 +77,8 @@ def build_privacy(
 
 def check_model(module: torch.nn.Module) -> None:
     """Raise a ValueError naming each layer Opacus cannot compute per-example gradients for."""
+    from opacus.validators import ModuleValidator
+
     errors = ModuleValidator.validate(module, strict=False)
     if errors:
         details = "; ".join(str(e) for e in errors)
@@ -100,6 +98,14 @@ def _build_local(
     training: LocalTraining,
     secure_rng: torch.Generator | None,
 ) -> tuple[list[Client], UpdateMechanism]:
+    from privfed.privacy.local import (
+        DPClient,
+        DPWorkspace,
+        LocalDP,
+        local_sample_rate,
+        local_steps_per_round,
+    )
+
     check_model(workspace.module)
     dp = DPWorkspace.of(workspace)
     smallest = min(c.num_samples for c in clients)
@@ -135,6 +141,10 @@ def _build_user_level(
     seed: int,
     secure_rng: torch.Generator | None,
 ) -> UserLevelDP:
+    from privfed.privacy.central import CentralDP
+    from privfed.privacy.distributed import DistributedDP, default_min_surviving
+    from privfed.privacy.user_level import AdaptiveClipping
+
     num_clients, rate = sampler.num_clients, sampler.rate
     if rate < 1 and not sampler.poisson:
         raise ValueError(
@@ -173,6 +183,8 @@ def _build_user_level(
 
 
 def _calibrate(config: PrivacyConfig, rate: float, steps: int) -> float:
+    from privfed.privacy.accounting import calibrate_noise
+
     assert config.epsilon is not None
     try:
         return calibrate_noise(config.epsilon, config.delta, rate, steps, config.accountant)

@@ -78,11 +78,6 @@ def _params_bytes(params: MaskingParams) -> bytes:
     )
 
 
-def _state_error(detail: str) -> MessageRejectedError:
-    """Error of :meth:`MaskingClient.from_bytes` (which prefixes the message)."""
-    return MessageRejectedError(detail)
-
-
 def self_mask_key(seed: bytes, round_id: int, client_id: int) -> bytes:
     """ChaCha20 key of a client's self mask."""
     return hkdf(seed, b"self-mask", round_id, client_id)
@@ -221,39 +216,39 @@ class MaskingClient:
     ) -> MaskingClient:
         """Body of :meth:`from_bytes`; raises MessageRejectedError naming the problem."""
         if not isinstance(data, bytes | bytearray | memoryview):
-            raise _state_error(f"expected bytes, got {type(data).__name__}")
+            raise MessageRejectedError(f"expected bytes, got {type(data).__name__}")
         data = bytes(data)
         if len(data) < _STATE_PREFIX.size + _DIGEST_SIZE:
-            raise _state_error(f"only {len(data)} bytes")
+            raise MessageRejectedError(f"only {len(data)} bytes")
         magic, version = _STATE_PREFIX.unpack_from(data)
         if magic != STATE_MAGIC:
-            raise _state_error(f"not a MaskingClient state (magic={magic!r})")
+            raise MessageRejectedError(f"not a MaskingClient state (magic={magic!r})")
         if version != STATE_VERSION:
-            raise _state_error(f"format version {version}, this code reads {STATE_VERSION}")
+            raise MessageRejectedError(f"format version {version}, this code reads {STATE_VERSION}")
         body, digest = data[:-_DIGEST_SIZE], data[-_DIGEST_SIZE:]
         if hashlib.sha256(body).digest() != digest:
-            raise _state_error("checksum mismatch (truncated or corrupted)")
+            raise MessageRejectedError("checksum mismatch (truncated or corrupted)")
         fields = unpack_fields(body[_STATE_PREFIX.size :], _STATE_FIELDS)
         head, params_raw, enc_raw, key_seed, self_seed = fields[:5]
         advert_raw, adverts_raw, round_raw, peers_raw, held_raw = fields[5:]
 
         if len(head) != _STATE_HEAD.size:
-            raise _state_error("malformed header field")
+            raise MessageRejectedError("malformed header field")
         round_id, client_id, stage_index = _STATE_HEAD.unpack(head)
         if stage_index >= len(_STAGES):
-            raise _state_error(f"unknown stage index {stage_index}")
+            raise MessageRejectedError(f"unknown stage index {stage_index}")
         stage = _STAGES[stage_index]
         if identity.client_id != client_id:
-            raise _state_error(
+            raise MessageRejectedError(
                 f"saved by client {client_id}, cannot be restored with the identity of client "
                 f"{identity.client_id}"
             )
         if params_raw != _params_bytes(params):
-            raise _state_error(f"saved with other MaskingParams than {params!r}")
+            raise MessageRejectedError(f"saved with other MaskingParams than {params!r}")
         if len(enc_raw) != _X25519_SIZE or len(key_seed) != SEED_SIZE or (
             len(self_seed) != SEED_SIZE
         ):
-            raise _state_error("key or seed of the wrong length")
+            raise MessageRejectedError("key or seed of the wrong length")
 
         client = cls.__new__(cls)
         client.identity = identity
@@ -270,7 +265,7 @@ class MaskingClient:
         client._held = {}
         if stage == "advertise":
             if advert_raw:
-                raise _state_error("stage 'advertise' with an advert")
+                raise MessageRejectedError("stage 'advertise' with an advert")
         else:
             client.advert = Advert.from_bytes(advert_raw, client_id)
             client._check_own_advert()
@@ -279,19 +274,19 @@ class MaskingClient:
         held = unpack_fields(held_raw)
         if not later:
             if adverts or held or round_raw or peers_raw:
-                raise _state_error(f"stage {stage!r} with data of later stages")
+                raise MessageRejectedError(f"stage {stage!r} with data of later stages")
             return client
 
         client._adverts = {c: Advert.from_bytes(raw, c) for c, raw in adverts.items()}
         if client._adverts.get(client_id) != client.advert:
-            raise _state_error("own advert missing from the saved adverts")
+            raise MessageRejectedError("own advert missing from the saved adverts")
         if len(round_raw) != _STATE_ROUND.size:
-            raise _state_error("malformed threshold field")
+            raise MessageRejectedError("malformed threshold field")
         client._threshold, client._participants = _STATE_ROUND.unpack(round_raw)
         if not 2 <= client._threshold <= client._participants or (
             client._participants < len(client._adverts)
         ):
-            raise _state_error(
+            raise MessageRejectedError(
                 f"threshold {client._threshold} with {client._participants} participants and "
                 f"{len(client._adverts)} adverts"
             )
@@ -300,18 +295,22 @@ class MaskingClient:
         if len(client._peers) != len(peers) or not client._peers <= set(client._adverts) - {
             client_id
         }:
-            raise _state_error("neighbours repeated, unknown or including the client itself")
+            raise MessageRejectedError(
+                "neighbours repeated, unknown or including the client itself"
+            )
         group = client._peers | {client_id}
         for item in held:
             if len(item) != _STATE_HELD.size + 2 * SEED_SIZE:
-                raise _state_error("malformed held share")
+                raise MessageRejectedError("malformed held share")
             owner, index = _STATE_HELD.unpack_from(item)
             if owner not in group or owner in client._held:
-                raise _state_error(f"share of client {owner}: duplicate or not a group member")
+                raise MessageRejectedError(
+                    f"share of client {owner}: duplicate or not a group member"
+                )
             share = item[_STATE_HELD.size :]
             client._held[owner] = (index, share[:SEED_SIZE], share[SEED_SIZE:])
         if client_id not in client._held:
-            raise _state_error("the client's own shares are missing")
+            raise MessageRejectedError("the client's own shares are missing")
         return client
 
     def _check_own_advert(self) -> None:
@@ -321,7 +320,7 @@ class MaskingClient:
             or self.advert.mask_pk != public_bytes(self._mask_key)
             or self.advert.commitment != commit(self._self_seed, self.round_id, self.id)
         ):
-            raise _state_error("advert does not match the saved keys and seeds")
+            raise MessageRejectedError("advert does not match the saved keys and seeds")
 
     def _require(self, stage: str) -> None:
         if self._stage != stage:
