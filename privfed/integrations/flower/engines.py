@@ -198,6 +198,9 @@ def _stream(command: list[str], env: dict[str, str], timeout: float | None) -> i
                 sys.stdout.write(line)
                 sys.stdout.flush()
                 finished = finished or FINISHED in line
+        except BaseException:  # e.g. Ctrl-C: do not leave `flwr run` behind
+            process.kill()
+            raise
         finally:
             if timer is not None:
                 timer.cancel()
