@@ -183,16 +183,25 @@ class LocalDeployment:
         self.stop()
 
 
-def _kill_detached(flwr_home: str) -> None:
-    """SIGKILL the processes that run with ``FLWR_HOME=flwr_home`` (Linux ``/proc``): the
-    SuperLink starts its executor in a session of its own, outside the group killed above."""
+def _kill_detached(flwr_home: str, timeout: float = 10.0) -> None:
+    """SIGKILL the processes that run with ``FLWR_HOME=flwr_home`` (Linux ``/proc``) until
+    none is left: the SuperLink starts its executor in a session of its own, outside the
+    groups already killed, and that executor may be starting a ServerApp as it dies."""
     marker = f"FLWR_HOME={flwr_home}".encode() + b"\0"
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            if marker in (entry / "environ").read_bytes() and int(entry.name) != os.getpid():
-                os.kill(int(entry.name), signal.SIGKILL)
-        except (OSError, ValueError):
-            continue
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = False
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:
+                pid = int(entry.name)
+                if pid != os.getpid() and marker in (entry / "environ").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+                    found = True
+            except (OSError, ValueError):
+                continue
+        if not found:
+            return
+        time.sleep(0.1)
 
 
 def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
