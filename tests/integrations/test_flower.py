@@ -118,6 +118,20 @@ def test_cli_engine_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--superlink" in capsys.readouterr().err
 
 
+def test_cli_error_without_flower_names_the_extra(monkeypatch, capsys) -> None:
+    """The message keeps its brackets (it is not read as console markup)."""
+    import sys
+
+    import privfed.integrations
+
+    monkeypatch.setitem(sys.modules, "flwr", None)
+    monkeypatch.delitem(sys.modules, "privfed.integrations.flower")
+    monkeypatch.delattr(privfed.integrations, "flower")
+    digits = Path(__file__).parents[2] / "experiments" / "configs" / "digits.toml"
+    assert cli_main(["run", str(digits), "--engine", "flower-sim"]) == 2
+    assert "pip install 'privfed[flower]'" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- simulation engine
 @pytest.mark.slow
 def test_simulation_engine_equals_in_process(tmp_path: Path) -> None:
