@@ -7,23 +7,20 @@ Its state can be saved between stages with :meth:`MaskingClient.to_bytes` and re
 
 from __future__ import annotations
 
-import hashlib
 import os
-import struct
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from privfed.secure.errors import MessageRejectedError, ThresholdError
 from privfed.secure.identity import ClientIdentity, IdentityRegistry
-from privfed.secure.oneshot import pack_ids, unpack_ids
+from privfed.secure.oneshot import unpack_ids
 from privfed.secure.validation import (
-    OUT_OF_RANGE_MODES,
     check_round_id,
     check_weight,
     prepare_vector,
 )
-from privfed.secure.wire import expect, open_signed, pack_fields, seal, unpack, unpack_fields
+from privfed.secure.wire import expect, open_signed, seal, unpack, unpack_fields
 
 from .crypto import (
     SEED_SIZE,
@@ -51,31 +48,7 @@ from .messages import (
 )
 from .params import MaskingParams, neighbours
 from .quantize import Ring
-
-_STAGES = ("advertise", "share", "masked", "unmask", "done")
-"""Client stages in protocol order; a saved state stores the index of its stage."""
-STATE_MAGIC = b"PFMC"
-STATE_VERSION = 1
-_STATE_PREFIX = struct.Struct("<4sB")
-_STATE_HEAD = struct.Struct("<QIB")  # round id, client id, stage index
-_STATE_PARAMS = struct.Struct("<BdBQQ")  # ring bits, clip, out_of_range, threshold, neighbourhood
-_STATE_ROUND = struct.Struct("<II")  # threshold, announced participant count
-_STATE_HELD = struct.Struct("<IH")  # share owner, Shamir index
-_STATE_FIELDS = 10
-_DIGEST_SIZE = 32
-_X25519_SIZE = 32
-
-
-def _params_bytes(params: MaskingParams) -> bytes:
-    """Canonical encoding of ``params``, so a state is only restored under the same ones."""
-    nb = params.neighbourhood
-    return _STATE_PARAMS.pack(
-        params.ring_bits,
-        float(params.clip),
-        OUT_OF_RANGE_MODES.index(params.out_of_range),
-        0 if params.threshold is None else params.threshold,
-        0 if nb == "full" else int(nb),
-    )
+from .state import restore_client, save_client
 
 
 def self_mask_key(seed: bytes, round_id: int, client_id: int) -> bytes:
@@ -145,28 +118,7 @@ class MaskingClient:
         bytes
             ``"PFMC" | version | length-prefixed fields | SHA-256 of what precedes``.
         """
-        later = _STAGES.index(self._stage) >= _STAGES.index("masked")
-        advert = b"" if self._stage == "advertise" else self.advert.to_bytes()
-        adverts = {c: a.to_bytes() for c, a in self._adverts.items()}
-        round_meta = _STATE_ROUND.pack(self._threshold, self._participants) if later else b""
-        peers = pack_ids(tuple(sorted(self._peers))) if later else b""
-        held = [
-            _STATE_HELD.pack(owner, index) + b_share + m_share
-            for owner, (index, b_share, m_share) in sorted(self._held.items())
-        ]
-        body = _STATE_PREFIX.pack(STATE_MAGIC, STATE_VERSION) + pack_fields([
-            _STATE_HEAD.pack(self.round_id, self.id, _STAGES.index(self._stage)),
-            _params_bytes(self.params),
-            self._enc_key.private_bytes_raw(),
-            self._key_seed,
-            self._self_seed,
-            advert,
-            pack_addressed(adverts),
-            round_meta,
-            peers,
-            pack_fields(held),
-        ])
-        return body + hashlib.sha256(body).digest()
+        return save_client(self)
 
     @classmethod
     def from_bytes(
@@ -202,125 +154,9 @@ class MaskingClient:
             parameters.
         """
         try:
-            return cls._restore(data, identity, registry, params)
+            return restore_client(cls, data, identity, registry, params)
         except MessageRejectedError as exc:
             raise MessageRejectedError(f"invalid saved MaskingClient state: {exc}") from None
-
-    @classmethod
-    def _restore(
-        cls,
-        data: bytes,
-        identity: ClientIdentity,
-        registry: IdentityRegistry,
-        params: MaskingParams,
-    ) -> MaskingClient:
-        """Body of :meth:`from_bytes`; raises MessageRejectedError naming the problem."""
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise MessageRejectedError(f"expected bytes, got {type(data).__name__}")
-        data = bytes(data)
-        if len(data) < _STATE_PREFIX.size + _DIGEST_SIZE:
-            raise MessageRejectedError(f"only {len(data)} bytes")
-        magic, version = _STATE_PREFIX.unpack_from(data)
-        if magic != STATE_MAGIC:
-            raise MessageRejectedError(f"not a MaskingClient state (magic={magic!r})")
-        if version != STATE_VERSION:
-            raise MessageRejectedError(f"format version {version}, this code reads {STATE_VERSION}")
-        body, digest = data[:-_DIGEST_SIZE], data[-_DIGEST_SIZE:]
-        if hashlib.sha256(body).digest() != digest:
-            raise MessageRejectedError("checksum mismatch (truncated or corrupted)")
-        fields = unpack_fields(body[_STATE_PREFIX.size :], _STATE_FIELDS)
-        head, params_raw, enc_raw, key_seed, self_seed = fields[:5]
-        advert_raw, adverts_raw, round_raw, peers_raw, held_raw = fields[5:]
-
-        if len(head) != _STATE_HEAD.size:
-            raise MessageRejectedError("malformed header field")
-        round_id, client_id, stage_index = _STATE_HEAD.unpack(head)
-        if stage_index >= len(_STAGES):
-            raise MessageRejectedError(f"unknown stage index {stage_index}")
-        stage = _STAGES[stage_index]
-        if identity.client_id != client_id:
-            raise MessageRejectedError(
-                f"saved by client {client_id}, cannot be restored with the identity of client "
-                f"{identity.client_id}"
-            )
-        if params_raw != _params_bytes(params):
-            raise MessageRejectedError(f"saved with other MaskingParams than {params!r}")
-        if len(enc_raw) != _X25519_SIZE or len(key_seed) != SEED_SIZE or (
-            len(self_seed) != SEED_SIZE
-        ):
-            raise MessageRejectedError("key or seed of the wrong length")
-
-        client = cls.__new__(cls)
-        client.identity = identity
-        client.id = client_id
-        client.registry = registry
-        client.params = params
-        client.round_id = round_id
-        client._stage = stage
-        client._enc_key = X25519PrivateKey.from_private_bytes(enc_raw)
-        client._key_seed = key_seed
-        client._mask_key = x25519_from_seed(key_seed, round_id, client_id)
-        client._self_seed = self_seed
-        client._adverts = {}
-        client._held = {}
-        if stage == "advertise":
-            if advert_raw:
-                raise MessageRejectedError("stage 'advertise' with an advert")
-        else:
-            client.advert = Advert.from_bytes(advert_raw, client_id)
-            client._check_own_advert()
-        later = stage_index >= _STAGES.index("masked")
-        adverts = unpack_addressed(adverts_raw, "saved adverts")
-        held = unpack_fields(held_raw)
-        if not later:
-            if adverts or held or round_raw or peers_raw:
-                raise MessageRejectedError(f"stage {stage!r} with data of later stages")
-            return client
-
-        client._adverts = {c: Advert.from_bytes(raw, c) for c, raw in adverts.items()}
-        if client._adverts.get(client_id) != client.advert:
-            raise MessageRejectedError("own advert missing from the saved adverts")
-        if len(round_raw) != _STATE_ROUND.size:
-            raise MessageRejectedError("malformed threshold field")
-        client._threshold, client._participants = _STATE_ROUND.unpack(round_raw)
-        if not 2 <= client._threshold <= client._participants or (
-            client._participants < len(client._adverts)
-        ):
-            raise MessageRejectedError(
-                f"threshold {client._threshold} with {client._participants} participants and "
-                f"{len(client._adverts)} adverts"
-            )
-        peers = unpack_ids(peers_raw)
-        client._peers = frozenset(peers)
-        if len(client._peers) != len(peers) or not client._peers <= set(client._adverts) - {
-            client_id
-        }:
-            raise MessageRejectedError(
-                "neighbours repeated, unknown or including the client itself"
-            )
-        group = client._peers | {client_id}
-        for item in held:
-            if len(item) != _STATE_HELD.size + 2 * SEED_SIZE:
-                raise MessageRejectedError("malformed held share")
-            owner, index = _STATE_HELD.unpack_from(item)
-            if owner not in group or owner in client._held:
-                raise MessageRejectedError(
-                    f"share of client {owner}: duplicate or not a group member"
-                )
-            share = item[_STATE_HELD.size :]
-            client._held[owner] = (index, share[:SEED_SIZE], share[SEED_SIZE:])
-        if client_id not in client._held:
-            raise MessageRejectedError("the client's own shares are missing")
-        return client
-
-    def _check_own_advert(self) -> None:
-        """Check that the restored advert matches the restored keys and seed."""
-        if (
-            self.advert.enc_pk != public_bytes(self._enc_key)
-            or self.advert.mask_pk != public_bytes(self._mask_key)
-            or self.advert.commitment != commit(self._self_seed, self.round_id, self.id)
-        ):
-            raise MessageRejectedError("advert does not match the saved keys and seeds")
 
     def _require(self, stage: str) -> None:
         if self._stage != stage:
