@@ -10,7 +10,8 @@ its own (so Ray, imports and Flower's processes never leak from one row into the
 * ``privfed / flower-sim``      -- ``run_flower_simulation(config)`` (Ray); s/round from its
   History;
 * ``Flower FedAvg / flower-sim``-- Flower's ``flwr.serverapp.strategy.FedAvg`` with a ClientApp
-  that trains exactly as W1 says (seeds ``100000 * r + cid``), in ``run_simulation``; a round
+  that trains exactly as W1 says (seeds ``100000 * r + cid``; both in ``flower_w1.py``), in
+  ``run_simulation``; a round
   is the time between two calls of the server-side ``evaluate_fn`` (called once before round
   1 and once after every round; the accuracy is computed only after the last one);
 * ``privfed / deployment``      -- ``run_flower_deployment`` against a fresh
@@ -61,137 +62,25 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import flower_w1
 import numpy as np
 import torch
-import torch.nn.functional as F
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
-from flwr.clientapp import ClientApp
-from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg
-from torch import nn
+from flower_w1 import BATCH, CLIENTS, LR, torch_threads
 
-CLIENTS, BATCH, LR = 10, 32, 0.05
 ACCURACY_TOLERANCE = 0.02
 """Accuracies this close count as equal (privfed's batch orders come from its experiment
 seed, not W1's, so its accuracy may differ slightly from W1's 0.8611)."""
 SPEEDUP_GOAL, OVERHEAD_GOAL = 5.0, 1.2
 W1_ROUND = re.compile(r"\[w1\] round (\d+) at ([0-9.]+)")
 W1_ACCURACY = re.compile(r"\[w1\] accuracy ([0-9.]+)")
-APP_MODULE = "w1_bench_engines"
-"""The name this file takes inside the Flower app shipped to the deployment (row 5)."""
-
-
-def torch_threads() -> int:
-    return int(os.environ.get("BENCH_TORCH_THREADS", "1"))
-
-
-# ---------------------------------------------------------------- W1 in plain Flower
-# Imports only numpy, torch, scikit-learn and flwr: this file is also the module of the
-# Flower app of row 5, imported by each ClientApp process of the deployment.
-_W1_DATA: dict[str, object] = {}
-
-
-def w1_data() -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor]:
-    """W1's client shards and test set (built once per process)."""
-    if not _W1_DATA:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
-        x, y = load_digits(return_X_y=True)
-        x = (x / 16.0).astype(np.float32)
-        y = y.astype(np.int64)
-        x_train, x_test, y_train, y_test = train_test_split(
-            x, y, test_size=0.2, stratify=y, random_state=0)
-        perm = np.random.default_rng(0).permutation(len(y_train))
-        _W1_DATA["shards"] = [(torch.from_numpy(x_train[p]), torch.from_numpy(y_train[p]))
-                              for p in np.array_split(perm, CLIENTS)]
-        _W1_DATA["test"] = (torch.from_numpy(x_test), torch.from_numpy(y_test))
-    return _W1_DATA["shards"], *_W1_DATA["test"]
-
-
-def w1_model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
-
-
-def make_w1_client_app() -> ClientApp:
-    """W1's client: 1 epoch of SGD on shard ``partition-id`` from the received model."""
-    app = ClientApp()
-
-    @app.train()
-    def train(message: Message, context: Context) -> Message:
-        torch.set_num_threads(torch_threads())
-        cid = int(context.node_config["partition-id"])
-        r = int(message.content["config"]["server-round"])
-        shards, _, _ = w1_data()
-        x, y = shards[cid]
-        model = w1_model()
-        model.load_state_dict(message.content["arrays"].to_torch_state_dict())
-        opt = torch.optim.SGD(model.parameters(), lr=LR)
-        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(100_000 * r + cid))
-        for start in range(0, len(y), BATCH):
-            idx = order[start : start + BATCH]
-            opt.zero_grad()
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-        content = RecordDict({"arrays": ArrayRecord(model.state_dict()),
-                              "metrics": MetricRecord({"num-examples": len(y)})})
-        return Message(content=content, reply_to=message)
-
-    return app
-
-
-def make_w1_server_app(rounds: int | None = None, results: list | None = None) -> ServerApp:
-    """W1's server: Flower's FedAvg over all 10 nodes, centralised accuracy after the last
-    round. Prints ``[w1] round R at T`` (``time.time()``) at the end of every round (round 0:
-    the start of round 1) and ``[w1] accuracy A``; appends ``(stamps, accuracy)`` to
-    ``results`` if given. ``rounds`` defaults to the run config's ``num-rounds``."""
-    app = ServerApp()
-
-    @app.main()
-    def main(grid: Grid, context: Context) -> None:
-        torch.set_num_threads(torch_threads())
-        num_rounds = rounds or int(context.run_config["num-rounds"])
-        _, x_test, y_test = w1_data()
-        model = w1_model()
-        initial = ArrayRecord(model.state_dict())
-        while len(list(grid.get_node_ids())) < CLIENTS:  # as privfed's server does
-            time.sleep(0.2)
-        stamps: list[float] = []
-        accuracy: list[float] = []
-
-        def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-            stamps.append(time.time())
-            print(f"[w1] round {server_round} at {stamps[-1]:.6f}", flush=True)
-            if server_round < num_rounds:
-                return None
-            model.load_state_dict(arrays.to_torch_state_dict())
-            with torch.no_grad():
-                accuracy.append(float((model(x_test).argmax(1) == y_test).float().mean()))
-            print(f"[w1] accuracy {accuracy[-1]:.6f}", flush=True)
-            return MetricRecord({"accuracy": accuracy[-1]})
-
-        strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=CLIENTS,
-                          min_available_nodes=CLIENTS)
-        strategy.start(grid=grid, initial_arrays=initial, num_rounds=num_rounds,
-                       evaluate_fn=evaluate)
-        if results is not None:
-            results.append((stamps, accuracy[-1]))
-
-    return app
 
 
 def write_w1_app(directory: Path, rounds: int) -> Path:
-    """A Flower app directory whose ServerApp/ClientApp are W1's (this file, copied in)."""
+    """A Flower app directory whose ServerApp/ClientApp are W1's (flower_w1.py, copied in)."""
     import tomli_w
 
     directory.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(__file__, directory / f"{APP_MODULE}.py")
-    (directory / "w1_app.py").write_text(
-        f'"""W1 with Flower\'s FedAvg (generated by benchmarks/engines.py)."""\n\n'
-        f"from {APP_MODULE} import make_w1_client_app, make_w1_server_app\n\n"
-        "server_app = make_w1_server_app()\nclient_app = make_w1_client_app()\n",
-        encoding="utf-8")
+    shutil.copyfile(flower_w1.__file__, directory / "flower_w1.py")
     project = {
         "build-system": {"requires": ["hatchling"], "build-backend": "hatchling.build"},
         "project": {"name": "w1-flower-fedavg", "version": "1.0.0", "license": "Apache-2.0",
@@ -200,8 +89,8 @@ def write_w1_app(directory: Path, rounds: int) -> Path:
             "hatch": {"build": {"targets": {"wheel": {"packages": ["."]}}}},
             "flwr": {"app": {
                 "publisher": "bench",
-                "components": {"serverapp": "w1_app:server_app",
-                               "clientapp": "w1_app:client_app"},
+                "components": {"serverapp": "flower_w1:server_app",
+                               "clientapp": "flower_w1:client_app"},
                 "config": {"num-rounds": rounds},
             }},
         },
@@ -250,33 +139,26 @@ def row_privfed_sim(args: argparse.Namespace) -> dict:
             "accuracy": history.rounds[-1].test_accuracy}
 
 
-def import_self():
-    """This file as an importable module (not ``__main__``), importable in Ray's workers too.
+def ray_workers_import_flower_w1() -> None:
+    """Let Ray's workers import ``flower_w1`` (they inherit PYTHONPATH).
 
-    Flower's Ray backend pickles the ClientApp with every message. Functions of ``__main__``
-    are pickled by value, with the globals they use (here W1's data cache, filled by the
-    ServerApp in this process): each message would carry the dataset, or reload it. Taken
-    from an importable module, as ``flwr run`` loads an app, they are pickled by reference
-    and each Ray worker keeps its cache, as privfed's ClientApp does.
+    Flower's Ray backend pickles the ClientApp with every message. Apps from an importable
+    module, as ``flwr run`` loads them, are pickled by reference, and each worker keeps its
+    data cache, as privfed's ClientApp does; apps of ``__main__`` would carry the dataset.
     """
-    import importlib
-
-    here = str(Path(__file__).resolve().parent)
+    here = str(Path(flower_w1.__file__).resolve().parent)
     os.environ["PYTHONPATH"] = os.pathsep.join(
-        [here, *filter(None, [os.environ.get("PYTHONPATH")])])  # Ray's workers inherit it
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    return importlib.import_module(Path(__file__).stem)
+        [here, *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 def row_flower_sim(args: argparse.Namespace) -> dict:
     from flwr.simulation import run_simulation
 
-    w1 = import_self()
+    ray_workers_import_flower_w1()
     results: list = []
     started = time.perf_counter()
-    run_simulation(server_app=w1.make_w1_server_app(args.rounds, results),
-                   client_app=w1.make_w1_client_app(), num_supernodes=CLIENTS,
+    run_simulation(server_app=flower_w1.make_w1_server_app(args.rounds, results),
+                   client_app=flower_w1.make_w1_client_app(), num_supernodes=CLIENTS,
                    backend_config=ray_backend(args.ray_cpus))
     run_s = time.perf_counter() - started
     if not results:

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -185,13 +184,16 @@ def run_flower_deployment(
 
 def _stream(command: list[str], env: dict[str, str], timeout: float | None) -> int:
     """Run ``command``, echoing its output; 0 only if the ServerApp said it finished."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    finished = False
+    finished, timed_out = False, threading.Event()
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, errors="replace") as process:
-        timer = None
-        if deadline is not None:
-            timer = threading.Timer(timeout, process.kill)
+
+        def expire() -> None:
+            timed_out.set()
+            process.kill()
+
+        timer = threading.Timer(timeout, expire) if timeout is not None else None
+        if timer is not None:
             timer.start()
         try:
             for line in process.stdout:
@@ -205,8 +207,6 @@ def _stream(command: list[str], env: dict[str, str], timeout: float | None) -> i
             if timer is not None:
                 timer.cancel()
         status = process.wait()
-    if deadline is not None and time.monotonic() >= deadline and not finished:
+    if timed_out.is_set() and not finished:
         raise subprocess.TimeoutExpired(command, timeout)
-    if finished:
-        return 0
-    return status or 1
+    return 0 if finished else status or 1
