@@ -29,7 +29,8 @@ from attacks.membership import loss_scores
 from privfed.config import ExperimentConfig
 from privfed.federated import derive_seed
 
-__all__ = ["epsilon_lower_bound", "make_canaries", "CanaryAudit", "canary_audit"]
+__all__ = ["epsilon_lower_bound", "make_canaries", "CanaryAudit", "canary_audit",
+           "format_confidence"]
 
 _CANARY_STREAM = 202
 # Fractions of the canaries guessed on each side; a small grid (Bonferroni-corrected).
@@ -127,6 +128,8 @@ class CanaryAudit:
         Output of :func:`epsilon_lower_bound`.
     epsilon_theory : float or None
         The mechanism's epsilon for the canaries' client (None: non-private, i.e. infinite).
+    beta : float
+        1 - confidence of the bound (the ``beta`` given to :func:`epsilon_lower_bound`).
     """
 
     federation: TrainedFederation
@@ -134,6 +137,12 @@ class CanaryAudit:
     scores: np.ndarray
     bound: dict[str, Any]
     epsilon_theory: float | None
+    beta: float = 0.05
+
+    @property
+    def confidence(self) -> float:
+        """Confidence ``1 - beta`` of the lower bound."""
+        return 1.0 - self.beta
 
     @property
     def violation(self) -> bool:
@@ -142,13 +151,20 @@ class CanaryAudit:
             self.epsilon_theory
 
     def summary(self) -> dict[str, object]:
-        """Plain-data report, with a loud flag on a violation."""
+        """Plain-data report, with a loud flag on a violation.
+
+        Returns
+        -------
+        dict
+            The bound's fields, ``confidence`` (``1 - beta``), ``epsilon_theory`` (inf when
+            non-private), ``violation`` and, on a violation, a ``warning`` text.
+        """
         out: dict[str, object] = {
             "view": "outsider",
             "canaries": len(self.scores),
             "inserted": int(self.included.sum()),
             **self.bound,
-            "confidence": 0.95,
+            "confidence": self.confidence,
             "epsilon_theory": self.epsilon_theory if self.epsilon_theory is not None
             else math.inf,
             "violation": self.violation,
@@ -156,7 +172,7 @@ class CanaryAudit:
         if self.violation:
             out["warning"] = (
                 "LIKELY DP BUG: the empirical lower bound on epsilon exceeds the theoretical "
-                "epsilon at 95% confidence"
+                f"epsilon at {format_confidence(self.confidence)} confidence"
             )
         return out
 
@@ -172,8 +188,14 @@ def canary_audit(
     client: int = 0,
     seed: int = 0,
     beta: float = 0.05,
+    plain_aggregation: bool = False,
 ) -> CanaryAudit:
     """Insert canaries into client ``client``'s data, train ``config`` once, bound epsilon.
+
+    The theoretical epsilon compared with the bound is the one for inserting records into
+    that client: its record-level epsilon under local DP, and under user-level DP the
+    epsilon for changing the data of a client that takes part either way (replace-one), since
+    every canary sits in the same client.
 
     Parameters
     ----------
@@ -190,6 +212,9 @@ def canary_audit(
     seed : int
     beta : float
         1 - confidence of the bound.
+    plain_aggregation : bool
+        Skip the secure aggregation (the canaries are scored on the final model, which it
+        does not change); see :func:`~attacks.federation.build_federation`.
     """
     rng = np.random.default_rng(derive_seed(seed, _CANARY_STREAM))
     cx, cy = make_canaries(tuple(x.shape[1:]), num_classes, num_canaries,
@@ -197,9 +222,25 @@ def canary_audit(
                            seed=derive_seed(seed, _CANARY_STREAM, 1))
     included = rng.random(num_canaries) < 0.5
     fed = train_federation(config, x, y, test=test, num_classes=num_classes,
-                           extra={client: (cx[included], cy[included])})
+                           extra={client: (cx[included], cy[included])},
+                           plain_aggregation=plain_aggregation)
     scores = loss_scores(predict_logits(fed, cx), cy)
     delta = config.privacy.delta if config.privacy.mechanism != "none" else 0.0
     bound = epsilon_lower_bound(scores, included, beta=beta, delta=delta)
     eps = fed.client_epsilon(client) if config.privacy.mechanism != "none" else None
-    return CanaryAudit(fed, included, scores, bound, eps)
+    return CanaryAudit(fed, included, scores, bound, eps, beta=beta)
+
+
+def format_confidence(confidence: float) -> str:
+    """A confidence as a percentage: ``0.95`` -> ``"95%"``, ``0.999`` -> ``"99.9%"``.
+
+    Parameters
+    ----------
+    confidence : float
+        In [0, 1].
+
+    Returns
+    -------
+    str
+    """
+    return f"{100 * confidence:.4g}%"

@@ -20,6 +20,7 @@ from privfed.config import ExperimentConfig
 from privfed.data import Dataset
 from privfed.experiment import build_simulation
 from privfed.federated import History, Observer, Server
+from privfed.secure import make_aggregator
 
 __all__ = [
     "TrainedFederation",
@@ -27,7 +28,6 @@ __all__ = [
     "model_logits",
     "predict_logits",
     "train_federation",
-    "without_crypto",
 ]
 
 
@@ -63,21 +63,20 @@ class TrainedFederation:
         return self.history.rounds[-1].extra.get("epsilon")
 
     def client_epsilon(self, cid: int) -> float | None:
-        """Record-level epsilon of client ``cid`` (local DP) or the run's epsilon."""
+        """The epsilon bounding what inserting records into client ``cid`` can reveal.
+
+        Local DP: that client's record-level epsilon. User-level DP: the epsilon for
+        changing the data of a client that takes part either way (replace-one), not the
+        add/remove-one-client headline, which would be too small for this comparison.
+        """
         if not self.history or not self.history.rounds:
             return None
+        mechanism = self.server.mechanism
+        if hasattr(mechanism, "change_one_client_epsilon"):
+            return mechanism.change_one_client_epsilon(cid)
         extra = self.history.rounds[-1].extra
         per_client = extra.get("epsilon_per_client")
         return per_client[cid] if per_client is not None else extra.get("epsilon")
-
-
-def without_crypto(config: ExperimentConfig) -> ExperimentConfig:
-    """The same configuration with plain aggregation.
-
-    Secure aggregation changes what the server reads, not the model it trains (CKKS adds
-    ~1e-9 noise, masking quantises finely), so reference models may skip the cryptography.
-    """
-    return dataclasses.replace(config, secure=dataclasses.replace(config.secure, kind="none"))
 
 
 def build_federation(
@@ -90,6 +89,7 @@ def build_federation(
     seed: int | None = None,
     extra: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
     observers: Sequence[Observer] = (),
+    plain_aggregation: bool = False,
 ) -> TrainedFederation:
     """Build (not train) the federation of ``config`` on the examples ``x, y``.
 
@@ -111,6 +111,11 @@ def build_federation(
     extra : mapping of int to (x, y), optional
         Examples appended to a client's partition (e.g. canaries).
     observers : sequence of Observer
+    plain_aggregation : bool
+        Aggregate in the clear instead of with the configured secure aggregation, everything
+        else (privacy mechanism included) unchanged. Secure aggregation changes what the
+        server reads, not the model it trains (CKKS adds ~1e-9 noise, masking quantises
+        finely), so reference models and canary runs scored on the final model may skip it.
     """
     config = dataclasses.replace(
         config,
@@ -125,7 +130,9 @@ def build_federation(
         y_test=np.ascontiguousarray(test[1], dtype=np.int64),
         num_classes=num_classes,
     )
-    simulation = build_simulation(config, observers, dataset=dataset, extra=extra)
+    aggregator = make_aggregator("none") if plain_aggregation else None
+    simulation = build_simulation(config, observers, dataset=dataset, extra=extra,
+                                  aggregator=aggregator)
     return TrainedFederation(simulation.server, [np.asarray(p) for p in simulation.partitions])
 
 

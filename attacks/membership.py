@@ -27,7 +27,6 @@ from attacks.federation import (
     build_federation,
     predict_logits,
     train_federation,
-    without_crypto,
 )
 from attacks.metrics import advantage, roc_auc, tpr_at_fpr
 from privfed.config import ExperimentConfig
@@ -56,26 +55,48 @@ class MembershipResult:
     ----------
     labels, scores : numpy.ndarray
         Ground truth (1 = member) and attack scores (higher = member).
+    attack : str
+        Name of the attack, for error messages (e.g. NaN scores).
+    metrics : dict
+        AUC, TPR at 0.1% and 1% FPR, advantage, and the class sizes.
     """
 
     labels: np.ndarray
     scores: np.ndarray
+    attack: str = "membership attack"
     metrics: dict[str, float] = field(init=False)
 
     def __post_init__(self) -> None:
+        name = self.attack
         self.metrics = {
-            "auc": roc_auc(self.labels, self.scores),
-            "tpr_at_0.1%_fpr": tpr_at_fpr(self.labels, self.scores, 0.001),
-            "tpr_at_1%_fpr": tpr_at_fpr(self.labels, self.scores, 0.01),
-            "advantage": advantage(self.labels, self.scores),
+            "auc": roc_auc(self.labels, self.scores, attack=name),
+            "tpr_at_0.1%_fpr": tpr_at_fpr(self.labels, self.scores, 0.001, attack=name),
+            "tpr_at_1%_fpr": tpr_at_fpr(self.labels, self.scores, 0.01, attack=name),
+            "advantage": advantage(self.labels, self.scores, attack=name),
             "members": int(np.sum(self.labels)),
             "non_members": int(np.sum(1 - np.asarray(self.labels))),
         }
 
 
-def evaluate_membership(labels: np.ndarray, scores: np.ndarray) -> MembershipResult:
-    """Wrap labels and scores into a :class:`MembershipResult` (computes the metrics)."""
-    return MembershipResult(np.asarray(labels, dtype=np.int64), np.asarray(scores, np.float64))
+def evaluate_membership(
+    labels: np.ndarray, scores: np.ndarray, *, attack: str = "membership attack"
+) -> MembershipResult:
+    """Wrap labels and scores into a :class:`MembershipResult` (computes the metrics).
+
+    Parameters
+    ----------
+    labels, scores : numpy.ndarray
+        Ground truth (1 = member) and attack scores (higher = member).
+    attack : str
+        Name of the attack that produced ``scores``; a NaN score raises a ValueError that
+        names it.
+
+    Returns
+    -------
+    MembershipResult
+    """
+    return MembershipResult(np.asarray(labels, dtype=np.int64), np.asarray(scores, np.float64),
+                            attack)
 
 
 def logit_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -221,8 +242,8 @@ def membership_experiment(
     ``num_reference`` reference federations is trained by the same pipeline on another
     subset, chosen so that every candidate is IN exactly half of them (Carlini et al.'s
     design); the offline attack uses, per candidate, only the references that never saw it.
-    References skip the cryptography (:func:`~attacks.federation.without_crypto`), which
-    does not change the trained model.
+    References skip the cryptography (``plain_aggregation``), which does not change the
+    trained model.
 
     Parameters
     ----------
@@ -256,11 +277,10 @@ def membership_experiment(
         progress("membership: target trained")
     # Each candidate is IN for exactly half the references.
     ref_in = np.argsort(rng.random((num_reference, n)), axis=0) < num_reference // 2
-    ref_config = without_crypto(config)
     ref_conf = np.empty((num_reference, n))
     for r in range(num_reference):
-        ref = train_federation(ref_config, x[ref_in[r]], y[ref_in[r]], test=test,
-                               num_classes=num_classes,
+        ref = train_federation(config, x[ref_in[r]], y[ref_in[r]], test=test,
+                               num_classes=num_classes, plain_aggregation=True,
                                seed=derive_seed(seed, _REFERENCE_STREAM, r))
         ref_conf[r] = logit_confidence(predict_logits(ref, x), y)
         if progress:
@@ -269,10 +289,10 @@ def membership_experiment(
     conf = logit_confidence(logits, y)
     labels = members.astype(np.int64)
     results = {
-        "loss": evaluate_membership(labels, loss_scores(logits, y)),
-        "lira_offline": evaluate_membership(labels, lira_scores(conf, ref_conf, ref_in,
-                                                                online=False)),
-        "lira_online": evaluate_membership(labels, lira_scores(conf, ref_conf, ref_in,
-                                                               online=True)),
+        "loss": evaluate_membership(labels, loss_scores(logits, y), attack="loss threshold"),
+        "lira_offline": evaluate_membership(
+            labels, lira_scores(conf, ref_conf, ref_in, online=False), attack="LiRA offline"),
+        "lira_online": evaluate_membership(
+            labels, lira_scores(conf, ref_conf, ref_in, online=True), attack="LiRA online"),
     }
     return MembershipExperiment(target, members, results)

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 __all__ = ["roc_curve", "roc_auc", "tpr_at_fpr", "advantage", "mse", "psnr", "ssim"]
 
 
-def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def roc_curve(
+    labels: np.ndarray, scores: np.ndarray, *, attack: str = "membership attack"
+) -> tuple[np.ndarray, np.ndarray]:
     """False and true positive rates at every distinct threshold (higher score = member).
 
     Parameters
@@ -17,7 +19,10 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
     labels : numpy.ndarray
         1 for members (positives), 0 for non-members; both classes must occur.
     scores : numpy.ndarray
-        Attack scores; a larger score means "more likely a member".
+        Attack scores; a larger score means "more likely a member". ``+inf`` and ``-inf``
+        are valid (and tie with each other like any equal scores); NaN is not.
+    attack : str
+        Name of the attack that produced ``scores``, for the error messages.
 
     Returns
     -------
@@ -25,43 +30,116 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
         Non-decreasing rates starting at (0, 0) and ending at (1, 1), one point per distinct
         score (ties are kept together, as in ``sklearn.metrics.roc_curve`` without dropping
         intermediate points).
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, a class is missing, or a score is NaN.
     """
-    labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    if labels.shape != scores.shape or labels.ndim != 1:
-        raise ValueError(f"labels {labels.shape} and scores {scores.shape} must be equal 1-D")
+    labels, scores = _checked(labels, scores, attack)
     positives, negatives = int(labels.sum()), int((~labels).sum())
-    if positives == 0 or negatives == 0:
-        raise ValueError("ROC needs at least one member and one non-member")
     order = np.argsort(-scores, kind="mergesort")
     sorted_scores, sorted_labels = scores[order], labels[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_scores.size - 1]
+    # ``!=`` rather than ``np.diff``: inf - inf is NaN, but inf == inf, so tied infinities
+    # form one threshold like any other tie.
+    last_of_tie = np.r_[np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1]),
+                        sorted_scores.size - 1]
     tp = np.cumsum(sorted_labels)[last_of_tie]
     fp = (last_of_tie + 1) - tp
     return np.r_[0.0, fp / negatives], np.r_[0.0, tp / positives]
 
 
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (trapezoids, so ties count one half)."""
-    fpr, tpr = roc_curve(labels, scores)
+def _checked(
+    labels: np.ndarray, scores: np.ndarray, attack: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels as bool and scores as float64, after checking what a ROC analysis needs."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    if labels.shape != scores.shape or labels.ndim != 1:
+        raise ValueError(f"{attack}: labels {labels.shape} and scores {scores.shape} must be "
+                         "equal 1-D")
+    if labels.all() or not labels.any():
+        raise ValueError(f"{attack}: ROC needs at least one member and one non-member")
+    nan = int(np.isnan(scores).sum())
+    if nan:
+        raise ValueError(f"{attack} produced NaN scores for {nan} of {scores.size} examples; "
+                         "a NaN cannot be ranked (check the attack's inputs for NaN or "
+                         "overflow)")
+    return labels, scores
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray, *, attack: str = "membership attack") -> float:
+    """Area under the ROC curve (trapezoids, so ties count one half).
+
+    Equals the Mann-Whitney U statistic of the members' scores against the non-members',
+    divided by ``members * non_members``; infinite scores are ranked like any other.
+
+    Parameters
+    ----------
+    labels, scores : numpy.ndarray
+        As in :func:`roc_curve`.
+    attack : str
+        Name of the attack, for the error messages.
+
+    Returns
+    -------
+    float
+        The AUC in [0, 1].
+    """
+    fpr, tpr = roc_curve(labels, scores, attack=attack)
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
 
 
-def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr_target: float) -> float:
+def tpr_at_fpr(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    fpr_target: float,
+    *,
+    attack: str = "membership attack",
+) -> float:
     """Largest true positive rate of a threshold whose false positive rate is <= the target.
 
     This is the conservative reading used by Carlini et al. (2022): no interpolation towards
     a better point of the curve.
+
+    Parameters
+    ----------
+    labels, scores : numpy.ndarray
+        As in :func:`roc_curve`.
+    fpr_target : float
+        The largest false positive rate allowed, in [0, 1].
+    attack : str
+        Name of the attack, for the error messages.
+
+    Returns
+    -------
+    float
+        The true positive rate.
     """
     if not 0.0 <= fpr_target <= 1.0:
         raise ValueError(f"fpr_target must be in [0, 1], got {fpr_target}")
-    fpr, tpr = roc_curve(labels, scores)
+    fpr, tpr = roc_curve(labels, scores, attack=attack)
     return float(tpr[fpr <= fpr_target + 1e-12].max())
 
 
-def advantage(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Membership advantage ``max_t TPR(t) - FPR(t)`` (Yeom et al. 2018)."""
-    fpr, tpr = roc_curve(labels, scores)
+def advantage(
+    labels: np.ndarray, scores: np.ndarray, *, attack: str = "membership attack"
+) -> float:
+    """Membership advantage ``max_t TPR(t) - FPR(t)`` (Yeom et al. 2018).
+
+    Parameters
+    ----------
+    labels, scores : numpy.ndarray
+        As in :func:`roc_curve`.
+    attack : str
+        Name of the attack, for the error messages.
+
+    Returns
+    -------
+    float
+        The advantage in [0, 1].
+    """
+    fpr, tpr = roc_curve(labels, scores, attack=attack)
     return float(np.max(tpr - fpr))
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from attacks.audit import format_confidence
+
 __all__ = ["leakage_rows", "format_table"]
 
 
@@ -32,7 +34,8 @@ def leakage_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append((entry["view"], f"inversion: {scenario}", text))
     audit = report["epsilon_audit"]
     theory = audit["epsilon_theory"]
-    text = (f"eps_lower {audit['epsilon_lower']:.2f} (95%) vs eps "
+    confidence = format_confidence(audit["confidence"])
+    text = (f"eps_lower {audit['epsilon_lower']:.2f} ({confidence}) vs eps "
             f"{'inf' if math.isinf(theory) else f'{theory:.2f}'}")
     if audit["violation"]:
         text += f"  !!! {audit['warning']} !!!"

@@ -14,7 +14,6 @@ non-members), attaches the views of the threat model to its round loop, and runs
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from attacks.audit import canary_audit
-from attacks.federation import TrainedFederation, without_crypto
+from attacks.federation import TrainedFederation
 from attacks.inversion_experiment import inversion_experiment
 from attacks.membership import evaluate_membership, membership_experiment, update_alignment_scores
 from attacks.plots import plot_reconstructions, plot_roc
 from attacks.views import CollusionView, ServerView, applicable_attacks
+from privfed import jsonsafe
 from privfed.config import ExperimentConfig
 from privfed.experiment import load_configured_dataset
 
@@ -98,7 +98,9 @@ def run_audit(
 
     def attach(target: TrainedFederation) -> None:
         server = target.server
-        view = ServerView(codec=getattr(server.aggregator, "codec", None))
+        numel = server.workspace.spec.numel
+        view = ServerView(codec=getattr(server.aggregator, "codec", None),
+                          control_length=server.mechanism.transformed_length(numel) - numel)
         view.attach_initial(server.weights)
         server.observers.append(view)
         views["server"] = view
@@ -137,16 +139,18 @@ def run_audit(
     started = time.perf_counter()
     # The canaries are scored from the final model (outsider view), which the cryptography
     # does not change: skip it.
-    audit = canary_audit(without_crypto(config), data.x_train, data.y_train, test=test,
+    audit = canary_audit(config, data.x_train, data.y_train, test=test,
                          num_classes=data.num_classes, num_canaries=settings.num_canaries,
-                         seed=config.seed)
+                         seed=config.seed, plain_aggregation=True)
     report["epsilon_audit"] = audit.summary()
     seconds["epsilon_audit"] = time.perf_counter() - started
     say("epsilon audit: done")
 
     report["epsilon_theory"] = experiment.target.epsilon
     report["seconds"] = seconds
-    (out / "leakage.json").write_text(json.dumps(report, indent=2, default=_jsonable) + "\n",
+    # Strict JSON: NaN as null, infinities (e.g. a perfect reconstruction's PSNR, a
+    # non-private epsilon) as "inf"; read it back with privfed.jsonsafe.loads.
+    (out / "leakage.json").write_text(jsonsafe.dumps(report, indent=2) + "\n",
                                       encoding="utf-8")
     return report
 
@@ -176,7 +180,8 @@ def _client_membership(
         )
         results[name] = {"status": "attacked", "target": "client 0's data",
                          "rounds_observed": len(rounds),
-                         **evaluate_membership(labels, scores).metrics}
+                         **evaluate_membership(
+                             labels, scores, attack=f"update alignment ({name} view)").metrics}
     if "collusion" not in results:
         results["collusion"] = {"status": "not applicable",
                                 "reason": report_reason(config, "collusion")}
@@ -213,16 +218,5 @@ def _inversion(
 
 def _noise_multiplier(target: TrainedFederation) -> float | None:
     """The noise the trained target used (its calibrated DP-SGD or DP-FedAvg sigma)."""
-    mechanism = target.server.mechanism
-    if hasattr(mechanism, "noise_multiplier"):
-        return float(mechanism.noise_multiplier)
-    client = target.server.clients[0]
-    return float(client.noise_multiplier) if hasattr(client, "noise_multiplier") else None
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+    sigma = getattr(target.server.mechanism, "noise_multiplier", None)
+    return None if sigma is None else float(sigma)

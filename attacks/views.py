@@ -22,6 +22,7 @@ import tenseal as ts
 import torch
 
 from privfed.compression import Codec
+from privfed.compression.control import unpack_control
 from privfed.config import ExperimentConfig
 from privfed.federated import Observer
 from privfed.federated.params import ParamSpec
@@ -62,13 +63,17 @@ class ServerView(Observer):
     codec : privfed.compression.Codec, optional
         The codec of a compressed plain aggregator (the server runs it, so it can decode
         each client's compressed update); decoding needs :meth:`attach_initial` first.
+    control_length : int
+        Control values a privacy mechanism appends to each upload (e.g. adaptive
+        clipping's clip bit); the decoded update is the model part without them.
     models : dict
         ``models[round]`` is the global model released at the end of ``round`` (flat); round
         0 is the initial model, recorded at the first ``round_started``.
     """
 
-    def __init__(self, codec: Codec | None = None) -> None:
+    def __init__(self, codec: Codec | None = None, control_length: int = 0) -> None:
         self.codec = codec
+        self.control_length = control_length
         self.messages: dict[int, dict[int, list[tuple[str, bytes]]]] = defaultdict(
             lambda: defaultdict(list)
         )
@@ -113,11 +118,12 @@ class ServerView(Observer):
     def _decode_upload(self, round_idx: int, cid: int, kind: str,
                        message: bytes) -> np.ndarray | None:
         if kind == "none":  # Plain aggregation: the payload is the float32 vector itself.
-            return np.frombuffer(unpack(message).payload, dtype="<f4").astype(np.float64)
+            vector = np.frombuffer(unpack(message).payload, dtype="<f4").astype(np.float64)
+            return vector[: vector.size - self.control_length]
         if kind == "compressed" and self.codec is not None and 0 in self.models:
             # Compressed in the clear: the server decodes it with the codec it runs.
-            dim = self.models[0].numel()
-            decoded = self.codec.decode(unpack(message).payload, dim, round_id=round_idx)
+            payload, _ = unpack_control(unpack(message).payload, self.control_length)
+            decoded = self.codec.decode(payload, self.models[0].numel(), round_id=round_idx)
             return np.asarray(decoded, dtype=np.float64)
         if kind != "he":  # An encoding this view has no decoder for: say so, never guess.
             self.undecoded_kinds.add(kind)

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from attacks import run_audit
+from privfed import jsonsafe
 from privfed.config import ExperimentConfig
 
-__all__ = ["LEAKAGE_FIGURES", "audit_run", "leakage_figures", "read_leakage"]
+__all__ = ["LEAKAGE_FIGURES", "AUDIT_CONFIDENCE", "audit_run", "common_confidence",
+           "leakage_figures", "read_leakage"]
 
 LEAKAGE_FIGURES = ("mia_auc", "mia_tpr_at_1pct_fpr", "epsilon_lower", "server_inversion_psnr_db")
 """The figures :func:`leakage_figures` extracts from a ``leakage.json``."""
+
+AUDIT_CONFIDENCE = "epsilon_lower_confidence"
+"""The key of the canary audit's confidence in :func:`leakage_figures` (not a figure: it is
+a setting of the audit, not averaged over seeds)."""
 
 
 def read_leakage(run_dir: Path, config: ExperimentConfig) -> dict[str, Any] | None:
     """The run's ``audit/leakage.json`` if it is complete and of ``config``, else None."""
     try:
-        leakage = json.loads((run_dir / "audit" / "leakage.json").read_text(encoding="utf-8"))
+        text = (run_dir / "audit" / "leakage.json").read_text(encoding="utf-8")
+        leakage = jsonsafe.loads(text, keep=("config",))
     except (OSError, ValueError):
         return None
     return leakage if leakage.get("config_hash") == config.short_hash() else None
@@ -37,8 +44,9 @@ def audit_run(run_dir: Path, config: ExperimentConfig, *, quick: bool = False) -
 
 def leakage_figures(leakage: dict[str, Any]) -> dict[str, Any]:
     """Headline leakage: LiRA online against the released model (AUC, TPR at 1% FPR), the
-    canary audit's epsilon lower bound (and whether it flags a DP violation), and the best
-    inversion PSNR from what the server decodes (None where the server decodes nothing)."""
+    canary audit's epsilon lower bound (its confidence, and whether it flags a DP
+    violation), and the best inversion PSNR from what the server decodes (None where the
+    server decodes nothing)."""
     lira = leakage["membership"]["outsider"]["lira_online"]
     audit = leakage["epsilon_audit"]
     attacked = [s["mean_psnr_db"] for s in leakage["inversion"].values()
@@ -47,6 +55,25 @@ def leakage_figures(leakage: dict[str, Any]) -> dict[str, Any]:
         "mia_auc": lira["auc"],
         "mia_tpr_at_1pct_fpr": lira["tpr_at_1%_fpr"],
         "epsilon_lower": audit.get("epsilon_lower"),
+        AUDIT_CONFIDENCE: audit.get("confidence"),
         "dp_violation": audit.get("violation"),
         "server_inversion_psnr_db": max(attacked) if attacked else None,
     }
+
+
+def common_confidence(rows: Iterable[Mapping[str, Any]]) -> float | None:
+    """The canary audits' confidence shared by ``rows`` (dicts holding
+    :data:`AUDIT_CONFIDENCE`, as :func:`leakage_figures` gives it).
+
+    Parameters
+    ----------
+    rows : iterable of dict
+        Rows of a table; those without an audit are ignored.
+
+    Returns
+    -------
+    float or None
+        The confidence, or None when no row has one or the rows differ.
+    """
+    found = {row.get(AUDIT_CONFIDENCE) for row in rows} - {None}
+    return found.pop() if len(found) == 1 else None

@@ -10,19 +10,20 @@ complete is not redone.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.audits import audit_run, leakage_figures, read_leakage
+from attacks.audit import format_confidence
+from experiments.audits import audit_run, common_confidence, leakage_figures, read_leakage
 from experiments.results import write_csv
 from experiments.sweep import is_done, run_point
+from privfed import jsonsafe
 from privfed.config import ExperimentConfig, config_from_dict
 from privfed.config.loading import apply_overrides
-from privfed.rundir import run_name
+from privfed.rundir import describe_epsilon, run_name
 
 __all__ = ["CONFIGURATIONS", "Comparison", "comparison_configs", "run_comparison",
            "write_comparison_report"]
@@ -73,6 +74,10 @@ class Comparison:
             "accuracy": s["final_accuracy"],
             "epsilon": math.inf if s["privacy_mechanism"] == "none" else s["epsilon"],
             "epsilon_unit": s["privacy_unit"] or "-",
+            "epsilon_against": s.get("epsilon_against"),
+            "epsilon_outsider": s.get("epsilon_outsider"),
+            "noise": s.get("noise"),
+            "epsilon_text": describe_epsilon(s),
             "delta": s["delta"],
             **leakage_figures(self.leakage),
             "seconds_per_round": s["seconds_per_round"],
@@ -113,7 +118,8 @@ def run_comparison(
         leakage = audit_run(run_dir, config, quick=quick)
         results.append(Comparison(
             label, config, run_dir,
-            json.loads((run_dir / "summary.json").read_text(encoding="utf-8")), leakage,
+            jsonsafe.loads((run_dir / "summary.json").read_text(encoding="utf-8"),
+                           keep=("name",)), leakage,
         ))
         say(f"{label}: done")
     return results
@@ -124,14 +130,21 @@ def write_comparison_report(results: Sequence[Comparison], out_dir: str | Path) 
     out_dir = Path(out_dir)
     rows = [r.row() for r in results]
     data = results[0].config.data
+    confidence = common_confidence(rows)
+    audit = "canary audit" if confidence is None else \
+        f"{format_confidence(confidence)} canary audit"
     write_csv(rows, out_dir / "comparison.csv")
     lines = [
         "# privfed: privacy configurations compared", "",
         f"{data.dataset}, {data.num_clients} clients. Accuracy on the held-out test set; "
         "epsilon as the mechanism's accountant reports it (record level for local DP, user "
-        f"level for DP-FedAvg; delta {results[0].config.privacy.delta:g}); membership "
+        f"level for DP-FedAvg; delta {results[0].config.privacy.delta:g}), named by the party "
+        "it holds against (central DP trusts the server; distributed DP also gives the "
+        "figure against an outsider, who does not know who took part); \"noise reproducible "
+        "from the config\" marks a run whose noise anyone holding its config can regenerate "
+        "(privacy.secure_mode = false); membership "
         "inference is LiRA online against the released model (outsider view); the epsilon "
-        "lower bound is the 95% canary audit; the inversion PSNR is the best reconstruction "
+        f"lower bound is the {audit}; the inversion PSNR is the best reconstruction "
         "from what the server can decode (one client's update in plain aggregation, only the "
         "aggregate under HE or masking).", "",
         "| configuration | accuracy | epsilon | MIA AUC | TPR@1%FPR | epsilon lower | "
@@ -158,13 +171,11 @@ def write_comparison_report(results: Sequence[Comparison], out_dir: str | Path) 
 
 def format_cells(row: dict[str, Any]) -> list[str]:
     """The table cells of one :meth:`Comparison.row`, as text."""
-    epsilon = "inf" if row["epsilon"] == math.inf else (
-        f"{row['epsilon']:.2f} {row['epsilon_unit']}")
     psnr = row["server_inversion_psnr_db"]
     return [
         row["configuration"],
         f"{row['accuracy']:.3f}",
-        epsilon,
+        row["epsilon_text"],
         f"{row['mia_auc']:.3f}",
         f"{row['mia_tpr_at_1pct_fpr']:.3f}",
         _num(row["epsilon_lower"], ".2f"),

@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
+from attacks.audit import format_confidence  # noqa: E402
+from experiments.audits import common_confidence  # noqa: E402
 from privfed.config import ExperimentConfig  # noqa: E402
 from privfed.data import label_histogram  # noqa: E402
 from privfed.experiment import load_partitioned  # noqa: E402
@@ -56,9 +58,15 @@ def plot_vs_epsilon(
     return _save(fig, path)
 
 
-def plot_empirical_epsilon(table: Sequence[dict[str, Any]], path: Path) -> Path | None:
+def plot_empirical_epsilon(
+    table: Sequence[dict[str, Any]], path: Path, confidence: float | None = None
+) -> Path | None:
     """The canary audit's epsilon lower bound against the theoretical epsilon (with y = x:
-    a point above the diagonal would be a DP bug)."""
+    a point above the diagonal would be a DP bug).
+
+    ``confidence`` (the audits' ``1 - beta``, e.g. from
+    :func:`~experiments.audits.common_confidence`) goes into the axis label when given.
+    """
     rows = [r for r in table
             if _finite(r.get("epsilon_mean")) and _finite(r.get("epsilon_lower_mean"))]
     if not rows:
@@ -69,7 +77,8 @@ def plot_empirical_epsilon(table: Sequence[dict[str, Any]], path: Path) -> Path 
     top = max(theory) * 1.1
     ax.plot([0, top], [0, top], color="grey", linestyle="--", label="lower bound = epsilon")
     ax.set_xlabel("theoretical epsilon")
-    ax.set_ylabel("empirical epsilon lower bound (95%)")
+    ax.set_ylabel("empirical epsilon lower bound" if confidence is None else
+                  f"empirical epsilon lower bound ({format_confidence(confidence)})")
     ax.set_title("empirical against theoretical epsilon")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -121,7 +130,8 @@ def write_report(sweep_dir: Path, rows: Sequence[dict[str, Any]],
                         sweep_dir / "mia_auc_vs_epsilon.png"),
         plot_vs_epsilon(table, "mia_tpr_at_1pct_fpr", "membership TPR at 1% FPR",
                         sweep_dir / "mia_tpr_vs_epsilon.png"),
-        plot_empirical_epsilon(table, sweep_dir / "empirical_epsilon.png"),
+        plot_empirical_epsilon(table, sweep_dir / "empirical_epsilon.png",
+                               confidence=common_confidence(rows)),
         plot_cost_per_aggregator(table, sweep_dir / "cost_per_aggregator.png") if table else None,
         plot_label_histograms(first, sweep_dir / "label_histograms.png"),
     ]

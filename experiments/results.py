@@ -11,8 +11,9 @@ from typing import Any
 
 from scipy import stats
 
-from experiments.audits import LEAKAGE_FIGURES, leakage_figures, read_leakage
+from experiments.audits import AUDIT_CONFIDENCE, LEAKAGE_FIGURES, leakage_figures, read_leakage
 from experiments.sweep import SweepPoint, is_done
+from privfed import jsonsafe
 
 __all__ = ["FIGURES", "collect_rows", "aggregate_over_seeds", "write_csv"]
 
@@ -20,6 +21,7 @@ FIGURES = (
     "final_accuracy",
     "final_loss",
     "epsilon",
+    "epsilon_outsider",
     "delta",
     "seconds_per_round",
     "bytes_up_per_client_round",
@@ -40,9 +42,12 @@ def collect_rows(points: Sequence[SweepPoint], sweep_dir: str | Path) -> list[di
         run_dir = sweep_dir / point.key
         row: dict[str, Any] = {"run": point.key, **point.values}
         if is_done(run_dir, point.config):
-            summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+            summary = jsonsafe.loads((run_dir / "summary.json").read_text(encoding="utf-8"),
+                                     keep=("name",))
             row.update(status="done", error="", privacy_mechanism=summary["privacy_mechanism"],
-                       secure_aggregation=summary["secure_aggregation"])
+                       secure_aggregation=summary["secure_aggregation"],
+                       epsilon_against=summary.get("epsilon_against") or "-",
+                       noise=summary.get("noise") or "-")
             row.update({f: summary.get(f) for f in FIGURES})
             if summary["privacy_mechanism"] == "none":
                 row["epsilon"] = math.inf  # no privacy: epsilon is infinite, not missing
@@ -55,7 +60,8 @@ def collect_rows(points: Sequence[SweepPoint], sweep_dir: str | Path) -> list[di
                 if failure.is_file() else ""
             row.update(status="failed" if error else "missing", error=error,
                        privacy_mechanism=point.config.privacy.mechanism,
-                       secure_aggregation=point.config.secure.kind)
+                       secure_aggregation=point.config.secure.kind, epsilon_against="-",
+                       noise="-")
             row.update(dict.fromkeys(FIGURES))
         rows.append(row)
     return rows
@@ -71,7 +77,7 @@ def aggregate_over_seeds(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
     done = [r for r in rows if r["status"] == "done"]
     figures = [f for f in (*FIGURES, *LEAKAGE_FIGURES) if any(f in r for r in done)]
     keys = [k for k in (done[0] if done else {}) if k not in
-            {"run", "seed", "status", "error", "dp_violation", *figures}]
+            {"run", "seed", "status", "error", "dp_violation", AUDIT_CONFIDENCE, *figures}]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in done:
         groups.setdefault(tuple(json.dumps(row[k]) for k in keys), []).append(row)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.audits import audit_run, read_leakage
+from privfed import jsonsafe
 from privfed.config import ConfigError, ExperimentConfig, config_from_dict, load_config
 from privfed.experiment import build_simulation
 from privfed.rundir import run_name, summarize, write_run
@@ -226,7 +227,7 @@ def _settle(point: SweepPoint, sweep_dir: Path, result: Callable[[], str],
     try:
         run_dir = result()
     except Exception as err:  # noqa: BLE001 - a failed point must not stop the sweep
-        failure.write_text(json.dumps({
+        failure.write_text(jsonsafe.dumps({
             "values": point.values, "config": point.config.to_dict(),
             "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(),
         }, indent=2, default=str) + "\n", encoding="utf-8")

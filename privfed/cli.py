@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -16,11 +15,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from privfed import jsonsafe
 from privfed.config import ConfigError, ExperimentConfig, load_config
 from privfed.data import ChecksumError, DataFormatError, DatasetNotFoundError
 from privfed.experiment import build_simulation
 from privfed.federated import RoundRecord, TrainingDivergedError
-from privfed.rundir import run_dir_for, summarize, write_run
+from privfed.rundir import describe_epsilon, run_dir_for, summarize, write_run
 
 __all__ = ["COMMAND_GROUP", "add_config_arguments", "config_overrides", "main",
            "resolve_config"]
@@ -212,6 +212,7 @@ def _run_on_flower(config: ExperimentConfig, args: argparse.Namespace, console: 
     if args.engine == "flower" and not args.superlink:
         raise ConfigError("--engine flower needs --superlink HOST:PORT (the SuperLink's address)")
     options = flower.FlowerOptions(stage_timeout=args.stage_timeout)
+    config = flower.flower_config(config)
     run_dir = run_dir_for(config, args.engine).resolve()
     console.print(f"[bold]privfed run[/] {config.name} on {args.engine} -> {run_dir}")
     if args.engine == "flower-sim":
@@ -228,7 +229,8 @@ def _run_on_flower(config: ExperimentConfig, args: argparse.Namespace, console: 
         console.print(f"the ServerApp wrote the run directory {run_dir} on the SuperLink's "
                       "machine (or failed: see its log above)")
         return 0
-    console.print(_summary_table(json.loads(summary_file.read_text(encoding="utf-8"))))
+    summary = jsonsafe.loads(summary_file.read_text(encoding="utf-8"), keep=("name",))
+    console.print(_summary_table(summary))
     console.print(f"run directory: {run_dir}")
     return 0
 
@@ -292,8 +294,11 @@ def _summary_table(summary: dict) -> Table:
 def _privacy_cell(summary: dict) -> str:
     if summary["privacy_mechanism"] == "none":
         return "none (epsilon = inf)"
-    return (f"{summary['privacy_mechanism']}: {summary['privacy_unit']}-level "
-            f"epsilon {_fmt(summary['epsilon'], '.3g')} at delta {summary['delta']:.0e}")
+    text = (f"{summary['privacy_mechanism']}: epsilon {describe_epsilon(summary, '.3g')} "
+            f"at delta {summary['delta']:.0e}")
+    if summary.get("stop_reason"):
+        text += f"; stopped early: {summary['stop_reason']}"
+    return text
 
 
 def _fmt(value: float | None, spec: str) -> str:

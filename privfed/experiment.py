@@ -27,6 +27,8 @@ from privfed.federated import (
 from privfed.federated.fedbuff import FedBuffServer, LatencyModel
 from privfed.models import build_model
 from privfed.privacy.factory import build_privacy
+from privfed.privacy.ledger import planned_participations
+from privfed.privacy.randomness import NoisePolicy
 from privfed.secure import make_aggregator
 
 __all__ = [
@@ -106,6 +108,7 @@ def build_simulation(
     extra: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
     server_class: type[Server] = Server,
     server_options: Mapping[str, Any] | None = None,
+    aggregator: Any | None = None,
 ) -> Simulation:
     """Load the data, partition it, build the model, clients and server.
 
@@ -122,6 +125,9 @@ def build_simulation(
         A Server subclass that runs the rounds differently (e.g. over Flower messages).
     server_options : mapping, optional
         Extra keyword arguments of ``server_class``.
+    aggregator : optional
+        Use this aggregator instead of the one ``config.secure`` describes (compression
+        still wraps it); e.g. plain aggregation for an attacker's reference models.
 
     Raises
     ------
@@ -151,20 +157,25 @@ def build_simulation(
         clients.append(Client(cid, x, y))
     workspace = bind_flat_parameters(model)
     training = LocalTraining(fed.local_epochs, fed.batch_size, fed.lr, fed.mu)
+    noise = NoisePolicy(config.privacy.secure_mode, derive_seed(seed, _PRIVACY_STREAM))
     sampler = ClientSampler(data.num_clients, fed.fraction, derive_seed(seed, _SAMPLER_STREAM),
-                            poisson=fed.client_sampling == "poisson")
+                            poisson=fed.client_sampling == "poisson",
+                            uniform=_secret_sampling(config))
     try:
         clients, mechanism = build_privacy(
             config.privacy, clients=clients, sampler=sampler, workspace=workspace,
-            rounds=fed.rounds, training=training, seed=derive_seed(seed, _PRIVACY_STREAM),
+            rounds=fed.rounds, training=training, noise=noise,
+            reference_size=max(1, len(dataset.y_train) // data.num_clients),
+            participations=_planned_participations(config, sampler),
         )
     except ValueError as err:
         raise ConfigError(str(err)) from None
     aggregator = compress_aggregator(
         config.compression,
-        make_aggregator(config.secure.kind, **config.secure.aggregator_params()),
+        aggregator or _secure_aggregator(config, mechanism.min_cohort),
         secure_kind=config.secure.kind,
         seed=derive_seed(seed, _COMPRESSION_STREAM),
+        control_length=mechanism.transformed_length(workspace.spec.numel) - workspace.spec.numel,
     )
     common = {
         "training": training,
@@ -191,6 +202,35 @@ def build_simulation(
             **common,
         )
     return Simulation(config, dataset, partitions, server)
+
+
+def _secure_aggregator(config: ExperimentConfig, min_cohort: int) -> Any:
+    """The configured secure aggregator; under distributed DP its clients refuse to let a
+    sum of fewer than K_min clients be decoded (``min_clients``)."""
+    params = config.secure.aggregator_params()
+    if min_cohort > 1 and config.secure.kind in ("he", "masking"):
+        params["min_clients"] = min_cohort
+    return make_aggregator(config.secure.kind, **params)
+
+
+def _secret_sampling(config: ExperimentConfig) -> Callable[[int], np.ndarray] | None:
+    """Secure uniforms for the client sampler when user-level DP's amplification by
+    sampling relies on nobody regenerating who took part; None: the seeded sampler."""
+    if config.privacy.secure_mode and config.privacy.user_level:
+        from privfed.privacy.csprng import ChaChaRandom
+
+        return ChaChaRandom().random
+    return None
+
+
+def _planned_participations(config: ExperimentConfig, sampler: ClientSampler) -> int:
+    """The rounds (FedBuff: updates) a client is planned to contribute, which a target
+    epsilon is calibrated for; a client that would contribute more stops at its budget."""
+    fed = config.federation
+    if fed.buffer_size is None:
+        return planned_participations(fed.rounds, sampler.rate)
+    # FedBuff: the T * K updates go to the clients about uniformly.
+    return planned_participations(fed.rounds * fed.buffer_size, 1 / sampler.num_clients)
 
 
 def run_experiment(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -12,10 +11,14 @@ from typing import Any
 
 import torch
 
+from privfed import jsonsafe
 from privfed.config import ExperimentConfig
 from privfed.federated.history import History
+from privfed.privacy.randomness import REPRODUCIBLE_NOISE
 
-__all__ = ["run_dir_for", "run_name", "summarize", "write_run"]
+__all__ = [
+    "describe_epsilon", "release_history", "run_dir_for", "run_name", "summarize", "write_run",
+]
 
 
 def run_name(config: ExperimentConfig) -> str:
@@ -60,15 +63,49 @@ def summarize(config: ExperimentConfig, history: History, num_params: int) -> di
 
 
 def _privacy_summary(config: ExperimentConfig, history: History) -> dict[str, Any]:
-    """The privacy spent by the end of training, as the mechanism reported it."""
+    """The privacy spent by the end of training, as the mechanism reported it: the headline
+    epsilon, the party it holds against, the epsilon against an outsider, and whether the
+    noise can be regenerated from the config."""
     mechanism = config.privacy.mechanism
+    if mechanism == "none":
+        return {"privacy_mechanism": mechanism, "privacy_unit": None, "epsilon": None,
+                "delta": None}
     last = history.rounds[-1].extra if history.rounds else {}
     return {
         "privacy_mechanism": mechanism,
-        "privacy_unit": {"none": None, "local": "record"}.get(mechanism, "user"),
-        "epsilon": last.get("epsilon") if mechanism != "none" else None,
-        "delta": last.get("delta") if mechanism != "none" else None,
+        "privacy_unit": "record" if mechanism == "local" else "user",
+        "epsilon": last.get("epsilon"),
+        "epsilon_against": last.get("epsilon_against"),
+        "epsilon_outsider": last.get("epsilon_outsider", last.get("epsilon")),
+        "delta": last.get("delta"),
+        "noise": last.get("noise"),
+        "stop_reason": history.stop_reason,
     }
+
+
+def describe_epsilon(summary: Mapping[str, Any], spec: str = ".2f") -> str:
+    """One line for a run's privacy: e.g. ``"3.00 record vs server"``,
+    ``"17.9 user vs server (7.94 vs outsider)"``, ending in ``"(noise reproducible from the
+    config)"`` when the noise was seeded; ``"inf"`` without a mechanism."""
+    if summary.get("privacy_mechanism", "none") == "none" or summary.get("epsilon") is None:
+        return "inf"
+    epsilon = summary["epsilon"]
+    text = f"{epsilon:{spec}} {summary.get('privacy_unit') or ''}".rstrip()
+    if summary.get("epsilon_against"):
+        text += f" vs {summary['epsilon_against']}"
+    outsider = summary.get("epsilon_outsider")
+    if summary.get("epsilon_against") != "outsider" and outsider not in (None, epsilon):
+        text += f" ({outsider:{spec}} vs outsider)"
+    if summary.get("noise") == REPRODUCIBLE_NOISE:
+        text += f" ({REPRODUCIBLE_NOISE})"
+    return text
+
+
+def release_history(config: ExperimentConfig, history: History) -> History:
+    """What a run directory may hold of ``history``: without client ids when user-level DP
+    samples clients (amplification by sampling assumes nobody learns who took part)."""
+    sampled = config.federation.fraction < 1
+    return history.without_participants() if config.privacy.user_level and sampled else history
 
 
 def write_run(
@@ -84,12 +121,14 @@ def write_run(
 
     Each file is written to a temporary name and renamed into place, so a reader never
     sees a half-written file; ``summary.json`` is written last and marks a complete run.
+    The JSON files are strict JSON (:mod:`privfed.jsonsafe`: NaN as null, infinities as
+    ``"inf"``/``"-inf"``); read them with :func:`privfed.jsonsafe.loads`.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(run_dir / "config.toml", config.to_toml())
     with _atomic_path(run_dir / "metrics.jsonl") as tmp:
-        history.write_jsonl(tmp)
+        release_history(config, history).write_jsonl(tmp)
     if history.evaluated():
         from privfed.plots import plot_accuracy  # matplotlib loads only when a run is written
 
@@ -98,7 +137,7 @@ def write_run(
     if model is not None:
         with _atomic_path(run_dir / "model.pt") as tmp:
             torch.save(dict(model), tmp)
-    _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    _atomic_write(run_dir / "summary.json", jsonsafe.dumps(summary, indent=2) + "\n")
     return run_dir
 
 

@@ -37,7 +37,8 @@ def make_server(
     """A Server over explicit client shards, with the W1 batch-order convention.
 
     With ``privacy`` (a PrivacyConfig), clients and mechanism come from ``build_privacy``
-    (noise calibrated for ``rounds`` rounds, noise streams seeded with ``model_seed``).
+    (noise calibrated for ``rounds`` rounds, noise streams seeded with ``model_seed`` unless
+    ``privacy.secure_mode``; the reference client size is the mean shard size).
     """
     from privfed.federated import (
         Client,
@@ -48,7 +49,7 @@ def make_server(
         bind_flat_parameters,
     )
     from privfed.models import build_model
-    from privfed.privacy import build_privacy
+    from privfed.privacy import NoisePolicy, build_privacy
     from privfed.secure import make_aggregator
 
     training = training or LocalTraining()
@@ -61,7 +62,8 @@ def make_server(
     if privacy is not None:
         clients, mechanism = build_privacy(
             privacy, clients=clients, sampler=sampler, workspace=workspace, rounds=rounds,
-            training=training, seed=model_seed,
+            training=training, noise=NoisePolicy(privacy.secure_mode, model_seed),
+            reference_size=sum(len(y) for _, y in parts) // len(parts),
         )
     return Server(
         workspace,

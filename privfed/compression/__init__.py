@@ -10,6 +10,8 @@ A :class:`Codec` turns a client's flat update into a compact payload and back:
 :class:`CompressedAggregator` runs them in place of the plain aggregator (bytes on the wire
 are the serialised compressed messages), optionally with :class:`ErrorFeedback`;
 :class:`SharedIndexAggregator` puts random-k in front of any aggregator, masking included.
+Both carry a privacy mechanism's control values (the last ``control_length`` coordinates,
+e.g. adaptive clipping's clip bit) exactly, outside the codec.
 :class:`CompressionConfig` is the ``[compression]`` section; :func:`check_compatible`
 enforces the rules of composition with secure aggregation and DP.
 """

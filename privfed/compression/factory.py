@@ -6,6 +6,7 @@ from typing import Any
 
 from privfed.compression.aggregator import CompressedAggregator
 from privfed.compression.codec import Codec
+from privfed.compression.control import check_control_length
 from privfed.compression.quantize import StochasticQuantizer
 from privfed.compression.settings import CompressionConfig
 from privfed.compression.shared import SharedIndexAggregator
@@ -33,7 +34,12 @@ def make_codec(config: CompressionConfig, seed: int) -> Codec:
 
 
 def compress_aggregator(
-    config: CompressionConfig, inner: Any, *, secure_kind: str, seed: int
+    config: CompressionConfig,
+    inner: Any,
+    *,
+    secure_kind: str,
+    seed: int,
+    control_length: int = 0,
 ) -> Any:
     """Wrap or replace the configured aggregator so that updates travel compressed.
 
@@ -48,6 +54,11 @@ def compress_aggregator(
     seed : int
         Seed of the clients' stochastic rounding and of random-k's shared index sets
         (derive one from the experiment seed).
+    control_length : int, default 0
+        The last ``control_length`` coordinates of every client vector are control values
+        of the privacy mechanism (``transformed_length(n) - n``, e.g. adaptive clipping's
+        clip bit): carried exactly, never quantised, sparsified, rescaled or touched by
+        error feedback; the codec compresses the other coordinates.
 
     Returns
     -------
@@ -55,17 +66,25 @@ def compress_aggregator(
         ``inner`` itself for method "none"; a :class:`CompressedAggregator` (with ``inner``'s
         clip settings) for secure kind "none"; a :class:`SharedIndexAggregator` around
         ``inner`` for "randomk" with another secure kind.
+
+    Raises
+    ------
+    ValueError
+        If ``control_length`` is not an int >= 0 (:class:`privfed.secure.InvalidInputError`),
+        or the method is not supported with ``secure_kind``.
     """
+    control_length = check_control_length(control_length)
     if config.method == "none":
         return inner
     codec = make_codec(config, seed)
     if secure_kind == "none":
         return CompressedAggregator(
             codec, error_feedback=config.error_feedback, seed=seed, clip=inner.clip,
-            out_of_range=inner.out_of_range,
+            out_of_range=inner.out_of_range, control_length=control_length,
         )
     if isinstance(codec, RandomK):
-        return SharedIndexAggregator(inner, codec, error_feedback=config.error_feedback)
+        return SharedIndexAggregator(inner, codec, error_feedback=config.error_feedback,
+                                     control_length=control_length)
     raise ValueError(
         f"compression.method {config.method!r} is not supported with secure.kind "
         f"{secure_kind!r}; see privfed.compression.check_compatible"

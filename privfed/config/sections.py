@@ -343,6 +343,12 @@ class ExperimentConfig:
         if fed.concurrency is not None and fed.concurrency > self.data.num_clients:
             raise ConfigError(f"federation.concurrency ({fed.concurrency}) must be at most "
                               f"data.num_clients ({self.data.num_clients})")
+        if self.privacy.mechanism == "distributed" and self.secure.kind == "none":
+            raise ConfigError(
+                "privacy.mechanism 'distributed' needs secure aggregation: with secure.kind "
+                "'none' the server reads each client's update with only its share of the noise; "
+                "allowed secure.kind: ['masking', 'he'] (or privacy.mechanism 'central')"
+            )
         if fed.buffer_size is not None and self.privacy.mechanism in ("central", "distributed"):
             raise ConfigError(
                 f"federation.buffer_size (asynchronous FedBuff) is not supported with "

@@ -15,7 +15,7 @@ from privfed.federated.optimizers import (
 )
 from privfed.federated.params import FlatParameters, ParamSpec, bind_flat_parameters
 from privfed.federated.sampling import ClientSampler, derive_seed
-from privfed.federated.server import Aggregator, Server, TrainingDivergedError
+from privfed.federated.server import Aggregator, BudgetSpent, Server, TrainingDivergedError
 
 __all__ = [
     "Aggregator",
@@ -35,6 +35,7 @@ __all__ = [
     "Server",
     "ServerOptimizer",
     "TrainingDivergedError",
+    "BudgetSpent",
     "UpdateMechanism",
     "bind_flat_parameters",
     "derive_seed",

@@ -8,8 +8,9 @@ time of the step (unit: the median client's time to receive, train and send).
 
 A client trains when its update is due (in simulated time order) from the model it received
 when it started, so ``Client.fit`` runs exactly once per update that is sent: a local-DP
-client's accountant counts exactly the updates it sent, and jobs still running when training
-stops cost no privacy.
+client's ledger counts exactly the updates it sent, jobs still running when training stops
+cost no privacy, and a client whose budget cannot afford another update gets no new job
+(training stops when no client can).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 from privfed.federated.client import Client, ClientUpdate
 from privfed.federated.history import History, RoundRecord
 from privfed.federated.params import FlatParameters
-from privfed.federated.server import Server
+from privfed.federated.server import BudgetSpent, Server
 
 __all__ = ["LatencyModel", "FedBuffServer", "synchronous_times"]
 
@@ -157,8 +158,12 @@ class FedBuffServer(Server):
     def run_round(self, evaluate_now: bool = False) -> RoundRecord:
         """Wait (in simulated time) for ``buffer_size`` updates, apply them, return the record."""
         started = time.perf_counter()
+        self._notes = {}
         while len(self._buffer) < self.buffer_size:
             self._launch()
+            if not self._jobs:
+                raise BudgetSpent(f"privacy budget of every client spent after server step "
+                                  f"{self.round}")
             self._receive()
         batch, self._buffer = self._buffer[: self.buffer_size], self._buffer[self.buffer_size:]
         self.round += 1
@@ -185,17 +190,20 @@ class FedBuffServer(Server):
         return record
 
     def _launch(self) -> None:
-        """Start jobs from the current model until ``concurrency`` are in flight."""
+        """Start jobs from the current model until ``concurrency`` are in flight (or every
+        client that can still afford a job is busy)."""
         busy = {job.cid for job in self._jobs}
-        while len(self._jobs) < self.concurrency:
+        idle = {c for c in range(len(self.clients))
+                if c not in busy and self.mechanism.may_participate(c)}
+        while len(self._jobs) < self.concurrency and idle:
             if not self._waves:
                 self._wave += 1
                 self._waves.extend((self._wave, c) for c in self.sampler.sample())
                 continue
             wave, cid = self._waves.popleft()
-            if cid in busy:
+            if cid not in idle:
                 continue
-            busy.add(cid)
+            idle.discard(cid)
             self._seq += 1
             heapq.heappush(self._jobs, _Job(
                 self.clock + self.latency.duration(cid), self._seq, cid, self.round,
@@ -208,6 +216,7 @@ class FedBuffServer(Server):
         self.clock = self._jobs[0].finish
         while self._jobs and self._jobs[0].finish == self.clock:
             job = heapq.heappop(self._jobs)
+            self.mechanism.record_participation(job.seq, [job.cid])
             update = self._train(self.clients[job.cid], job.seed, job.weights, self.round + 1)
             self._buffer.append((update, job.version))
             self.sent[job.cid] += 1

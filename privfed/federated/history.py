@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from privfed import jsonsafe
 
 __all__ = ["RoundRecord", "History"]
 
@@ -45,9 +46,17 @@ class RoundRecord:
 
 @dataclass
 class History:
-    """The ordered list of :class:`RoundRecord` of one training run."""
+    """The ordered list of :class:`RoundRecord` of one training run.
+
+    Attributes
+    ----------
+    rounds : list of RoundRecord
+    stop_reason : str or None
+        Why training stopped before the planned rounds (e.g. the privacy budget was spent).
+    """
 
     rounds: list[RoundRecord] = field(default_factory=list)
+    stop_reason: str | None = None
 
     def append(self, record: RoundRecord) -> None:
         """Add the record of the round just finished."""
@@ -67,14 +76,31 @@ class History:
         """Sum of a numeric field ("seconds", "bytes_up", "bytes_down") over all rounds."""
         return sum(getattr(r, name) for r in self.rounds)
 
+    def without_participants(self) -> History:
+        """A copy whose records list no client ids (``clients`` empty; the count is kept in
+        ``extra["num_clients"]``): what user-level DP with client sampling may release,
+        since amplification by sampling holds only while who took part stays secret."""
+        records = [
+            replace(r, clients=[], extra={**r.extra, "num_clients": len(r.clients)})
+            for r in self.rounds
+        ]
+        return History(records, self.stop_reason)
+
     def write_jsonl(self, path: str | Path) -> None:
-        """Write one JSON object per round to ``path``."""
+        """Write one strict JSON object per round to ``path``.
+
+        NaN figures are written as null and infinities as ``"inf"``/``"-inf"``
+        (:mod:`privfed.jsonsafe`).
+        """
         with open(path, "w", encoding="utf-8") as out:
             for record in self.rounds:
-                out.write(json.dumps(asdict(record)) + "\n")
+                out.write(jsonsafe.dumps(asdict(record)) + "\n")
 
     @classmethod
     def read_jsonl(cls, path: str | Path) -> History:
-        """Read a history written by :meth:`write_jsonl`."""
+        """Read a history written by :meth:`write_jsonl`.
+
+        ``"inf"``/``"-inf"`` come back as floats; a NaN figure, written as null, as None.
+        """
         with open(path, encoding="utf-8") as src:
-            return cls([RoundRecord(**json.loads(line)) for line in src if line.strip()])
+            return cls([RoundRecord(**jsonsafe.loads(line)) for line in src if line.strip()])

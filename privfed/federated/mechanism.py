@@ -42,14 +42,40 @@ class UpdateMechanism:
     def load_client_state(self, state: Mapping[str, float]) -> None:
         """Adopt the server's :meth:`client_state` (on a client of a distributed engine)."""
 
-    def client_report(self, cid: int) -> dict[str, Any]:
-        """Client ``cid``'s state that outlives a round and that the server may read (e.g.
-        its privacy accountant's history); JSON-able. A distributed engine keeps it on the
-        client between rounds and sends it to the server with each update."""
+    # ------------------------------------------------------------------ participation
+    @property
+    def releases_train_loss(self) -> bool:
+        """Whether clients report their training loss to the server (and the history).
+
+        A client's loss is computed from its private data without noise, so a mechanism
+        that protects the data does not release it."""
+        return True
+
+    @property
+    def min_cohort(self) -> int:
+        """The fewest clients a round's aggregate may hold; smaller cohorts are skipped."""
+        return 1
+
+    def may_participate(self, cid: int) -> bool:
+        """Whether client ``cid`` may release another update (e.g. its privacy budget)."""
+        return True
+
+    def round_allowed(self) -> bool:
+        """Whether another round may be released (e.g. a per-round privacy budget)."""
+        return True
+
+    def record_participation(self, release_id: int, cids: Sequence[int]) -> None:
+        """Clients ``cids`` were asked to release an update in ``release_id`` (a round, or a
+        FedBuff job); called by the server before they train, and on each client for
+        itself. Recording the same release twice counts once."""
+
+    def client_ledger(self, cid: int) -> dict[str, Any]:
+        """Client ``cid``'s privacy record (JSON-able); the server sends its record to the
+        client with each request, and a client keeps its own between rounds."""
         return {}
 
-    def load_client_report(self, cid: int, report: Mapping[str, Any]) -> None:
-        """Restore what :meth:`client_report` returned (an empty mapping: a fresh client)."""
+    def merge_client_ledger(self, cid: int, ledger: Mapping[str, Any]) -> None:
+        """Adopt another party's record of ``cid`` where it is longer (never shrinks)."""
 
     def transformed_length(self, num_params: int) -> int:
         """Length of the vectors :meth:`client_transform` returns for a model of

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -37,9 +38,20 @@ class ClientSampler:
         Seed of the sampler's own generator (one stream for the whole training).
     poisson : bool, default False
         Poisson instead of fixed-size sampling.
+    uniform : callable, optional
+        ``n -> n`` uniforms in [0, 1) for Poisson sampling instead of the seeded generator,
+        e.g. a cryptographically secure source, so that who took part cannot be regenerated
+        from the seed.
     """
 
-    def __init__(self, num_clients: int, fraction: float, seed: int, poisson: bool = False) -> None:
+    def __init__(
+        self,
+        num_clients: int,
+        fraction: float,
+        seed: int,
+        poisson: bool = False,
+        uniform: Callable[[int], np.ndarray] | None = None,
+    ) -> None:
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"federation.fraction must be in (0, 1], got {fraction}")
         if num_clients < 1:
@@ -49,6 +61,7 @@ class ClientSampler:
         self.poisson = poisson
         self.per_round = max(1, min(num_clients, math.floor(fraction * num_clients + 0.5)))
         self._rng = np.random.default_rng(seed)
+        self._uniform = uniform or self._rng.random
 
     @property
     def rate(self) -> float:
@@ -65,6 +78,6 @@ class ClientSampler:
         if self.fraction == 1.0:
             return list(range(self.num_clients))
         if self.poisson:
-            return [int(c) for c in np.flatnonzero(self._rng.random(self.num_clients) < self.rate)]
+            return [int(c) for c in np.flatnonzero(self._uniform(self.num_clients) < self.rate)]
         chosen = self._rng.choice(self.num_clients, size=self.per_round, replace=False)
         return sorted(int(c) for c in chosen)

@@ -18,12 +18,17 @@ from privfed.federated.optimizers import ServerOptimizer
 from privfed.federated.params import FlatParameters
 from privfed.federated.sampling import ClientSampler
 from privfed.secure import AggregationResult
+from privfed.secure.errors import ThresholdError
 
-__all__ = ["Aggregator", "Server", "TrainingDivergedError"]
+__all__ = ["Aggregator", "BudgetSpent", "Server", "TrainingDivergedError"]
 
 
 class TrainingDivergedError(FloatingPointError):
     """A client's update is not finite: local training diverged."""
+
+
+class BudgetSpent(Exception):
+    """No client can release another update within its privacy budget."""
 
 BatchSeed = Callable[[int, int], int]
 """Maps ``(round, client id)`` to the seed of that client's batch order in that round."""
@@ -112,6 +117,7 @@ class Server:
         self.weights = workspace.data.detach().clone()
         self.history = History()
         self.round = 0
+        self._notes: dict[str, Any] = {}
 
     @property
     def model_bytes(self) -> int:
@@ -137,22 +143,55 @@ class Server:
             raise ValueError(f"federation.rounds must be >= 1, got {rounds}")
         last = self.round + rounds
         while self.round < last:
-            record = self.run_round(evaluate_now=self.round + 1 == last)
+            try:
+                if not self.mechanism.round_allowed():
+                    raise BudgetSpent(f"privacy budget spent after round {self.round}")
+                record = self.run_round(evaluate_now=self.round + 1 == last)
+            except BudgetSpent as stop:
+                self.history.stop_reason = str(stop)
+                self._evaluate_last()
+                break
             if on_round is not None:
                 on_round(record)
         return self.history
 
     def run_round(self, evaluate_now: bool = False) -> RoundRecord:
-        """Run one round and return its record (also appended to :attr:`history`)."""
+        """Run one round and return its record (also appended to :attr:`history`).
+
+        The sampled clients whose privacy budget cannot afford the round sit it out (their
+        number is ``extra["budget_exhausted"]``); a cohort smaller than the mechanism's
+        :attr:`~privfed.federated.mechanism.UpdateMechanism.min_cohort` is not trained and
+        the round is skipped (``extra["skipped"]``), like a round whose secure aggregation
+        cannot complete: the model does not move, and privacy is still accounted.
+        """
         self.round += 1
         r = self.round
         started = time.perf_counter()
-        cids = self.sampler.sample()
+        self._notes = {}
+        cids = self._cohort(self.sampler.sample())
         for obs in self.observers:
             obs.round_started(r, cids)
+        self.mechanism.record_participation(r, cids)
         updates, result, bytes_down = self._collect(r, cids)
         return self._apply(r, updates, result, started=started, evaluate_now=evaluate_now,
                            bytes_down=bytes_down)
+
+    def _cohort(self, sampled: Sequence[int]) -> list[int]:
+        """The sampled clients that may take part; none if too few to aggregate."""
+        cohort = [c for c in sampled if self.mechanism.may_participate(c)]
+        if len(cohort) < len(sampled):
+            self._notes["budget_exhausted"] = len(sampled) - len(cohort)
+        if 0 < len(cohort) < self.mechanism.min_cohort:
+            self._notes["skipped"] = (f"{len(cohort)} client(s) sampled, fewer than the "
+                                      f"{self.mechanism.min_cohort} a released sum must hold")
+            return []
+        return cohort
+
+    def _evaluate_last(self) -> None:
+        """Evaluate the final model if the last round run was not evaluated."""
+        if self.history.rounds and self.history.rounds[-1].test_accuracy is None:
+            last = self.history.rounds[-1]
+            last.test_loss, last.test_accuracy = self.evaluate()
 
     def train_client(self, cid: int, global_weights: torch.Tensor, round_idx: int) -> ClientUpdate:
         """Client ``cid`` trains from ``global_weights`` in round ``round_idx`` with its
@@ -206,12 +245,16 @@ class Server:
                 total_weight=0.0, included=(), dropped=(),
                 bytes_up={}, bytes_down={}, seconds={},
             )
-        return self.aggregator.aggregate(
-            round_idx,
-            {u.cid: self.mechanism.client_transform(round_idx, u).numpy() for u in updates},
-            weights,
-            on_server_message=self._notify_received if self.observers else None,
-        )
+        try:
+            return self.aggregator.aggregate(
+                round_idx,
+                {u.cid: self.mechanism.client_transform(round_idx, u).numpy() for u in updates},
+                weights,
+                on_server_message=self._notify_received if self.observers else None,
+            )
+        except ThresholdError as err:  # e.g. one client under masking: skip, never abort
+            self._notes["skipped"] = str(err)
+            return self._aggregate(round_idx, [], {})
 
     def _apply(
         self,
@@ -238,13 +281,15 @@ class Server:
         record = RoundRecord(
             round=r,
             clients=list(result.included),
-            train_loss=weighted_loss(updates, set(result.included)),
+            train_loss=weighted_loss(updates, set(result.included))
+            if mechanism.releases_train_loss else None,
             seconds=time.perf_counter() - started,
             bytes_up=sum(result.bytes_up.values()),
             bytes_down=bytes_down + sum(result.bytes_down.values()),
             extra={
                 **{f"seconds_{k}": v for k, v in result.seconds.items()},
                 **mechanism.round_metrics(r, [u.cid for u in updates]),
+                **self._notes,
                 **(extra or {}),
             },
         )

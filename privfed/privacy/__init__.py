@@ -2,23 +2,27 @@
 
 Local record-level DP-SGD through Opacus (:class:`DPClient`, :class:`LocalDP`), central
 and distributed user-level DP-FedAvg (:class:`CentralDP`, :class:`DistributedDP`, with
-adaptive clipping), and accounting over Opacus's accountants. :func:`build_privacy` builds
-the configured mechanism.
+adaptive clipping), accounting (dp-accounting's PLD, Opacus's PRV and RDP) with per-client
+participation ledgers and budgets, and the mechanisms' noise sources (secure, or seeded
+from the config). :func:`build_privacy` builds the configured mechanism.
 """
 
 import importlib
 from typing import Any
 
 _EXPORTS = {
-    "accounting": ("adaptive_update_noise", "calibrate_noise", "make_accountant",
-                   "spent_epsilon", "user_level_epsilon"),
+    "accounting": ("GaussianEvent", "adaptive_update_noise", "calibrate", "calibrate_noise",
+                   "gaussian_epsilon", "replace_one_epsilon"),
     "central": ("CentralDP",),
+    "csprng": ("ChaChaRandom",),
     "distributed": ("DistributedDP", "default_min_surviving"),
     "factory": ("build_privacy", "check_model"),
-    "local": ("DPClient", "DPWorkspace", "LocalDP", "local_sample_rate",
+    "ledger": ("ParticipationLedger", "planned_participations"),
+    "local": ("DPClient", "DPSGDParams", "DPWorkspace", "LocalDP", "default_sample_rate",
               "local_steps_per_round"),
+    "randomness": ("NoisePolicy", "REPRODUCIBLE_NOISE", "SecureNoise", "SeededNoise"),
     "settings": ("ACCOUNTANTS", "MECHANISMS", "NOISES", "PrivacyConfig"),
-    "skellam": ("SkellamAccountant",),
+    "skellam": ("skellam_epsilon",),
     "user_level": ("AdaptiveClipping", "UserLevelDP", "clip_to_norm"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -34,28 +38,4 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = [
-    "ACCOUNTANTS",
-    "AdaptiveClipping",
-    "CentralDP",
-    "DPClient",
-    "DPWorkspace",
-    "DistributedDP",
-    "LocalDP",
-    "MECHANISMS",
-    "NOISES",
-    "PrivacyConfig",
-    "SkellamAccountant",
-    "UserLevelDP",
-    "adaptive_update_noise",
-    "build_privacy",
-    "calibrate_noise",
-    "check_model",
-    "clip_to_norm",
-    "default_min_surviving",
-    "local_sample_rate",
-    "local_steps_per_round",
-    "make_accountant",
-    "spent_epsilon",
-    "user_level_epsilon",
-]
+__all__ = sorted(_MODULE_OF)

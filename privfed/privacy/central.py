@@ -21,14 +21,14 @@ _CENTRAL_NOISE_STREAM = 0x0DC1
 class CentralDP(UserLevelDP):
     """Server-side Gaussian noise on the sum of clipped updates (and of clip bits).
 
-    Parameters are those of :class:`~privfed.privacy.user_level.UserLevelDP`. The noise of
-    round r comes from its own seeded stream ``derive_seed(seed, stream, r)``.
+    Parameters are those of :class:`~privfed.privacy.user_level.UserLevelDP`. The server
+    is trusted (it sees the clipped sum before the noise), so the headline epsilon holds
+    against an outsider holding the released models. Round r's noise is drawn from the
+    policy's stream ``(central stream, r)``: secure, or seeded from the config.
     """
 
     def _server_noise(self, round_idx: int, length: int) -> torch.Tensor | None:
         if self.noise_multiplier == 0:
             return None
         std = self._noise_std(length, share=1.0)
-        return torch.normal(
-            torch.zeros(length), std, generator=self._generator(_CENTRAL_NOISE_STREAM, round_idx)
-        )
+        return self.noise.source(_CENTRAL_NOISE_STREAM, round_idx).normal(std, length)

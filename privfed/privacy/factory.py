@@ -17,6 +17,8 @@ from privfed.federated.client import Client, LocalTraining
 from privfed.federated.mechanism import UpdateMechanism
 from privfed.federated.params import FlatParameters
 from privfed.federated.sampling import ClientSampler
+from privfed.privacy.ledger import planned_participations
+from privfed.privacy.randomness import NoisePolicy
 from privfed.privacy.settings import PrivacyConfig
 
 if TYPE_CHECKING:
@@ -33,9 +35,14 @@ def build_privacy(
     workspace: FlatParameters,
     rounds: int,
     training: LocalTraining,
-    seed: int,
+    noise: NoisePolicy,
+    reference_size: int,
+    participations: int | None = None,
 ) -> tuple[list[Client], UpdateMechanism]:
     """The clients and update mechanism that implement ``config``.
+
+    Every mechanism parameter is computed from public values only (the config, the number
+    of clients, ``reference_size``), never from a client's data.
 
     Parameters
     ----------
@@ -49,8 +56,16 @@ def build_privacy(
     rounds : int
         T, the planned number of rounds (noise calibration for a target epsilon).
     training : LocalTraining
-    seed : int
-        Seed of the mechanism's noise streams (derive one from the experiment seed).
+    noise : NoisePolicy
+        Where the mechanisms' noise and sampling come from.
+    reference_size : int
+        The public reference client size of local DP's default sample rate
+        (:func:`~privfed.privacy.local.default_sample_rate`).
+    participations : int, optional
+        The rounds a client is planned to take part in (what a target epsilon is calibrated
+        for; a client sampled more often stops at its budget); default
+        :func:`~privfed.privacy.ledger.planned_participations` of ``rounds`` at the
+        sampler's rate.
 
     Returns
     -------
@@ -67,11 +82,13 @@ def build_privacy(
     """
     if config.mechanism == "none":
         return list(clients), UpdateMechanism()
-    secure_rng = _secure_rng() if config.secure_mode else None
+    if participations is None:
+        participations = planned_participations(rounds, sampler.rate)
     if config.mechanism == "local":
-        return _build_local(config, clients, sampler, workspace, rounds, training, secure_rng)
+        return _build_local(config, clients, sampler, workspace, training, noise,
+                            reference_size, participations)
     return list(clients), _build_user_level(
-        config, sampler, workspace, rounds, seed, secure_rng
+        config, sampler, workspace, rounds, noise, participations
     )
 
 
@@ -94,43 +111,40 @@ def _build_local(
     clients: Sequence[Client],
     sampler: ClientSampler,
     workspace: FlatParameters,
-    rounds: int,
     training: LocalTraining,
-    secure_rng: torch.Generator | None,
+    noise: NoisePolicy,
+    reference_size: int,
+    participations: int,
 ) -> tuple[list[Client], UpdateMechanism]:
     from privfed.privacy.local import (
         DPClient,
+        DPSGDParams,
         DPWorkspace,
         LocalDP,
-        local_sample_rate,
+        default_sample_rate,
         local_steps_per_round,
     )
 
     check_model(workspace.module)
-    dp = DPWorkspace.of(workspace)
-    smallest = min(c.num_samples for c in clients)
-    if config.delta >= 1 / smallest:
+    rate = config.sample_rate or default_sample_rate(training.batch_size, reference_size)
+    steps = local_steps_per_round(rate, training.epochs)
+    if config.delta >= 1 / reference_size:
         warnings.warn(
-            f"privacy.delta = {config.delta} >= 1/n = {1 / smallest:.3g} for the smallest "
-            f"client ({smallest} records): such a delta allows leaking whole records",
+            f"privacy.delta = {config.delta} >= 1/n = {1 / reference_size:.3g} for the "
+            f"reference client size {reference_size}: such a delta allows leaking whole records",
             stacklevel=3,
         )
-    dp_clients = []
-    for client in clients:
-        n = client.num_samples
-        sigma = config.noise_multiplier
-        if sigma is None:  # clients of equal size share one (cached) calibration
-            rate = local_sample_rate(n, training.batch_size)
-            steps = math.ceil(rounds * sampler.rate * local_steps_per_round(n, training))
-            sigma = _calibrate(config, rate, steps)
-        dp_clients.append(
-            DPClient(
-                client.cid, client.x, client.y, dp_workspace=dp, noise_multiplier=sigma,
-                max_grad_norm=config.max_grad_norm, accountant=config.accountant,
-                secure_rng=secure_rng,
-            )
-        )
-    return dp_clients, LocalDP(dp_clients, config.delta)
+    sigma = config.noise_multiplier
+    if sigma is None:
+        sigma = _calibrate(config, rate, participations * steps)
+    params = DPSGDParams(sigma, config.max_grad_norm, rate, steps, float(training.batch_size))
+    dp = DPWorkspace.of(workspace)
+    dp_clients = [
+        DPClient(c.cid, c.x, c.y, dp_workspace=dp, params=params, noise=noise) for c in clients
+    ]
+    mechanism = LocalDP(params, num_clients=len(dp_clients), delta=config.delta,
+                        accountant=config.accountant, budget=config.epsilon, noise=noise)
+    return dp_clients, mechanism
 
 
 def _build_user_level(
@@ -138,8 +152,8 @@ def _build_user_level(
     sampler: ClientSampler,
     workspace: FlatParameters,
     rounds: int,
-    seed: int,
-    secure_rng: torch.Generator | None,
+    noise: NoisePolicy,
+    participations: int,
 ) -> UserLevelDP:
     from privfed.privacy.central import CentralDP
     from privfed.privacy.distributed import DistributedDP, default_min_surviving
@@ -159,25 +173,27 @@ def _build_user_level(
             f"over {num_clients} clients",
             stacklevel=3,
         )
-    z = config.noise_multiplier
-    if z is None:
-        z = _calibrate(config, rate, rounds)
     adaptive = None
     if config.adaptive_clipping:
         count_std = config.clipped_count_stddev or rate * num_clients / 20
         adaptive = AdaptiveClipping(config.target_quantile, config.clip_lr, count_std)
-    common = dict(
-        noise_multiplier=z, clip_norm=config.clip_norm, sample_rate=rate,
-        num_clients=num_clients, delta=config.delta, seed=seed, accountant=config.accountant,
-        adaptive=adaptive, secure_rng=secure_rng,
-    )
-    if config.mechanism == "central":
-        return CentralDP(**common)
     k_min = config.min_surviving_clients or default_min_surviving(
         num_clients, rate, sampler.poisson
     )
+    z = config.noise_multiplier
+    if z is None and config.mechanism == "central":
+        z = _calibrate(config, rate, rounds)
+    elif z is None:
+        z = _calibrate_distributed(config, workspace.spec.numel, participations)
+    common = dict(
+        noise_multiplier=z, clip_norm=config.clip_norm, sample_rate=rate,
+        num_clients=num_clients, delta=config.delta, noise=noise,
+        accountant=config.accountant, adaptive=adaptive, budget=config.epsilon,
+    )
+    if config.mechanism == "central":
+        return CentralDP(**common)
     return DistributedDP(
-        min_surviving_clients=k_min, noise=config.noise, dim=workspace.spec.numel,
+        min_surviving_clients=k_min, noise_kind=config.noise, dim=workspace.spec.numel,
         quantization_step=config.quantization_step, **common,
     )
 
@@ -195,12 +211,27 @@ def _calibrate(config: PrivacyConfig, rate: float, steps: int) -> float:
         ) from None
 
 
-def _secure_rng() -> torch.Generator:
+def _calibrate_distributed(config: PrivacyConfig, dim: int, participations: int) -> float:
+    """z for the epsilon against the server: ``participations`` unamplified releases, of
+    the Gaussian or of the Skellam mechanism (with its own accountant)."""
+    if config.noise == "gaussian":
+        return _calibrate(config, 1.0, participations)
+    from privfed.privacy.accounting import calibrate
+    from privfed.privacy.distributed import skellam_step
+    from privfed.privacy.skellam import skellam_epsilon, skellam_sensitivity
+
+    assert config.epsilon is not None
+    step = skellam_step(config.clip_norm, config.quantization_step)
+    l1, l2 = skellam_sensitivity(config.clip_norm, step, dim)
+
+    def epsilon_of(z: float) -> float:
+        mu = (z * config.clip_norm / step) ** 2 / 2  # Sk(mu) summed over K_min shares
+        return skellam_epsilon(mu, l1, l2, participations, config.delta) if z else math.inf
+
     try:
-        import torchcsprng
-    except ImportError:
+        return calibrate(epsilon_of, config.epsilon)
+    except ValueError as err:
         raise ValueError(
-            "privacy.secure_mode = true needs the torchcsprng package (Opacus's secure RNG); "
-            "install it or set privacy.secure_mode = false"
+            f"privacy.epsilon = {config.epsilon} cannot be reached with Skellam noise at delta "
+            f"{config.delta} over {participations} rounds: {err}"
         ) from None
-    return torchcsprng.create_random_device_generator("/dev/urandom")

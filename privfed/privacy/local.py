@@ -1,13 +1,18 @@
-"""Local record-level DP: DP-SGD at each client through Opacus, one accountant per client.
+"""Local record-level DP: DP-SGD at each client through Opacus.
 
 Every client trains in the one shared workspace model. :class:`DPWorkspace` attaches
 Opacus's ghost-clipping hooks (``GradSampleHooksFastGradientClipping``, the "ghost"
 grad-sample mode: per-example gradient norms without materialising per-example gradients,
 then a second backward pass on the clipped loss) to that model exactly once; the model is
-not wrapped, so parameter names never gain a ``_module.`` prefix. Each :class:`DPClient`
-samples its batches with Opacus's Poisson sampler, steps an Opacus
-``DPOptimizerFastGradientClipping``, and keeps its own accountant for the whole training:
-its history grows in every round it takes part in, and rounds it sits out cost nothing.
+not wrapped, so parameter names never gain a ``_module.`` prefix.
+
+Neighbouring datasets differ by adding or removing one record at one client, so a client's
+record count is private: every parameter of the mechanism (:class:`DPSGDParams`: Poisson
+rate, steps per round, the normaliser of the noisy sum, noise multiplier) is public, fixed
+from the config and the same at every client, and a client's aggregation weight is 1.
+:class:`LocalDP` accounts each client's releases in a
+:class:`~privfed.privacy.ledger.ParticipationLedger` and stops a client whose next round
+would exceed its budget.
 """
 
 from __future__ import annotations
@@ -15,38 +20,100 @@ from __future__ import annotations
 import math
 import warnings
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from opacus.accountants import IAccountant
 from opacus.grad_sample import GradSampleHooksFastGradientClipping
 from opacus.optimizers import DPOptimizerFastGradientClipping
 from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
-from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from torch import nn
 
 from privfed.federated.client import Client, ClientUpdate, LocalTraining
 from privfed.federated.mechanism import UpdateMechanism
 from privfed.federated.params import FlatParameters
-from privfed.privacy.accounting import make_accountant, spent_epsilon
+from privfed.privacy.accounting import GaussianEvent, gaussian_epsilon
+from privfed.privacy.ledger import ClientLedgerMixin, ParticipationLedger
+from privfed.privacy.randomness import NoisePolicy, NoiseSource
 
-__all__ = ["DPWorkspace", "DPClient", "LocalDP", "local_sample_rate", "local_steps_per_round"]
+__all__ = [
+    "DPClient",
+    "DPSGDParams",
+    "DPWorkspace",
+    "LocalDP",
+    "default_sample_rate",
+    "local_steps_per_round",
+]
 
 _WORKSPACES: weakref.WeakKeyDictionary[torch.nn.Module, DPWorkspace] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def local_sample_rate(num_samples: int, batch_size: int) -> float:
-    """Poisson rate of a client's batches: ``min(1, B / n_k)``."""
-    return min(1.0, batch_size / num_samples)
+def default_sample_rate(batch_size: int, reference_size: int) -> float:
+    """Poisson rate of a record in a batch, ``min(1, B / n_ref)``, from public values only:
+    the expected batch size B and a reference client size (not a client's own count)."""
+    if reference_size < 1:
+        raise ValueError(f"reference client size must be >= 1, got {reference_size}")
+    return min(1.0, batch_size / reference_size)
 
 
-def local_steps_per_round(num_samples: int, training: LocalTraining) -> int:
-    """DP-SGD steps in one round: ``epochs * floor(1 / q)`` (Opacus's steps per epoch)."""
-    return training.epochs * int(1 / local_sample_rate(num_samples, training.batch_size))
+def local_steps_per_round(sample_rate: float, epochs: int) -> int:
+    """DP-SGD steps of one round: ``epochs * floor(1 / q)`` (Opacus's steps per epoch)."""
+    return epochs * max(1, int(1 / sample_rate))
+
+
+@dataclass(frozen=True)
+class DPSGDParams:
+    """The public parameters of local DP-SGD, identical at every client.
+
+    One step is ``w <- w - lr * (sum of clipped per-record gradients + N(0, (sigma C)^2))
+    / normaliser`` over a Poisson batch that holds each record with probability
+    ``sample_rate``; a round is ``steps_per_round`` steps. Nothing here depends on a
+    client's data, so a client's record count is not revealed by its update: a client with
+    more records takes larger steps (its batches are larger), the FedAvg weighting by
+    size happening inside the update rather than in a weight sent in the clear.
+
+    Attributes
+    ----------
+    noise_multiplier : float
+        sigma >= 0.
+    max_grad_norm : float
+        Per-record clip norm C > 0.
+    sample_rate : float
+        q in (0, 1].
+    steps_per_round : int
+        >= 1.
+    normaliser : float
+        The public expected batch size the noisy sum is divided by (``federation.batch_size``).
+    """
+
+    noise_multiplier: float
+    max_grad_norm: float
+    sample_rate: float
+    steps_per_round: int
+    normaliser: float
+
+    def __post_init__(self) -> None:
+        if not self.noise_multiplier >= 0:
+            raise ValueError(
+                f"privacy.noise_multiplier must be >= 0, got {self.noise_multiplier!r}")
+        if not 0 < self.max_grad_norm < math.inf:
+            raise ValueError(
+                f"privacy.max_grad_norm must be > 0 and finite, got {self.max_grad_norm!r}")
+        if not 0 < self.sample_rate <= 1:
+            raise ValueError(f"privacy.sample_rate must be in (0, 1], got {self.sample_rate!r}")
+        if self.steps_per_round < 1:
+            raise ValueError(f"DP-SGD steps per round must be >= 1, got {self.steps_per_round}")
+        if not self.normaliser > 0:
+            raise ValueError(f"DP-SGD normaliser must be > 0, got {self.normaliser!r}")
+
+    def release(self, rounds: int) -> GaussianEvent:
+        """The subsampled Gaussian releases of ``rounds`` rounds of one client."""
+        return GaussianEvent(self.noise_multiplier, self.sample_rate,
+                             rounds * self.steps_per_round)
 
 
 class DPWorkspace:
@@ -107,8 +174,25 @@ class DPWorkspace:
             self.workspace.grad.zero_()
 
 
+class _SourcedNoiseOptimizer(DPOptimizerFastGradientClipping):
+    """Opacus's ghost-clipping DP optimizer with the noise drawn from a :class:`NoiseSource`
+    (one draw for all parameters) instead of a PyTorch generator."""
+
+    def __init__(self, *args: Any, noise: NoiseSource, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.noise = noise
+
+    def add_noise(self) -> None:
+        """``p.grad = p.summed_grad + N(0, (sigma C)^2)`` for every parameter."""
+        std = self.noise_multiplier * self.max_grad_norm
+        sizes = [p.summed_grad.numel() for p in self.params]
+        draws = self.noise.normal(std, sum(sizes)) if std else torch.zeros(sum(sizes))
+        for p, noise in zip(self.params, torch.split(draws, sizes), strict=True):
+            p.grad = (p.summed_grad + noise.view_as(p.summed_grad)).view_as(p)
+
+
 class DPClient(Client):
-    """A client that trains with DP-SGD (Opacus) and keeps one accountant for all rounds.
+    """A client that trains with DP-SGD (Opacus) under public :class:`DPSGDParams`.
 
     Parameters
     ----------
@@ -117,14 +201,10 @@ class DPClient(Client):
         The client's training data.
     dp_workspace : DPWorkspace
         The shared, hooked workspace the server trains every client in.
-    noise_multiplier : float
-        sigma of DP-SGD (noise std = sigma * max_grad_norm on the summed clipped gradients).
-    max_grad_norm : float
-        Per-example clip norm C.
-    accountant : {"rdp", "prv", "gdp"}
-    secure_rng : torch.Generator, optional
-        Opacus secure mode: a cryptographic generator used for batches and noise instead of
-        the seeded one the server passes to :meth:`fit`.
+    params : DPSGDParams
+    noise : NoisePolicy
+        Secure: batches and noise from a fresh :class:`~privfed.privacy.randomness.SecureNoise`
+        per round; seeded: from the generator the server passes to :meth:`fit`.
     """
 
     def __init__(
@@ -134,25 +214,13 @@ class DPClient(Client):
         y: torch.Tensor,
         *,
         dp_workspace: DPWorkspace,
-        noise_multiplier: float,
-        max_grad_norm: float,
-        accountant: str = "rdp",
-        secure_rng: torch.Generator | None = None,
+        params: DPSGDParams,
+        noise: NoisePolicy,
     ) -> None:
         super().__init__(cid, x, y)
-        if noise_multiplier < 0:
-            raise ValueError(f"privacy.noise_multiplier must be >= 0, got {noise_multiplier}")
-        if not 0 < max_grad_norm < math.inf:
-            raise ValueError(f"privacy.max_grad_norm must be > 0 and finite, got {max_grad_norm}")
         self.dp_workspace = dp_workspace
-        self.noise_multiplier = noise_multiplier
-        self.max_grad_norm = max_grad_norm
-        self.accountant: IAccountant = make_accountant(accountant)
-        self.secure_rng = secure_rng
-
-    def epsilon(self, delta: float) -> float:
-        """Epsilon this client's records have spent so far, at ``delta``."""
-        return spent_epsilon(self.accountant, delta)
+        self.params = params
+        self.noise = noise
 
     def fit(
         self,
@@ -161,12 +229,12 @@ class DPClient(Client):
         training: LocalTraining,
         generator: torch.Generator,
     ) -> ClientUpdate:
-        """Run DP-SGD from ``global_weights`` for ``training.epochs`` epochs.
+        """Run ``params.steps_per_round`` DP-SGD steps from ``global_weights``.
 
-        Each epoch has ``floor(1/q)`` steps; each step's batch includes every record
-        independently with probability ``q = min(1, B / n_k)`` (batches may be empty).
-        FedProx's proximal gradient, which does not depend on the data, is added after
-        the noise.
+        Each step's batch holds every record independently with probability
+        ``params.sample_rate`` (batches may be empty); the noisy sum of clipped gradients is
+        divided by ``params.normaliser``. FedProx's proximal gradient, which does not depend
+        on the data, is added after the noise.
 
         Parameters
         ----------
@@ -174,112 +242,119 @@ class DPClient(Client):
             Must be the workspace of this client's :class:`DPWorkspace`.
         global_weights : torch.Tensor
         training : LocalTraining
+            Its learning rate and FedProx mu (the epochs are in ``params.steps_per_round``).
         generator : torch.Generator
-            Source of the batches and the noise (ignored in secure mode).
+            Source of the batches and the noise when the noise is seeded.
 
         Returns
         -------
         ClientUpdate
+            ``train_loss`` is NaN when every batch was empty.
         """
-        dp = self.dp_workspace
+        dp, params = self.dp_workspace, self.params
         if workspace is not dp.workspace:
             raise ValueError(f"client {self.cid}: DP client asked to train in a foreign workspace")
-        rng = self.secure_rng if self.secure_rng is not None else generator
-        n = self.num_samples
-        rate = local_sample_rate(n, training.batch_size)
-        expected_batch = rate * n
-        sampler = UniformWithReplacementSampler(num_samples=n, sample_rate=rate, generator=rng)
-        # Summed losses (empty batches are fine) and lr / E[B]: the step is
-        # lr * (sum of clipped gradients + noise) / E[B], DP-SGD's usual averaged step.
-        optimizer = DPOptimizerFastGradientClipping(
-            torch.optim.SGD(dp.params, lr=training.lr / expected_batch),
-            noise_multiplier=self.noise_multiplier,
-            max_grad_norm=self.max_grad_norm,
-            expected_batch_size=expected_batch,
+        source = self.noise.around(generator)
+        optimizer = _SourcedNoiseOptimizer(
+            torch.optim.SGD(dp.params, lr=training.lr / params.normaliser),
+            noise_multiplier=params.noise_multiplier,
+            max_grad_norm=params.max_grad_norm,
+            expected_batch_size=params.normaliser,
             loss_reduction="sum",
-            generator=rng,
-            secure_mode=self.secure_rng is not None,
+            noise=source,
         )
-        optimizer.attach_step_hook(
-            self._step_hook(rate, training.mu * expected_batch, global_weights)
-        )
+        if training.mu:
+            optimizer.attach_step_hook(self._proximal_hook(
+                training.mu * params.normaliser, global_weights))
         criterion = DPLossFastGradientClipping(
             dp.hooks, optimizer, nn.CrossEntropyLoss(reduction="sum"), loss_reduction="sum"
         )
         workspace.load(global_weights)
         module = workspace.module
         module.train()
-        loss_sum, seen, steps = 0.0, 0, 0
-        with dp.active(self.max_grad_norm):
-            for _ in range(training.epochs):
-                for batch in sampler:
-                    index = torch.as_tensor(batch, dtype=torch.long)
-                    optimizer.zero_grad()
-                    loss = criterion(module(self.x[index]), self.y[index])
-                    loss.backward()
-                    optimizer.step()
-                    loss_sum += loss.item()
-                    seen += len(index)
-                    steps += 1
+        loss_sum, seen = 0.0, 0
+        with dp.active(params.max_grad_norm):
+            for _ in range(params.steps_per_round):
+                index = source.subsample(self.num_samples, params.sample_rate)
+                optimizer.zero_grad()
+                loss = criterion(module(self.x[index]), self.y[index])
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.item()
+                seen += len(index)
         return ClientUpdate(
             cid=self.cid,
             delta=workspace.data - global_weights,
-            num_samples=n,
+            num_samples=self.num_samples,
             train_loss=loss_sum / seen if seen else math.nan,
-            steps=steps,
+            steps=params.steps_per_round,
         )
 
-    def _step_hook(self, rate: float, prox: float, global_weights: torch.Tensor):
-        """Accounting, then FedProx's gradient ``prox * (w - w_global)`` (post-processing)."""
-        account = self.accountant.get_optimizer_hook_fn(sample_rate=rate)
-        if not prox:
-            return account
+    def _proximal_hook(self, prox: float, global_weights: torch.Tensor):
+        """FedProx's gradient ``prox * (w - w_global)`` (post-processing of the noisy step)."""
         anchors = self.dp_workspace.workspace.spec.unflatten(global_weights).values()
 
         def hook(optimizer: DPOptimizerFastGradientClipping) -> None:
-            account(optimizer)
             for param, anchor in zip(self.dp_workspace.params, anchors, strict=True):
                 param.grad.add_(param.detach() - anchor, alpha=prox)
 
         return hook
 
 
-class LocalDP(UpdateMechanism):
-    """Plain FedAvg on the update path; reports the clients' record-level epsilons.
+class LocalDP(ClientLedgerMixin, UpdateMechanism):
+    """FedAvg with weight 1 per client; accounts each client's record-level epsilon.
 
     Parameters
     ----------
-    clients : sequence of DPClient
-        All clients, in id order.
+    params : DPSGDParams
+    num_clients : int
     delta : float
+    accountant : {"pld", "prv", "rdp"}
+    budget : float or None
+        ``privacy.epsilon``: a client whose next round would exceed it stops contributing.
+    noise : NoisePolicy
     """
 
-    def __init__(self, clients: Sequence[DPClient], delta: float) -> None:
-        self.clients = list(clients)
+    def __init__(
+        self,
+        params: DPSGDParams,
+        *,
+        num_clients: int,
+        delta: float,
+        accountant: str,
+        budget: float | None,
+        noise: NoisePolicy,
+    ) -> None:
+        self.params = params
         self.delta = delta
-        self._epsilons = [0.0] * len(self.clients)
+        self.noise = noise
+
+        def epsilon_after(rounds: int) -> float:
+            return gaussian_epsilon([params.release(rounds)], delta, accountant)
+
+        self.client_spend = ParticipationLedger(num_clients, epsilon_after, budget)
+
+    @property
+    def noise_multiplier(self) -> float:
+        """sigma of every client's DP-SGD."""
+        return self.params.noise_multiplier
+
+    def weight_for(self, num_samples: int) -> float:
+        """1: a client's record count is private under record-level DP."""
+        return 1.0
+
+    @property
+    def releases_train_loss(self) -> bool:
+        """False: the training loss is a non-private statistic of the client's records."""
+        return False
 
     def round_metrics(self, round_idx: int, sampled: Sequence[int]) -> dict[str, Any]:
-        """``epsilon`` (max over clients), ``epsilon_per_client`` (list by id), ``delta``.
-
-        Only the sampled clients' accountants changed this round, so only theirs are
-        recomputed.
-        """
-        for cid in sampled:
-            self._epsilons[cid] = self.clients[cid].epsilon(self.delta)
+        """``epsilon`` (max over clients, against the server and everyone else),
+        ``epsilon_per_client`` (list by id), ``delta`` and the noise's provenance."""
         return {
-            "epsilon": max(self._epsilons),
-            "epsilon_per_client": list(self._epsilons),
+            "epsilon": self.client_spend.max_epsilon(),
+            "epsilon_against": "server",
+            "epsilon_per_client": self.client_spend.epsilons(),
             "delta": self.delta,
+            "noise": self.noise.label,
         }
-
-    def client_report(self, cid: int) -> dict[str, Any]:
-        """The client's accountant history: ``[[noise_multiplier, sample_rate, steps], ...]``."""
-        return {"accountant_history": [list(e) for e in self.clients[cid].accountant.history]}
-
-    def load_client_report(self, cid: int, report: Mapping[str, Any]) -> None:
-        """Restore the client's accountant history (none in ``report``: a fresh accountant)."""
-        history = report.get("accountant_history", [])
-        self.clients[cid].accountant.history = [
-            (float(noise), float(rate), int(steps)) for noise, rate, steps in history
-        ]

@@ -17,12 +17,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from opacus.accountants import IAccountant
 
 from privfed.federated.client import ClientUpdate
 from privfed.federated.mechanism import UpdateMechanism
-from privfed.federated.sampling import derive_seed
-from privfed.privacy.accounting import adaptive_update_noise, make_accountant, spent_epsilon
+from privfed.privacy.accounting import (
+    GaussianEvent,
+    adaptive_update_noise,
+    gaussian_epsilon,
+    replace_one_epsilon,
+)
+from privfed.privacy.ledger import ParticipationLedger
+from privfed.privacy.randomness import NoisePolicy
 
 __all__ = ["AdaptiveClipping", "UserLevelDP", "clip_to_norm"]
 
@@ -65,8 +70,12 @@ class UserLevelDP(UpdateMechanism):
     """Base of :class:`~privfed.privacy.central.CentralDP` and
     :class:`~privfed.privacy.distributed.DistributedDP`.
 
-    Subclasses decide where the noise is added: :meth:`_client_noise` (on the client,
-    before the update leaves it) and :meth:`_server_noise` (on the decoded sum).
+    Subclasses decide where the noise is added (:meth:`_client_noise` on the client, before
+    the update leaves it; :meth:`_server_noise` on the decoded sum) and which party the
+    headline epsilon holds against. Every round released (also one without clients) is
+    counted in :attr:`rounds_spend`, whose epsilon is the Poisson-subsampled Gaussian's over
+    the rounds so far: the guarantee against an outsider who sees the released models but
+    not who took part.
 
     Parameters
     ----------
@@ -80,12 +89,12 @@ class UserLevelDP(UpdateMechanism):
     num_clients : int
         K.
     delta : float
-    seed : int
-        Seed of the mechanism's noise streams.
-    accountant : {"rdp", "prv", "gdp"}
+    noise : NoisePolicy
+        Where the noise comes from (secure, or seeded from the config).
+    accountant : {"pld", "prv", "rdp"}
     adaptive : AdaptiveClipping, optional
-    secure_rng : torch.Generator, optional
-        Cryptographic generator replacing the seeded noise streams (secure mode).
+    budget : float or None
+        ``privacy.epsilon``: no release may take the headline epsilon above it.
     """
 
     def __init__(
@@ -96,10 +105,10 @@ class UserLevelDP(UpdateMechanism):
         sample_rate: float,
         num_clients: int,
         delta: float,
-        seed: int,
-        accountant: str = "rdp",
+        noise: NoisePolicy,
+        accountant: str = "pld",
         adaptive: AdaptiveClipping | None = None,
-        secure_rng: torch.Generator | None = None,
+        budget: float | None = None,
     ) -> None:
         if noise_multiplier < 0:
             raise ValueError(f"privacy.noise_multiplier must be >= 0, got {noise_multiplier}")
@@ -112,21 +121,41 @@ class UserLevelDP(UpdateMechanism):
         self.noise_multiplier = noise_multiplier
         self.clip_norm = clip_norm
         self.sample_rate = sample_rate
+        self.num_clients = num_clients
         self.expected_clients = sample_rate * num_clients
         self.delta = delta
-        self.seed = seed
+        self.noise = noise
+        self.accountant = accountant
+        self.budget = budget
         self.adaptive = adaptive
         self.update_noise = (
             adaptive_update_noise(noise_multiplier, adaptive.count_stddev)
             if adaptive is not None
             else noise_multiplier
         )
-        self.accountant: IAccountant = self._make_accountant(accountant)
-        self.secure_rng = secure_rng
+
+        def amplified(rounds: int) -> float:
+            event = GaussianEvent(noise_multiplier, sample_rate, rounds)
+            return gaussian_epsilon([event], delta, accountant)
+
+        self.rounds_spend = ParticipationLedger(1, amplified, self._outsider_budget())
+
+    def _outsider_budget(self) -> float | None:
+        """The cap on the outsider's epsilon (the headline's for central DP)."""
+        return self.budget
 
     def weight_for(self, num_samples: int) -> float:
         """Every client has weight 1 (the sum is divided by the expected count)."""
         return 1.0
+
+    @property
+    def releases_train_loss(self) -> bool:
+        """False: a client's training loss is not protected by the mechanism."""
+        return False
+
+    def round_allowed(self) -> bool:
+        """Whether one more round keeps the outsider's epsilon within the budget."""
+        return self.rounds_spend.affordable(0)
 
     def client_state(self) -> dict[str, float]:
         """The current clip norm S (it moves under adaptive clipping)."""
@@ -156,7 +185,7 @@ class UserLevelDP(UpdateMechanism):
         The sum is ``mean * total_weight`` (weights are 1); a round without clients has a
         zero sum and still gets the (central) noise.
         """
-        self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
+        self.rounds_spend.record(round_idx, [0])
         noisy = mean * (total_weight / self.expected_clients)
         noise = self._server_noise(round_idx, len(mean))
         if noise is not None:
@@ -170,21 +199,36 @@ class UserLevelDP(UpdateMechanism):
         return noisy[:-1]
 
     def round_metrics(self, round_idx: int, sampled: Sequence[int]) -> dict[str, Any]:
-        """User-level ``epsilon`` so far, ``delta``, ``noise_multiplier`` and ``clip_norm``
-        (the S of the next round)."""
+        """The headline ``epsilon``, the party it holds against, ``epsilon_outsider``,
+        ``delta``, ``noise_multiplier``, ``clip_norm`` (the S of the next round) and the
+        noise's provenance."""
         return {
             "epsilon": self.epsilon(),
+            "epsilon_against": self.epsilon_against,
+            "epsilon_outsider": self.outsider_epsilon(),
             "delta": self.delta,
             "noise_multiplier": self.noise_multiplier,
             "clip_norm": self.clip_norm,
+            "noise": self.noise.label,
         }
 
-    def epsilon(self) -> float:
-        """User-level epsilon spent so far, at :attr:`delta`."""
-        return spent_epsilon(self.accountant, self.delta)
+    epsilon_against = "outsider"
+    """The party the headline :meth:`epsilon` holds against."""
 
-    def _make_accountant(self, name: str) -> IAccountant:
-        return make_accountant(name)
+    def epsilon(self) -> float:
+        """The headline user-level epsilon spent so far, at :attr:`delta`."""
+        return self.outsider_epsilon()
+
+    def outsider_epsilon(self) -> float:
+        """Epsilon against a party that sees the released models but not who took part."""
+        return self.rounds_spend.epsilon(0)
+
+    def change_one_client_epsilon(self, cid: int) -> float:
+        """Epsilon, against the outsider, for changing the data of client ``cid`` when it
+        takes part either way (replace-one: e.g. records inserted into it). Dp-accounting's
+        PLD accountant with the REPLACE_ONE relation: the clipped update may move by 2S."""
+        rounds = int(self.rounds_spend.counts[0])
+        return replace_one_epsilon(self.noise_multiplier, self.sample_rate, rounds, self.delta)
 
     def _update_std(self) -> float:
         """Std of the noise the released sum of clipped updates carries: ``z_u * S``."""
@@ -197,11 +241,6 @@ class UserLevelDP(UpdateMechanism):
         if self.adaptive is not None:
             std[-1] = self.adaptive.count_stddev * math.sqrt(share)
         return std
-
-    def _generator(self, *stream: int) -> torch.Generator:
-        if self.secure_rng is not None:
-            return self.secure_rng
-        return torch.Generator().manual_seed(derive_seed(self.seed, *stream))
 
     def _client_noise(self, round_idx: int, cid: int, vector: torch.Tensor) -> torch.Tensor:
         return vector

@@ -25,7 +25,7 @@ import numpy as np
 import tenseal as ts
 
 from .base import DecodedAggregate
-from .errors import InvalidInputError, MessageRejectedError
+from .errors import InvalidInputError, MessageRejectedError, ThresholdError
 from .identity import ClientIdentity
 from .oneshot import OneShotAggregator, OneShotServer, open_aggregate
 from .validation import prepare_upload, prepare_vector
@@ -164,15 +164,32 @@ class HEKeyHolder:
         )
         return _pack_material(self.params, secret)
 
-    def decode(self, message: bytes, round_id: int) -> DecodedAggregate:
+    def decode(self, message: bytes, round_id: int, *, min_clients: int = 1) -> DecodedAggregate:
         """Decrypt an aggregate message into the weighted mean.
+
+        Parameters
+        ----------
+        message : bytes
+        round_id : int
+        min_clients : int
+            Refuse to decrypt an aggregate that claims fewer included clients (e.g.
+            distributed DP's K_min). The count is the server's claim: this holds against a
+            server that follows the protocol (HE's threat model), not one that frames a
+            single upload as an aggregate.
 
         Raises
         ------
         MessageRejectedError
             Wrong round/kind, malformed, or encrypted under another context.
+        ThresholdError
+            Fewer than ``min_clients`` clients in the aggregate.
         """
         included, w_incl, total, fields = open_aggregate(message, KIND, round_id)
+        if len(included) < min_clients:
+            raise ThresholdError(
+                f"round {round_id}: the aggregate holds {len(included)} clients, fewer than "
+                f"min_clients = {min_clients}; not decrypting it"
+            )
         if not fields or fields[0] != self.public.fingerprint:
             raise MessageRejectedError("aggregate is not under this key holder's context")
         parts = []
@@ -310,6 +327,8 @@ class HEAggregator(OneShotAggregator):
         Clip out-of-range coordinates, or reject the vector.
     key_holder : HEKeyHolder, optional
         Existing key material to use instead of generating a new key.
+    min_clients : int
+        The key holders decrypt only aggregates of at least this many clients.
     """
 
     kind = KIND
@@ -324,8 +343,12 @@ class HEAggregator(OneShotAggregator):
         clip: float | None = None,
         out_of_range: str = "error",
         key_holder: HEKeyHolder | None = None,
+        min_clients: int = 1,
     ) -> None:
         super().__init__(clip=clip, out_of_range=out_of_range)
+        if isinstance(min_clients, bool) or not isinstance(min_clients, int) or min_clients < 1:
+            raise InvalidInputError(f"min_clients={min_clients!r}; allowed: an int >= 1")
+        self.min_clients = min_clients
         params = HEParams(poly_modulus_degree, tuple(coeff_mod_bit_sizes), scale_bits)
         self.key_holder = key_holder or HEKeyHolder(params)
         self.public = HEPublicContext(self.key_holder.public_material())
@@ -343,4 +366,4 @@ class HEAggregator(OneShotAggregator):
         return HEServer(round_id, weights, self.registry, dim, public=self.public)
 
     def _decode(self, message: bytes, round_id: int) -> DecodedAggregate:
-        return self.key_holder.decode(message, round_id)
+        return self.key_holder.decode(message, round_id, min_clients=self.min_clients)

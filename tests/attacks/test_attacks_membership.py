@@ -5,6 +5,7 @@ import pytest
 from scipy.special import softmax
 
 from attacks.membership import (
+    evaluate_membership,
     lira_scores,
     logit_confidence,
     loss_scores,
@@ -27,6 +28,15 @@ def _experiment(digits, overrides, n, refs):
     return membership_experiment(config, digits.x_train[:n], digits.y_train[:n],
                                  test=(digits.x_test, digits.y_test), num_classes=10,
                                  num_reference=refs)
+
+
+def test_evaluate_membership_names_the_attack_on_nan_scores():
+    labels = np.array([1, 0, 1, 0])
+    with pytest.raises(ValueError, match="LiRA offline produced NaN scores for 1 of 4"):
+        evaluate_membership(labels, np.array([0.3, np.nan, 0.2, 0.1]), attack="LiRA offline")
+    # Members inf, 0.2; non-members inf, 0.1: (1/2 + 1 + 0 + 1) / 4.
+    result = evaluate_membership(labels, np.array([np.inf, np.inf, 0.2, 0.1]))
+    assert result.metrics["auc"] == pytest.approx(0.625)
 
 
 def test_scores_match_their_definitions():

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy.stats import mannwhitneyu
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
@@ -45,6 +46,91 @@ def test_perfect_and_reversed_scores():
     assert roc_auc(labels, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
     assert roc_auc(labels, np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
     assert tpr_at_fpr(labels, np.array([0.1, 0.2, 0.8, 0.9]), 0.0) == 1.0
+
+
+def _rank_auc(labels, values):
+    """Mann-Whitney U / (P * N), average ranks: ties (infinities included) count one half."""
+    labels = np.asarray(labels, bool)
+    u = mannwhitneyu(values[labels], values[~labels]).statistic
+    return u / (labels.sum() * (~labels).sum())
+
+
+# 6 members, 3 non-members; two members tie with two non-members at +inf:
+# U = 10 tied pairs * 1/2 + 5 (members at inf above -2) + 1 (member at 0 above -2) = 11.
+INF_TIES_LABELS = np.r_[np.ones(6, int), np.zeros(3, int)]
+INF_TIES_SCORES = np.array([np.inf] * 5 + [0.0] + [np.inf, np.inf, -2.0])
+
+
+def test_auc_with_tied_infinities_does_not_depend_on_order():
+    rng = np.random.default_rng(0)
+    assert _rank_auc(INF_TIES_LABELS, INF_TIES_SCORES) == pytest.approx(11 / 18)
+    aucs = [roc_auc(INF_TIES_LABELS, INF_TIES_SCORES),
+            roc_auc(INF_TIES_LABELS[::-1], INF_TIES_SCORES[::-1])]
+    for _ in range(30):
+        p = rng.permutation(len(INF_TIES_LABELS))
+        aucs.append(roc_auc(INF_TIES_LABELS[p], INF_TIES_SCORES[p]))
+    np.testing.assert_allclose(aucs, 11 / 18, rtol=0, atol=1e-12)
+
+
+def test_tied_infinities_form_one_roc_point():
+    fpr, tpr = roc_curve(INF_TIES_LABELS, INF_TIES_SCORES)
+    # Thresholds: +inf (5 members, 2 non-members), 0, -2.
+    np.testing.assert_allclose(fpr, [0, 2 / 3, 2 / 3, 1])
+    np.testing.assert_allclose(tpr, [0, 5 / 6, 1, 1])
+
+
+def test_tied_negative_infinities_count_one_half():
+    labels = np.array([1, 1, 1, 0, 0, 0, 1, 0])
+    values = np.array([3.0, -np.inf, -np.inf, -np.inf, -np.inf, -np.inf, 1.0, 2.0])
+    expected = _rank_auc(labels, values)
+    # 3 > all negatives (4), 1 > three -inf (3), each -inf member ties 3 -inf non-members.
+    assert expected == pytest.approx((4 + 3 + 2 * 3 * 0.5) / 16)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        p = rng.permutation(len(labels))
+        assert roc_auc(labels[p], values[p]) == pytest.approx(expected, abs=1e-12)
+
+
+def test_mixture_of_finite_and_infinite_scores_matches_ranks(scores):
+    labels, values = scores
+    values = values.copy()
+    values[100:140] = np.inf
+    values[140:170] = -np.inf
+    expected = _rank_auc(labels, values)
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        p = rng.permutation(len(labels))
+        assert roc_auc(labels[p], values[p]) == pytest.approx(expected, abs=1e-12)
+    # The same ranking with finite stand-ins for the infinities: sklearn agrees.
+    finite = np.clip(values, -1e6, 1e6)
+    assert roc_auc(labels, values) == pytest.approx(roc_auc_score(labels, finite), abs=1e-12)
+    sk_fpr, sk_tpr, _ = sk_roc_curve(labels, finite)
+    assert advantage(labels, values) == pytest.approx(np.max(sk_tpr - sk_fpr))
+    assert tpr_at_fpr(labels, values, 0.1) == pytest.approx(sk_tpr[sk_fpr <= 0.1].max())
+
+
+def test_tpr_at_fpr_and_advantage_with_tied_infinities():
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        p = rng.permutation(len(INF_TIES_LABELS))
+        labels, values = INF_TIES_LABELS[p], INF_TIES_SCORES[p]
+        # The +inf tie cannot be split: any threshold taking a member at +inf also takes
+        # both non-members at +inf, so no threshold has 0 < FPR < 2/3.
+        assert tpr_at_fpr(labels, values, 0.5) == 0.0
+        assert tpr_at_fpr(labels, values, 2 / 3) == pytest.approx(1.0)
+        assert advantage(labels, values) == pytest.approx(1 - 2 / 3)
+
+
+@pytest.mark.parametrize("metric", [roc_curve, roc_auc, advantage,
+                                    lambda lab, val, **kw: tpr_at_fpr(lab, val, 0.01, **kw)])
+def test_nan_scores_raise_naming_the_attack(metric):
+    labels = np.r_[np.ones(100, int), np.zeros(100, int)]
+    values = np.linspace(0, 1, 200)
+    values[[3, 50, 170]] = np.nan
+    with pytest.raises(ValueError, match=r"LiRA online produced NaN scores for 3 of 200"):
+        metric(labels, values, attack="LiRA online")
+    with pytest.raises(ValueError, match="membership attack produced NaN"):
+        metric(labels, values)
 
 
 def test_mse_and_psnr_known_values():

@@ -11,7 +11,6 @@ from privfed.config import load_config
 from privfed.experiment import build_simulation
 from privfed.federated import LocalTraining
 from privfed.federated.fedbuff import FedBuffServer, LatencyModel, synchronous_times
-from privfed.privacy.local import local_steps_per_round
 from tests.conftest import make_server
 
 
@@ -99,16 +98,15 @@ def test_fedbuff_with_compression_counts_the_compressed_bytes():
     assert record.bytes_up == pytest.approx(4 * server.model_bytes / 8, rel=0.01)
 
 
-def test_local_dp_accountants_count_exactly_the_updates_sent():
+def test_local_dp_ledgers_count_exactly_the_updates_sent():
     server = _digits(["privacy.mechanism=local", "privacy.noise_multiplier=1.0",
                       "federation.rounds=4", "model.hidden=[16]"])
     fb = _fedbuff(server, buffer_size=3, concurrency=6, latency=LatencyModel(20, 1.0, seed=2))
     fb.fit(4)
     assert sum(fb.sent.values()) >= 12
+    counts = fb.mechanism.client_spend.counts
     for client in fb.clients:
-        steps = sum(entry[2] for entry in client.accountant.history)
-        assert steps == fb.sent[client.cid] * local_steps_per_round(client.num_samples,
-                                                                    fb.training)
+        assert counts[client.cid] == fb.sent[client.cid]
     # Clients that never sent an update spent no privacy at all.
-    idle = [c for c in fb.clients if fb.sent[c.cid] == 0]
-    assert idle and all(not c.accountant.history for c in idle)
+    idle = [c.cid for c in fb.clients if fb.sent[c.cid] == 0]
+    assert idle and all(fb.mechanism.client_spend.epsilon(c) == 0.0 for c in idle)

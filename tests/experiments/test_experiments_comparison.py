@@ -7,12 +7,15 @@ import pytest
 
 import experiments.audits as audits
 import experiments.comparison as comparison
+from experiments.audits import read_leakage
 from experiments.comparison import (
     CONFIGURATIONS,
+    Comparison,
     comparison_configs,
     run_comparison,
     write_comparison_report,
 )
+from privfed import jsonsafe
 
 TINY = ["federation.rounds=2", "model.hidden=[8]", "data.num_clients=4"]
 
@@ -56,3 +59,44 @@ def test_main_job_tabulates_every_configuration_and_resumes(tmp_path, monkeypatc
     monkeypatch.setattr(comparison, "run_point", no_more_work)
     assert [r.label for r in run_comparison(configs, tmp_path)] == [
         label for label, _ in CONFIGURATIONS]
+
+
+def _fake_result(tmp_path, label, config, confidence):
+    summary = {"final_accuracy": 0.9, "privacy_mechanism": "none", "epsilon": None,
+               "privacy_unit": None, "delta": None, "seconds_per_round": 0.1,
+               "bytes_up_per_client_round": 2048}
+    leakage = {
+        "config_hash": config.short_hash(),
+        "membership": {"outsider": {"lira_online": {"auc": 0.6, "tpr_at_1%_fpr": 0.02}}},
+        "epsilon_audit": {"epsilon_lower": 1.5, "confidence": confidence,
+                          "epsilon_theory": math.inf, "violation": False},
+        "inversion": {"single": {"status": "attacked", "view": "server",
+                                 "mean_psnr_db": math.inf}},
+    }
+    return Comparison(label, config, tmp_path / label, summary, leakage)
+
+
+def test_report_states_the_confidence_of_the_audits(tmp_path):
+    configs = comparison_configs(TINY)[:2]
+    results = [_fake_result(tmp_path, label, config, 0.9) for label, config in configs]
+    text = write_comparison_report(results, tmp_path).read_text()
+    assert "the epsilon lower bound is the 90% canary audit;" in text and "95%" not in text
+    with open(tmp_path / "comparison.csv", newline="") as src:
+        assert [r["epsilon_lower_confidence"] for r in csv.DictReader(src)] == ["0.9", "0.9"]
+    mixed = [_fake_result(tmp_path, "a", configs[0][1], 0.9),
+             _fake_result(tmp_path, "b", configs[1][1], 0.99)]
+    text = write_comparison_report(mixed, tmp_path).read_text()
+    assert "the epsilon lower bound is the canary audit;" in text
+
+
+def test_leakage_is_read_back_with_its_infinities(tmp_path):
+    label, config = comparison_configs(TINY)[0]
+    leakage = _fake_result(tmp_path, label, config, 0.95).leakage
+    leakage["config"] = "inf"
+    (tmp_path / "audit").mkdir()
+    (tmp_path / "audit" / "leakage.json").write_text(jsonsafe.dumps(leakage))
+    back = read_leakage(tmp_path, config)
+    assert back["epsilon_audit"]["epsilon_theory"] == math.inf
+    assert back["inversion"]["single"]["mean_psnr_db"] == math.inf
+    assert back["config"] == "inf"
+    assert audits.leakage_figures(back)["server_inversion_psnr_db"] == math.inf

@@ -188,3 +188,20 @@ def test_every_report_plot_has_labelled_axes(grid, tmp_path, monkeypatch):
     summarize_sweep(points, tmp_path / "sweep")
     assert set(labels) == {"cost_per_aggregator.png", "label_histograms.png"}
     assert all(x and y for axes in labels.values() for x, y in axes)
+
+
+def test_empirical_epsilon_plot_states_the_audits_confidence(tmp_path, monkeypatch):
+    import experiments.report as report_module
+
+    labels = []
+
+    def recording_save(fig, path):
+        labels.append(fig.axes[0].get_ylabel())
+        report_module.plt.close(fig)
+        return path
+
+    monkeypatch.setattr(report_module, "_save", recording_save)
+    table = [{"epsilon_mean": 2.0, "epsilon_lower_mean": 0.5}]
+    report_module.plot_empirical_epsilon(table, tmp_path / "a.png", confidence=0.9)
+    report_module.plot_empirical_epsilon(table, tmp_path / "b.png")
+    assert labels == ["empirical epsilon lower bound (90%)", "empirical epsilon lower bound"]

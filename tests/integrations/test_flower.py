@@ -12,33 +12,38 @@ import re
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 pytest.importorskip("flwr")
 
+import numpy as np  # noqa: E402
 from flwr.app import RecordDict  # noqa: E402
 from flwr.cli.config_utils import load_and_validate  # noqa: E402
 
 from privfed.cli import main as cli_main  # noqa: E402
 from privfed.config import ConfigError, ExperimentConfig, load_config  # noqa: E402
 from privfed.experiment import build_simulation  # noqa: E402
+from privfed.federated import BudgetSpent  # noqa: E402
 from privfed.integrations.flower import (  # noqa: E402
     FlowerOptions,
     LocalDeployment,
     check_supported,
     config_from_run_config,
+    messages,  # noqa: E402
     run_flower_deployment,
     run_flower_simulation,
     write_flower_app,
 )
-from privfed.integrations.flower.apps import CONFIG_KEY  # noqa: E402
+from privfed.integrations.flower.apps import CONFIG_KEY, flower_config  # noqa: E402
 from privfed.integrations.flower.node import ClientNode  # noqa: E402
 from privfed.integrations.flower.registry import pack_registry, unpack_registry  # noqa: E402
 from privfed.secure import ClientIdentity, IdentityRegistry  # noqa: E402
 from privfed.secure.errors import MessageRejectedError  # noqa: E402
 from privfed.secure.masking import Ring  # noqa: E402
+from privfed.secure.wire import unpack  # noqa: E402
 
 BASE = ["data.num_clients=3", "federation.rounds=3", "model.hidden=[32]"]
 
@@ -146,9 +151,10 @@ def test_simulation_engine_equals_in_process(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_simulation_keeps_the_dp_accountant_across_rounds_under_masking() -> None:
-    """Local DP-SGD on the nodes: each client's accountant lives in its Context.state, so
-    epsilon after 3 rounds equals the in-process accountant's (and exceeds round 1's)."""
+def test_simulation_keeps_the_privacy_ledger_across_rounds_with_secure_noise() -> None:
+    """Local DP-SGD on the nodes: each client's ledger lives in its Context.state, so
+    epsilon after 3 rounds equals the in-process run's (and exceeds round 1's); the noise
+    comes from OS entropy on the Flower engines, so the model is not the seeded run's."""
     cfg = config("privacy.mechanism='local'", "privacy.noise_multiplier=1.0",
                  "secure.kind='masking'")
     simulation, history = run_flower_simulation(cfg)
@@ -156,22 +162,101 @@ def test_simulation_keeps_the_dp_accountant_across_rounds_under_masking() -> Non
     epsilons = [r.extra["epsilon"] for r in history.rounds]
     assert epsilons == pytest.approx([r.extra["epsilon"] for r in expected.rounds], rel=1e-9)
     assert epsilons[0] < epsilons[1] < epsilons[2]
-    torch.testing.assert_close(simulation.server.weights, server.weights,
-                               atol=masking_bound(cfg, 3, server.weights), rtol=0)
+    assert {r.extra["noise"] for r in history.rounds} == {"secure"}
+    assert float((simulation.server.weights - server.weights).abs().max()) > 1e-3
 
 
 @pytest.mark.slow
 def test_simulation_central_dp_with_adaptive_clipping_equals_in_process() -> None:
-    """The server's moving clip norm reaches the clients every round."""
-    cfg = config("privacy.mechanism='central'", "privacy.noise_multiplier=0.5",
+    """The server's moving clip norm reaches the clients every round (no noise, so the
+    secure noise of the Flower engines draws nothing and both runs agree)."""
+    cfg = config("privacy.mechanism='central'", "privacy.noise_multiplier=0.0",
                  "privacy.adaptive_clipping=true", "privacy.clip_norm=0.1",
-                 "privacy.clipped_count_stddev=1.0", "federation.client_sampling='poisson'")
+                 "privacy.clipped_count_stddev=1.0")
     simulation, history = run_flower_simulation(cfg)
     server, expected = in_process(cfg)
     clip_norms = [r.extra["clip_norm"] for r in history.rounds]
     assert clip_norms == pytest.approx([r.extra["clip_norm"] for r in expected.rounds])
     assert len(set(clip_norms)) > 1
     torch.testing.assert_close(simulation.server.weights, server.weights, atol=1e-5, rtol=0)
+
+
+def _train_message(cfg: ExperimentConfig, participations: int, round_idx: int = 1):
+    """What the ServerApp sends a client to train, with its record of the client (the
+    message's content only: a flwr Message needs a running app's context)."""
+    model = build_simulation(cfg).server.weights.numpy()
+    body = messages.content(model=model, round=round_idx, weight=1.0, total_weight=3.0,
+                            mechanism={}, ledger={"participations": participations})
+    return SimpleNamespace(content=body)
+
+
+def _upload(cfg: ExperimentConfig, state: RecordDict, participations: int,
+            round_idx: int = 1) -> np.ndarray:
+    reply = ClientNode(cfg, 1, state).upload(_train_message(cfg, participations, round_idx))
+    return np.frombuffer(unpack(bytes(reply[messages.RECORD]["payload"])).payload, "<f4")
+
+
+def _node_count(state: RecordDict) -> int:
+    return messages.json_field(state["privfed.ledger"], "ledger")["participations"]
+
+
+def test_a_nodes_privacy_record_never_shrinks() -> None:
+    """Fault 6: the server replaced its record of a client with whatever the node reported,
+    so a node that lost its state took the server's record down (4.55 -> 5.75 -> 4.55).
+    Now the server counts on its own and sends its record; each side keeps the longer."""
+    cfg = flower_config(config("privacy.mechanism='local'", "privacy.noise_multiplier=1.0"))
+    state = RecordDict()
+    _upload(cfg, state, participations=4)
+    assert _node_count(state) == 5  # the server's 4, then this round
+    _upload(cfg, state, participations=1, round_idx=2)  # shorter than the node's own record
+    assert _node_count(state) == 6
+    _upload(cfg, state, participations=0, round_idx=2)  # the same round again counts once
+    assert _node_count(state) == 6
+    lost = RecordDict()  # a node whose state was lost resumes from the server's record
+    _upload(cfg, lost, participations=6, round_idx=3)
+    assert _node_count(lost) == 7
+    mechanism = build_simulation(cfg).server.mechanism  # the server side
+    mechanism.record_participation(1, [1])
+    mechanism.merge_client_ledger(1, {"participations": 0})
+    assert mechanism.client_ledger(1) == {"participations": 1}
+    mechanism.merge_client_ledger(1, {"participations": 3})
+    assert mechanism.client_ledger(1) == {"participations": 3}
+
+
+def test_a_node_refuses_to_train_past_its_budget() -> None:
+    cfg = flower_config(config("privacy.mechanism='local'", "privacy.epsilon=1.0"))
+    _upload(cfg, RecordDict(), participations=2)  # the third of 3 planned rounds
+    with pytest.raises(BudgetSpent, match="exceed its privacy budget"):
+        _upload(cfg, RecordDict(), participations=3)
+
+
+def test_flower_nodes_draw_noise_nobody_else_can_regenerate() -> None:
+    """Every node and the server build from the same config: with seeded noise any of them
+    could regenerate a client's DP-SGD noise. The Flower engines force secure noise."""
+    cfg = config("privacy.mechanism='local'", "privacy.noise_multiplier=1.0")
+    assert not cfg.privacy.secure_mode and flower_config(cfg).privacy.secure_mode
+    seeded = [_upload(cfg, RecordDict(), 0) for _ in range(2)]
+    np.testing.assert_array_equal(seeded[0], seeded[1])
+    secure = [_upload(flower_config(cfg), RecordDict(), 0) for _ in range(2)]
+    assert np.abs(secure[0] - secure[1]).max() > 1e-3
+    plain = config()
+    assert flower_config(plain) is plain  # no mechanism: nothing to change
+
+
+def test_nodes_send_no_private_statistics_under_dp() -> None:
+    """Under DP a node registers with weight 1 (not its record count) and replies without
+    its training loss; plain FedAvg keeps both."""
+    for overrides, released in (((), True),
+                                (("privacy.mechanism='local'", "privacy.noise_multiplier=1.0"),
+                                 False)):
+        cfg = flower_config(config(*overrides))
+        node = ClientNode(cfg, 1, RecordDict())
+        registered = node.register(SimpleNamespace(content=messages.content()))
+        weight = float(registered[messages.RECORD]["weight"])
+        assert (weight == node.server.clients[1].num_samples) if released else weight == 1.0
+        reply = ClientNode(cfg, 1, RecordDict()).upload(_train_message(cfg, 0))
+        assert ("train_loss" in reply[messages.RECORD]) is released
+        assert ("num_samples" in reply[messages.RECORD]) is released
 
 
 # ---------------------------------------------------------------- loopback deployment

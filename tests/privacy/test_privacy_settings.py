@@ -31,7 +31,7 @@ def test_default_is_non_private():
         ({"mechanism": "dp"},
          r"privacy\.mechanism: unknown value 'dp'; allowed: \['none', 'local'"),
         ({"mechanism": "local", "epsilon": 1.0, "accountant": "moments"},
-         r"privacy\.accountant: unknown value 'moments'; allowed: \['rdp', 'prv', 'gdp'\]"),
+         r"privacy\.accountant: unknown value 'moments'; allowed: \['pld', 'prv', 'rdp'\]"),
         ({"mechanism": "local"}, r"needs exactly one of privacy\.epsilon and privacy\.noise_mult"),
         ({"mechanism": "local", "epsilon": 1.0, "noise_multiplier": 1.0}, r"exactly one of"),
         ({"epsilon": 1.0}, r"privacy\.mechanism is 'none'"),

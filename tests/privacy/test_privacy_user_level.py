@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from privfed.federated import ClientUpdate, LocalTraining
-from privfed.privacy import AdaptiveClipping, CentralDP, DistributedDP, PrivacyConfig
+from privfed.privacy import AdaptiveClipping, CentralDP, DistributedDP, NoisePolicy, PrivacyConfig
 from tests.conftest import make_server
 from tests.privacy._helpers import private_server, split
 
@@ -15,7 +15,7 @@ DIM = 20_000
 
 def _common(**overrides):
     params = dict(noise_multiplier=1.3, clip_norm=0.7, sample_rate=0.5, num_clients=16,
-                  delta=1e-5, seed=1)
+                  delta=1e-5, noise=NoisePolicy(secure=False, seed=1))
     return {**params, **overrides}
 
 
@@ -65,6 +65,7 @@ def test_distributed_sum_has_the_noise_of_central_dp():
 
 def test_distributed_discards_a_round_with_too_few_survivors():
     dist = DistributedDP(min_surviving_clients=3, dim=4, **_common())
+    dist.record_participation(1, [0, 1])
     shares = [dist.client_transform(1, _update(c, torch.ones(4))) for c in range(2)]
     step = dist.server_finalize(1, torch.stack(shares).mean(0), 2.0, (0, 1))
     assert torch.equal(step, torch.zeros(4))
@@ -75,8 +76,9 @@ def test_distributed_discards_a_round_with_too_few_survivors():
 def test_skellam_shares_are_on_the_lattice_and_sum_to_central_std():
     step = 0.7 / 2**10
     k = 4
-    dist = DistributedDP(min_surviving_clients=k, noise="skellam", dim=DIM,
+    dist = DistributedDP(min_surviving_clients=k, noise_kind="skellam", dim=DIM,
                          quantization_step=step, **_common())
+    dist.record_participation(1, range(k))
     shares = [dist.client_transform(1, _update(c, torch.full((DIM,), 0.001))) for c in range(k)]
     for share in shares:
         units = share.double() / step

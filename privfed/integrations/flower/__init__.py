@@ -17,7 +17,13 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
         "privfed's Flower engines need Flower: pip install 'privfed[flower]'"
     ) from err
 
-from .apps import check_supported, config_from_run_config, make_client_app, make_server_app
+from .apps import (
+    check_supported,
+    config_from_run_config,
+    flower_config,
+    make_client_app,
+    make_server_app,
+)
 from .engines import run_flower_deployment, run_flower_simulation, write_flower_app
 from .local import LocalDeployment
 from .server import FlowerOptions, FlowerServer
@@ -27,6 +33,7 @@ __all__ = [
     "FlowerServer",
     "LocalDeployment",
     "check_supported",
+    "flower_config",
     "config_from_run_config",
     "make_client_app",
     "make_server_app",

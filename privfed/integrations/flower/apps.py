@@ -40,6 +40,7 @@ __all__ = [
     "check_supported",
     "client_app",
     "config_from_run_config",
+    "flower_config",
     "make_client_app",
     "make_server_app",
     "run_server",
@@ -82,6 +83,17 @@ def check_supported(config: ExperimentConfig) -> None:
         )
 
 
+def flower_config(config: ExperimentConfig) -> ExperimentConfig:
+    """``config`` as the Flower engines run it: with a privacy mechanism, its noise and DP
+    sampling always come from OS entropy (``privacy.secure_mode = true``). Across
+    processes every node builds from the same config, so seeded noise could be regenerated
+    by the server and every other node."""
+    privacy = config.privacy
+    if privacy.mechanism == "none" or privacy.secure_mode:
+        return config
+    return dataclasses.replace(config, privacy=dataclasses.replace(privacy, secure_mode=True))
+
+
 def config_from_run_config(run_config: Mapping[str, Any]) -> ExperimentConfig:
     """The experiment config shipped in a Flower run config under :data:`CONFIG_KEY`."""
     if CONFIG_KEY not in run_config:
@@ -115,6 +127,7 @@ def run_server(
     history : History
     """
     check_supported(config)
+    config = flower_config(config)
     simulation = build_simulation(
         config, server_class=FlowerServer, server_options={"grid": grid, "options": options}
     )
@@ -206,7 +219,7 @@ def _handler(
                 "the SuperNode has no partition-id: start it with --node-config "
                 "'partition-id=<client id>'"
             )
-        federation = config or config_from_run_config(context.run_config)
+        federation = flower_config(config or config_from_run_config(context.run_config))
         if "data-dir" in node_config:
             federation = dataclasses.replace(
                 federation,

@@ -16,7 +16,14 @@ from privfed.config import ExperimentConfig
 from privfed.experiment import Simulation
 from privfed.federated import History
 
-from .apps import CONFIG_KEY, FINISHED, check_supported, make_client_app, make_server_app
+from .apps import (
+    CONFIG_KEY,
+    FINISHED,
+    check_supported,
+    flower_config,
+    make_client_app,
+    make_server_app,
+)
 from .local import flower_executable
 from .server import FlowerOptions
 
@@ -58,6 +65,7 @@ def run_flower_simulation(
     from flwr.simulation import run_simulation
 
     check_supported(config)
+    config = flower_config(config)
     results: list = []
     backend = backend_config or {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
@@ -99,6 +107,7 @@ def write_flower_app(
     options : FlowerOptions, optional
     """
     check_supported(config)
+    config = flower_config(config)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     options = options or FlowerOptions()

@@ -5,8 +5,13 @@ in memory between messages. What must outlive a message is kept in the node's
 ``Context.state``, which stays on the SuperNode and is never sent to the SuperLink:
 
 * ``privfed.identity``: the client's Ed25519 signing key;
-* ``privfed.report``: what the update mechanism keeps per client across rounds, e.g. the
-  Opacus accountant's history under local DP-SGD (so epsilon accumulates over all rounds);
+* ``privfed.ledger``: the client's own privacy record (how many updates it has released),
+  so that its epsilon accumulates over all rounds and it stops at its budget. With every
+  request the server sends its record of the client; the node keeps the longer of the two
+  and never shrinks it. A node whose state was lost therefore resumes from the server's
+  record (which counts every round the client was asked to train in): it cannot know of
+  releases the server never saw, and a node that does not trust the server should keep
+  its SuperNode's state;
 * ``privfed.he``: the CKKS public context (every node) and the secret key (the key holder);
 * ``privfed.masking``: the masking protocol's party state between its stages (private keys,
   seeds, shares held) and the masked update waiting for the masked-input stage.
@@ -24,7 +29,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 
 from privfed.config import ConfigError, ExperimentConfig
 from privfed.experiment import Simulation, build_simulation
-from privfed.federated import ClientUpdate
+from privfed.federated import BudgetSpent, ClientUpdate
 from privfed.secure import ClientIdentity, IdentityRegistry
 from privfed.secure.he import HEClient, HEKeyHolder, HEPublicContext
 from privfed.secure.masking import MaskingClient
@@ -35,8 +40,8 @@ from .registry import pack_registry, unpack_registry
 
 __all__ = ["ClientNode"]
 
-_IDENTITY, _REPORT, _HE, _MASKING = (
-    "privfed.identity", "privfed.report", "privfed.he", "privfed.masking",
+_IDENTITY, _LEDGER, _HE, _MASKING = (
+    "privfed.identity", "privfed.ledger", "privfed.he", "privfed.masking",
 )
 _FEDERATIONS: dict[str, Simulation] = {}
 
@@ -77,7 +82,7 @@ class ClientNode:
         self.federation = _federation(config)
         self.server = self.federation.server
         self.mechanism = self.server.mechanism
-        self.mechanism.load_client_report(self.cid, self._json(_REPORT, "report"))
+        self.mechanism.merge_client_ledger(self.cid, self._json(_LEDGER, "ledger"))
         if _IDENTITY in state:
             raw = bytes(state[_IDENTITY]["key"])
             self.identity = ClientIdentity.from_private_bytes(self.cid, raw)
@@ -87,10 +92,12 @@ class ClientNode:
 
     # ------------------------------------------------------------------ set-up
     def register(self, message: Message) -> RecordDict:
-        """Tell the server who this node is: client id, sample count, verification key."""
+        """Tell the server who this node is: client id, aggregation weight (the sample count
+        for plain FedAvg; 1 under DP, where the count is private), verification key."""
+        num_samples = self.server.clients[self.cid].num_samples
         return messages.content(
             cid=self.cid,
-            num_samples=self.server.clients[self.cid].num_samples,
+            weight=self.mechanism.weight_for(num_samples),
             verify_key=self.identity.public_bytes,
         )
 
@@ -118,7 +125,8 @@ class ClientNode:
             raise ConfigError(f"client {self.cid} holds no CKKS secret key")
         fields = messages.fields(message)
         holder = HEKeyHolder(secret_material=bytes(self.state[_HE]["secret"]))
-        decoded = holder.decode(bytes(fields["payload"]), int(fields["round"]))
+        decoded = holder.decode(bytes(fields["payload"]), int(fields["round"]),
+                                min_clients=self.server.aggregator.min_clients)
         return messages.content(
             mean=np.asarray(decoded.mean, "<f8").tobytes(),
             total_weight=decoded.total_weight,
@@ -201,26 +209,39 @@ class ClientNode:
 
     # ------------------------------------------------------------------ training
     def _train(self, message: Message) -> tuple[ClientUpdate, np.ndarray]:
-        """Local training from the message's model; the transformed update to encode."""
+        """Local training from the message's model; the transformed update to encode.
+
+        Raises
+        ------
+        BudgetSpent
+            When one more update would take this client past its privacy budget (by the
+            longer of its own record and the server's).
+        """
         fields = messages.fields(message)
         round_idx = int(fields["round"])
+        self.mechanism.merge_client_ledger(self.cid, messages.json_field(fields, "ledger"))
+        if not self.mechanism.may_participate(self.cid):
+            raise BudgetSpent(f"client {self.cid}: one more update would exceed its privacy "
+                              "budget; it does not train")
+        self.mechanism.record_participation(round_idx, [self.cid])
+        self.state[_LEDGER] = ConfigRecord({
+            "ledger": json.dumps(self.mechanism.client_ledger(self.cid)).encode(),
+        })
         self.mechanism.load_client_state(messages.json_field(fields, "mechanism"))
         global_weights = torch.from_numpy(messages.model(message).copy())
         update = self.server.train_client(self.cid, global_weights, round_idx)
-        vector = self.mechanism.client_transform(round_idx, update).numpy()
-        self.state[_REPORT] = ConfigRecord({
-            "report": json.dumps(self.mechanism.client_report(self.cid)).encode(),
-        })
-        return update, vector
+        return update, self.mechanism.client_transform(round_idx, update).numpy()
 
     def _reply(self, update: ClientUpdate, payload: bytes, seconds: float) -> RecordDict:
+        """The payload and timing; the training loss and sample count only where the
+        mechanism releases them (not under DP: they are statistics of private data)."""
+        released = self.mechanism.releases_train_loss
         return messages.content(
             payload=payload,
-            num_samples=update.num_samples,
-            train_loss=update.train_loss,
+            num_samples=update.num_samples if released else None,
+            train_loss=update.train_loss if released else None,
             steps=update.steps,
             seconds_encode=seconds,
-            report=self.mechanism.client_report(self.cid),
         )
 
     def _json(self, key: str, field: str) -> dict:

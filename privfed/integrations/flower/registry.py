@@ -41,14 +41,15 @@ class NodeDirectory:
     ----------
     node_of : dict of int to int
         privfed client id -> Flower node id.
-    num_samples : dict of int to int
-        privfed client id -> its number of training records (public FedAvg weight).
+    weight : dict of int to float
+        privfed client id -> its aggregation weight (plain FedAvg: its number of training
+        records; under DP: 1, the count being private).
     registry : IdentityRegistry
         The clients' Ed25519 verification keys.
     """
 
     node_of: dict[int, int] = field(default_factory=dict)
-    num_samples: dict[int, int] = field(default_factory=dict)
+    weight: dict[int, float] = field(default_factory=dict)
     registry: IdentityRegistry = field(default_factory=IdentityRegistry)
 
     @property
@@ -56,7 +57,7 @@ class NodeDirectory:
         """Flower node id -> privfed client id."""
         return {node: cid for cid, node in self.node_of.items()}
 
-    def add(self, node_id: int, cid: int, num_samples: int, verify_key: bytes) -> None:
+    def add(self, node_id: int, cid: int, weight: float, verify_key: bytes) -> None:
         """Register node ``node_id`` as client ``cid``.
 
         Raises
@@ -70,5 +71,5 @@ class NodeDirectory:
                 "give every SuperNode its own --node-config partition-id"
             )
         self.node_of[cid] = node_id
-        self.num_samples[cid] = num_samples
+        self.weight[cid] = weight
         self.registry.keys[cid] = verify_key

@@ -10,6 +10,7 @@ travel through the SuperLink.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -117,7 +118,7 @@ class FlowerServer(Server):
             time.sleep(0.2)
         replies = self._ask(messages.REGISTER, {node: messages.content() for node in nodes}, 0)
         for node, record in replies.items():
-            self.directory.add(node, int(record["cid"]), int(record["num_samples"]),
+            self.directory.add(node, int(record["cid"]), float(record["weight"]),
                                bytes(record["verify_key"]))
         missing = sorted(set(range(wanted)) - set(self.directory.node_of))
         if missing:
@@ -146,23 +147,20 @@ class FlowerServer(Server):
     ) -> tuple[list[ClientUpdate], AggregationResult, int]:
         if not cids:
             return [], self._aggregate(round_idx, [], {}), 0
-        weights = {c: self.mechanism.weight_for(self.directory.num_samples[c]) for c in cids}
+        weights = {c: self.directory.weight[c] for c in cids}
         meter = RoundMeter(cids, self._notify_received if self.observers else None)
-        common = {
-            "round": round_idx,
-            "mechanism": self.mechanism.client_state(),
-        }
+        common = {"round": round_idx, "mechanism": self.mechanism.client_state()}
         if self.kind == "masking":
             decoded, trained = self._masking_round(round_idx, weights, common, meter)
         else:
             decoded, trained = self._one_shot_round(round_idx, weights, common, meter)
-        updates = []
-        for cid, record in sorted(trained.items()):
-            self.mechanism.load_client_report(cid, messages.json_field(record, "report"))
-            updates.append(ClientUpdate(
-                cid=cid, delta=torch.empty(0), num_samples=int(record["num_samples"]),
-                train_loss=float(record["train_loss"]), steps=int(record["steps"]),
-            ))
+        updates = [
+            ClientUpdate(
+                cid=cid, delta=torch.empty(0), num_samples=int(record.get("num_samples", 0)),
+                train_loss=float(record.get("train_loss", math.nan)), steps=int(record["steps"]),
+            )
+            for cid, record in sorted(trained.items())
+        ]
         return updates, meter.result(decoded, cids), len(cids) * self.model_bytes
 
     def _one_shot_round(
@@ -170,7 +168,8 @@ class FlowerServer(Server):
     ) -> tuple[DecodedAggregate, dict[int, ConfigRecord]]:
         """Plain or CKKS: one upload per client, summed by the server."""
         model, total = self.weights.numpy(), sum(weights.values())
-        bodies = {c: messages.content(model=model, weight=w, total_weight=total, **common)
+        bodies = {c: messages.content(model=model, weight=w, total_weight=total,
+                                      ledger=self.mechanism.client_ledger(c), **common)
                   for c, w in weights.items()}
         trained = self._exchange(messages.TRAIN, bodies, r)
         dim = self.mechanism.transformed_length(self.weights.numel())
@@ -214,7 +213,8 @@ class FlowerServer(Server):
         dim = self.mechanism.transformed_length(self.weights.numel())
         party = MaskingServer(self.directory.registry, self.aggregator.params, r, dim, weights)
         model, registry = self.weights.numpy(), pack_registry(self.directory.registry)
-        bodies = {c: messages.content(model=model, weight=w, registry=registry, **common)
+        bodies = {c: messages.content(model=model, weight=w, registry=registry,
+                                      ledger=self.mechanism.client_ledger(c), **common)
                   for c, w in weights.items()}
         trained = self._exchange(messages.ADVERTISE, bodies, r)
         alive = self._receive_all(party, "advertise", trained, meter)

@@ -24,7 +24,7 @@ class MaskingAggregator(Aggregator):
 
     Parameters
     ----------
-    ring_bits, clip, out_of_range, threshold, neighbourhood
+    ring_bits, clip, out_of_range, threshold, neighbourhood, min_clients
         See :class:`MaskingParams`.
     """
 
@@ -39,9 +39,11 @@ class MaskingAggregator(Aggregator):
         out_of_range: str = "error",
         threshold: int | None = None,
         neighbourhood: str | int = "full",
+        min_clients: int = 2,
     ) -> None:
         super().__init__(clip=clip, out_of_range=out_of_range)
-        self.params = MaskingParams(ring_bits, clip, out_of_range, threshold, neighbourhood)
+        self.params = MaskingParams(ring_bits, clip, out_of_range, threshold, neighbourhood,
+                                    min_clients)
 
     def _run(
         self,

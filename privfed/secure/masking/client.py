@@ -289,6 +289,11 @@ class MaskingClient:
                 f"client {self.id}: unmask request omits this client or lists a neighbour "
                 "that never shared with it"
             )
+        if len(survivors) < self.params.min_clients:
+            raise ThresholdError(
+                f"client {self.id}: the unmask request lists {len(survivors)} surviving inputs, "
+                f"fewer than min_clients = {self.params.min_clients}; revealing nothing"
+            )
         alive = len(survivors & set(self._held))
         if alive < self._threshold:
             raise ThresholdError(

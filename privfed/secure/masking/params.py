@@ -43,6 +43,13 @@ class MaskingParams:
         ``"full"``: every pair of clients shares a mask (Bonawitz et al. 2017, O(n^2)).
         An even int ``k``: SecAgg+ (Bell et al. 2020) with a random k-regular graph; choose
         ``k`` ~ O(log n) for O(n log n) total cost.
+    min_clients : int
+        The fewest clients whose inputs a decodable sum may hold (>= 2). Each client raises
+        its threshold to at least this (within its sharing group) and refuses to reveal
+        shares for fewer surviving inputs, so a server that follows the protocol never
+        decodes a smaller sum; e.g. distributed DP's K_min, so that every decodable sum
+        carries enough noise shares. Enforced by the clients from their own parameters, not
+        from anything the server sends.
     """
 
     ring_bits: int = 32
@@ -50,6 +57,7 @@ class MaskingParams:
     out_of_range: str = "error"
     threshold: int | None = None
     neighbourhood: str | int = "full"
+    min_clients: int = 2
 
     def __post_init__(self) -> None:
         if isinstance(self.ring_bits, bool) or not isinstance(self.ring_bits, int) or not (
@@ -70,6 +78,9 @@ class MaskingParams:
         t = self.threshold
         if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 2):
             raise InvalidInputError(f"threshold={t!r}; allowed: None or an int >= 2")
+        m = self.min_clients
+        if isinstance(m, bool) or not isinstance(m, int) or m < 2:
+            raise InvalidInputError(f"min_clients={m!r}; allowed: an int >= 2")
 
     def group_size(self, participants: int) -> int:
         """Size of a sharing group: all participants, or a neighbourhood plus its owner."""
@@ -85,14 +96,17 @@ class MaskingParams:
         InvalidInputError
             If ``t`` exceeds the group size.
         ThresholdError
-            With fewer than 2 participants (the sum would be the single input).
+            With fewer than ``min_clients`` participants (at least 2: a sum of one client
+            would be its input).
         """
-        if participants < 2:
+        if participants < self.min_clients:
             raise ThresholdError(
-                f"masking needs at least 2 clients (threshold t >= 2), got {participants}"
+                f"masking needs at least {self.min_clients} clients (min_clients), got "
+                f"{participants}"
             )
         size = self.group_size(participants)
         t = self.threshold if self.threshold is not None else default_threshold(size)
+        t = max(t, min(self.min_clients, size))
         if t > size:
             raise InvalidInputError(
                 f"threshold={t} exceeds the sharing group size {size} ({participants} clients, "
