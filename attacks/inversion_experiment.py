@@ -136,7 +136,8 @@ def inversion_experiment(
     server = fed.server
     if config.secure.kind == "he":
         view: ServerView = CollusionView(server.aggregator.key_holder.secret_material(),
-                                         {c.cid: c.num_samples for c in server.clients})
+                                         {c.cid: server.mechanism.weight_for(c.num_samples)
+                                          for c in server.clients})
         view_name = "collusion"
     else:
         view, view_name = ServerView(codec=getattr(server.aggregator, "codec", None)), "server"

@@ -106,7 +106,8 @@ def run_audit(
         views["server"] = view
         if config.secure.kind == "he":
             collusion = CollusionView(server.aggregator.key_holder.secret_material(),
-                                      {c.cid: c.num_samples for c in server.clients})
+                                      {c.cid: server.mechanism.weight_for(c.num_samples)
+                                       for c in server.clients})
             collusion.attach_initial(server.weights)
             server.observers.append(collusion)
             views["collusion"] = collusion

@@ -7,13 +7,16 @@ local training is timed (no aggregation), interleaved over ``--repeats`` runs:
 * ``plain``    -- privfed's non-private :class:`~privfed.federated.Client` (shuffled
   consecutive batches, one flat SGD update per step);
 * ``poisson``  -- the same training without DP on DP-SGD's batches: Opacus's Poisson
-  sampler, summed loss, ``torch.optim.SGD`` with ``lr / E[B]`` (what DP-SGD does, minus the
-  clipping and the noise);
+  sampler at the public rate ``q = B / n_ref``, summed loss, ``torch.optim.SGD`` with
+  ``lr / B`` (what DP-SGD does, minus the clipping and the noise);
 * ``dp-sgd``   -- :class:`~privfed.privacy.DPClient`: the same batches with per-example
-  clipping (C = 1) and Gaussian noise (sigma = 1), Opacus accounting included.
+  clipping (C = 1) and Gaussian noise (sigma = 1), seeded from the batch generator;
+* ``dp-sgd-secure`` -- the same with ``privacy.secure_mode``: batches and noise from a
+  ChaCha20 keystream keyed from OS entropy.
 
 Run by hand: ``python benchmarks/dp_overhead.py [--repeats 5] [--hidden 128]``. Prints the
-median times and the ratio ``dp-sgd / poisson`` (goal: <= 2.5) and ``dp-sgd / plain``.
+median times and the ratios ``dp-sgd / poisson`` (goal: <= 2.5), ``dp-sgd / plain`` and
+``dp-sgd-secure / dp-sgd`` (the cost of noise nobody else can regenerate).
 """
 
 from __future__ import annotations
@@ -30,23 +33,29 @@ from torch import nn
 from privfed.data import load_dataset, make_partitioner
 from privfed.federated import Client, LocalTraining, bind_flat_parameters
 from privfed.models import build_model
-from privfed.privacy import DPClient, DPWorkspace, local_sample_rate
+from privfed.privacy import (
+    DPClient,
+    DPSGDParams,
+    DPWorkspace,
+    NoisePolicy,
+    default_sample_rate,
+    local_steps_per_round,
+)
 
 ROUNDS, CLIENTS = 30, 10
 TRAINING = LocalTraining(epochs=1, batch_size=32, lr=0.05)
 
 
-def _poisson_sgd(client: Client, workspace, start, generator) -> None:
+def _poisson_sgd(client: Client, workspace, start, generator, params: DPSGDParams) -> None:
     """Local training on DP-SGD's Poisson batches, without clipping or noise."""
-    n = client.num_samples
-    rate = local_sample_rate(n, TRAINING.batch_size)
     workspace.load(start)
     module = workspace.module
-    optimizer = torch.optim.SGD(module.parameters(), lr=TRAINING.lr / (rate * n))
+    optimizer = torch.optim.SGD(module.parameters(), lr=TRAINING.lr / params.normaliser)
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    sampler = UniformWithReplacementSampler(num_samples=client.num_samples,
+                                            sample_rate=params.sample_rate, generator=generator)
     for _ in range(TRAINING.epochs):
-        for batch in UniformWithReplacementSampler(num_samples=n, sample_rate=rate,
-                                                   generator=generator):
+        for batch in sampler:
             index = torch.as_tensor(batch, dtype=torch.long)
             optimizer.zero_grad()
             loss_fn(module(client.x[index]), client.y[index]).backward()
@@ -73,23 +82,30 @@ def main() -> None:
     dp = DPWorkspace.of(dp_ws)
     plain = [Client(c, x[torch.from_numpy(i)], y[torch.from_numpy(i)])
              for c, i in enumerate(parts)]
-    private = [DPClient(c.cid, c.x, c.y, dp_workspace=dp, noise_multiplier=1.0,
-                        max_grad_norm=1.0) for c in plain]
+    rate = default_sample_rate(TRAINING.batch_size, len(data.y_train) // CLIENTS)
+    params = DPSGDParams(1.0, 1.0, rate, local_steps_per_round(rate, TRAINING.epochs),
+                         float(TRAINING.batch_size))
+    private = {
+        secure: [DPClient(c.cid, c.x, c.y, dp_workspace=dp, params=params,
+                          noise=NoisePolicy(secure)) for c in plain]
+        for secure in (False, True)
+    }
 
     def run(kind: str) -> float:
         began = time.perf_counter()
         for r in range(1, ROUNDS + 1):
-            for client, dp_client in zip(plain, private, strict=True):
+            for client in plain:
                 generator = torch.Generator().manual_seed(100_000 * r + client.cid)
                 if kind == "plain":
                     client.fit(plain_ws, start, TRAINING, generator)
                 elif kind == "poisson":
-                    _poisson_sgd(client, poisson_ws, start, generator)
+                    _poisson_sgd(client, poisson_ws, start, generator, params)
                 else:
+                    dp_client = private[kind == "dp-sgd-secure"][client.cid]
                     dp_client.fit(dp_ws, start, TRAINING, generator)
         return time.perf_counter() - began
 
-    kinds = ("plain", "poisson", "dp-sgd")
+    kinds = ("plain", "poisson", "dp-sgd", "dp-sgd-secure")
     times: dict[str, list[float]] = {k: [] for k in kinds}
     run("dp-sgd")  # warm-up
     for _ in range(args.repeats):
@@ -100,10 +116,12 @@ def main() -> None:
           f"B={TRAINING.batch_size}, torch threads={torch.get_num_threads()}, "
           f"Opacus grad-sample mode: ghost")
     for kind in kinds:
-        print(f"  {kind:8s} {median[kind]:7.3f} s")
+        print(f"  {kind:14s} {median[kind]:7.3f} s")
     same = median["dp-sgd"] / median["poisson"]
     print(f"ratio dp-sgd / poisson (same batches, no DP): {same:.2f}")
     print(f"ratio dp-sgd / plain privfed client:          {median['dp-sgd'] / median['plain']:.2f}")
+    secure = median["dp-sgd-secure"] / median["dp-sgd"]
+    print(f"ratio dp-sgd-secure / dp-sgd (secure noise):  {secure:.2f}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ class TrainingDivergedError(FloatingPointError):
 class BudgetSpent(Exception):
     """No client can release another update within its privacy budget."""
 
+
 BatchSeed = Callable[[int, int], int]
 """Maps ``(round, client id)`` to the seed of that client's batch order in that round."""
 

@@ -104,6 +104,11 @@ class ClientLedgerMixin:
         """Whether client ``cid`` can afford one more release within the budget."""
         return self.client_spend.affordable(cid)
 
+    def round_allowed(self) -> bool:
+        """Whether any client can still afford a release (and the base class allows it)."""
+        fewest = int(np.argmin(self.client_spend.counts))
+        return self.client_spend.affordable(fewest) and super().round_allowed()  # type: ignore[misc]
+
     def record_participation(self, release_id: int, cids: Iterable[int]) -> None:
         """Count one release for each of ``cids`` (idempotent per ``release_id``)."""
         self.client_spend.record(release_id, cids)

@@ -223,3 +223,71 @@ def test_skellam_target_is_calibrated_with_the_skellam_accountant():
     history = build_simulation(cfg).run()
     final = history.rounds[-1].extra["epsilon"]
     assert 0.95 * 4.0 <= final <= 4.0
+
+
+# ---------------------------------------------------------------------- every mechanism
+def _build(mechanism: str, accountant: str, *, epsilon=None, z=None, fraction=1.0, rounds=20):
+    """The mechanism the factory builds for 20 clients of 30 records."""
+    from privfed.federated import Client, ClientSampler, LocalTraining, bind_flat_parameters
+    from privfed.models import build_model
+    from privfed.privacy import build_privacy
+
+    x, y = torch.zeros(30, 6), torch.zeros(30, dtype=torch.long)
+    config = PrivacyConfig(mechanism=mechanism, epsilon=epsilon, noise_multiplier=z,
+                           accountant=accountant, delta=1e-5)
+    workspace = bind_flat_parameters(build_model("mlp", (6,), 3, seed=0, hidden=(4,)))
+    sampler = ClientSampler(20, fraction, 0, poisson=fraction < 1)
+    _, mech = build_privacy(config, clients=[Client(c, x, y) for c in range(20)],
+                            sampler=sampler, workspace=workspace, rounds=rounds,
+                            training=LocalTraining(1, 8, 0.1), noise=SEEDED, reference_size=30)
+    return mech
+
+
+def _release(mech, mechanism: str, rounds: int, cohort: list[int]) -> None:
+    for r in range(1, rounds + 1):
+        mech.record_participation(r, cohort)
+        if mechanism != "local":
+            mech.server_finalize(r, torch.zeros(mech.transformed_length(10)), float(len(cohort)),
+                                 cohort)
+
+
+@pytest.mark.parametrize("accountant", ACCOUNTANTS)
+@pytest.mark.parametrize(("mechanism", "fraction"), [("local", 1.0), ("central", 0.2),
+                                                      ("distributed", 0.2)])
+def test_every_mechanism_reports_an_upper_bound_with_every_accountant(mechanism, fraction,
+                                                                      accountant):
+    z, rounds = 1.1, 20
+    mech = _build(mechanism, accountant, z=z, fraction=fraction, rounds=rounds)
+    cohort = [0, 1, 2, 3]  # clients 0-3 take part in every round, the others never
+    _release(mech, mechanism, rounds, cohort)
+    metrics = mech.round_metrics(rounds, cohort)
+    if mechanism == "local":
+        p = mech.params
+        reference = pld_epsilon(z, p.sample_rate, rounds * p.steps_per_round, 1e-5)
+    elif mechanism == "central":
+        reference = pld_epsilon(z, fraction, rounds, 1e-5)
+    else:  # against the server: 20 unamplified releases of client 0's update
+        reference = exact_gaussian_epsilon(z, rounds, 1e-5)
+        outsider = pld_epsilon(z, fraction, rounds, 1e-5)
+        assert outsider * (1 - 1e-6) <= metrics["epsilon_outsider"]
+        assert metrics["epsilon_outsider"] <= TIGHTNESS[accountant] * outsider
+    assert reference * (1 - 1e-6) <= metrics["epsilon"] <= TIGHTNESS[accountant] * reference
+
+
+@pytest.mark.parametrize("accountant", ACCOUNTANTS)
+@pytest.mark.parametrize("mechanism", ["local", "central", "distributed"])
+def test_every_mechanism_calibrates_within_the_target_by_the_reference(mechanism, accountant):
+    """Calibrated for the planned rounds, full participation: what the run releases is worth
+    at most the target by dp-accounting, and the mechanism's own figure reaches 0.99 of it."""
+    rounds = 20
+    mech = _build(mechanism, accountant, epsilon=2.0, rounds=rounds)
+    _release(mech, mechanism, rounds, list(range(20)))
+    z = mech.noise_multiplier
+    if mechanism == "local":
+        p = mech.params
+        reference = pld_epsilon(z, p.sample_rate, rounds * p.steps_per_round, 1e-5)
+    else:
+        reference = exact_gaussian_epsilon(z, rounds, 1e-5)
+    assert reference <= 2.0
+    assert 0.99 * 2.0 <= mech.round_metrics(rounds, [])["epsilon"] <= 2.0
+    assert not mech.may_participate(0) or not mech.round_allowed()  # the budget is spent

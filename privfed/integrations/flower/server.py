@@ -150,10 +150,14 @@ class FlowerServer(Server):
         weights = {c: self.directory.weight[c] for c in cids}
         meter = RoundMeter(cids, self._notify_received if self.observers else None)
         common = {"round": round_idx, "mechanism": self.mechanism.client_state()}
-        if self.kind == "masking":
-            decoded, trained = self._masking_round(round_idx, weights, common, meter)
-        else:
-            decoded, trained = self._one_shot_round(round_idx, weights, common, meter)
+        try:
+            if self.kind == "masking":
+                decoded, trained = self._masking_round(round_idx, weights, common, meter)
+            else:
+                decoded, trained = self._one_shot_round(round_idx, weights, common, meter)
+        except ThresholdError as err:  # too few clients to finish: skip, never abort
+            self._notes["skipped"] = str(err)
+            return [], self._aggregate(round_idx, [], {}), len(cids) * self.model_bytes
         updates = [
             ClientUpdate(
                 cid=cid, delta=torch.empty(0), num_samples=int(record.get("num_samples", 0)),
