@@ -23,10 +23,8 @@ Samplers
 --------
 * uniform: 53-bit ``k * 2**-53`` from the top bits of little-endian 64-bit words;
 * normal: Box and Muller (1958), vectorised;
-* Poisson, ``lam < 10``: inversion by table look-up of the CDF (Devroye 1986, X.3);
-* Poisson, ``lam >= 10``: PTRS, transformed rejection with squeeze (Hörmann 1993), the
-  algorithm numpy uses, vectorised, with the acceptance test on log-probabilities computed
-  by Loader's (2000) saddle-point form so that it stays exact up to ``lam = 1e12`` and beyond;
+* Poisson: exact, by inversion below 10 and Hörmann's PTRS above
+  (:mod:`privfed.privacy.poisson`);
 * Skellam: difference of two independent Poisson variates.
 
 References
@@ -34,10 +32,6 @@ References
 D. J. Bernstein, "ChaCha, a variant of Salsa20", 2008; RFC 8439 (2018).
 G. E. P. Box and M. E. Muller, "A note on the generation of random normal deviates",
 Ann. Math. Statist. 29(2):610-611, 1958.
-L. Devroye, *Non-Uniform Random Variate Generation*, Springer, 1986.
-W. Hörmann, "The transformed rejection method for generating Poisson random variables",
-Insurance: Mathematics and Economics 12(1):39-45, 1993.
-C. Loader, "Fast and accurate computation of binomial probabilities", 2000.
 """
 
 from __future__ import annotations
@@ -50,7 +44,8 @@ import threading
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
-from scipy.special import gammaln
+
+from privfed.privacy.poisson import PTRS_MIN_LAM, poisson_inversion, poisson_ptrs
 
 __all__ = ["ChaChaRandom"]
 
@@ -59,11 +54,8 @@ _NONCE = bytes(16)  # 4-byte little-endian block counter 0 || 12-byte zero nonce
 _BLOCK = 64
 _KEY_BYTES = _BLOCK * 2**32  # bytes before the 32-bit ChaCha20 block counter would wrap
 _MAX_LAM = 1e15  # lam + 100 sqrt(lam) stays far below 2**53: integer k exact in float64
-_PTRS_MIN_LAM = 10.0
 _ZEROS = memoryview(bytes(1 << 20))  # plaintext encrypted into the keystream, per chunk
-_CHUNK = 1 << 20  # PTRS candidates per round, bounds temporary memory
 _TWO_PI = 2.0 * math.pi
-_HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def _check_size(size: int) -> int:
@@ -81,63 +73,6 @@ def _check_rate(value: float, name: str) -> float:
     if not (math.isfinite(x) and 0.0 <= x <= _MAX_LAM):
         raise ValueError(f"{name} must be finite and in [0, {_MAX_LAM:g}], got {value!r}")
     return x
-
-
-def _stirlerr(k: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """``log(k!) - (k + 1/2) log k + k - log(2 pi) / 2`` for ``k >= 16`` (Stirling series).
-
-    The five terms leave a truncation error below 1e-16 for ``k >= 16`` (Loader 2000).
-    """
-    k2 = k * k
-    return (
-        1 / 12 - (1 / 360 - (1 / 1260 - (1 / 1680 - 1 / (1188 * k2)) / k2) / k2) / k2
-    ) / k
-
-
-def _bd0(k: npt.NDArray[np.float64], d: npt.NDArray[np.float64], lam: float) -> np.ndarray:
-    """Deviance ``k log(k / lam) + lam - k`` without cancellation (Loader 2000).
-
-    ``d = k - lam`` is passed in, computed exactly by the caller. Near ``lam`` the series
-    ``d v + 2 k sum_j v^(2j+1) / (2j+1)``, ``v = d / (k + lam)``, is summed instead.
-    """
-    out = np.empty_like(k)
-    near = np.abs(d) < 0.1 * (k + lam)
-    far = ~near
-    kf = k[far]
-    out[far] = kf * np.log(kf / lam) - d[far]
-    kn, dn = k[near], d[near]
-    v = dn / (kn + lam)
-    s = dn * v
-    ej = 2.0 * kn * v
-    v2 = v * v
-    for j in range(1, 40):  # |v| < 0.1: converges to 1 ulp in at most ~9 terms
-        ej *= v2
-        term = ej / (2 * j + 1)
-        s += term
-        if not np.any(np.abs(term) > 1e-17 * np.abs(s)):
-            break
-    out[near] = s
-    return out
-
-
-def _poisson_logpmf(
-    k: npt.NDArray[np.float64], d: npt.NDArray[np.float64], lam: float
-) -> npt.NDArray[np.float64]:
-    """``log(exp(-lam) lam^k / k!)`` for integer-valued ``k >= 0`` and ``lam > 0``.
-
-    ``d = k - lam`` must be accurate (the caller computes it from small numbers). For
-    ``k >= 16`` the saddle-point form ``-stirlerr(k) - bd0(k, lam) - log(2 pi k) / 2``
-    (Loader 2000) keeps full relative precision for ``lam`` up to 1e15, where the naive
-    ``-lam + k log(lam) - lgamma(k + 1)`` loses ~1e-2 to cancellation at ``lam = 1e12``.
-    """
-    out = np.empty_like(k)
-    small = k < 16
-    ks = k[small]
-    out[small] = -lam + ks * math.log(lam) - gammaln(ks + 1.0)
-    big = ~small
-    kb = k[big]
-    out[big] = -_stirlerr(kb) - _bd0(kb, d[big], lam) - _HALF_LOG_TWO_PI - 0.5 * np.log(kb)
-    return out
 
 
 class ChaChaRandom:
@@ -388,9 +323,9 @@ class ChaChaRandom:
         n = _check_size(size)
         if lam == 0.0 or n == 0:
             return np.zeros(n, dtype=np.int64)
-        if lam < _PTRS_MIN_LAM:
-            return self._poisson_inversion(lam, n)
-        return self._poisson_ptrs(lam, n)
+        if lam < PTRS_MIN_LAM:
+            return poisson_inversion(lam, n, self.random)
+        return poisson_ptrs(lam, n, self.random)
 
     def skellam(self, mu: float, size: int) -> npt.NDArray[np.int64]:
         """Symmetric Skellam variates ``Poisson(mu) - Poisson(mu)`` (mean 0, variance 2 mu).
@@ -415,50 +350,3 @@ class ChaChaRandom:
         mu = _check_rate(mu, "mu")
         n = _check_size(size)
         return self.poisson(mu, n) - self.poisson(mu, n)
-
-    def _poisson_inversion(self, lam: float, n: int) -> npt.NDArray[np.int64]:
-        kmax = int(lam + 20.0 * math.sqrt(lam) + 40.0)
-        k = np.arange(kmax + 1, dtype=np.float64)
-        cdf = np.cumsum(np.exp(-lam + k * math.log(lam) - gammaln(k + 1.0)))
-        out = np.searchsorted(cdf, self.random(n), side="right").astype(np.int64)
-        bad = np.flatnonzero(out > kmax)
-        while bad.size:  # u >= F(kmax): only inside the float rounding gap of F
-            out[bad] = np.searchsorted(cdf, self.random(bad.size), side="right")
-            bad = bad[out[bad] > kmax]
-        return out
-
-    def _poisson_ptrs(self, lam: float, n: int) -> npt.NDArray[np.int64]:
-        # Hörmann (1993), algorithm PTRS, with numpy's constants (distributions.c).
-        base = math.floor(lam)
-        frac = lam - base  # candidates are k = base + offset, offset from small numbers
-        slam = math.sqrt(lam)
-        b = 0.931 + 2.53 * slam
-        a = -0.059 + 0.02483 * b
-        log_invalpha = math.log(1.1239 + 1.1328 / (b - 3.4))
-        vr = 0.9277 - 3.6224 / (b - 2.0)
-        kmax = float(2**53)  # p(k) underflows long before; keeps k exact in float64
-        out = np.empty(n, dtype=np.int64)
-        filled = 0
-        while filled < n:
-            need = n - filled
-            m = min(need + need // 8 + 64, _CHUNK)
-            u = self.random(2 * m)
-            big_u = u[:m]
-            big_u -= 0.5
-            v = u[m:]
-            us = 0.5 - np.abs(big_u)
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                offset = np.floor((2.0 * a / us + b) * big_u + (frac + 0.43))
-            ok = (us > 0.0) & (offset >= -base) & (offset <= kmax - base)
-            accept = ok & (us >= 0.07) & (v <= vr)  # squeeze: inside the hat for sure
-            test = np.flatnonzero(ok & ~accept & ~((us < 0.013) & (v > us)))
-            if test.size:
-                off_t, us_t = offset[test], us[test]
-                with np.errstate(divide="ignore"):  # log(0) = -inf: accepted, as in numpy
-                    lhs = np.log(v[test]) + log_invalpha - np.log(a / (us_t * us_t) + b)
-                rhs = _poisson_logpmf(base + off_t, off_t - frac, lam)
-                accept[test] = lhs <= rhs
-            idx = np.flatnonzero(accept)[:need]
-            out[filled : filled + idx.size] = base + offset[idx].astype(np.int64)
-            filled += idx.size
-        return out
