@@ -85,8 +85,8 @@ def build_privacy(
     if participations is None:
         participations = planned_participations(rounds, sampler.rate)
     if config.mechanism == "local":
-        return _build_local(config, clients, sampler, workspace, training, noise,
-                            reference_size, participations)
+        return _build_local(config, clients, workspace, training, noise, reference_size,
+                            participations)
     return list(clients), _build_user_level(
         config, sampler, workspace, rounds, noise, participations
     )
@@ -109,7 +109,6 @@ def check_model(module: torch.nn.Module) -> None:
 def _build_local(
     config: PrivacyConfig,
     clients: Sequence[Client],
-    sampler: ClientSampler,
     workspace: FlatParameters,
     training: LocalTraining,
     noise: NoisePolicy,
