@@ -17,7 +17,7 @@ models, Poisson client sampling amplifies it (``epsilon_outsider``).
 ``noise="gaussian"`` adds Gaussian shares; ``noise="skellam"`` rounds the update to the
 lattice ``step * Z^d`` and adds Skellam shares (Agarwal et al. 2021), so an integer
 (masking) aggregator carries an integer-valued noisy sum; it is accounted with
-:func:`~privfed.privacy.skellam.skellam_epsilon`.
+:func:`~privfed.privacy.skellam.skellam_sum_epsilon`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 
 from privfed.privacy.accounting import GaussianEvent, gaussian_epsilon
 from privfed.privacy.ledger import ClientLedgerMixin, ParticipationLedger
-from privfed.privacy.skellam import add_skellam_noise, skellam_epsilon, skellam_sensitivity
+from privfed.privacy.skellam import add_skellam_noise, skellam_sum_epsilon
 from privfed.privacy.user_level import UserLevelDP
 
 __all__ = ["DistributedDP", "default_min_surviving", "skellam_step"]
@@ -98,11 +98,7 @@ class DistributedDP(ClientLedgerMixin, UserLevelDP):
     def _epsilon_against_server(self, participations: int) -> float:
         """Epsilon of ``participations`` unamplified releases of one client's update."""
         if self.noise_kind == "skellam":
-            if self.noise_multiplier == 0:
-                return math.inf if participations else 0.0
-            l1, l2 = skellam_sensitivity(self.clip_norm, self.quantization_step, self.dim)
-            return skellam_epsilon(self.skellam_mu * self.min_surviving_clients, l1, l2,
-                                   participations, self.delta)
+            return self._skellam_epsilon(participations)
         event = GaussianEvent(self.noise_multiplier, 1.0, participations)
         return gaussian_epsilon([event], self.delta, self.accountant)
 
@@ -144,10 +140,12 @@ class DistributedDP(ClientLedgerMixin, UserLevelDP):
         sensitivities (a replaced update moves by up to twice the clip)."""
         if self.noise_kind == "gaussian":
             return super().change_one_client_epsilon(cid)
-        l1, l2 = skellam_sensitivity(self.clip_norm, self.quantization_step, self.dim)
-        releases = int(self.client_spend.counts[cid])
-        mu = self.skellam_mu * self.min_surviving_clients
-        return skellam_epsilon(mu, 2 * l1, 2 * l2, releases, self.delta) if mu else math.inf
+        return self._skellam_epsilon(int(self.client_spend.counts[cid]), replace_one=True)
+
+    def _skellam_epsilon(self, releases: int, *, replace_one: bool = False) -> float:
+        return skellam_sum_epsilon(self.noise_multiplier, self.clip_norm,
+                                   self.quantization_step, self.dim, releases, self.delta,
+                                   replace_one=replace_one)
 
     def round_metrics(self, round_idx: int, sampled: Sequence[int]) -> dict[str, Any]:
         """The user-level figures, plus ``discarded_rounds`` so far."""

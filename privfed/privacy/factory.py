@@ -6,7 +6,6 @@ federation (e.g. a Flower ClientApp, started afresh for every message) starts fa
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -217,15 +216,14 @@ def _calibrate_distributed(config: PrivacyConfig, dim: int, participations: int)
         return _calibrate(config, 1.0, participations)
     from privfed.privacy.accounting import calibrate
     from privfed.privacy.distributed import skellam_step
-    from privfed.privacy.skellam import skellam_epsilon, skellam_sensitivity
+    from privfed.privacy.skellam import skellam_sum_epsilon
 
     assert config.epsilon is not None
     step = skellam_step(config.clip_norm, config.quantization_step)
-    l1, l2 = skellam_sensitivity(config.clip_norm, step, dim)
 
     def epsilon_of(z: float) -> float:
-        mu = (z * config.clip_norm / step) ** 2 / 2  # Sk(mu) summed over K_min shares
-        return skellam_epsilon(mu, l1, l2, participations, config.delta) if z else math.inf
+        return skellam_sum_epsilon(z, config.clip_norm, step, dim, participations,
+                                   config.delta)
 
     try:
         return calibrate(epsilon_of, config.epsilon)

@@ -29,7 +29,7 @@ from opacus.accountants.analysis.rdp import get_privacy_spent
 from privfed.privacy.randomness import NoiseSource
 
 __all__ = ["SKELLAM_ORDERS", "add_skellam_noise", "skellam_epsilon", "skellam_rdp",
-           "skellam_sensitivity"]
+           "skellam_sensitivity", "skellam_sum_epsilon"]
 
 SKELLAM_ORDERS = tuple(range(2, 257)) + (320, 384, 448, 512, 768, 1024)
 """Integer Renyi orders, the only ones Theorem 3.5 covers."""
@@ -87,3 +87,30 @@ def skellam_epsilon(mu: float, l1: float, l2: float, releases: int, delta: float
     rdp = releases * skellam_rdp(orders, mu, l1, l2)
     epsilon, _ = get_privacy_spent(orders=orders, rdp=rdp, delta=delta)
     return float(epsilon)
+
+
+def skellam_sum_epsilon(
+    noise_multiplier: float,
+    clip_norm: float,
+    step: float,
+    dim: int,
+    releases: int,
+    delta: float,
+    *,
+    replace_one: bool = False,
+) -> float:
+    """Epsilon of ``releases`` sums of updates clipped to ``clip_norm``, rounded to the
+    lattice ``step * Z^dim`` and carrying Skellam noise of total variance ``(z S)^2``
+    (``Sk(mu)`` with ``mu = (z S / step)^2 / 2``, however the shares were split).
+
+    ``replace_one``: one update replaced by another rather than added or removed, so both
+    sensitivities double.
+    """
+    if releases == 0:
+        return 0.0
+    if noise_multiplier == 0:
+        return math.inf
+    l1, l2 = skellam_sensitivity(clip_norm, step, dim)
+    factor = 2 if replace_one else 1
+    mu = (noise_multiplier * clip_norm / step) ** 2 / 2
+    return skellam_epsilon(mu, factor * l1, factor * l2, releases, delta)
