@@ -210,6 +210,8 @@ def _secure_aggregator(config: ExperimentConfig, min_cohort: int) -> Any:
     params = config.secure.aggregator_params()
     if min_cohort > 1 and config.secure.kind in ("he", "masking"):
         params["min_clients"] = min_cohort
+    if config.secure.kind == "masking":
+        params["cohort_size"] = config.planned_cohort_size()
     return make_aggregator(config.secure.kind, **params)
 
 

@@ -83,3 +83,16 @@ def test_overrides_do_not_mutate_the_input():
     raw = {"data": {"num_clients": 3}}
     assert apply_overrides(raw, ["data.num_clients=4"])["data"]["num_clients"] == 4
     assert raw["data"]["num_clients"] == 3
+
+
+def test_masking_threat_model_is_checked_against_the_planned_cohort():
+    base = ["secure.kind='masking'", "data.num_clients=10", "federation.fraction=1.0"]
+    cfg = load_config(None, [*base, "secure.neighbourhood_degree='secagg+'"])
+    assert cfg.planned_cohort_size() == 10
+    with pytest.raises(ConfigError, match=r"cohort of 10 clients\): threshold=5 is below"):
+        load_config(None, [*base, "secure.threshold=5"])  # 2t must exceed n + c = 11
+    with pytest.raises(ConfigError, match="secure.server_model: unknown value 'lazy'"):
+        load_config(None, [*base, "secure.server_model='lazy'"])
+    with pytest.raises(ConfigError, match=r"neighbourhood_degree must be of type int or str"):
+        load_config(None, [*base, "secure.neighbourhood_degree=2.5"])
+    assert load_config(None, [*base, "secure.cohort_size=20"]).planned_cohort_size() == 20

@@ -100,7 +100,17 @@ def _coerce(field_name: str, value: Any, kind: Any) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(field_name, value, inner[0])
+        if len(inner) == 1:
+            return _coerce(field_name, value, inner[0])
+        for option in inner:
+            try:
+                return _coerce(field_name, value, option)
+            except ConfigError:
+                continue
+        names = " or ".join(getattr(a, "__name__", str(a)) for a in inner)
+        raise ConfigError(
+            f"{field_name} must be of type {names}, got {type(value).__name__} {value!r}"
+        )
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{field_name} must be a list, got {value!r}")

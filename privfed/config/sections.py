@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from privfed.federated.optimizers import SERVER_OPTIMIZERS
 from privfed.models import MODELS
 from privfed.privacy.settings import PrivacyConfig
 from privfed.secure import AGGREGATORS, HEParams, MaskingParams
+from privfed.secure.wire import SERVER_MODELS
 
 __all__ = [
     "DataConfig",
@@ -243,10 +245,28 @@ class SecureConfig:
     ring_bits : int
         "masking": masked sums live in Z_(2^ring_bits).
     threshold : int or None
-        "masking": Shamir threshold t (None: about 2/3 of the group).
-    neighbourhood_degree : int or None
-        "masking": None for the complete graph (O(n^2)); an even k for SecAgg+'s
-        k-regular neighbourhoods (O(n log n) with k ~ log n).
+        "masking": Shamir threshold t, fixed before the round (None: derived from the
+        cohort size and the threat model, about 2/3 of the group). A t the threat model
+        does not allow is refused.
+    neighbourhood_degree : int, "secagg+" or None
+        "masking": None for the complete graph (O(n^2)); "secagg+" for SecAgg+ with the
+        smallest degree that meets the threat model; an even k for that degree (refused
+        if it does not meet the threat model).
+    cohort_size : int or None
+        "masking": the clients a round is planned for, which t and k are derived for
+        (None: the clients per round, or FedBuff's buffer size).
+    corrupt_fraction : float
+        "masking": fraction of a round's clients that may collude with the server.
+    dropout_fraction : float
+        "masking": fraction of a round's clients that may drop out.
+    security_bits : int
+        "masking": the parameters keep inputs private except with probability
+        2^-security_bits.
+    server_model : str
+        "malicious" (the default; masking: a signed consistency round before any share is
+        revealed; HE: the key holder decrypts only the verified sum of the round's signed
+        uploads, which it then holds) or "honest-but-curious" (masking skips that round;
+        the HE key holder gets the aggregate only and trusts the server's framing).
     poly_modulus_degree : int
         "he": CKKS ring degree (8192: 4096 values per ciphertext, 128-bit secure).
     coeff_mod_bit_sizes : list of int
@@ -260,7 +280,12 @@ class SecureConfig:
     out_of_range: str = "error"
     ring_bits: int = 32
     threshold: int | None = None
-    neighbourhood_degree: int | None = None
+    neighbourhood_degree: int | str | None = None
+    cohort_size: int | None = None
+    corrupt_fraction: float = 0.1
+    dropout_fraction: float = 0.1
+    security_bits: int = 40
+    server_model: str = "malicious"
     poly_modulus_degree: int = 8192
     coeff_mod_bit_sizes: list[int] = field(default_factory=lambda: [60, 40])
     scale_bits: int = 40
@@ -268,6 +293,7 @@ class SecureConfig:
     def __post_init__(self) -> None:
         check_choice("secure.kind", self.kind, AGGREGATORS)
         check_choice("secure.out_of_range", self.out_of_range, ("error", "clip"))
+        check_choice("secure.server_model", self.server_model, SERVER_MODELS)
         try:  # The aggregators' own parameter objects validate cheaply (no key generation).
             if self.kind == "masking":
                 MaskingParams(**self.aggregator_params())
@@ -290,6 +316,11 @@ class SecureConfig:
                 "ring_bits": self.ring_bits,
                 "threshold": self.threshold,
                 "neighbourhood": self.neighbourhood_degree or "full",
+                "cohort_size": self.cohort_size,
+                "corrupt_fraction": self.corrupt_fraction,
+                "dropout_fraction": self.dropout_fraction,
+                "security_bits": self.security_bits,
+                "server_model": self.server_model,
             }
         if self.kind == "he":
             return {
@@ -297,6 +328,7 @@ class SecureConfig:
                 "poly_modulus_degree": self.poly_modulus_degree,
                 "coeff_mod_bit_sizes": tuple(self.coeff_mod_bit_sizes),
                 "scale_bits": self.scale_bits,
+                "server_model": self.server_model,
             }
         return common
 
@@ -349,12 +381,32 @@ class ExperimentConfig:
                 "'none' the server reads each client's update with only its share of the noise; "
                 "allowed secure.kind: ['masking', 'he'] (or privacy.mechanism 'central')"
             )
+        if self.secure.kind == "masking":
+            params = self.secure.aggregator_params()
+            params["cohort_size"] = self.planned_cohort_size()
+            try:
+                MaskingParams(**params)
+            except ValueError as err:
+                raise ConfigError(
+                    f"secure (masking, cohort of {params['cohort_size']} clients): {err}"
+                ) from None
         if fed.buffer_size is not None and self.privacy.mechanism in ("central", "distributed"):
             raise ConfigError(
                 f"federation.buffer_size (asynchronous FedBuff) is not supported with "
                 f"privacy.mechanism {self.privacy.mechanism!r}: user-level accounting assumes "
                 "sampled synchronous rounds; allowed mechanisms: 'none', 'local'"
             )
+
+    def planned_cohort_size(self) -> int:
+        """The clients a secure-aggregation round is planned for: ``secure.cohort_size``,
+        else FedBuff's buffer size, else the clients per round (under Poisson sampling,
+        the expected number, rounded)."""
+        if self.secure.cohort_size is not None:
+            return self.secure.cohort_size
+        fed, total = self.federation, self.data.num_clients
+        if fed.buffer_size is not None:
+            return fed.buffer_size
+        return max(1, min(total, math.floor(fed.fraction * total + 0.5)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict of every field (None values included)."""

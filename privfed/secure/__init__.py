@@ -15,6 +15,7 @@ This package imports nothing from the rest of privfed.
 from .base import AggregationResult, Aggregator, DecodedAggregate
 from .errors import (
     AuthenticationError,
+    ConsistencyError,
     InvalidInputError,
     MessageRejectedError,
     SecureAggregationError,
@@ -32,6 +33,7 @@ __all__ = [
     "Aggregator",
     "AuthenticationError",
     "ClientIdentity",
+    "ConsistencyError",
     "DecodedAggregate",
     "HEAggregator",
     "HEClient",

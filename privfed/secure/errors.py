@@ -29,3 +29,13 @@ class AuthenticationError(MessageRejectedError):
 
 class ThresholdError(SecureAggregationError):
     """Too few clients remain to continue the protocol; nothing about any input is revealed."""
+
+
+class ConsistencyError(MessageRejectedError):
+    """The server's messages contradict each other or what the signed inputs allow.
+
+    Raised by the party that detects a lying server: survivor sets that fewer than ``t``
+    clients signed, a key that differs from the pinned one, an aggregate that is not the
+    sum of the round's signed uploads. The detecting party reveals nothing and its state
+    is unchanged.
+    """

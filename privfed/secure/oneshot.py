@@ -1,24 +1,27 @@
 """Parties and driver shared by the single-upload protocols (plain and HE).
 
 Each client sends one message (signed, except in the unprotected plain baseline); the server
-checks and adds them; the key holder decodes the aggregate message.
+checks and adds them and keeps the accepted messages (:meth:`OneShotServer.accepted_uploads`)
+so that a key holder can check the aggregate against them (:func:`open_uploads`); the
+aggregate message is decoded by the server itself (plain) or by a key holder (HE).
 """
 
 from __future__ import annotations
 
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .base import Aggregator, DecodedAggregate, RoundMeter
-from .errors import MessageRejectedError, ThresholdError
+from .errors import ConsistencyError, MessageRejectedError, ThresholdError
 from .identity import IdentityRegistry
 from .validation import check_round_id, check_weight
 from .wire import (
     SERVER_ID,
+    Envelope,
     expect,
     open_signed,
     open_unsigned,
@@ -74,12 +77,20 @@ class OneShotServer(ABC):
         self.total_weight = sum(self.weights.values())
         self.registry = registry
         self.dim = dim
-        self._received: list[int] = []
+        self._received: dict[int, bytes] = {}
 
     @property
     def included(self) -> tuple[int, ...]:
         """Clients whose messages were accepted, sorted."""
         return tuple(sorted(self._received))
+
+    def accepted_uploads(self) -> list[bytes]:
+        """The accepted client messages, byte for byte as received, sorted by sender.
+
+        A key holder checks the aggregate against them (see
+        :meth:`privfed.secure.HEKeyHolder.decode`); any transport forwards them as they are.
+        """
+        return [self._received[c] for c in self.included]
 
     def receive(self, message: bytes) -> int:
         """Check and add one client message; return the sender id.
@@ -107,7 +118,7 @@ class OneShotServer(ABC):
             )
         parsed = self._parse(env.sender, env.payload)
         self._add(parsed)
-        self._received.append(env.sender)
+        self._received[env.sender] = bytes(message)
         return env.sender
 
     def aggregate(self) -> bytes:
@@ -162,11 +173,44 @@ def open_aggregate(
     return included, w_incl, total, fields[3:]
 
 
+def open_uploads(
+    uploads: Sequence[bytes], registry: IdentityRegistry, *, kind: str, round_id: int
+) -> list[Envelope]:
+    """Authenticate the signed uploads a server says it summed; return them sorted by sender.
+
+    Each must carry a valid signature of a registered client over its header (kind, stage
+    ``"upload"``, round, sender) and payload, and no sender may appear twice.
+
+    Raises
+    ------
+    AuthenticationError
+        A signature does not verify (forged, tampered or relabelled for another sender).
+    MessageRejectedError
+        Malformed, another kind or stage, another round (replay), unregistered sender.
+    ConsistencyError
+        Two uploads from one sender.
+    """
+    envs: dict[int, Envelope] = {}
+    for data in uploads:
+        env = open_signed(bytes(data), registry, kind=kind, stage="upload",
+                          round_id=round_id, allowed=registry.keys)
+        if env.sender in envs:
+            raise ConsistencyError(
+                f"round {round_id}: two uploads from client {env.sender} were forwarded"
+            )
+        envs[env.sender] = env
+    return [envs[c] for c in sorted(envs)]
+
+
 class OneShotAggregator(Aggregator):
-    """Driver for single-upload protocols; the stage a client can drop before is ``"upload"``."""
+    """Driver for single-upload protocols; the stage a client can drop before is ``"upload"``.
+
+    Subclasses build the parties (:meth:`_client`, :meth:`_server`) and either decode the
+    aggregate where it is (:meth:`_decode`, plain sums: no key holder) or override
+    :meth:`_release` to hand it to a key holder, counting the bytes it receives.
+    """
 
     stages = ("upload",)
-    broadcast_aggregate: bool = False
 
     @abstractmethod
     def _client(self, client_id: int) -> Any:
@@ -176,9 +220,16 @@ class OneShotAggregator(Aggregator):
     def _server(self, round_id: int, weights: dict[int, float], dim: int) -> OneShotServer:
         """Server party of the round."""
 
-    @abstractmethod
     def _decode(self, message: bytes, round_id: int) -> DecodedAggregate:
-        """Key-holder decoding of the aggregate message."""
+        """Decode a plain aggregate message where it is (used by the default :meth:`_release`)."""
+        raise NotImplementedError(f"{type(self).__name__} must define _decode or _release")
+
+    def _release(
+        self, server: OneShotServer, message: bytes, round_id: int, meter: RoundMeter
+    ) -> DecodedAggregate:
+        """Turn the aggregate message into the mean; default: decoded by the server itself."""
+        with meter.timed("decode"):
+            return self._decode(message, round_id)
 
     def _run(
         self,
@@ -202,8 +253,4 @@ class OneShotAggregator(Aggregator):
                 server.receive(msg)
         with meter.timed("aggregate"):
             agg = server.aggregate()
-        if self.broadcast_aggregate:
-            for c in server.included:
-                meter.down(c, agg)
-        with meter.timed("decode"):
-            return self._decode(agg, round_id)
+        return self._release(server, agg, round_id, meter)

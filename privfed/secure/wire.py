@@ -36,7 +36,12 @@ STAGES = {
     "masked": 7,
     "unmask_request": 8,
     "unmask": 9,
+    "survivors": 10,
+    "consistency": 11,
 }
+SERVER_MODELS = ("malicious", "honest-but-curious")
+"""The server a protocol is run against: ``"malicious"`` (the parties check what the server
+says against what the clients signed) or ``"honest-but-curious"`` (they trust its framing)."""
 _KIND_NAMES = {v: k for k, v in KINDS.items()}
 _STAGE_NAMES = {v: k for k, v in STAGES.items()}
 _LEN = struct.Struct("<I")

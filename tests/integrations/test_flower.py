@@ -40,7 +40,12 @@ from privfed.integrations.flower import (  # noqa: E402
 from privfed.integrations.flower.apps import CONFIG_KEY, flower_config  # noqa: E402
 from privfed.integrations.flower.node import ClientNode  # noqa: E402
 from privfed.integrations.flower.registry import pack_registry, unpack_registry  # noqa: E402
-from privfed.secure import ClientIdentity, IdentityRegistry  # noqa: E402
+from privfed.secure import (  # noqa: E402
+    AuthenticationError,
+    ClientIdentity,
+    IdentityRegistry,
+    InvalidInputError,
+)
 from privfed.secure.errors import MessageRejectedError  # noqa: E402
 from privfed.secure.masking import Ring  # noqa: E402
 from privfed.secure.wire import unpack  # noqa: E402
@@ -113,6 +118,26 @@ def test_node_keeps_its_identity_in_the_context_state() -> None:
     first = ClientNode(config(), 1, state).identity
     again = ClientNode(config(), 1, state).identity
     assert first.public_bytes == again.public_bytes
+
+
+def test_a_node_with_pinned_keys_detects_key_substitution(tmp_path: Path) -> None:
+    identities = [ClientIdentity(c) for c in range(3)]
+    pinned = IdentityRegistry.from_identities(identities)
+    pinned.to_file(tmp_path / "pinned.json")
+    identities[1].to_file(tmp_path / "site-1.pem")
+    node = ClientNode(config(), 1, RecordDict(), identity_key=str(tmp_path / "site-1.pem"),
+                      pinned_keys=str(tmp_path / "pinned.json"))
+    assert node.identity.public_bytes == identities[1].public_bytes
+    assert node._registry(pack_registry(pinned)).keys == pinned.keys
+    substituted = IdentityRegistry({**pinned.keys, 2: ClientIdentity(2).public_bytes})
+    with pytest.raises(AuthenticationError, match="key substitution: .* client 2"):
+        node._registry(pack_registry(substituted))
+    with pytest.raises(ConfigError, match="does not match its entry in the pinned keys"):
+        ClientNode(config(), 0, RecordDict(), identity_key=str(tmp_path / "site-1.pem"),
+                   pinned_keys=str(tmp_path / "pinned.json"))
+    (tmp_path / "bad.json").write_text('{"0": "abcd"}')
+    with pytest.raises(InvalidInputError, match=r"bad.json', client 0: expected 64 hex"):
+        IdentityRegistry.from_file(tmp_path / "bad.json")
 
 
 def test_cli_engine_errors(capsys: pytest.CaptureFixture[str]) -> None:
@@ -323,10 +348,17 @@ def _kill_at(deployment: LocalDeployment, node: int, pattern: str, stop: threadi
 def test_deployment_masking_survives_a_killed_supernode(tmp_path: Path) -> None:
     """SuperNode 2 is SIGKILLed when it receives round 2's masked-input request (after it
     shared its keys); round 2 completes with the masked sum of clients 0 and 1 (threshold
-    t = 2 of 3)."""
+    t = 2 of 3), through the consistency round, with every site's key pinned."""
     cfg = config("secure.kind='masking'", "secure.threshold=2", rounds=2)
     stop = threading.Event()
-    with LocalDeployment(3, workdir=tmp_path / "flower") as deployment:
+    # The sites' keys are pinned (exchanged out of band): the server relays nothing trusted.
+    identities = [ClientIdentity(c) for c in range(3)]
+    IdentityRegistry.from_identities(identities).to_file(tmp_path / "pinned.json")
+    for identity in identities:
+        identity.to_file(tmp_path / f"site-{identity.client_id}.pem")
+    node_config = {c: {"identity-key": str(tmp_path / f"site-{c}.pem"),
+                       "pinned-keys": str(tmp_path / "pinned.json")} for c in range(3)}
+    with LocalDeployment(3, workdir=tmp_path / "flower", node_config=node_config) as deployment:
         killer = threading.Thread(target=_kill_at, args=(
             deployment, 2, r"ROUND 2\].*Receiving: query\.masked", stop), daemon=True)
         killer.start()

@@ -33,10 +33,10 @@ def _vectors(n: int) -> dict[int, np.ndarray]:
 
 def test_the_threshold_is_at_least_k_min():
     assert default_threshold(10) == 7
-    assert MaskingParams(min_clients=8).threshold_for(10) == 8
-    assert MaskingParams(min_clients=2).threshold_for(10) == 7
-    with pytest.raises(ThresholdError, match="at least 8 clients"):
-        MaskingParams(min_clients=8).threshold_for(7)
+    assert MaskingParams(min_clients=8, cohort_size=10).planned().threshold == 8
+    assert MaskingParams(min_clients=2, cohort_size=10).planned().threshold == 7
+    with pytest.raises(ThresholdError, match="7 signed adverts .* fewer than the threshold t=8"):
+        MaskingParams(min_clients=8, cohort_size=7).for_view(7)
 
 
 def test_a_sum_of_fewer_than_k_min_inputs_is_never_decoded():
@@ -58,8 +58,9 @@ def test_a_client_refuses_an_unmask_request_listing_fewer_than_k_min_survivors()
     ids = list(range(10))
     for c in ids:
         agg.identity(c)
-    server = MaskingServer(agg.registry, agg.params, 3, DIM, ids)
-    clients = {c: MaskingClient(agg.identity(c), agg.registry, agg.params, 3) for c in ids}
+    params = agg.round_params(len(ids))
+    server = MaskingServer(agg.registry, params, 3, DIM, ids)
+    clients = {c: MaskingClient(agg.identity(c), agg.registry, params, 3) for c in ids}
     vectors = _vectors(10)
     for c in ids:
         server.receive(clients[c].advertise(1.0, DIM))
@@ -69,10 +70,9 @@ def test_a_client_refuses_an_unmask_request_listing_fewer_than_k_min_survivors()
     forward = server.forward_messages()
     for c in ids:
         clients[c].masked_input(forward[c], vectors[c])
-    lie = pack("masking", "unmask_request", 3, SERVER_ID,
-               pack_fields([pack_ids(tuple(range(7)))]))
+    lie = pack("masking", "survivors", 3, SERVER_ID, pack_fields([pack_ids(tuple(range(7)))]))
     with pytest.raises(ThresholdError, match="fewer than min_clients = 8"):
-        clients[0].unmask(lie)
+        clients[0].consistency(lie)
 
 
 def test_the_he_key_holder_decrypts_no_aggregate_of_fewer_than_k_min_clients():
@@ -90,7 +90,7 @@ def test_distributed_dp_gives_its_k_min_to_the_secure_aggregator():
     server = build_simulation(cfg).server
     assert server.mechanism.min_cohort == 5
     assert server.aggregator.params.min_clients == 5
-    assert server.aggregator.params.threshold_for(5) == 5
+    assert server.aggregator.params.planned().threshold == 5
 
 
 def test_distributed_dp_without_secure_aggregation_is_refused():

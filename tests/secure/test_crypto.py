@@ -8,14 +8,9 @@ import numpy as np
 import pytest
 
 from privfed.secure import AuthenticationError
-from privfed.secure.masking.crypto import (
-    combine_secret,
-    open_share,
-    prg,
-    seal_share,
-    split_secret,
-)
+from privfed.secure.masking.crypto import open_share, prg, seal_share
 from privfed.secure.masking.quantize import Ring
+from privfed.secure.masking.shamir import combine_secret, split_secret
 
 
 def test_shamir_32_byte_secret_in_16_byte_chunks():

@@ -22,7 +22,7 @@ from privfed.secure.wire import seal
 
 N, DIM = 10, 1000
 T = default_threshold(N)  # 7: floor(2 * 10 / 3) + 1
-STAGES = ("advertise", "share", "masked", "unmask")
+STAGES = ("advertise", "share", "masked", "consistency", "unmask")
 
 
 def error_bound(ring: Ring, weights, included) -> float:
@@ -58,8 +58,8 @@ def test_exact_sum_with_dropouts(clients10, stage, count):
     result = make_aggregator("masking").aggregate(
         11, vectors, weights, dropouts={stage: dropped}
     )
-    # Clients dropping before "unmask" already sent their masked input: they stay included.
-    expected_dropped = () if stage == "unmask" else tuple(dropped)
+    # Clients dropping after "masked" already sent their masked input: they stay included.
+    expected_dropped = () if stage in ("consistency", "unmask") else tuple(dropped)
     assert result.dropped == expected_dropped
     check_exact(result, vectors, weights)
 
@@ -120,7 +120,8 @@ def test_secagg_plus_neighbourhood(clients10):
     graph = neighbours(range(N), 3, 4)
     assert all(len(p) == 4 and c not in p for c, p in graph.items())
     assert all(c in graph[p] for c, peers in graph.items() for p in peers)
-    agg = make_aggregator("masking", neighbourhood=4)
+    # Degree 4 meets the threat model only without colluding clients (see test_malicious_server).
+    agg = make_aggregator("masking", neighbourhood=4, corrupt_fraction=0.0)
     full = make_aggregator("masking").aggregate(3, vectors, weights)
     result = agg.aggregate(3, vectors, weights, dropouts={"masked": [4]})
     assert result.dropped == (4,)
@@ -142,11 +143,13 @@ def test_other_ring_sizes(clients10, bits, dtype_size):
 def test_parameter_validation():
     with pytest.raises(InvalidInputError, match=r"ring_bits=4; allowed"):
         MaskingParams(ring_bits=4)
-    with pytest.raises(InvalidInputError, match=r"neighbourhood=3; allowed: 'full' or an even"):
+    with pytest.raises(InvalidInputError, match=r"neighbourhood=3; allowed: 'full', 'secagg\+'"):
         MaskingParams(neighbourhood=3)
-    with pytest.raises(InvalidInputError, match=r"threshold=11 exceeds the sharing group size"):
-        MaskingParams(threshold=11).threshold_for(10)
-    with pytest.raises(ThresholdError, match="at least 2 clients"):
+    with pytest.raises(InvalidInputError, match=r"threshold"):
+        MaskingParams(threshold=11, cohort_size=10)
+    with pytest.raises(InvalidInputError, match=r"server_model='lazy'; allowed"):
+        MaskingParams(server_model="lazy")
+    with pytest.raises(ThresholdError, match="only 1 clients responded, fewer than .* t=2"):
         make_aggregator("masking").aggregate(0, {1: np.zeros(3)}, {1: 1.0})
 
 
@@ -169,9 +172,10 @@ class Protocol:
         for c in self.ids:
             agg.identity(c)
         self.agg = agg
-        self.server = MaskingServer(agg.registry, agg.params, round_id, DIM, self.ids)
+        params = agg.round_params(len(self.ids))
+        self.server = MaskingServer(agg.registry, params, round_id, DIM, self.ids)
         self.clients = {
-            c: MaskingClient(agg.identity(c), agg.registry, agg.params, round_id)
+            c: MaskingClient(agg.identity(c), agg.registry, params, round_id)
             for c in self.ids
         }
 
@@ -187,6 +191,9 @@ class Protocol:
         return {c: self.clients[c].masked_input(forward[c], self.vectors[c]) for c in self.ids}
 
     def finish(self) -> np.ndarray:
+        signed_set = self.server.survivors_message()
+        for c in self.ids:
+            self.server.receive(self.clients[c].consistency(signed_set))
         request = self.server.unmask_request()
         for c in self.ids:
             self.server.receive(self.clients[c].unmask(request))
@@ -235,6 +242,9 @@ def test_server_rejects_replay_unknown_duplicate_wrong_length(clients10):
     with pytest.raises(MessageRejectedError, match="duplicate 'masked' message from client 0"):
         server.receive(new_masked[0])
     # A client answers the unmask request only once (never both share kinds).
+    signed_set = server.survivors_message()
+    for c in proto.ids:
+        server.receive(proto.clients[c].consistency(signed_set))
     request = server.unmask_request()
     answer = proto.clients[0].unmask(request)
     with pytest.raises(MessageRejectedError, match="stage 'unmask' called at stage 'done'"):
@@ -244,3 +254,48 @@ def test_server_rejects_replay_unknown_duplicate_wrong_length(clients10):
         server.receive(proto.clients[c].unmask(request))
     mean = decode_masking(server.aggregate(), 2)[0]
     assert np.abs(mean - weighted_mean(vectors, weights, range(N))).max() < 1e-7
+
+
+def test_every_dropout_pattern_up_to_n_minus_t_decodes_exactly():
+    """5 clients, t = 3 (dropout_fraction 0.4): every way for up to n - t = 2 clients to drop,
+    each before any of the five stages, including the consistency round, gives the exact
+    weighted sum of the clients whose masked input arrived; a third dropout is a clean
+    ThresholdError."""
+    rng = np.random.default_rng(11)
+    vectors = {c: rng.uniform(-1, 1, 16) for c in range(5)}
+    weights = {c: float(c + 1) for c in range(5)}
+    agg = MaskingAggregator(dropout_fraction=0.4)
+    assert agg.round_params(5).planned().threshold == 3
+    before_masked = {"advertise", "share", "masked"}
+    patterns = [{}] + [{(c, s)} for c in range(5) for s in STAGES]
+    patterns += [{(a, sa), (b, sb)} for a in range(5) for b in range(a + 1, 5)
+                 for sa in STAGES for sb in STAGES]
+    for pattern in patterns:
+        dropouts: dict[str, list[int]] = {}
+        for c, stage in pattern:
+            dropouts.setdefault(stage, []).append(c)
+        result = agg.aggregate(3, vectors, weights, dropouts=dropouts)
+        lost = sorted(c for c, stage in pattern if stage in before_masked)
+        assert result.dropped == tuple(lost)
+        check_exact_ring(result, vectors, weights, Ring(32, 10.0, 5 - sum(
+            1 for _, s in pattern if s == "advertise")))
+    with pytest.raises(ThresholdError):
+        agg.aggregate(3, vectors, weights, dropouts={"consistency": [0, 1, 2]})
+
+
+def check_exact_ring(result, vectors, weights, ring):
+    expected = weighted_mean(vectors, weights, result.included)
+    err = np.abs(result.mean - expected).max()
+    assert err <= error_bound(ring, weights, result.included)
+
+
+def test_a_round_larger_than_planned_raises_the_threshold():
+    params = MaskingParams(cohort_size=10)
+    assert params.for_view(10).threshold == 7
+    assert params.for_view(20).threshold == 14
+    sparse = MaskingParams(cohort_size=10, neighbourhood=4, corrupt_fraction=0.0)
+    assert sparse.for_view(10).degree == 4
+    with pytest.raises(ThresholdError, match="more than the planned cohort_size=10"):
+        sparse.for_view(200)
+    with pytest.raises(ThresholdError, match="fewer than the 9 that SecAgg"):
+        sparse.for_view(8)

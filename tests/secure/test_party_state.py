@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 from secure_testutil import weighted_mean
 
 from privfed.secure import (
@@ -24,7 +33,7 @@ from privfed.secure.wire import pack_fields, unpack_fields
 ROUND, DIM = 5, 200
 IDS = (0, 1, 2, 3)
 DROPPED_AFTER_SHARE = 2
-PARAMS = MaskingParams()
+PARAMS = MaskingParams(cohort_size=len(IDS))  # t = 3
 
 
 def error_bound(ring: Ring, weights, included) -> float:
@@ -91,6 +100,42 @@ def test_identity_rejects_non_bytes():
         ClientIdentity.from_private_bytes(4, "0" * 32)
 
 
+def test_pinned_key_files_round_trip_hex_and_pem(tmp_path):
+    identities = [ClientIdentity(c) for c in (0, 5)]
+    registry = IdentityRegistry.from_identities(identities)
+    registry.to_file(tmp_path / "keys.json")
+    assert IdentityRegistry.from_file(tmp_path / "keys.json").keys == registry.keys
+    pem = Ed25519PublicKey.from_public_bytes(identities[1].public_bytes).public_bytes(
+        Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    (tmp_path / "pem.json").write_text(json.dumps({"5": pem}))
+    assert IdentityRegistry.from_file(tmp_path / "pem.json").keys == {5: registry.keys[5]}
+    x25519 = X25519PrivateKey.generate().public_key().public_bytes(
+        Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+    for content, message in [
+        ('{"5": ' + json.dumps(x25519) + "}", "client 5: a X25519PublicKey, expected Ed25519"),
+        ('{"five": "00"}', "key 'five' is not a client id"),
+        ("[1, 2]", "expected a non-empty JSON object"),
+        ("{", "expected a JSON object"),
+    ]:
+        (tmp_path / "bad.json").write_text(content)
+        with pytest.raises(InvalidInputError, match=message):
+            IdentityRegistry.from_file(tmp_path / "bad.json")
+
+
+def test_identity_key_file_is_private_and_restores_the_key(tmp_path):
+    identity = ClientIdentity(3)
+    identity.to_file(tmp_path / "site.pem")
+    assert (tmp_path / "site.pem").stat().st_mode & 0o777 == 0o600
+    restored = ClientIdentity.from_file(3, tmp_path / "site.pem")
+    assert restored.public_bytes == identity.public_bytes
+    (tmp_path / "other.pem").write_bytes(X25519PrivateKey.generate().private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    with pytest.raises(InvalidInputError, match="expected an Ed25519 private key"):
+        ClientIdentity.from_file(3, tmp_path / "other.pem")
+    with pytest.raises(InvalidInputError, match="missing.pem"):
+        ClientIdentity.from_file(3, tmp_path / "missing.pem")
+
+
 # ---------------------------------------------------------------------------- masking client
 def test_full_round_restoring_every_client_before_every_stage(parties):
     keys, registry, vectors, weights = parties
@@ -117,6 +162,8 @@ def test_full_round_restoring_every_client_before_every_stage(parties):
     forward = server.forward_messages()
     survivors = [c for c in IDS if c != DROPPED_AFTER_SHARE]
     stage(survivors, "masked", lambda c, cl: cl.masked_input(forward[c], vectors[c]))
+    signed_set = server.survivors_message()
+    stage(survivors, "consistency", lambda c, cl: cl.consistency(signed_set))
     request = server.unmask_request()
     stage(survivors, "unmask", lambda c, cl: cl.unmask(request))
     for c in survivors:
@@ -152,7 +199,8 @@ def test_restoring_with_wrong_identity_or_params_raises(parties):
                        match="saved by client 0, cannot be restored with the identity of client 1"):
         MaskingClient.from_bytes(state, other, registry, PARAMS)
     with pytest.raises(MessageRejectedError, match="saved with other MaskingParams"):
-        MaskingClient.from_bytes(state, client.identity, registry, MaskingParams(ring_bits=16))
+        MaskingClient.from_bytes(state, client.identity, registry,
+                                 MaskingParams(ring_bits=16, cohort_size=len(IDS)))
 
 
 def saved_after_masked(keys, registry, vectors, weights) -> bytes:
@@ -180,7 +228,7 @@ def test_truncated_or_garbage_state_is_rejected(parties):
     def load(data):
         return MaskingClient.from_bytes(data, identity, registry, PARAMS)
 
-    assert load(state).stage == "unmask"
+    assert load(state).stage == "consistency"
     for cut in range(len(state)):
         with pytest.raises(MessageRejectedError, match="invalid saved MaskingClient state"):
             load(state[:cut])
@@ -193,8 +241,8 @@ def test_truncated_or_garbage_state_is_rejected(parties):
     for garbage in (b"", b"garbage", rng.bytes(len(state)), b"PFMC\x01" + rng.bytes(300)):
         with pytest.raises(MessageRejectedError, match="invalid saved MaskingClient state"):
             load(garbage)
-    with pytest.raises(MessageRejectedError, match="format version 2, this code reads 1"):
-        load(state[:4] + b"\x02" + state[5:])
+    with pytest.raises(MessageRejectedError, match="format version 3, this code reads 2"):
+        load(state[:4] + b"\x03" + state[5:])
     with pytest.raises(MessageRejectedError, match="checksum mismatch"):
         load(state + b"\x00")
     with pytest.raises(MessageRejectedError, match="expected bytes, got str"):
@@ -226,7 +274,8 @@ def test_consistent_checksum_but_inconsistent_content_is_rejected(parties):
         (set_field(9, pack_fields([])), "the client's own shares are missing"),
         (set_field(8, b"\x07\x00\x00\x00"), "neighbours repeated, unknown"),
         (set_field(7, b"\x00"), "malformed threshold field"),
-        (lambda fields: fields.pop(), "payload has 9 fields, expected 10"),
+        (set_field(10, b"\x00\x00\x00\x00"), "stage 'consistency' with a wrong signed survivor"),
+        (lambda fields: fields.pop(), "payload has 10 fields, expected 11"),
     ]
     for edit, message in cases:
         with pytest.raises(MessageRejectedError, match=message):

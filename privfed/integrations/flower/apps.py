@@ -8,8 +8,11 @@ The same two apps run in Flower's simulation engine (:func:`make_server_app` and
 Run-config keys (``flwr run --run-config``): ``privfed-config`` (the experiment config as
 TOML text), ``output-dir`` (where the ServerApp writes the run directory),
 ``stage-timeout`` and ``connect-timeout`` (seconds, see :class:`FlowerOptions`). SuperNode
-node-config keys: ``partition-id`` (which client of the federation the node is) and
-optionally ``data-dir`` (where that node finds the dataset files).
+node-config keys: ``partition-id`` (which client of the federation the node is), optionally
+``data-dir`` (where that node finds the dataset files), and, to pin the sites' keys instead
+of trusting the server to relay them, ``pinned-keys`` (a JSON file ``client id -> Ed25519
+public key``, see :meth:`privfed.secure.IdentityRegistry.from_file`) with ``identity-key``
+(this site's PEM private key, see :meth:`privfed.secure.ClientIdentity.to_file`).
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ _ROUTES = {
     messages.ADVERTISE: ClientNode.advertise,
     messages.SHARE: ClientNode.share,
     messages.MASKED: ClientNode.masked,
+    messages.CONSISTENCY: ClientNode.consistency,
     messages.UNMASK: ClientNode.unmask,
 }
 
@@ -225,7 +229,11 @@ def _handler(
                 federation,
                 data=dataclasses.replace(federation.data, data_dir=str(node_config["data-dir"])),
             )
-        node = ClientNode(federation, int(node_config["partition-id"]), context.state)
+        node = ClientNode(
+            federation, int(node_config["partition-id"]), context.state,
+            identity_key=node_config.get("identity-key"),
+            pinned_keys=node_config.get("pinned-keys"),
+        )
         return Message(action(node, message), reply_to=message)
 
     return handle

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -61,6 +62,9 @@ class LocalDeployment:
     workdir : path, optional
         Where logs and Flower's home (installed apps) go; default: a temporary directory,
         removed on exit.
+    node_config : Mapping[int, Mapping[str, str]], optional
+        Extra string-valued node-config entries per SuperNode index (e.g. ``identity-key``
+        and ``pinned-keys`` paths).
 
     Attributes
     ----------
@@ -70,10 +74,16 @@ class LocalDeployment:
         The ``FLWR_HOME`` of every process (and of ``flwr run`` against this deployment).
     """
 
-    def __init__(self, num_nodes: int, workdir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        num_nodes: int,
+        workdir: str | Path | None = None,
+        node_config: Mapping[int, Mapping[str, str]] | None = None,
+    ) -> None:
         if num_nodes < 1:
             raise ValueError(f"num_nodes must be >= 1, got {num_nodes}")
         self.num_nodes = num_nodes
+        self.node_config = dict(node_config or {})
         self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(
             prefix="privfed-flower-")
         self.workdir = Path(workdir if workdir is not None else self._tmp.name)
@@ -112,10 +122,12 @@ class LocalDeployment:
         ])
         self._wait_for_superlink(timeout)
         for i in range(self.num_nodes):
+            extra = "".join(f' {key}="{value}"'
+                            for key, value in self.node_config.get(i, {}).items())
             self.nodes.append(self._start(f"supernode-{i}", [
                 flower_executable("flower-supernode"), "--insecure",
                 "--superlink", self.address, "--port", str(_free_port()),
-                "--node-config", f"partition-id={i} num-partitions={self.num_nodes}",
+                "--node-config", f"partition-id={i} num-partitions={self.num_nodes}{extra}",
             ]))
         return self
 

@@ -28,6 +28,7 @@ TRAIN = "train.upload"
 ADVERTISE = "train.advertise"
 SHARE = "query.share"
 MASKED = "query.masked"
+CONSISTENCY = "query.consistency"
 UNMASK = "query.unmask"
 
 

@@ -4,7 +4,8 @@ Flower runs a ClientApp in a fresh process for every message, so nothing of a cl
 in memory between messages. What must outlive a message is kept in the node's
 ``Context.state``, which stays on the SuperNode and is never sent to the SuperLink:
 
-* ``privfed.identity``: the client's Ed25519 signing key;
+* ``privfed.identity``: the client's Ed25519 signing key (unless the node config names an
+  ``identity-key`` file, which then is the key);
 * ``privfed.ledger``: the client's own privacy record (how many updates it has released),
   so that its epsilon accumulates over all rounds and it stops at its budget. With every
   request the server sends its record of the client; the node keeps the longer of the two
@@ -67,9 +68,24 @@ class ClientNode:
         Which client of the federation this node is (its data partition).
     state : flwr.app.RecordDict
         The node's ``Context.state``; read and updated in place.
+    identity_key : str, optional
+        PEM file of this site's Ed25519 private key (default: a key generated on first use
+        and kept in ``state``).
+    pinned_keys : str, optional
+        JSON file of every site's public key, exchanged out of band. With it the node
+        verifies every signed message against these keys and aborts a round whose relayed
+        keys differ (key substitution); without it, it trusts the keys the server relays.
     """
 
-    def __init__(self, config: ExperimentConfig, partition_id: int, state: RecordDict) -> None:
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        partition_id: int,
+        state: RecordDict,
+        *,
+        identity_key: str | None = None,
+        pinned_keys: str | None = None,
+    ) -> None:
         num_clients = config.data.num_clients
         if not 0 <= partition_id < num_clients:
             raise ConfigError(
@@ -83,12 +99,31 @@ class ClientNode:
         self.server = self.federation.server
         self.mechanism = self.server.mechanism
         self.mechanism.merge_client_ledger(self.cid, self._json(_LEDGER, "ledger"))
-        if _IDENTITY in state:
+        if identity_key is not None:
+            self.identity = ClientIdentity.from_file(self.cid, identity_key)
+        elif _IDENTITY in state:
             raw = bytes(state[_IDENTITY]["key"])
             self.identity = ClientIdentity.from_private_bytes(self.cid, raw)
         else:
             self.identity = ClientIdentity(self.cid)
             state[_IDENTITY] = ConfigRecord({"key": self.identity.private_bytes()})
+        self.pinned = None if pinned_keys is None else IdentityRegistry.from_file(pinned_keys)
+        if self.pinned is not None and self.pinned.keys.get(self.cid) != (
+            self.identity.public_bytes
+        ):
+            raise ConfigError(
+                f"client {self.cid}: its identity key does not match its entry in the pinned "
+                f"keys {pinned_keys!r}: set node-config identity-key to this site's key"
+            )
+
+    def _registry(self, relayed: bytes) -> IdentityRegistry:
+        """The keys to verify signed messages with: the pinned ones (after checking the
+        server relayed the same), else the relayed ones (trusting the server)."""
+        registry = unpack_registry(relayed)
+        if self.pinned is None:
+            return registry
+        self.pinned.check_relayed(registry)
+        return self.pinned
 
     # ------------------------------------------------------------------ set-up
     def register(self, message: Message) -> RecordDict:
@@ -102,31 +137,50 @@ class ClientNode:
         )
 
     def he_keygen(self, message: Message) -> RecordDict:
-        """Become the CKKS key holder: make a key pair, keep the secret, return the public."""
+        """Become the CKKS key holder: make a key pair, keep the secret, return the public
+        context signed with this node's identity (so the others can tell it is not the
+        server's)."""
         aggregator = self.server.aggregator
         holder = HEKeyHolder(aggregator.public.params)
         self.state[_HE] = ConfigRecord({
             "secret": holder.secret_material(), "public": holder.public_material(),
+            "cohorts": b"{}",
         })
-        return messages.content(public=holder.public_material())
+        return messages.content(public=holder.signed_public_material(self.identity))
 
     def he_public(self, message: Message) -> RecordDict:
-        """Keep the key holder's public CKKS context to encrypt with."""
-        public = bytes(messages.fields(message)["public"])
-        HEPublicContext(public)  # refuse material that holds a secret key
+        """Keep the key holder's public CKKS context to encrypt with, once its signature by
+        the key holder verifies (under the pinned keys, or those the server relays)."""
+        fields = messages.fields(message)
+        registry = self._registry(bytes(fields["registry"]))
+        public = HEPublicContext.from_signed(bytes(fields["public"]), registry,
+                                             int(fields["key_holder"]))
         record = self.state[_HE] if _HE in self.state else ConfigRecord()
-        record["public"] = public
+        record["public"] = public.data
         self.state[_HE] = record
         return messages.content(ok=True)
 
     def he_decrypt(self, message: Message) -> RecordDict:
-        """Key holder: decrypt the aggregate ciphertext into the weighted mean."""
+        """Key holder: check the aggregate against the round's signed uploads (under the
+        malicious server model), then decrypt it into the weighted mean. The cohort it
+        decrypted in each round is kept in the node state, so that no second cohort of the
+        same round is ever decrypted."""
         if _HE not in self.state or "secret" not in self.state[_HE]:
             raise ConfigError(f"client {self.cid} holds no CKKS secret key")
         fields = messages.fields(message)
-        holder = HEKeyHolder(secret_material=bytes(self.state[_HE]["secret"]))
-        decoded = holder.decode(bytes(fields["payload"]), int(fields["round"]),
-                                min_clients=self.server.aggregator.min_clients)
+        record = self.state[_HE]
+        holder = HEKeyHolder(secret_material=bytes(record["secret"]))
+        holder.cohorts = {int(r): tuple(ids) for r, ids in
+                          messages.json_field(record, "cohorts").items()}
+        aggregator = self.server.aggregator
+        uploads = [bytes(u) for u in fields["uploads"]] if "uploads" in fields else None
+        decoded = holder.decode(
+            bytes(fields["payload"]), int(fields["round"]), uploads=uploads,
+            registry=self._registry(bytes(fields["registry"])),
+            min_clients=aggregator.min_clients, clip=aggregator.clip,
+        )
+        record["cohorts"] = json.dumps({str(r): list(ids)
+                                        for r, ids in holder.cohorts.items()}).encode()
         return messages.content(
             mean=np.asarray(decoded.mean, "<f8").tobytes(),
             total_weight=decoded.total_weight,
@@ -161,7 +215,7 @@ class ClientNode:
         fields = messages.fields(message)
         update, vector = self._train(message)
         started = time.perf_counter()
-        registry = unpack_registry(bytes(fields["registry"]))
+        registry = self._registry(bytes(fields["registry"]))
         party = MaskingClient(self.identity, registry, self.server.aggregator.params,
                               int(fields["round"]))
         payload = party.advertise(float(fields["weight"]), vector.size)
@@ -177,6 +231,10 @@ class ClientNode:
         return self._masking_stage(
             message, lambda party, payload, vector: party.masked_input(payload, vector)
         )
+
+    def consistency(self, message: Message) -> RecordDict:
+        """Sign the set of clients the server says sent their masked update."""
+        return self._masking_stage(message, lambda party, payload, _: party.consistency(payload))
 
     def unmask(self, message: Message) -> RecordDict:
         """Reveal the shares that let the server remove the masks of this round."""

@@ -133,9 +133,13 @@ class FlowerServer(Server):
         reply = self._exchange(messages.HE_KEYGEN, {HE_KEY_HOLDER: messages.content()}, 0)
         if HE_KEY_HOLDER not in reply:
             raise ThresholdError(f"the CKKS key holder (client {HE_KEY_HOLDER}) did not answer")
-        public = bytes(reply[HE_KEY_HOLDER]["public"])
-        self.he_public = HEPublicContext(public)
-        others = {c: messages.content(public=public) for c in self.directory.node_of}
+        signed = bytes(reply[HE_KEY_HOLDER]["public"])
+        self.he_public = HEPublicContext.from_signed(signed, self.directory.registry,
+                                                     HE_KEY_HOLDER)
+        registry = pack_registry(self.directory.registry)
+        others = {c: messages.content(public=signed, key_holder=HE_KEY_HOLDER,
+                                      registry=registry)
+                  for c in self.directory.node_of}
         answered = self._exchange(messages.HE_PUBLIC, others, 0)
         if len(answered) < len(others):
             logger.warning("clients %s did not store the CKKS public context",
@@ -187,16 +191,24 @@ class FlowerServer(Server):
         if self.kind == "none":
             with meter.timed("decode"):
                 return decode_plain(aggregate, r), trained
-        return self._decrypt(r, aggregate, meter), trained
+        uploads = (party.accepted_uploads() if self.aggregator.server_model == "malicious"
+                   else None)
+        return self._decrypt(r, aggregate, uploads, meter), trained
 
-    def _decrypt(self, r: int, aggregate: bytes, meter: RoundMeter) -> DecodedAggregate:
-        """The key holder decrypts the aggregate ciphertext into the weighted mean."""
+    def _decrypt(
+        self, r: int, aggregate: bytes, uploads: list[bytes] | None, meter: RoundMeter
+    ) -> DecodedAggregate:
+        """The key holder checks the aggregate against the signed uploads (malicious server
+        model) and decrypts it into the weighted mean."""
         holder = HE_KEY_HOLDER
         if holder in meter.bytes_down:
+            for upload in uploads or ():
+                meter.down(holder, upload)
             meter.down(holder, aggregate)
         started = time.perf_counter()
-        reply = self._exchange(messages.HE_DECRYPT,
-                               {holder: messages.content(round=r, payload=aggregate)}, r)
+        body = messages.content(round=r, payload=aggregate, uploads=uploads,
+                                registry=pack_registry(self.directory.registry))
+        reply = self._exchange(messages.HE_DECRYPT, {holder: body}, r)
         if holder not in reply:
             raise ThresholdError(
                 f"round {r}: the CKKS key holder (client {holder}) did not decrypt the aggregate"
@@ -212,8 +224,9 @@ class FlowerServer(Server):
     def _masking_round(
         self, r: int, weights: Mapping[int, float], common: dict, meter: RoundMeter
     ) -> tuple[DecodedAggregate, dict[int, ConfigRecord]]:
-        """Bonawitz et al.'s four stages; the first also trains. Nodes that fail or time out
-        at a stage are dropouts, recovered from the survivors' shares."""
+        """Bonawitz et al.'s stages (with the consistency round under the malicious server
+        model); the first also trains. Nodes that fail or time out at a stage are dropouts,
+        recovered from the survivors' shares."""
         dim = self.mechanism.transformed_length(self.weights.numel())
         party = MaskingServer(self.directory.registry, self.aggregator.params, r, dim, weights)
         model, registry = self.weights.numpy(), pack_registry(self.directory.registry)
@@ -228,6 +241,11 @@ class FlowerServer(Server):
         with meter.timed("aggregate"):
             forward = party.forward_messages()
         alive = self._stage(party, messages.MASKED, "masked", forward, r, meter)
+        if party.params.consistency_round:
+            with meter.timed("aggregate"):
+                survivors = party.survivors_message()
+            alive = self._stage(party, messages.CONSISTENCY, "consistency",
+                                dict.fromkeys(alive, survivors), r, meter)
         with meter.timed("aggregate"):
             request = party.unmask_request()
         self._stage(party, messages.UNMASK, "unmask", dict.fromkeys(alive, request), r, meter)

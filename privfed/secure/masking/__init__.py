@@ -1,9 +1,11 @@
-"""Masked secure aggregation (Bonawitz et al. 2017) with optional SecAgg+ neighbourhoods."""
+"""Masked secure aggregation (Bonawitz et al. 2017, with the malicious-server consistency round)
+with optional SecAgg+ neighbourhoods (Bell et al. 2020) derived from a threat model."""
 
 from .aggregator import MaskingAggregator
 from .client import MaskingClient
-from .params import MaskingParams, default_threshold, neighbours
+from .params import SERVER_MODELS, MaskingParams, default_threshold, neighbours
 from .quantize import Ring
+from .security import RoundParameters, ThreatModel, min_threshold, round_parameters
 from .server import MaskingServer, decode_masking
 
 __all__ = [
@@ -11,8 +13,13 @@ __all__ = [
     "MaskingClient",
     "MaskingParams",
     "MaskingServer",
+    "SERVER_MODELS",
     "Ring",
+    "RoundParameters",
+    "ThreatModel",
     "decode_masking",
     "default_threshold",
+    "min_threshold",
     "neighbours",
+    "round_parameters",
 ]

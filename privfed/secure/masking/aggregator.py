@@ -18,18 +18,22 @@ class MaskingAggregator(Aggregator):
     and only if at least ``t`` clients answer every stage. Weights (e.g. sample counts) are
     public: each client advertises its weight in the clear and pre-multiplies its vector by
     ``w_k / W`` (``W`` the total advertised weight) before quantising. Keys are fresh per
-    round. Clients may drop before any stage (``dropouts``, stages
-    ``"advertise"``, ``"share"``, ``"masked"``, ``"unmask"``); the sum of the survivors is
-    recovered while at least ``t`` remain, else :class:`ThresholdError`.
+    round. Clients may drop before any stage (``dropouts``, stages ``"advertise"``,
+    ``"share"``, ``"masked"``, ``"consistency"`` (malicious server model only) and
+    ``"unmask"``); the sum of the survivors is recovered while at least ``t`` remain, else
+    :class:`ThresholdError`.
 
     Parameters
     ----------
-    ring_bits, clip, out_of_range, threshold, neighbourhood, min_clients
-        See :class:`MaskingParams`.
+    ring_bits, clip, out_of_range, threshold, neighbourhood, min_clients, cohort_size, \
+corrupt_fraction, dropout_fraction, security_bits, server_model
+        See :class:`MaskingParams`. With ``cohort_size=None`` each round is planned for the
+        clients handed to :meth:`aggregate` (this driver plays every party, so the cohort
+        is known to all of them before the round).
     """
 
     kind = "masking"
-    stages = ("advertise", "share", "masked", "unmask")
+    stages = ("advertise", "share", "masked", "consistency", "unmask")
 
     def __init__(
         self,
@@ -40,10 +44,27 @@ class MaskingAggregator(Aggregator):
         threshold: int | None = None,
         neighbourhood: str | int = "full",
         min_clients: int = 2,
+        cohort_size: int | None = None,
+        corrupt_fraction: float = 0.1,
+        dropout_fraction: float = 0.1,
+        security_bits: int = 40,
+        server_model: str = "malicious",
     ) -> None:
         super().__init__(clip=clip, out_of_range=out_of_range)
-        self.params = MaskingParams(ring_bits, clip, out_of_range, threshold, neighbourhood,
-                                    min_clients)
+        self.params = MaskingParams(
+            ring_bits=ring_bits, clip=clip, out_of_range=out_of_range, threshold=threshold,
+            neighbourhood=neighbourhood, min_clients=min_clients, cohort_size=cohort_size,
+            corrupt_fraction=corrupt_fraction, dropout_fraction=dropout_fraction,
+            security_bits=security_bits, server_model=server_model,
+        )
+        if not self.params.consistency_round:
+            self.stages = tuple(s for s in self.stages if s != "consistency")
+
+    def round_params(self, cohort_size: int) -> MaskingParams:
+        """The parameters every party holds for a round of ``cohort_size`` invited clients."""
+        if self.params.cohort_size is not None:
+            return self.params
+        return self.params.for_cohort(max(cohort_size, self.params.min_clients))
 
     def _run(
         self,
@@ -56,11 +77,12 @@ class MaskingAggregator(Aggregator):
         ids = sorted(vectors)
         dim = vectors[ids[0]].size
         registry = self.registry
+        params = self.round_params(len(ids))
         with meter.timed("aggregate"):
-            server = MaskingServer(registry, self.params, round_id, dim, ids)
+            server = MaskingServer(registry, params, round_id, dim, ids)
         with meter.timed("encode"):
             clients = {
-                c: MaskingClient(self.identity(c), registry, self.params, round_id) for c in ids
+                c: MaskingClient(self.identity(c), registry, params, round_id) for c in ids
             }
         alive = set(ids)
 
@@ -82,6 +104,11 @@ class MaskingAggregator(Aggregator):
         with meter.timed("aggregate"):
             forward = server.forward_messages()
         step("masked", forward, lambda c, m: clients[c].masked_input(m, vectors[c]))
+        if params.consistency_round:
+            with meter.timed("aggregate"):
+                survivors = server.survivors_message()
+            step("consistency", dict.fromkeys(alive, survivors),
+                 lambda c, m: clients[c].consistency(m))
         with meter.timed("aggregate"):
             request = server.unmask_request()
         step("unmask", dict.fromkeys(alive, request), lambda c, m: clients[c].unmask(m))

@@ -12,9 +12,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from privfed.secure.errors import MessageRejectedError, ThresholdError
+from privfed.secure.errors import ConsistencyError, MessageRejectedError, ThresholdError
 from privfed.secure.identity import ClientIdentity, IdentityRegistry
-from privfed.secure.oneshot import unpack_ids
+from privfed.secure.oneshot import pack_ids, unpack_ids
 from privfed.secure.validation import (
     check_round_id,
     check_weight,
@@ -30,7 +30,6 @@ from .crypto import (
     prg,
     public_bytes,
     seal_share,
-    split_secret,
     x25519_from_seed,
 )
 from .messages import (
@@ -48,6 +47,7 @@ from .messages import (
 )
 from .params import MaskingParams, neighbours
 from .quantize import Ring
+from .shamir import split_secret
 from .state import restore_client, save_client
 
 
@@ -64,8 +64,15 @@ def pair_sign(owner: int, peer: int) -> int:
 class MaskingClient:
     """One client for one round of masked secure aggregation.
 
-    Call, in order, :meth:`advertise`, :meth:`share_keys`, :meth:`masked_input` and
-    :meth:`unmask`, each with the server's message of the previous stage.
+    Call, in order, :meth:`advertise`, :meth:`share_keys`, :meth:`masked_input`,
+    :meth:`consistency` (skipped when ``params.server_model`` is ``"honest-but-curious"``)
+    and :meth:`unmask`, each with the server's message of the previous stage.
+
+    Against a malicious server (Bonawitz et al. CCS 2017, Sec. 4): the threshold comes from
+    ``params`` and the number of *signed* adverts received, never from a server message;
+    the client aborts with fewer than ``t`` signed adverts in its group; it signs one
+    survivor set per round and reveals shares only for a set that at least ``t`` members of
+    its group signed; it never reveals both shares of one client.
 
     Parameters
     ----------
@@ -91,6 +98,7 @@ class MaskingClient:
         self.registry = registry
         self.params = params
         self.round_id = check_round_id(round_id)
+        params.planned()  # the threshold must be fixed before the round
         self._stage = "advertise"
         self._enc_key = X25519PrivateKey.generate()
         self._key_seed = os.urandom(SEED_SIZE)
@@ -185,14 +193,22 @@ class MaskingClient:
         return seal(self.identity, KIND, "advertise", self.round_id, advert.to_bytes())
 
     def share_keys(self, keys_message: bytes) -> bytes:
-        """Stage 1: verify the relayed keys, send encrypted Shamir shares to neighbours."""
+        """Stage 1: verify the relayed adverts, send encrypted Shamir shares to neighbours.
+
+        Raises
+        ------
+        AuthenticationError
+            An advert's signature does not verify under this client's registry (with pinned
+            keys: a substituted key).
+        ThresholdError
+            Fewer signed adverts (in this client's group) than the threshold fixed by
+            ``params``.
+        MessageRejectedError
+            Malformed, repeated, or altered adverts.
+        """
         self._require("share")
-        fields = unpack_fields(self._open(keys_message, "keys"))
-        if not fields or len(fields[0]) != 4:
-            raise MessageRejectedError("keys message lacks the participant count")
-        participants = int.from_bytes(fields[0], "little")
         adverts = {}
-        for signed in fields[1:]:
+        for signed in unpack_fields(self._open(keys_message, "keys")):
             env = open_signed(signed, self.registry, kind=KIND, stage="advertise",
                               round_id=self.round_id, allowed=self.registry.keys)
             if env.sender in adverts:
@@ -202,20 +218,18 @@ class MaskingClient:
             raise MessageRejectedError(f"keys message misses or alters client {self.id}'s keys")
         if any(a.dim != self.advert.dim for a in adverts.values()):
             raise MessageRejectedError("advertised vector lengths differ")
-        if participants < len(adverts):
-            raise MessageRejectedError(f"participant count {participants} < {len(adverts)} keys")
-        threshold = self.params.threshold_for(participants)
-        peers = neighbours(adverts, self.round_id, self.params.neighbourhood)[self.id]
+        plan = self.params.for_view(len(adverts))
+        peers = neighbours(adverts, self.round_id, plan.degree)[self.id]
         group = sorted(peers | {self.id})
-        if len(group) < threshold:
+        if len(group) < plan.threshold:
             raise ThresholdError(
-                f"client {self.id}: {len(group)} clients in its group < threshold {threshold}"
+                f"client {self.id}: {len(group)} clients in its group < threshold "
+                f"{plan.threshold}"
             )
         self._stage = "masked"
-        self._adverts, self._peers, self._threshold = adverts, peers, threshold
-        self._participants = participants
-        b_shares = split_secret(self._self_seed, threshold, len(group))
-        m_shares = split_secret(self._key_seed, threshold, len(group))
+        self._adverts, self._peers, self._threshold = adverts, peers, plan.threshold
+        b_shares = split_secret(self._self_seed, plan.threshold, len(group))
+        m_shares = split_secret(self._key_seed, plan.threshold, len(group))
         out = {}
         for pos, peer in enumerate(group):
             if peer == self.id:
@@ -255,9 +269,9 @@ class MaskingClient:
                 f"client {self.id}: shares from {len(held) + 1} group members < threshold "
                 f"{self._threshold}"
             )
-        self._stage = "unmask"
+        self._stage = "consistency" if self.params.consistency_round else "unmask"
         self._held.update(held)
-        ring = Ring(self.params.ring_bits, self.params.clip, self._participants)
+        ring = Ring(self.params.ring_bits, self.params.clip, len(self._adverts))
         total = sum(a.weight for a in self._adverts.values())
         y = ring.quantize(x * (self.advert.weight / total))
         y += prg(self_mask_key(self._self_seed, self.round_id, self.id), y.size, ring.dtype)
@@ -271,34 +285,52 @@ class MaskingClient:
                 y -= stream
         return seal(self.identity, KIND, "masked", self.round_id, ring.to_bytes(y))
 
-    def unmask(self, request_message: bytes) -> bytes:
-        """Stage 3: reveal self-mask shares of survivors and key-seed shares of dropouts.
+    def consistency(self, survivors_message: bytes) -> bytes:
+        """Stage 3 (malicious server): sign the survivor set the server announces.
 
-        Never reveals both for the same client, and answers at most once per round.
+        The set of clients whose masked input the server says it received; this client
+        signs exactly one such set per round, and later reveals shares only for a set that
+        at least ``t`` members of its group signed (Bonawitz et al. 2017, ConsistencyCheck).
+
+        Raises
+        ------
+        ThresholdError
+            Fewer than ``t`` survivors in this client's group, or fewer than
+            ``min_clients`` in the set.
+        MessageRejectedError
+            The set omits this client or lists a client it never saw advertise.
+        """
+        self._require("consistency")
+        payload = unpack_fields(self._open(survivors_message, "survivors"), 1)[0]
+        survivors = self._check_survivors(unpack_ids(payload))
+        self._stage = "unmask"
+        self._survivors = survivors
+        return seal(self.identity, KIND, "consistency", self.round_id,
+                    pack_ids(tuple(sorted(survivors))))
+
+    def unmask(self, request_message: bytes) -> bytes:
+        """Last stage: reveal self-mask shares of survivors and key-seed shares of dropouts.
+
+        Never reveals both for the same client, and answers at most once per round. Against
+        a malicious server the request must carry the survivor set this client signed and
+        at least ``t`` valid signatures on it from members of this client's group.
+
+        Raises
+        ------
+        ConsistencyError
+            The request's survivor set differs from the one this client signed, or a
+            signature in it is on another set.
+        ThresholdError
+            Fewer than ``t`` signatures from this client's group, too few survivors.
+        AuthenticationError
+            A signature does not verify.
         """
         self._require("unmask")
-        payload = unpack_fields(self._open(request_message, "unmask_request"), 1)
-        survivors = set(unpack_ids(payload[0]))
-        group = self._peers | {self.id}
-        if (
-            self.id not in survivors
-            or not survivors <= set(self._adverts)
-            or not survivors & group <= set(self._held)
-        ):
-            raise MessageRejectedError(
-                f"client {self.id}: unmask request omits this client or lists a neighbour "
-                "that never shared with it"
-            )
-        if len(survivors) < self.params.min_clients:
-            raise ThresholdError(
-                f"client {self.id}: the unmask request lists {len(survivors)} surviving inputs, "
-                f"fewer than min_clients = {self.params.min_clients}; revealing nothing"
-            )
-        alive = len(survivors & set(self._held))
-        if alive < self._threshold:
-            raise ThresholdError(
-                f"client {self.id}: {alive} surviving group members < threshold {self._threshold}"
-            )
+        if self.params.consistency_round:
+            survivors = self._check_signed_survivors(request_message)
+        else:
+            payload = unpack_fields(self._open(request_message, "unmask_request"), 1)
+            survivors = self._check_survivors(unpack_ids(payload[0]))
         self._stage = "done"
         reveals = {}
         for owner, (index, b_share, m_share) in self._held.items():
@@ -307,3 +339,67 @@ class MaskingClient:
             else:
                 reveals[owner] = (KEY_SEED, index, m_share)
         return seal(self.identity, KIND, "unmask", self.round_id, pack_reveals(reveals))
+
+    def _check_survivors(self, ids: tuple[int, ...]) -> frozenset[int]:
+        """Check a survivor set against this client's view; raise before any state change."""
+        survivors = frozenset(ids)
+        group = self._peers | {self.id}
+        if len(survivors) != len(ids):
+            raise MessageRejectedError(f"client {self.id}: the survivor set repeats a client")
+        if (
+            self.id not in survivors
+            or not survivors <= set(self._adverts)
+            or not survivors & group <= set(self._held)
+        ):
+            raise MessageRejectedError(
+                f"client {self.id}: the survivor set omits this client or lists a neighbour "
+                "that never shared with it"
+            )
+        if len(survivors) < self.params.min_clients:
+            raise ThresholdError(
+                f"client {self.id}: the survivor set lists {len(survivors)} surviving inputs, "
+                f"fewer than min_clients = {self.params.min_clients}; revealing nothing"
+            )
+        alive = len(survivors & set(self._held))
+        if alive < self._threshold:
+            raise ThresholdError(
+                f"client {self.id}: {alive} surviving group members < threshold {self._threshold}"
+            )
+        return survivors
+
+    def _check_signed_survivors(self, request_message: bytes) -> frozenset[int]:
+        """The survivor set of an unmask request, once ``t`` signatures on it verify."""
+        fields = unpack_fields(self._open(request_message, "unmask_request"))
+        if not fields:
+            raise MessageRejectedError(f"client {self.id}: empty unmask request")
+        survivors = frozenset(unpack_ids(fields[0]))
+        if survivors != self._survivors:
+            raise ConsistencyError(
+                f"client {self.id}: consistency check failed: the unmask request lists "
+                f"survivors {sorted(survivors)}, but this client signed "
+                f"{sorted(self._survivors)}; revealing nothing"
+            )
+        signed_set = pack_ids(tuple(sorted(survivors)))
+        group = self._peers | {self.id}
+        signers: set[int] = set()
+        for signed in fields[1:]:
+            env = open_signed(signed, self.registry, kind=KIND, stage="consistency",
+                              round_id=self.round_id, allowed=self._adverts)
+            if env.payload != signed_set or env.sender not in survivors:
+                raise ConsistencyError(
+                    f"client {self.id}: consistency check failed: client {env.sender} signed "
+                    f"survivors {sorted(unpack_ids(env.payload))}, not the set of the unmask "
+                    "request; revealing nothing"
+                )
+            if env.sender in signers:
+                raise MessageRejectedError(
+                    f"client {self.id}: unmask request repeats client {env.sender}'s signature"
+                )
+            signers.add(env.sender)
+        if len(signers & group) < self._threshold:
+            raise ThresholdError(
+                f"client {self.id}: consistency check failed: {len(signers & group)} members "
+                f"of its group signed the survivor set, fewer than the threshold "
+                f"t={self._threshold}; revealing nothing"
+            )
+        return survivors

@@ -1,8 +1,8 @@
 """Cryptographic building blocks of the masking protocol.
 
 X25519 key agreement, HKDF-SHA256 key derivation bound to the round and the parties,
-a ChaCha20 keystream as the mask PRG, ChaCha20-Poly1305 for shares in transit, and
-Shamir t-of-n sharing (pycryptodome, 16-byte blocks) of secrets of any length.
+a ChaCha20 keystream as the mask PRG, and ChaCha20-Poly1305 for shares in transit (Shamir
+sharing is in :mod:`.shamir`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import os
 import struct
 
 import numpy as np
-from Crypto.Protocol.SecretSharing import Shamir
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -20,7 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from privfed.secure.errors import AuthenticationError, InvalidInputError, MessageRejectedError
+from privfed.secure.errors import AuthenticationError, MessageRejectedError
 
 SEED_SIZE = 16  # 128-bit seeds: one Shamir block each
 KEY_SIZE = 32
@@ -85,35 +84,3 @@ def open_share(key: bytes, data: bytes, aad: bytes, who: str) -> bytes:
         raise AuthenticationError(
             f"encrypted share from {who} failed authentication (tampered or wrong key)"
         ) from None
-
-
-def split_secret(secret: bytes, threshold: int, count: int) -> list[bytes]:
-    """Shamir-share ``secret`` (a multiple of 16 bytes) ``threshold``-of-``count``.
-
-    Returns
-    -------
-    list of bytes
-        Share ``i`` (for Shamir index ``i + 1``): the concatenated shares of every
-        16-byte block of the secret.
-    """
-    if not secret or len(secret) % BLOCK:
-        raise InvalidInputError(f"secret length {len(secret)} is not a positive multiple of 16")
-    if not 1 <= threshold <= count:
-        raise InvalidInputError(f"threshold {threshold} not in [1, {count}]")
-    per_block = [Shamir.split(threshold, count, secret[i : i + BLOCK])
-                 for i in range(0, len(secret), BLOCK)]
-    return [b"".join(block[i][1] for block in per_block) for i in range(count)]
-
-
-def combine_secret(shares: dict[int, bytes], threshold: int) -> bytes:
-    """Recover a secret from at least ``threshold`` shares ``{Shamir index: share}``."""
-    if len(shares) < threshold:
-        raise InvalidInputError(f"{len(shares)} shares < threshold {threshold}")
-    chosen = sorted(shares.items())[:threshold]
-    size = len(chosen[0][1])
-    if size == 0 or size % BLOCK or any(len(s) != size for _, s in chosen):
-        raise MessageRejectedError("shares of inconsistent or invalid length")
-    return b"".join(
-        Shamir.combine([(idx, s[off : off + BLOCK]) for idx, s in chosen])
-        for off in range(0, size, BLOCK)
-    )

@@ -1,32 +1,41 @@
-"""Parameters of the masking protocol and the SecAgg+ neighbourhood graph."""
+"""Parameters of the masking protocol and the SecAgg+ neighbourhood graph.
+
+The threshold ``t`` and the SecAgg+ degree ``k`` are fixed before the round from the
+configuration every party holds (:class:`MaskingParams`, with the planned ``cohort_size``),
+never from a server message: :meth:`MaskingParams.for_view` turns the number of *signed*
+adverts a party actually received into the round's parameters, and a server can only raise
+them by showing more signed adverts, never lower them.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import struct
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from privfed.secure.errors import InvalidInputError, ThresholdError
 from privfed.secure.validation import check_clip, check_out_of_range
+from privfed.secure.wire import SERVER_MODELS
 
 from .quantize import MAX_BITS, MIN_BITS
+from .security import RoundParameters, ThreatModel, round_parameters
 
 
 def default_threshold(group_size: int) -> int:
     """Default Shamir threshold ``max(2, floor(2 * group_size / 3) + 1)``.
 
-    Strictly more than two thirds of the group: Bonawitz et al. (CCS 2017, Thm. 6.5) show
-    that ``t > 2n/3`` keeps inputs private against a server that lies about dropouts
-    and colludes with fewer than ``n/3`` clients, while tolerating up to ``n - t`` (just
-    under a third) dropouts.
+    Strictly more than two thirds of the group: with the consistency round, a server that
+    lies about dropouts and colludes with ``c`` clients gets both shares of a client only if
+    ``2t <= n + c`` (Bonawitz et al. CCS 2017, Sec. 4 and Thm. 6.5), so this ``t`` holds for
+    ``c < n/3`` while tolerating up to ``n - t`` (just under a third) dropouts.
     """
     return max(2, (2 * group_size) // 3 + 1)
 
 
 @dataclass(frozen=True)
 class MaskingParams:
-    """Configuration of :class:`~privfed.secure.masking.MaskingAggregator`.
+    """Configuration of the masking protocol, held by every party before the round.
 
     Parameters
     ----------
@@ -37,19 +46,36 @@ class MaskingParams:
     out_of_range : {"clip", "error"}
         Clip coordinates beyond ``clip``, or reject the vector (default).
     threshold : int or None
-        Shamir threshold ``t`` per group (the whole round, or one SecAgg+ neighbourhood);
-        ``None`` uses :func:`default_threshold` of the group size.
-    neighbourhood : "full" or int
+        Shamir threshold ``t`` per sharing group (the whole round, or one SecAgg+
+        neighbourhood). ``None``: derived from ``cohort_size`` and the threat model (see
+        :func:`~privfed.secure.masking.security.round_parameters`). An explicit ``t`` below
+        what the threat model needs is refused.
+    neighbourhood : "full", "secagg+" or int
         ``"full"``: every pair of clients shares a mask (Bonawitz et al. 2017, O(n^2)).
-        An even int ``k``: SecAgg+ (Bell et al. 2020) with a random k-regular graph; choose
-        ``k`` ~ O(log n) for O(n log n) total cost.
+        ``"secagg+"``: SecAgg+ (Bell et al. CCS 2020) with the smallest even degree ``k``
+        that meets the threat model (the complete graph when none below ``n - 1`` does).
+        An even int ``k``: that degree, refused if it does not meet the threat model.
     min_clients : int
-        The fewest clients whose inputs a decodable sum may hold (>= 2). Each client raises
-        its threshold to at least this (within its sharing group) and refuses to reveal
-        shares for fewer surviving inputs, so a server that follows the protocol never
-        decodes a smaller sum; e.g. distributed DP's K_min, so that every decodable sum
-        carries enough noise shares. Enforced by the clients from their own parameters, not
-        from anything the server sends.
+        The fewest clients whose inputs a decodable sum may hold (>= 2); e.g. distributed
+        DP's K_min. ``t`` is at least this (within its group) and a client refuses to
+        reveal shares for fewer surviving inputs.
+    cohort_size : int or None
+        ``n``, the clients a round is planned for, fixed before the round (e.g. the
+        configuration's clients per round). ``t`` and ``k`` are derived for it (or for
+        ``min_clients``, if larger: no smaller sum is ever decoded). ``None``:
+        set per round by the in-process driver (:class:`MaskingAggregator`), which plays
+        every party; the party objects require it.
+    corrupt_fraction : float
+        ``gamma``: fraction of the cohort that may collude with the server, in ``[0, 1/2)``.
+    dropout_fraction : float
+        ``delta``: fraction of the cohort that may drop out and still leave the round
+        decodable, in ``[0, 1)``.
+    security_bits : int
+        ``sigma``: the parameters must keep every input private except with probability
+        ``2**-sigma``.
+    server_model : {"malicious", "honest-but-curious"}
+        Against which server: ``"malicious"`` runs the signed consistency round before
+        any share is revealed; ``"honest-but-curious"`` skips it.
     """
 
     ring_bits: int = 32
@@ -58,6 +84,11 @@ class MaskingParams:
     threshold: int | None = None
     neighbourhood: str | int = "full"
     min_clients: int = 2
+    cohort_size: int | None = None
+    corrupt_fraction: float = 0.1
+    dropout_fraction: float = 0.1
+    security_bits: int = 40
+    server_model: str = "malicious"
 
     def __post_init__(self) -> None:
         if isinstance(self.ring_bits, bool) or not isinstance(self.ring_bits, int) or not (
@@ -69,11 +100,12 @@ class MaskingParams:
         check_clip(self.clip, required=True)
         check_out_of_range(self.out_of_range)
         nb = self.neighbourhood
-        if nb != "full" and (
+        if nb not in ("full", "secagg+") and (
             isinstance(nb, bool) or not isinstance(nb, int) or nb < 2 or nb % 2
         ):
             raise InvalidInputError(
-                f"neighbourhood={nb!r}; allowed: 'full' or an even int >= 2 (SecAgg+ degree)"
+                f"neighbourhood={nb!r}; allowed: 'full', 'secagg+' or an even int >= 2 "
+                "(SecAgg+ degree)"
             )
         t = self.threshold
         if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 2):
@@ -81,54 +113,116 @@ class MaskingParams:
         m = self.min_clients
         if isinstance(m, bool) or not isinstance(m, int) or m < 2:
             raise InvalidInputError(f"min_clients={m!r}; allowed: an int >= 2")
+        n = self.cohort_size
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise InvalidInputError(f"cohort_size={n!r}; allowed: None or an int >= 1")
+        if self.server_model not in SERVER_MODELS:
+            raise InvalidInputError(
+                f"server_model={self.server_model!r}; allowed: {SERVER_MODELS}"
+            )
+        _ = self.threat_model  # validates the fractions and security_bits
+        if n is not None:
+            self.planned()  # refuse a threshold or degree below the threat model now
 
-    def group_size(self, participants: int) -> int:
-        """Size of a sharing group: all participants, or a neighbourhood plus its owner."""
-        if self.neighbourhood == "full":
-            return participants
-        return min(participants, int(self.neighbourhood) + 1)
+    @property
+    def threat_model(self) -> ThreatModel:
+        """The adversary the parameters are derived for."""
+        return ThreatModel(corrupt_fraction=self.corrupt_fraction,
+                           dropout_fraction=self.dropout_fraction,
+                           security_bits=self.security_bits)
 
-    def threshold_for(self, participants: int) -> int:
-        """Threshold ``t`` for a round announced with ``participants`` clients.
+    @property
+    def consistency_round(self) -> bool:
+        """Whether survivors sign the survivor set before any share is revealed."""
+        return self.server_model == "malicious"
+
+    def for_cohort(self, cohort_size: int) -> MaskingParams:
+        """These parameters with ``cohort_size`` fixed (what the in-process driver does)."""
+        return replace(self, cohort_size=cohort_size)
+
+    def planned(self) -> RoundParameters:
+        """``t`` and ``k`` for the planned ``cohort_size``.
 
         Raises
         ------
         InvalidInputError
-            If ``t`` exceeds the group size.
+            ``cohort_size`` unset, or a threshold/degree the threat model refuses.
         ThresholdError
-            With fewer than ``min_clients`` participants (at least 2: a sum of one client
-            would be its input).
+            ``cohort_size`` below ``min_clients``.
         """
-        if participants < self.min_clients:
-            raise ThresholdError(
-                f"masking needs at least {self.min_clients} clients (min_clients), got "
-                f"{participants}"
-            )
-        size = self.group_size(participants)
-        t = self.threshold if self.threshold is not None else default_threshold(size)
-        t = max(t, min(self.min_clients, size))
-        if t > size:
+        if self.cohort_size is None:
             raise InvalidInputError(
-                f"threshold={t} exceeds the sharing group size {size} ({participants} clients, "
-                f"neighbourhood={self.neighbourhood!r})"
+                "MaskingParams.cohort_size must be fixed before the round (the clients a "
+                "round is planned for); the threshold is never taken from the server"
             )
-        return t
+        return self._derive(max(self.cohort_size, self.min_clients), self.threshold,
+                            self.min_clients)
+
+    def for_view(self, advertised: int) -> RoundParameters:
+        """The round's ``t`` and ``k`` for a party that holds ``advertised`` signed adverts.
+
+        The planned parameters, unless the round has more clients than planned: then those
+        of the larger cohort, with ``t`` never below the planned one.
+
+        Raises
+        ------
+        ThresholdError
+            Fewer signed adverts than the planned threshold ``t`` (or than ``min_clients``);
+            under SecAgg+, fewer than the ``n - floor(dropout_fraction * n)`` the degree was
+            derived for; or more than planned, with a configured degree that is not safe for
+            that many.
+        """
+        planned = self.planned()
+        if advertised < max(planned.threshold, self.min_clients):
+            raise ThresholdError(
+                f"{advertised} signed adverts reached this party, fewer than the threshold "
+                f"t={planned.threshold} fixed by the configuration (cohort_size="
+                f"{planned.cohort_size}, min_clients={self.min_clients}); aborting the round"
+            )
+        fewest = planned.cohort_size - self.threat_model.dropped_clients(planned.cohort_size)
+        if not planned.complete and advertised < fewest:
+            raise ThresholdError(
+                f"{advertised} signed adverts reached this party, fewer than the {fewest} "
+                f"that SecAgg+'s degree k={planned.degree} was derived for (cohort_size="
+                f"{planned.cohort_size}, dropout_fraction={self.dropout_fraction}); a server "
+                "that hides adverts could choose a client's neighbours; aborting the round"
+            )
+        if advertised <= planned.cohort_size:
+            return planned
+        floor = max(self.min_clients, planned.threshold)
+        try:
+            return self._derive(advertised, None, floor)
+        except InvalidInputError as err:
+            raise ThresholdError(
+                f"{advertised} signed adverts, more than the planned cohort_size="
+                f"{planned.cohort_size}, and the configuration is not safe for them: {err}"
+            ) from None
+
+    def _derive(self, n: int, threshold: int | None, min_clients: int) -> RoundParameters:
+        if n < self.min_clients:
+            raise ThresholdError(
+                f"masking needs at least {self.min_clients} clients (min_clients), got {n}"
+            )
+        degree = None if self.neighbourhood == "full" else self.neighbourhood
+        return round_parameters(n, self.threat_model, degree=degree, threshold=threshold,
+                                min_clients=min_clients)
 
 
 def neighbours(
-    ids: Collection[int], round_id: int, neighbourhood: str | int
+    ids: Collection[int], round_id: int, degree: int | str
 ) -> dict[int, frozenset[int]]:
     """Who shares masks with whom among the advertised clients ``ids``.
 
-    ``"full"``: everyone with everyone. Even ``k``: a k-regular Harary graph over a
-    pseudo-random cyclic order of the clients (each linked to ``k/2`` on each side), the order
-    derived from SHA-256 of the round and ids so that every party computes the same graph.
+    ``"full"`` or ``degree >= len(ids) - 1``: everyone with everyone. Even ``degree``: a
+    k-regular Harary graph over a pseudo-random cyclic order of the clients (each linked to
+    ``k/2`` on each side), the order derived from SHA-256 of the round and ids so that every
+    party computes the same graph.
     """
     order = sorted(ids)
-    if neighbourhood == "full" or int(neighbourhood) >= len(order) - 1:
+    if degree == "full" or int(degree) >= len(order) - 1:
         everyone = frozenset(order)
         return {c: everyone - {c} for c in order}
-    half = int(neighbourhood) // 2
+    half = int(degree) // 2
     order.sort(key=lambda c: hashlib.sha256(struct.pack("<QI", round_id, c)).digest())
     n = len(order)
     return {

@@ -2,7 +2,9 @@
 
 The server never holds a secret that opens a single client's masked input: for each client
 it recovers either the self-mask seed (client survived) or the pairwise-key seed (client
-dropped), never both, and only from at least ``t`` shares.
+dropped), never both, and only from at least ``t`` shares. Against a malicious server this
+rests on the clients' own checks (see :class:`~privfed.secure.masking.MaskingClient`); the
+server's checks here protect the honest clients' result from malformed client messages.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from privfed.secure.validation import check_round_id
 from privfed.secure.wire import SERVER_ID, open_signed, pack, pack_fields
 
 from .client import pair_sign, self_mask_key
-from .crypto import agree, combine_secret, prg, public_bytes, x25519_from_seed
+from .crypto import agree, prg, public_bytes, x25519_from_seed
 from .messages import (
     KEY_SEED,
     KIND,
@@ -32,8 +34,9 @@ from .messages import (
 )
 from .params import MaskingParams, neighbours
 from .quantize import Ring
+from .shamir import combine_secrets
 
-_STAGES = ("advertise", "share", "masked", "unmask", "done")
+_STAGES = ("advertise", "share", "masked", "consistency", "unmask", "done")
 _RING_META = struct.Struct("<IId")
 _F64 = struct.Struct("<d")
 
@@ -42,22 +45,21 @@ class MaskingServer:
     """Server of one round of masked secure aggregation.
 
     Receive each stage's client messages with :meth:`receive`, then close the stage with
-    :meth:`keys_message`, :meth:`forward_messages`, :meth:`unmask_request` and finally
-    :meth:`aggregate`.
+    :meth:`keys_message`, :meth:`forward_messages`, :meth:`survivors_message` (malicious
+    server model only), :meth:`unmask_request` and finally :meth:`aggregate`.
 
     Parameters
     ----------
     registry : IdentityRegistry
         Verification keys of the clients.
     params : MaskingParams
-        Protocol parameters.
+        Protocol parameters, with ``cohort_size`` fixed.
     round_id : int
         The round served.
     dim : int
         Vector length.
     participants : Collection[int]
-        Clients invited to the round; ``n = len(participants)`` fixes the threshold and the
-        fixed-point head-room.
+        Clients invited to the round.
     """
 
     def __init__(
@@ -73,13 +75,14 @@ class MaskingServer:
         self.round_id = check_round_id(round_id)
         self.dim = int(dim)
         self.participants = frozenset(participants)
-        self.threshold = params.threshold_for(len(self.participants))
-        self.ring = Ring(params.ring_bits, params.clip, len(self.participants))
+        self.threshold = params.planned().threshold
+        self.ring: Ring | None = None
         self.stage = "advertise"
         self._signed_adverts: dict[int, bytes] = {}
         self.adverts: dict[int, Advert] = {}
         self._shares: dict[int, dict[int, bytes]] = {}
         self._masked: dict[int, np.ndarray] = {}
+        self._signatures: dict[int, bytes] = {}
         self._reveals: dict[int, dict[int, tuple[int, int, bytes]]] = {}
         self._graph: dict[int, frozenset[int]] = {}
 
@@ -89,7 +92,8 @@ class MaskingServer:
             "advertise": self.participants,
             "share": self.adverts,
             "masked": self._shares,
-            "unmask": self._masked,
+            "consistency": self._masked,
+            "unmask": self._signatures if self.params.consistency_round else self._masked,
         }.get(self.stage, ())
 
     def _store(self) -> dict:
@@ -97,6 +101,7 @@ class MaskingServer:
             "advertise": self.adverts,
             "share": self._shares,
             "masked": self._masked,
+            "consistency": self._signatures,
             "unmask": self._reveals,
         }[self.stage]
 
@@ -136,6 +141,7 @@ class MaskingServer:
                 )
             store[sender] = shares
         elif self.stage == "masked":
+            assert self.ring is not None
             values = self.ring.from_bytes(env.payload, self.dim)
             if values is None:
                 raise MessageRejectedError(
@@ -144,6 +150,12 @@ class MaskingServer:
                     f"{self.ring.bits}"
                 )
             store[sender] = values
+        elif self.stage == "consistency":
+            if env.payload != pack_ids(tuple(sorted(self._masked))):
+                raise MessageRejectedError(
+                    f"client {sender} signed another survivor set than the one announced"
+                )
+            store[sender] = bytes(message)
         else:
             store[sender] = self._check_reveals(sender, unpack_reveals(env.payload, sender))
         return sender
@@ -173,14 +185,19 @@ class MaskingServer:
                 f"responded, fewer than the threshold t={self.threshold}; aborting without "
                 "unmasking anything"
             )
-        self.stage = _STAGES[_STAGES.index(stage) + 1]
+        following = _STAGES[_STAGES.index(stage) + 1]
+        if following == "consistency" and not self.params.consistency_round:
+            following = "unmask"
+        self.stage = following
 
     def keys_message(self) -> bytes:
         """Close stage ``advertise``; the broadcast of all signed adverts (same for all)."""
         self._close("advertise", self.adverts)
-        self._graph = neighbours(self.adverts, self.round_id, self.params.neighbourhood)
-        count = len(self.participants).to_bytes(4, "little")
-        fields = [count, *(self._signed_adverts[c] for c in sorted(self._signed_adverts))]
+        plan = self.params.for_view(len(self.adverts))
+        self.threshold = plan.threshold
+        self.ring = Ring(self.params.ring_bits, self.params.clip, len(self.adverts))
+        self._graph = neighbours(self.adverts, self.round_id, plan.degree)
+        fields = [self._signed_adverts[c] for c in sorted(self._signed_adverts)]
         return pack(KIND, "keys", self.round_id, SERVER_ID, pack_fields(fields))
 
     def forward_messages(self) -> dict[int, bytes]:
@@ -196,11 +213,34 @@ class MaskingServer:
             for c, items in inbox.items()
         }
 
-    def unmask_request(self) -> bytes:
-        """Close stage ``masked``; the list of clients whose masked input arrived."""
+    def survivors_message(self) -> bytes:
+        """Close stage ``masked`` (malicious server model): the survivor set to sign."""
+        if not self.params.consistency_round:
+            raise MessageRejectedError(
+                "no consistency round under server_model='honest-but-curious'; call "
+                "unmask_request()"
+            )
         self._close("masked", self._masked)
         payload = pack_fields([pack_ids(tuple(sorted(self._masked)))])
-        return pack(KIND, "unmask_request", self.round_id, SERVER_ID, payload)
+        return pack(KIND, "survivors", self.round_id, SERVER_ID, payload)
+
+    def unmask_request(self) -> bytes:
+        """Close stage ``consistency`` (or ``masked`` under the honest-but-curious model).
+
+        Returns
+        -------
+        bytes
+            The survivor set, with the clients' signatures on it under the malicious model.
+        """
+        survivors = pack_ids(tuple(sorted(self._masked)))
+        if self.params.consistency_round:
+            self._close("consistency", self._signatures)
+            signed = [self._signatures[c] for c in sorted(self._signatures)]
+        else:
+            self._close("masked", self._masked)
+            signed = []
+        return pack(KIND, "unmask_request", self.round_id, SERVER_ID,
+                    pack_fields([survivors, *signed]))
 
     def aggregate(self) -> bytes:
         """Close stage ``unmask``: recover the needed seeds, remove masks, return the sum.
@@ -225,16 +265,16 @@ class MaskingServer:
                 f"round {self.round_id}: too few shares (threshold t={self.threshold}) to "
                 f"recover the seeds of clients {short}; aborting"
             )
+        assert self.ring is not None
+        seeds = combine_secrets(collected, self.threshold)
         total = np.zeros(self.dim, dtype=self.ring.dtype)
         for c in survivors:
-            seed = combine_secret(collected[c], self.threshold)
-            if commit(seed, self.round_id, c) != self.adverts[c].commitment:
+            if commit(seeds[c], self.round_id, c) != self.adverts[c].commitment:
                 raise MessageRejectedError(f"recovered self-mask seed of client {c} is wrong")
             total += self._masked[c]
-            total -= prg(self_mask_key(seed, self.round_id, c), self.dim, self.ring.dtype)
+            total -= prg(self_mask_key(seeds[c], self.round_id, c), self.dim, self.ring.dtype)
         for v in dropped:
-            key = x25519_from_seed(combine_secret(collected[v], self.threshold),
-                                   self.round_id, v)
+            key = x25519_from_seed(seeds[v], self.round_id, v)
             if public_bytes(key) != self.adverts[v].mask_pk:
                 raise MessageRejectedError(f"recovered mask key of client {v} is wrong")
             for u in sorted(self._graph[v] & set(survivors)):

@@ -21,23 +21,26 @@ from privfed.secure.wire import pack_fields, unpack_fields
 
 from .crypto import SEED_SIZE, public_bytes, x25519_from_seed
 from .messages import Advert, commit, pack_addressed, unpack_addressed
-from .params import MaskingParams
+from .params import SERVER_MODELS, MaskingParams
 
 if TYPE_CHECKING:
     from .client import MaskingClient
 
 __all__ = ["STAGES", "restore_client", "save_client"]
 
-STAGES = ("advertise", "share", "masked", "unmask", "done")
+STAGES = ("advertise", "share", "masked", "consistency", "unmask", "done")
 """Client stages in protocol order; a saved state stores the index of its stage."""
 STATE_MAGIC = b"PFMC"
-STATE_VERSION = 1
+STATE_VERSION = 2
 _STATE_PREFIX = struct.Struct("<4sB")
 _STATE_HEAD = struct.Struct("<QIB")  # round id, client id, stage index
-_STATE_PARAMS = struct.Struct("<BdBQQ")  # ring bits, clip, out_of_range, threshold, neighbourhood
-_STATE_ROUND = struct.Struct("<II")  # threshold, announced participant count
+# ring bits, clip, out_of_range, threshold, neighbourhood, min_clients, cohort_size,
+# corrupt fraction, dropout fraction, security bits, server model
+_STATE_PARAMS = struct.Struct("<BdBQqQQddIB")
+_NEIGHBOURHOOD_CODES = {"full": 0, "secagg+": -1}
+_STATE_ROUND = struct.Struct("<I")  # threshold
 _STATE_HELD = struct.Struct("<IH")  # share owner, Shamir index
-_STATE_FIELDS = 10
+_STATE_FIELDS = 11
 _DIGEST_SIZE = 32
 _X25519_SIZE = 32
 
@@ -50,7 +53,13 @@ def _params_bytes(params: MaskingParams) -> bytes:
         float(params.clip),
         OUT_OF_RANGE_MODES.index(params.out_of_range),
         0 if params.threshold is None else params.threshold,
-        0 if nb == "full" else int(nb),
+        _NEIGHBOURHOOD_CODES.get(nb, nb) if isinstance(nb, str) else int(nb),
+        params.min_clients,
+        0 if params.cohort_size is None else params.cohort_size,
+        float(params.corrupt_fraction),
+        float(params.dropout_fraction),
+        params.security_bits,
+        SERVER_MODELS.index(params.server_model),
     )
 
 
@@ -60,7 +69,11 @@ def save_client(client: MaskingClient) -> bytes:
     later = STAGES.index(client._stage) >= STAGES.index("masked")
     advert = b"" if client._stage == "advertise" else client.advert.to_bytes()
     adverts = {c: a.to_bytes() for c, a in client._adverts.items()}
-    round_meta = _STATE_ROUND.pack(client._threshold, client._participants) if later else b""
+    round_meta = _STATE_ROUND.pack(client._threshold) if later else b""
+    signed = STAGES.index(client._stage) >= STAGES.index("unmask") and (
+        client.params.consistency_round
+    )
+    survivors = pack_ids(tuple(sorted(client._survivors))) if signed else b""
     peers = pack_ids(tuple(sorted(client._peers))) if later else b""
     held = [
         _STATE_HELD.pack(owner, index) + b_share + m_share
@@ -77,6 +90,7 @@ def save_client(client: MaskingClient) -> bytes:
         round_meta,
         peers,
         pack_fields(held),
+        survivors,
     ])
     return body + hashlib.sha256(body).digest()
 
@@ -105,7 +119,7 @@ def restore_client(
         raise MessageRejectedError("checksum mismatch (truncated or corrupted)")
     fields = unpack_fields(body[_STATE_PREFIX.size :], _STATE_FIELDS)
     head, params_raw, enc_raw, key_seed, self_seed = fields[:5]
-    advert_raw, adverts_raw, round_raw, peers_raw, held_raw = fields[5:]
+    advert_raw, adverts_raw, round_raw, peers_raw, held_raw, survivors_raw = fields[5:]
 
     if len(head) != _STATE_HEAD.size:
         raise MessageRejectedError("malformed header field")
@@ -148,7 +162,7 @@ def restore_client(
     adverts = unpack_addressed(adverts_raw, "saved adverts")
     held = unpack_fields(held_raw)
     if not later:
-        if adverts or held or round_raw or peers_raw:
+        if adverts or held or round_raw or peers_raw or survivors_raw:
             raise MessageRejectedError(f"stage {stage!r} with data of later stages")
         return client
 
@@ -157,13 +171,10 @@ def restore_client(
         raise MessageRejectedError("own advert missing from the saved adverts")
     if len(round_raw) != _STATE_ROUND.size:
         raise MessageRejectedError("malformed threshold field")
-    client._threshold, client._participants = _STATE_ROUND.unpack(round_raw)
-    if not 2 <= client._threshold <= client._participants or (
-        client._participants < len(client._adverts)
-    ):
+    (client._threshold,) = _STATE_ROUND.unpack(round_raw)
+    if not 2 <= client._threshold <= len(client._adverts):
         raise MessageRejectedError(
-            f"threshold {client._threshold} with {client._participants} participants and "
-            f"{len(client._adverts)} adverts"
+            f"threshold {client._threshold} with {len(client._adverts)} adverts"
         )
     peers = unpack_ids(peers_raw)
     client._peers = frozenset(peers)
@@ -186,6 +197,13 @@ def restore_client(
         client._held[owner] = (index, share[:SEED_SIZE], share[SEED_SIZE:])
     if client_id not in client._held:
         raise MessageRejectedError("the client's own shares are missing")
+    signed = stage_index >= STAGES.index("unmask") and params.consistency_round
+    if signed != bool(survivors_raw):
+        raise MessageRejectedError(f"stage {stage!r} with a wrong signed survivor set")
+    if signed:
+        client._survivors = frozenset(unpack_ids(survivors_raw))
+        if client_id not in client._survivors or not client._survivors <= set(client._adverts):
+            raise MessageRejectedError("signed survivor set omits the client or is unknown")
     return client
 
 

@@ -1,0 +1,96 @@
+"""In-process driver of the HE protocol."""
+
+from __future__ import annotations
+
+from ..base import DecodedAggregate, RoundMeter
+from ..errors import InvalidInputError
+from ..oneshot import OneShotAggregator, OneShotServer
+from ..wire import SERVER_MODELS
+from .key_holder import HEKeyHolder
+from .material import KIND, HEParams, HEPublicContext
+from .parties import HEClient, HEServer
+
+
+class HEAggregator(OneShotAggregator):
+    """CKKS secure aggregation; the server only adds ciphertexts.
+
+    Key material is generated once (at construction) and reused across rounds. The clients
+    are the key holders: the included client with the smallest id receives the round's
+    included uploads and the aggregate (counted in its ``bytes_down``: the sum of the included
+    uploads' sizes plus the aggregate's), checks the aggregate against them and decrypts it.
+
+    Parameters
+    ----------
+    poly_modulus_degree, coeff_mod_bit_sizes, scale_bits
+        See :class:`HEParams`.
+    clip : float or None
+        Maximum absolute value per coordinate.
+    out_of_range : {"clip", "error"}
+        Clip out-of-range coordinates, or reject the vector.
+    key_holder : HEKeyHolder, optional
+        Existing key material to use instead of generating a new key.
+    min_clients : int
+        The key holder decrypts only sums of at least this many clients (>= 2).
+    server_model : {"malicious", "honest-but-curious"}
+        ``"malicious"`` (default): the key holder receives the round's signed uploads and
+        decrypts only their verified sum, so a lying server cannot have one client's upload
+        decrypted; the key holder then holds every included upload and must be trusted not
+        to decrypt them. ``"honest-but-curious"``: the key holder receives the aggregate
+        only (it never holds an individual upload) and trusts the server's framing.
+    """
+
+    kind = KIND
+
+    def __init__(
+        self,
+        *,
+        poly_modulus_degree: int = 8192,
+        coeff_mod_bit_sizes: tuple[int, ...] = (60, 40),
+        scale_bits: int = 40,
+        clip: float | None = None,
+        out_of_range: str = "error",
+        key_holder: HEKeyHolder | None = None,
+        min_clients: int = 2,
+        server_model: str = "malicious",
+    ) -> None:
+        super().__init__(clip=clip, out_of_range=out_of_range)
+        if server_model not in SERVER_MODELS:
+            raise InvalidInputError(f"server_model={server_model!r}; allowed: {SERVER_MODELS}")
+        self.server_model = server_model
+        if isinstance(min_clients, bool) or not isinstance(min_clients, int) or min_clients < 2:
+            raise InvalidInputError(
+                f"min_clients={min_clients!r}; allowed: an int >= 2 (one client's upload is "
+                "never decrypted alone)"
+            )
+        self.min_clients = min_clients
+        params = HEParams(poly_modulus_degree, tuple(coeff_mod_bit_sizes), scale_bits)
+        self.key_holder = key_holder or HEKeyHolder(params)
+        self.public = HEPublicContext(self.key_holder.public_material())
+        if self.clip is not None and self.clip > self.public.params.max_abs:
+            raise InvalidInputError(
+                f"clip={self.clip:g} exceeds the CKKS range limit {self.public.params.max_abs:g}"
+            )
+
+    def _client(self, client_id: int) -> HEClient:
+        return HEClient(
+            self.identity(client_id), self.public, clip=self.clip, out_of_range=self.out_of_range
+        )
+
+    def _server(self, round_id: int, weights: dict[int, float], dim: int) -> HEServer:
+        return HEServer(round_id, weights, self.registry, dim, public=self.public)
+
+    def _release(
+        self, server: OneShotServer, message: bytes, round_id: int, meter: RoundMeter
+    ) -> DecodedAggregate:
+        """The key holder (smallest included id) gets the aggregate, and under the malicious
+        server model the included uploads to check it against."""
+        uploads = server.accepted_uploads() if self.server_model == "malicious" else None
+        holder = server.included[0]
+        for upload in uploads or ():
+            meter.down(holder, upload)
+        meter.down(holder, message)
+        with meter.timed("decode"):
+            return self.key_holder.decode(
+                message, round_id, uploads=uploads, registry=self.registry,
+                min_clients=self.min_clients, clip=self.clip,
+            )

@@ -1,0 +1,485 @@
+"""Threshold t and SecAgg+ degree k derived from the threat model (privfed.secure.masking.security).
+
+Probabilities are re-derived here with exact integer arithmetic (math.comb, Fraction) and,
+for small cases, by Monte-Carlo over random corrupt/dropped sets on the protocol's own graph.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+
+from privfed.secure.errors import InvalidInputError, ThresholdError
+from privfed.secure.masking import neighbours
+from privfed.secure.masking.security import (
+    RoundParameters,
+    ThreatModel,
+    min_threshold,
+    round_parameters,
+)
+
+DEFAULT = ThreatModel()
+
+
+# --------------------------------------------------------------------------------------------
+# Exact reference computations (independent of the module: integers only)
+
+
+def tails(population: int, successes: int, draws: int) -> list[Fraction]:
+    """``[P[X >= s] for s in 0..draws+1]``, X ~ Hypergeometric, exact."""
+    den = math.comb(population, draws)
+    pmf = [
+        math.comb(successes, x) * math.comb(population - successes, draws - x)
+        for x in range(draws + 1)
+    ]
+    out = [Fraction(0)] * (draws + 2)
+    acc = 0
+    for x in range(draws, -1, -1):
+        acc += pmf[x]
+        out[x] = Fraction(acc, den)
+    return out
+
+
+def window_bound(n: int, m: int, j: int) -> Fraction:
+    """``n * C(m, j) / C(n, j)``: union bound on j consecutive removed positions."""
+    return Fraction(n * math.comb(min(m, n), j), math.comb(n, j))
+
+
+def exact_probabilities(n: int, k: int, t: int, model: ThreatModel) -> tuple[Fraction, Fraction]:
+    """(P1 + P2, P3) of the module docstring, exactly."""
+    n_c = math.floor(Fraction(repr(model.corrupt_fraction)) * n)
+    n_d = math.floor(Fraction(repr(model.dropout_fraction)) * n)
+    g = k + 1
+    tc, td = tails(n - 1, n_c, k), tails(n - 1, n_d, k)
+    p1 = n * tc[min(max(2 * t - g, 0), k + 1)]
+    p2 = window_bound(n, n_c + n_d, k // 2)
+    p3 = n * td[min(max(k - t + 1, 0), k + 1)]
+    return p1 + p2, p3
+
+
+def at_most_2_pow(p: Fraction, bits: int) -> bool:
+    return p * 2**bits <= 1
+
+
+def log2(p: Fraction) -> float:
+    return -math.inf if p == 0 else math.log2(p.numerator) - math.log2(p.denominator)
+
+
+def some_threshold_works(n: int, k: int, model: ThreatModel) -> bool:
+    n_c = math.floor(Fraction(repr(model.corrupt_fraction)) * n)
+    n_d = math.floor(Fraction(repr(model.dropout_fraction)) * n)
+    tc, td = tails(n - 1, n_c, k), tails(n - 1, n_d, k)
+    p2 = window_bound(n, n_c + n_d, k // 2)
+    g = k + 1
+    for t in range(2, g + 1):
+        private = at_most_2_pow(n * tc[max(2 * t - g, 0)] + p2, model.security_bits)
+        correct = at_most_2_pow(n * td[k - t + 1], model.correctness_bits)
+        if private and correct:
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# Complete graph
+
+
+def test_min_threshold_matches_share_counting():
+    # Brute force: c corrupt members give both shares; each of the g - c honest ones gives one
+    # of the two. The adversary wins iff some split reaches t shares of both seeds.
+    for g in range(1, 40):
+        for c in range(g):
+            safe = [
+                t
+                for t in range(1, g + 2)
+                if all(min(c + x, c + (g - c - x)) < t for x in range(g - c + 1))
+            ]
+            assert min_threshold(g, c) == min(safe)
+
+
+@pytest.mark.parametrize(("n", "expected_t"), [(2, 2), (3, 3), (10, 7), (100, 67)])
+def test_complete_graph_default_thresholds(n, expected_t):
+    for degree in (None, "full", n - 1, n + 4 - n % 2):
+        if isinstance(degree, int) and degree % 2:
+            continue
+        r = round_parameters(n, DEFAULT, degree=degree)
+        assert (r.cohort_size, r.degree, r.threshold) == (n, n - 1, expected_t)
+        assert r.complete and r.group_size == n and r.neighbourhood == "full"
+        assert r.privacy_log2 == -math.inf and r.correctness_log2 == -math.inf
+    n_c = n_d = n // 10  # floor(0.1 n)
+    assert 2 * expected_t > n + n_c
+    assert expected_t <= n - n_d
+
+
+def test_complete_graph_matches_closed_form():
+    models = [
+        DEFAULT,
+        ThreatModel(0.0, 0.0),
+        ThreatModel(0.3, 0.05),
+        ThreatModel(0.2, 0.3),
+        ThreatModel(0.45, 0.0),
+    ]
+    for model in models:
+        for n in range(2, 300):
+            n_c = math.floor(Fraction(repr(model.corrupt_fraction)) * n)
+            n_d = math.floor(Fraction(repr(model.dropout_fraction)) * n)
+            feasible = [t for t in range(2, n + 1) if 2 * t > n + n_c and t <= n - n_d]
+            if not feasible:
+                with pytest.raises(InvalidInputError, match="corrupt_fraction") as err:
+                    round_parameters(n, model)
+                assert "dropout_fraction" in str(err.value) and f"n={n}" in str(err.value)
+                continue
+            t = round_parameters(n, model).threshold
+            assert t in feasible
+            assert t == min(max(2 * n // 3 + 1, feasible[0]), feasible[-1])
+
+
+def test_complete_graph_drops_to_n_minus_nd_when_still_private():
+    # n = 100, 30 corrupt, 20 dropped: 2n/3 + 1 = 67 is not correct, 80 is; t in 66..80.
+    r = round_parameters(100, ThreatModel(0.3, 0.2))
+    assert r.threshold == 67
+    # 40 dropped: correctness needs t <= 60, privacy t >= 66: nothing works.
+    with pytest.raises(InvalidInputError, match="cohort_size n=100"):
+        round_parameters(100, ThreatModel(0.3, 0.4))
+    # 35 dropped: t <= 65 < 67 but privacy needs t >= 66 -> still infeasible
+    with pytest.raises(InvalidInputError, match="t <= n - nD = 65"):
+        round_parameters(100, ThreatModel(0.3, 0.35))
+    # 34 dropped: 2n/3 + 1 = 67 > n - nD = 66, and 66 is still private: lowered to 66
+    assert round_parameters(100, ThreatModel(0.3, 0.34)).threshold == 66
+
+
+@pytest.mark.parametrize("n", [4, 10, 11, 100, 1000])
+def test_explicit_threshold_below_privacy_minimum_is_refused(n):
+    n_c = math.floor(Fraction(1, 10) * n)
+    lowest = (n + n_c) // 2 + 1
+    for bad in range(max(2, lowest - 3), lowest):
+        with pytest.raises(InvalidInputError, match=rf"threshold={bad}\b") as err:
+            round_parameters(n, DEFAULT, threshold=bad)
+        assert str(lowest) in str(err.value) and "both shares" in str(err.value)
+    if lowest <= n - math.floor(Fraction(1, 10) * n):
+        assert round_parameters(n, DEFAULT, threshold=lowest).threshold == lowest
+
+
+def test_explicit_threshold_out_of_range():
+    with pytest.raises(InvalidInputError, match="threshold=91") as err:
+        round_parameters(100, DEFAULT, threshold=91)  # n - nD = 90
+    assert "dropout_fraction" in str(err.value)
+    assert round_parameters(100, DEFAULT, threshold=90).threshold == 90
+    for bad in (1, 0, -5, 101):
+        with pytest.raises(InvalidInputError, match="threshold"):
+            round_parameters(100, DEFAULT, threshold=bad)
+    with pytest.raises(InvalidInputError, match="threshold"):
+        round_parameters(100, DEFAULT, threshold=60.0)
+
+
+def test_min_clients_raises_the_threshold():
+    assert round_parameters(10, DEFAULT, min_clients=9).threshold == 9
+    # min_clients is a privacy floor: above n - nD = 9 it wins, fewer dropouts are tolerated.
+    assert round_parameters(10, DEFAULT, min_clients=10).threshold == 10
+    assert round_parameters(3, ThreatModel(0, 0), min_clients=50).threshold == 3
+    r = round_parameters(1000, DEFAULT, degree="secagg+", min_clients=90)
+    assert r.threshold >= 90 and not r.complete
+    exact_priv, exact_corr = exact_probabilities(1000, r.degree, r.threshold, DEFAULT)
+    assert at_most_2_pow(exact_priv, 40) and at_most_2_pow(exact_corr, 20)
+    with pytest.raises(InvalidInputError, match="min_clients"):
+        round_parameters(100, DEFAULT, min_clients=1)
+
+
+# --------------------------------------------------------------------------------------------
+# SecAgg+ degree
+
+
+@pytest.mark.parametrize("n", [10, 11, 50, 100, 1000])
+def test_degree_two_threshold_two_is_refused(n):
+    with pytest.raises(InvalidInputError) as err:
+        round_parameters(n, DEFAULT, degree=2, threshold=2)
+    msg = str(err.value)
+    for word in (
+        "neighbourhood",
+        "degree",
+        "threshold=2",
+        "corrupt_fraction",
+        "dropout_fraction",
+        "security_bits",
+        "log2",
+    ):
+        assert word in msg
+    with pytest.raises(InvalidInputError, match="degree"):
+        round_parameters(n, DEFAULT, degree=2)
+
+
+def test_degree_two_refused_at_n4_once_a_client_is_corrupt():
+    with pytest.raises(InvalidInputError, match="log2 P"):
+        round_parameters(4, ThreatModel(corrupt_fraction=0.25), degree=2, threshold=2)
+
+
+@pytest.mark.parametrize("n", [100, 1000, 10000])
+def test_secagg_plus_defaults_meet_the_bounds_exactly(n):
+    r = round_parameters(n, DEFAULT, degree="secagg+")
+    k, t = r.degree, r.threshold
+    assert k < n - 1 and k % 2 == 0 and not r.complete and r.neighbourhood == k
+    assert min_threshold(k + 1, 0) <= t <= k
+    priv, corr = exact_probabilities(n, k, t, DEFAULT)
+    assert at_most_2_pow(priv, 40) and at_most_2_pow(corr, 20)
+    assert r.privacy_log2 == pytest.approx(log2(priv), abs=1e-6)
+    assert r.correctness_log2 == pytest.approx(log2(corr), abs=1e-6)
+    # t is the smallest private threshold, k the smallest workable degree
+    assert not at_most_2_pow(exact_probabilities(n, k, t - 1, DEFAULT)[0], 40)
+    for smaller in range(2, k, 2):
+        assert not some_threshold_works(n, smaller, DEFAULT), smaller
+    # an explicit degree / threshold equal to the derived ones is accepted unchanged
+    assert round_parameters(n, DEFAULT, degree=k) == r
+    assert round_parameters(n, DEFAULT, degree=k, threshold=t) == r
+    with pytest.raises(InvalidInputError, match=f"threshold={t - 1}"):
+        round_parameters(n, DEFAULT, degree=k, threshold=t - 1)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        DEFAULT,
+        ThreatModel(0.2, 0.1, 20, 10),
+        ThreatModel(0.05, 0.3, 30, 15),
+        ThreatModel(0.3, 0.05, 10, 10),
+        ThreatModel(0.0, 0.2, 3, 3),
+        ThreatModel(0.3, 0.2),  # complete graph at n = 12 and 30
+    ],
+)
+def test_secagg_plus_search_matches_an_exact_scan(model):
+    for n in (12, 30, 64, 101, 150):
+        expected = next((k for k in range(2, n - 1, 2) if some_threshold_works(n, k, model)), None)
+        r = round_parameters(n, model, degree="secagg+")
+        if expected is None:
+            assert r.complete
+            continue
+        assert r.degree == expected
+        priv, corr = exact_probabilities(n, r.degree, r.threshold, model)
+        assert at_most_2_pow(priv, model.security_bits)
+        assert at_most_2_pow(corr, model.correctness_bits)
+        below = exact_probabilities(n, r.degree, r.threshold - 1, model)[0]
+        assert not at_most_2_pow(below, model.security_bits)
+
+
+def test_secagg_plus_falls_back_to_the_complete_graph():
+    for n in (2, 3):
+        assert round_parameters(n, DEFAULT, degree="secagg+").complete
+    # 40% corrupt, 0 dropped: no sparse k at n = 20, the complete graph works (t = 15)
+    r = round_parameters(20, ThreatModel(0.45, 0.0), degree="secagg+")
+    assert r.complete and r.threshold == round_parameters(20, ThreatModel(0.45, 0.0)).threshold
+    with pytest.raises(InvalidInputError, match="cohort_size n=100"):
+        round_parameters(100, ThreatModel(0.3, 0.4), degree="secagg+")
+
+
+def test_larger_security_parameter_never_gives_a_smaller_degree():
+    for n in (200, 1000, 10000):
+        for eta in (10, 20, 40):
+            ks = [
+                round_parameters(n, ThreatModel(0.1, 0.1, s, eta), degree="secagg+").degree
+                for s in range(5, 121, 5)
+            ]
+            assert ks == sorted(ks), (n, eta, ks)
+        ks = [
+            round_parameters(n, ThreatModel(0.1, 0.1, 40, e), degree="secagg+").degree
+            for e in range(5, 61, 5)
+        ]
+        assert ks == sorted(ks), (n, ks)
+
+
+def test_fast_for_ten_thousand_clients():
+    best = math.inf
+    for extra in (0, 1, 2):  # distinct models: nothing cached
+        model = ThreatModel(0.1, 0.1, 40 + extra, 23)
+        start = time.perf_counter()
+        r = round_parameters(10000, model, degree="secagg+")
+        best = min(best, time.perf_counter() - start)
+        assert not r.complete
+    assert best < 0.05
+
+
+# --------------------------------------------------------------------------------------------
+# Monte-Carlo over random corrupt / dropped sets on the protocol's own graph
+
+
+def adjacency(n: int, k: int, round_id: int) -> np.ndarray:
+    graph = neighbours(range(n), round_id, k)
+    a = np.zeros((n, n))
+    for c, nbrs in graph.items():
+        a[c, list(nbrs)] = 1.0
+    assert (a == a.T).all() and (a.sum(axis=1) == k).all()
+    return a
+
+
+def random_subsets(rng: np.random.Generator, trials: int, n: int, size: int) -> np.ndarray:
+    keys = rng.random((trials, n))
+    out = np.zeros((trials, n), dtype=bool)
+    np.put_along_axis(out, np.argsort(keys, axis=1)[:, :size], True, axis=1)
+    return out
+
+
+def disconnected(a: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Per trial (row of ``keep``): is the subgraph of ``a`` on the kept nodes disconnected?
+
+    All trials at once: one block-diagonal graph, one call to ``connected_components``.
+    """
+    trials, n = keep.shape
+    i, j = np.nonzero(np.triu(a))
+    offset = (np.arange(trials) * n)[:, None]
+    both = keep[:, i] & keep[:, j]
+    rows, cols = (offset + i)[both], (offset + j)[both]
+    graph = csr_matrix((np.ones(rows.size), (rows, cols)), shape=(trials * n, trials * n))
+    labels = connected_components(graph, directed=False)[1].reshape(trials, n)
+    first = labels[np.arange(trials), keep.argmax(axis=1)]
+    return ((labels != first[:, None]) & keep).any(axis=1)
+
+
+def test_disconnected_helper_matches_csgraph():
+    rng = np.random.default_rng(5)
+    a = adjacency(60, 4, round_id=1)
+    keep = ~random_subsets(rng, 200, 60, 12)
+    expected = [
+        connected_components(csr_matrix(a[np.ix_(row, row)]), directed=False)[0] > 1 for row in keep
+    ]
+    assert (disconnected(a, keep) == np.array(expected)).all()
+    assert 0 < np.mean(expected) < 1
+
+
+def test_monte_carlo_share_privacy_and_correctness():
+    n, trials = 200, 4000
+    model = ThreatModel(0.1, 0.1, security_bits=3, correctness_bits=3)
+    r = round_parameters(n, model, degree="secagg+")
+    k, t, g = r.degree, r.threshold, r.group_size
+    assert not r.complete
+    n_c, n_d = 20, 20
+    a = adjacency(n, k, round_id=7)
+    rng = np.random.default_rng(20240607)
+    corrupt = random_subsets(rng, trials, n, n_c)
+    dropped = random_subsets(rng, trials, n, n_d)
+    c_u = corrupt.astype(float) @ a  # corrupt neighbours of each client
+    d_u = dropped.astype(float) @ a  # dropped neighbours of each client
+
+    leaky = (c_u >= 2 * t - g) & ~corrupt  # honest clients whose shares could be rebuilt
+    stuck = d_u >= k - t + 1  # clients with fewer than t surviving holders (besides self)
+    cut = disconnected(a, ~(corrupt | dropped))
+
+    # exact expectations of the counts (union-bound sums before bounding)
+    p_c = tails(n - 1, n_c, k)[2 * t - g]
+    exp_leaky = (n - n_c) * p_c
+    exp_stuck = (n - n_d) * tails(n - 1, n_d, k)[k - t + 1] + n_d * tails(n - 1, n_d - 1, k)[
+        k - t + 1
+    ]
+    for counts, expected in ((leaky.sum(axis=1), exp_leaky), (stuck.sum(axis=1), exp_stuck)):
+        stderr = max(counts.std(), 0.5) / math.sqrt(trials)
+        assert abs(counts.mean() - float(expected)) < 5 * stderr, (counts.mean(), expected)
+        assert counts.mean() > 0  # the relaxed model makes failures frequent enough to see
+
+    def below(rate: float, bound: float) -> bool:
+        return rate <= bound + 4 * math.sqrt(bound * (1 - min(bound, 0.5)) / trials)
+
+    privacy_rate = float((leaky.any(axis=1) | cut).mean())
+    correctness_rate = float(stuck.any(axis=1).mean())
+    assert below(privacy_rate, 2**r.privacy_log2)
+    assert below(correctness_rate, 2**r.correctness_log2)
+    assert privacy_rate > 0 and correctness_rate > 0
+
+
+def test_monte_carlo_connectivity_bound():
+    # 40 corrupt, no dropouts, k = 8: the window term P2 dominates and is large enough to see.
+    n, k, trials, removed = 200, 8, 3000, 40
+    model = ThreatModel(0.2, 0.0, security_bits=1, correctness_bits=1)
+    r = round_parameters(n, model, degree=k, threshold=8)
+    assert (r.degree, r.threshold) == (8, 8)
+    p1 = n * tails(n - 1, removed, k)[2 * 8 - 9]
+    p2_module = 2**r.privacy_log2 - float(p1)
+    p2_exact = window_bound(n, removed, k // 2)
+    assert p2_module == pytest.approx(float(p2_exact), rel=1e-9)
+
+    rng = np.random.default_rng(99)
+    gone = random_subsets(rng, trials, n, removed)
+    # identity cyclic order: count windows of k/2 consecutive removed positions, and check
+    # that a disconnection never happens without two of them (the argument of condition 2)
+    ring = np.zeros((n, n))
+    for d in range(1, k // 2 + 1):
+        ring[np.arange(n), (np.arange(n) + d) % n] = ring[(np.arange(n) + d) % n, np.arange(n)] = 1
+    windows = np.ones((trials, n), dtype=bool)
+    for d in range(k // 2):
+        windows &= np.roll(gone, -d, axis=1)
+    count = windows.sum(axis=1)
+    stderr = count.std() / math.sqrt(trials)
+    assert abs(count.mean() - float(p2_exact)) < 5 * stderr  # |R| = m: the bound is exact here
+    ring_cut = disconnected(ring, ~gone)
+    assert ring_cut.any()
+    assert (count[ring_cut] >= 2).all()
+    # the protocol's own (hashed-order) graph: disconnection rate within the bound
+    a = adjacency(n, k, round_id=3)
+    cut = disconnected(a, ~gone)
+    assert cut.mean() <= p2_module + 4 * math.sqrt(p2_module / trials)
+    p = ring_cut.mean()
+    assert cut.mean() == pytest.approx(p, abs=5 * math.sqrt(2 * p * (1 - p) / trials))
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+def test_fewer_than_two_clients():
+    for n in (1, 0, -3):
+        with pytest.raises(ThresholdError):
+            round_parameters(n, DEFAULT)
+        with pytest.raises(ThresholdError):
+            round_parameters(n, DEFAULT, degree="secagg+")
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("corrupt_fraction", 0.5),
+        ("corrupt_fraction", -0.01),
+        ("corrupt_fraction", float("nan")),
+        ("corrupt_fraction", True),
+        ("corrupt_fraction", "0.1"),
+        ("dropout_fraction", 1.0),
+        ("dropout_fraction", -0.1),
+        ("dropout_fraction", float("inf")),
+        ("security_bits", 0),
+        ("security_bits", 40.0),
+        ("security_bits", True),
+        ("correctness_bits", 0),
+        ("correctness_bits", -20),
+    ],
+)
+def test_threat_model_validation_names_the_field(field, bad):
+    with pytest.raises(InvalidInputError, match=field):
+        ThreatModel(**{field: bad})
+
+
+def test_threat_model_counts_use_the_decimal():
+    model = ThreatModel(0.29, 0.07)
+    assert model.corrupt_clients(100) == 29  # floor(0.29 * 100) is 28 in binary floating point
+    assert model.dropped_clients(100) == 7
+    assert model.corrupt_clients(1000) == 290
+
+
+@pytest.mark.parametrize("degree", [0, 3, -2, True, "sparse", 2.0])
+def test_bad_degree(degree):
+    with pytest.raises(InvalidInputError, match="degree"):
+        round_parameters(100, DEFAULT, degree=degree)
+
+
+def test_bad_model_and_cohort_type():
+    with pytest.raises(InvalidInputError, match="model"):
+        round_parameters(100, None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="n="):
+        round_parameters(100.0, DEFAULT)  # type: ignore[arg-type]
+
+
+def test_round_parameters_properties():
+    r = RoundParameters(
+        cohort_size=50, degree=10, threshold=7, privacy_log2=-41.0, correctness_log2=-21.0
+    )
+    assert r.group_size == 11 and not r.complete and r.neighbourhood == 10
+    assert RoundParameters(5, 4, 4, -math.inf, -math.inf).complete
