@@ -20,6 +20,7 @@ from privfed.config import ConfigError, ExperimentConfig, load_config
 from privfed.data import ChecksumError, DataFormatError, DatasetNotFoundError
 from privfed.experiment import build_simulation
 from privfed.federated import RoundRecord, TrainingDivergedError
+from privfed.keys_cli import register as register_key_commands
 from privfed.rundir import describe_epsilon, run_dir_for, summarize, write_run
 
 __all__ = ["COMMAND_GROUP", "add_config_arguments", "config_overrides", "main",
@@ -164,6 +165,7 @@ def _parser() -> argparse.ArgumentParser:
                                  description="print the resolved configuration as TOML")
     add_config_arguments(config)
     config.set_defaults(handler=_config_command)
+    register_key_commands(commands)
     for entry_point in entry_points(group=COMMAND_GROUP):
         entry_point.load()(commands)
     return parser

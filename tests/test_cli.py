@@ -75,3 +75,22 @@ def test_audit_command_writes_a_leakage_report(tmp_path, capsys):
     assert report["epsilon_audit"]["violation"] is False
     assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
     assert "inversion: single" in capsys.readouterr().out
+
+
+def test_keygen_and_pin_make_the_files_a_node_pins(tmp_path, capsys):
+    from privfed.secure import ClientIdentity, IdentityRegistry
+
+    for cid in (0, 1):
+        assert main(["keygen", str(cid), "--out", str(tmp_path / "keys")]) == 0
+    assert (tmp_path / "keys" / "site-0.pem").stat().st_mode & 0o777 == 0o600
+    assert main(["keygen", "0", "--out", str(tmp_path / "keys")]) == 2  # never overwrites
+    assert "exists; keygen never overwrites" in capsys.readouterr().err
+    publics = [str(tmp_path / "keys" / f"site-{c}.json") for c in (0, 1)]
+    assert main(["pin", *publics, "--out", str(tmp_path / "network.json")]) == 0
+    pinned = IdentityRegistry.from_file(tmp_path / "network.json")
+    site = ClientIdentity.from_file(1, tmp_path / "keys" / "site-1.pem")
+    assert pinned.keys == {0: pinned.keys[0], 1: site.public_bytes}
+    IdentityRegistry({0: ClientIdentity(0).public_bytes}).to_file(tmp_path / "other.json")
+    assert main(["pin", publics[0], str(tmp_path / "other.json"), "--out",
+                 str(tmp_path / "x.json")]) == 2
+    assert "client 0 has two different keys" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from privfed.secure.errors import ConsistencyError, MessageRejectedError, ThresholdError
 from privfed.secure.identity import ClientIdentity, IdentityRegistry
-from privfed.secure.oneshot import pack_ids, unpack_ids
+from privfed.secure.oneshot import unpack_ids
 from privfed.secure.validation import (
     check_round_id,
     check_weight,
@@ -43,6 +43,7 @@ from .messages import (
     parse_share_plaintext,
     share_aad,
     share_plaintext,
+    survivors_digest,
     unpack_addressed,
 )
 from .params import MaskingParams, neighbours
@@ -306,7 +307,7 @@ class MaskingClient:
         self._stage = "unmask"
         self._survivors = survivors
         return seal(self.identity, KIND, "consistency", self.round_id,
-                    pack_ids(tuple(sorted(survivors))))
+                    survivors_digest(self.round_id, survivors))
 
     def unmask(self, request_message: bytes) -> bytes:
         """Last stage: reveal self-mask shares of survivors and key-seed shares of dropouts.
@@ -379,7 +380,7 @@ class MaskingClient:
                 f"survivors {sorted(survivors)}, but this client signed "
                 f"{sorted(self._survivors)}; revealing nothing"
             )
-        signed_set = pack_ids(tuple(sorted(survivors)))
+        signed_set = survivors_digest(self.round_id, survivors)
         group = self._peers | {self.id}
         signers: set[int] = set()
         for signed in fields[1:]:
@@ -388,8 +389,8 @@ class MaskingClient:
             if env.payload != signed_set or env.sender not in survivors:
                 raise ConsistencyError(
                     f"client {self.id}: consistency check failed: client {env.sender} signed "
-                    f"survivors {sorted(unpack_ids(env.payload))}, not the set of the unmask "
-                    "request; revealing nothing"
+                    "another survivor set than the unmask request's (or is not in it); "
+                    "revealing nothing"
                 )
             if env.sender in signers:
                 raise MessageRejectedError(

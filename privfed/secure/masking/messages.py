@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
+from collections.abc import Collection
 from dataclasses import dataclass
+
+import numpy as np
 
 from privfed.secure.errors import MessageRejectedError
 from privfed.secure.wire import pack_fields, unpack_fields
@@ -24,6 +27,13 @@ def commit(seed: bytes, round_id: int, client_id: int) -> bytes:
     """SHA-256 commitment to a self-mask seed, checked after reconstruction."""
     head = b"privfed-commit" + struct.pack("<QI", round_id, client_id)
     return hashlib.sha256(head + seed).digest()
+
+
+def survivors_digest(round_id: int, survivors: Collection[int]) -> bytes:
+    """SHA-256 of a round's survivor set: what a client signs in the consistency round (32
+    bytes, so that the unmask request carrying ``t`` signatures grows linearly with ``n``)."""
+    ids = np.asarray(sorted(survivors), dtype="<u4").tobytes()
+    return hashlib.sha256(b"privfed-survivors" + struct.pack("<Q", round_id) + ids).digest()
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from .messages import (
     Advert,
     commit,
     pack_addressed,
+    survivors_digest,
     unpack_addressed,
     unpack_reveals,
 )
@@ -151,7 +152,7 @@ class MaskingServer:
                 )
             store[sender] = values
         elif self.stage == "consistency":
-            if env.payload != pack_ids(tuple(sorted(self._masked))):
+            if env.payload != survivors_digest(self.round_id, self._masked):
                 raise MessageRejectedError(
                     f"client {sender} signed another survivor set than the one announced"
                 )
