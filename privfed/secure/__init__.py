@@ -5,9 +5,17 @@ share one interface (:meth:`Aggregator.aggregate`), and each is built from party
 exchange only ``bytes`` so they can run over a real network:
 
 * ``"none"``: :class:`PlainAggregator` (no protection; baseline),
-* ``"he"``: :class:`HEAggregator` (TenSEAL CKKS; server adds ciphertexts),
-* ``"masking"``: :class:`MaskingAggregator` (Bonawitz et al. 2017 with dropout recovery,
-  optional SecAgg+ neighbourhoods).
+* ``"he"``: :class:`HEAggregator` (TenSEAL CKKS; server adds ciphertexts, the key holder
+  decrypts only the verified sum of the round's signed uploads),
+* ``"masking"``: :class:`MaskingAggregator` (Bonawitz et al. 2017 with dropout recovery and
+  the malicious-server consistency round, optional SecAgg+ neighbourhoods derived from a
+  threat model).
+
+Both protecting aggregators hold against a server that lies (``server_model="malicious"``,
+the default); a party detects the lie with a :class:`ConsistencyError`,
+:class:`ThresholdError` or :class:`AuthenticationError` before it reveals anything. The
+clients' verification keys are relayed by the server unless pinned
+(:meth:`IdentityRegistry.from_file`). docs/secure.md has the threat model per aggregator.
 
 This package imports nothing from the rest of privfed.
 """
