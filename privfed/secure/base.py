@@ -134,7 +134,9 @@ class Aggregator(ABC):
     """
 
     kind: ClassVar[str]
-    stages: ClassVar[tuple[str, ...]]
+    stages: tuple[str, ...]
+    """The stages a client can drop before (an instance may run fewer, e.g. masking's
+    honest-but-curious model has no ``"consistency"``)."""
 
     def __init__(self, *, clip: float | None = None, out_of_range: str = "error") -> None:
         self.clip = check_clip(clip)
