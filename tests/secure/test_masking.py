@@ -38,8 +38,8 @@ def error_bound(ring: Ring, weights, included) -> float:
     return len(included) * ring.step * total / included_weight + 1e-12
 
 
-def check_exact(result, vectors, weights):
-    ring = Ring(32, 10.0, len(vectors))
+def check_exact(result, vectors, weights, ring=None):
+    ring = ring or Ring(32, 10.0, len(vectors))
     expected = weighted_mean(vectors, weights, result.included)
     err = np.abs(result.mean - expected).max()
     assert err <= error_bound(ring, weights, result.included)
@@ -277,16 +277,10 @@ def test_every_dropout_pattern_up_to_n_minus_t_decodes_exactly():
         result = agg.aggregate(3, vectors, weights, dropouts=dropouts)
         lost = sorted(c for c, stage in pattern if stage in before_masked)
         assert result.dropped == tuple(lost)
-        check_exact_ring(result, vectors, weights, Ring(32, 10.0, 5 - sum(
-            1 for _, s in pattern if s == "advertise")))
+        advertised = 5 - sum(1 for _, s in pattern if s == "advertise")
+        check_exact(result, vectors, weights, Ring(32, 10.0, advertised))
     with pytest.raises(ThresholdError):
         agg.aggregate(3, vectors, weights, dropouts={"consistency": [0, 1, 2]})
-
-
-def check_exact_ring(result, vectors, weights, ring):
-    expected = weighted_mean(vectors, weights, result.included)
-    err = np.abs(result.mean - expected).max()
-    assert err <= error_bound(ring, weights, result.included)
 
 
 def test_a_round_larger_than_planned_raises_the_threshold():
