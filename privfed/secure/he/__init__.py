@@ -25,7 +25,9 @@ round); a key authority can play the role instead (see :class:`HEKeyHolder`).
 * **The key holder** receives the round's included signed uploads and the aggregate
   ciphertext, recomputes the sum, compares, and releases only the weighted mean. It holds
   the key and the individual uploads, so it *could* decrypt each of them: it must be trusted
-  not to look. HE keeps the vectors from the server, not from the key holder.
+  not to look. HE keeps the vectors from the server, not from the key holder. Under
+  ``server_model="honest-but-curious"`` it receives the aggregate only (never an individual
+  upload) and trusts the server to have framed it honestly.
 * **A key holder colluding with the server** breaks everything: the server holds every
   upload and the key decrypts each. Use :mod:`privfed.secure.masking` against that.
 * **Clients colluding with the server** (or identities the server registers itself) learn
