@@ -14,6 +14,7 @@ from pathlib import Path
 
 from privfed.config import ConfigError
 from privfed.secure import ClientIdentity, IdentityRegistry, InvalidInputError
+from privfed.secure.validation import check_client_id
 
 __all__ = ["register"]
 
@@ -37,6 +38,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _keygen(args: argparse.Namespace) -> int:
+    try:
+        check_client_id(args.client_id)
+    except InvalidInputError as err:
+        raise ConfigError(f"keygen CLIENT_ID: {err}") from None
     out = Path(args.out)
     private, public = out / f"site-{args.client_id}.pem", out / f"site-{args.client_id}.json"
     for path in (private, public):

@@ -94,3 +94,5 @@ def test_keygen_and_pin_make_the_files_a_node_pins(tmp_path, capsys):
     assert main(["pin", publics[0], str(tmp_path / "other.json"), "--out",
                  str(tmp_path / "x.json")]) == 2
     assert "client 0 has two different keys" in capsys.readouterr().err
+    assert main(["keygen", "-1", "--out", str(tmp_path)]) == 2
+    assert "keygen CLIENT_ID: client id -1 outside" in capsys.readouterr().err

@@ -172,6 +172,8 @@ class IdentityRegistry:
         InvalidInputError
             Naming the file and the entry that is not a client id or an Ed25519 key.
         """
+        from .wire import MAX_CLIENT_ID  # wire imports this module
+
         where = f"pinned key file {str(path)!r}"
         try:
             entries = json.loads(Path(path).read_text())
@@ -182,8 +184,10 @@ class IdentityRegistry:
                                     '{"<client id>": "<Ed25519 public key>"}')
         keys = {}
         for name, value in entries.items():
-            if not (isinstance(name, str) and name.isdigit()):
-                raise InvalidInputError(f"{where}: key {name!r} is not a client id (an int)")
+            if not (isinstance(name, str) and name.isdigit()) or int(name) > MAX_CLIENT_ID:
+                raise InvalidInputError(
+                    f"{where}: key {name!r} is not a client id (an int in 0..{MAX_CLIENT_ID})"
+                )
             keys[int(name)] = _public_key_bytes(value, f"{where}, client {name}")
         return cls(keys)
 

@@ -114,6 +114,7 @@ def test_pinned_key_files_round_trip_hex_and_pem(tmp_path):
     for content, message in [
         ('{"5": ' + json.dumps(x25519) + "}", "client 5: a X25519PublicKey, expected Ed25519"),
         ('{"five": "00"}', "key 'five' is not a client id"),
+        ('{"4294967295": "00"}', r"not a client id \(an int in 0..4294967294\)"),
         ("[1, 2]", "expected a non-empty JSON object"),
         ("{", "expected a JSON object"),
     ]:
