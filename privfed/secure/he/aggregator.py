@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from ..base import DecodedAggregate, RoundMeter
-from ..errors import InvalidInputError
-from ..oneshot import OneShotAggregator, OneShotServer
-from ..wire import SERVER_MODELS
+from privfed.secure.base import DecodedAggregate, RoundMeter
+from privfed.secure.errors import InvalidInputError
+from privfed.secure.oneshot import OneShotAggregator, OneShotServer
+from privfed.secure.wire import SERVER_MODELS
+
 from .key_holder import HEKeyHolder
 from .material import KIND, HEParams, HEPublicContext
 from .parties import HEClient, HEServer

@@ -8,12 +8,18 @@ from collections.abc import Sequence
 import numpy as np
 import tenseal as ts
 
-from ..base import DecodedAggregate
-from ..errors import ConsistencyError, InvalidInputError, MessageRejectedError, ThresholdError
-from ..identity import ClientIdentity, IdentityRegistry
-from ..oneshot import open_aggregate, open_uploads
-from ..validation import check_clip
-from ..wire import Envelope, pack_fields, unpack_fields
+from privfed.secure.base import DecodedAggregate
+from privfed.secure.errors import (
+    ConsistencyError,
+    InvalidInputError,
+    MessageRejectedError,
+    ThresholdError,
+)
+from privfed.secure.identity import ClientIdentity, IdentityRegistry
+from privfed.secure.oneshot import open_aggregate, open_uploads
+from privfed.secure.validation import check_clip
+from privfed.secure.wire import Envelope, pack_fields, unpack_fields
+
 from .material import (
     _PUBLIC_TAG,
     _U32,

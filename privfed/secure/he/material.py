@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import tenseal as ts
 
-from ..errors import InvalidInputError, MessageRejectedError
-from ..identity import SIGNATURE_SIZE, IdentityRegistry
-from ..wire import pack_fields, unpack_fields
+from privfed.secure.errors import InvalidInputError, MessageRejectedError
+from privfed.secure.identity import SIGNATURE_SIZE, IdentityRegistry
+from privfed.secure.wire import pack_fields, unpack_fields
 
 KIND = "he"
 FINGERPRINT_SIZE = 16

@@ -6,11 +6,12 @@ from typing import Any
 
 import tenseal as ts
 
-from ..errors import InvalidInputError, MessageRejectedError
-from ..identity import ClientIdentity
-from ..oneshot import OneShotServer
-from ..validation import prepare_upload, prepare_vector
-from ..wire import pack_fields, seal, unpack_fields
+from privfed.secure.errors import InvalidInputError, MessageRejectedError
+from privfed.secure.identity import ClientIdentity
+from privfed.secure.oneshot import OneShotServer
+from privfed.secure.validation import prepare_upload, prepare_vector
+from privfed.secure.wire import pack_fields, seal, unpack_fields
+
 from .material import KIND, HEPublicContext, _pack_upload_head, _unpack_upload_head
 
 
