@@ -64,6 +64,9 @@ class OneShotServer(ABC):
     kind: str
     signed: bool = True
     """Whether client messages carry (and must carry) an Ed25519 signature."""
+    keeps_uploads: bool = False
+    """Whether the accepted messages are kept for a key holder (:meth:`accepted_uploads`);
+    off where nobody checks them, so a plain server does not hold every update twice."""
 
     def __init__(
         self,
@@ -77,7 +80,7 @@ class OneShotServer(ABC):
         self.total_weight = sum(self.weights.values())
         self.registry = registry
         self.dim = dim
-        self._received: dict[int, bytes] = {}
+        self._received: dict[int, bytes] = {}  # sender -> message (b"" unless kept)
 
     @property
     def included(self) -> tuple[int, ...]:
@@ -90,6 +93,10 @@ class OneShotServer(ABC):
         A key holder checks the aggregate against them (see
         :meth:`privfed.secure.HEKeyHolder.decode`); any transport forwards them as they are.
         """
+        if not self.keeps_uploads:
+            raise MessageRejectedError(
+                f"{type(self).__name__} does not keep the uploads (no key holder checks them)"
+            )
         return [self._received[c] for c in self.included]
 
     def receive(self, message: bytes) -> int:
@@ -118,7 +125,7 @@ class OneShotServer(ABC):
             )
         parsed = self._parse(env.sender, env.payload)
         self._add(parsed)
-        self._received[env.sender] = bytes(message)
+        self._received[env.sender] = bytes(message) if self.keeps_uploads else b""
         return env.sender
 
     def aggregate(self) -> bytes:

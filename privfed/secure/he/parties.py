@@ -89,6 +89,7 @@ class HEServer(OneShotServer):
     """
 
     kind = KIND
+    keeps_uploads = True
 
     def __init__(self, *args: Any, public: HEPublicContext, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
