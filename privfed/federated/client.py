@@ -1,13 +1,10 @@
-"""A federated client: local data, local SGD, and the update it sends back."""
+"""A federated client's data, its local hyperparameters, and the update it computes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-
-from privfed.federated.params import FlatParameters
 
 __all__ = ["LocalTraining", "ClientUpdate", "Client"]
 
@@ -73,9 +70,10 @@ class ClientUpdate:
 class Client:
     """One participant with its own training data.
 
-    The client does not own a model: in the simulation every client trains in the one
-    shared :class:`~privfed.federated.params.FlatParameters` workspace, so no model is
-    rebuilt or deep-copied per client per round.
+    The client does not own a model or a training loop: a
+    :class:`~privfed.federated.trainer.LocalTrainer` trains it in a shared
+    :class:`~privfed.federated.params.FlatParameters` workspace, so no model is rebuilt or
+    deep-copied per client per round.
 
     Parameters
     ----------
@@ -99,55 +97,3 @@ class Client:
     def num_samples(self) -> int:
         """n_k, the number of local training examples."""
         return len(self.y)
-
-    def fit(
-        self,
-        workspace: FlatParameters,
-        global_weights: torch.Tensor,
-        training: LocalTraining,
-        generator: torch.Generator,
-    ) -> ClientUpdate:
-        """Train locally from ``global_weights`` and return the update.
-
-        Each epoch visits the local data in the order of ``torch.randperm(n, generator)``
-        in consecutive mini-batches (what ``DataLoader(shuffle=True, generator=...)`` gives).
-
-        Parameters
-        ----------
-        workspace : FlatParameters
-            The model to train in; its weights are overwritten.
-        global_weights : torch.Tensor
-            Flat global model the round starts from (not modified).
-        training : LocalTraining
-        generator : torch.Generator
-            Source of the batch order.
-
-        Returns
-        -------
-        ClientUpdate
-        """
-        workspace.load(global_weights)
-        module, weights, grad = workspace.module, workspace.data, workspace.grad
-        module.train()
-        n, batch = self.num_samples, training.batch_size
-        loss_sum, steps = 0.0, 0
-        for _ in range(training.epochs):
-            order = torch.randperm(n, generator=generator)
-            for start in range(0, n, batch):
-                index = order[start : start + batch]
-                grad.zero_()
-                loss = F.cross_entropy(module(self.x[index]), self.y[index])
-                loss.backward()
-                with torch.no_grad():
-                    if training.mu:
-                        grad.add_(weights - global_weights, alpha=training.mu)
-                    weights.add_(grad, alpha=-training.lr)
-                loss_sum += loss.item()
-                steps += 1
-        return ClientUpdate(
-            cid=self.cid,
-            delta=weights - global_weights,
-            num_samples=n,
-            train_loss=loss_sum / steps,
-            steps=steps,
-        )

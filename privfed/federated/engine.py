@@ -1,0 +1,148 @@
+"""What a schedule asks of an engine: train clients, then aggregate their updates.
+
+An engine runs the clients' side of a round somewhere (in this process, or on Flower
+nodes) and drives the aggregation protocol; a schedule (synchronous rounds, FedBuff) decides
+who trains from which model and when the server aggregates. Any schedule runs on any
+engine. The types here are plain data; the core imports no engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+__all__ = ["Aggregate", "Engine", "RoundSkipped", "TrainJob", "TrainReport",
+           "TrainingDivergedError"]
+
+
+class TrainingDivergedError(FloatingPointError):
+    """A client's update is not finite: local training diverged."""
+
+
+class RoundSkipped(Exception):
+    """The aggregation protocol could not release this round's sum (e.g. too few clients
+    survived to unmask it); the round is skipped, never aborted."""
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One client's local training, as the server asks for it.
+
+    Attributes
+    ----------
+    client_id : int
+    release_id : int
+        The round (or FedBuff job) the update is released in; the privacy ledger counts
+        one release per id.
+    params : torch.Tensor
+        Flat float32 global model to start from (not modified).
+    seed : int
+        Seed of the client's batch order.
+    """
+
+    client_id: int
+    release_id: int
+    params: torch.Tensor
+    seed: int
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What a client tells the server after training (its update stays with it until the
+    aggregation protocol runs).
+
+    Attributes
+    ----------
+    client_id : int
+    steps : int
+        Local optimisation steps taken.
+    num_samples : int or None
+        n_k; None where the policy does not release it.
+    train_loss : float or None
+        Mean local training loss; None where the policy does not release it.
+    """
+
+    client_id: int
+    steps: int
+    num_samples: int | None = None
+    train_loss: float | None = None
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """What the aggregation protocol releases to the server in one round.
+
+    Attributes
+    ----------
+    mean : torch.Tensor
+        Flat float32 weighted mean of the included clients' vectors.
+    total_weight : float
+        Sum of the included clients' (public) weights.
+    included : tuple of int
+        Clients whose vectors are in the mean.
+    dropped : tuple of int
+        Clients of the round whose vectors are not.
+    bytes_up, bytes_down : dict of int to int
+        Bytes each client sent to / received from the server in the protocol.
+    seconds : dict of str to float
+        ``"encode"`` (client time, summed), ``"aggregate"`` (server), ``"decode"``.
+    """
+
+    mean: torch.Tensor
+    total_weight: float
+    included: tuple[int, ...]
+    dropped: tuple[int, ...] = ()
+    bytes_up: dict[int, int] = field(default_factory=dict)
+    bytes_down: dict[int, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, length: int, dropped: Sequence[int] = ()) -> Aggregate:
+        """The aggregate of a round without clients: zeros of ``length``."""
+        return cls(torch.zeros(length), 0.0, (), tuple(dropped))
+
+
+ServerHook = Callable[[int, str, bytes], None]
+"""Called as ``(client_id, stage, message)`` for every message the server receives."""
+
+
+class Engine(Protocol):
+    """Where the clients train and how their updates are aggregated.
+
+    Attributes
+    ----------
+    num_clients : int
+        The federation's clients are ``0 .. num_clients - 1``.
+    """
+
+    num_clients: int
+
+    def client_weight(self, client_id: int) -> float:
+        """The public aggregation weight of ``client_id``."""
+
+    def train(self, jobs: Sequence[TrainJob], broadcast: Mapping[str, Any]) -> list[TrainReport]:
+        """Run the jobs; each client keeps its transformed update until :meth:`aggregate`.
+
+        Raises
+        ------
+        TrainingDivergedError
+            A client's update is not finite.
+        """
+
+    def aggregate(
+        self, round_id: int, weights: Mapping[int, float], length: int,
+        on_server_message: ServerHook | None = None,
+    ) -> Aggregate:
+        """Aggregate the pending update of every client in ``weights`` with those weights.
+
+        Raises
+        ------
+        RoundSkipped
+            The protocol could not release the sum.
+        """
+
+    def model_bytes(self, length: int) -> int:
+        """Bytes the server sends to deliver a model of ``length`` parameters."""

@@ -1,0 +1,91 @@
+"""Local trainers: train one client's model from the global weights on that client's data.
+
+A trainer is the only place local optimisation happens; DP-SGD is another trainer
+(:class:`privfed.privacy.DPSGDTrainer`), not another kind of client.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from privfed.federated.client import Client, ClientUpdate, LocalTraining
+from privfed.federated.params import FlatParameters
+
+__all__ = ["LocalTrainer", "SGDTrainer"]
+
+
+class LocalTrainer(Protocol):
+    """Trains one client for one round."""
+
+    def fit(
+        self,
+        client: Client,
+        workspace: FlatParameters,
+        global_params: torch.Tensor,
+        generator: torch.Generator,
+    ) -> ClientUpdate:
+        """Train ``client`` in ``workspace`` from ``global_params``; return its update.
+
+        Parameters
+        ----------
+        client : Client
+        workspace : FlatParameters
+            The model to train in; its weights are overwritten.
+        global_params : torch.Tensor
+            Flat float32 global model the round starts from (not modified).
+        generator : torch.Generator
+            Source of the batch order (and of seeded noise).
+        """
+
+
+class SGDTrainer:
+    """Mini-batch SGD for ``training.epochs`` epochs (FedProx's proximal term if ``mu``).
+
+    Each epoch visits the local data in the order of ``torch.randperm(n, generator)`` in
+    consecutive mini-batches (what ``DataLoader(shuffle=True, generator=...)`` gives).
+
+    Parameters
+    ----------
+    training : LocalTraining
+    """
+
+    def __init__(self, training: LocalTraining) -> None:
+        self.training = training
+
+    def fit(
+        self,
+        client: Client,
+        workspace: FlatParameters,
+        global_params: torch.Tensor,
+        generator: torch.Generator,
+    ) -> ClientUpdate:
+        """See :meth:`LocalTrainer.fit`."""
+        training = self.training
+        workspace.load(global_params)
+        module, weights, grad = workspace.module, workspace.data, workspace.grad
+        module.train()
+        n, batch = client.num_samples, training.batch_size
+        loss_sum, steps = 0.0, 0
+        for _ in range(training.epochs):
+            order = torch.randperm(n, generator=generator)
+            for start in range(0, n, batch):
+                index = order[start : start + batch]
+                grad.zero_()
+                loss = F.cross_entropy(module(client.x[index]), client.y[index])
+                loss.backward()
+                with torch.no_grad():
+                    if training.mu:
+                        grad.add_(weights - global_params, alpha=training.mu)
+                    weights.add_(grad, alpha=-training.lr)
+                loss_sum += loss.item()
+                steps += 1
+        return ClientUpdate(
+            cid=client.cid,
+            delta=weights - global_params,
+            num_samples=n,
+            train_loss=loss_sum / steps,
+            steps=steps,
+        )
