@@ -1,4 +1,11 @@
-"""Build a federation from an :class:`~privfed.config.ExperimentConfig` and train it."""
+"""Turn an :class:`~privfed.config.ExperimentConfig` into a runnable federation.
+
+:func:`build_parts` gives what every party derives from the config and public values
+alone (the model, trainer, update pipeline, participation policy, weighting, sampler):
+the server builds them for the whole federation, and a Flower node builds them for
+itself (:func:`build_client`). :func:`build_simulation` puts them on the in-process
+engine; the Flower engine puts them on Flower nodes.
+"""
 
 from __future__ import annotations
 
@@ -9,30 +16,44 @@ from typing import Any
 import numpy as np
 import torch
 
-from privfed.compression import compress_aggregator
+from privfed.compression import build_compression
 from privfed.config import ConfigError, ExperimentConfig
 from privfed.data import Dataset, load_dataset, make_partitioner
+from privfed.engines import InProcessEngine
 from privfed.federated import (
     Client,
     ClientSampler,
+    Engine,
+    FedBuff,
+    FlatParameters,
     History,
+    LatencyModel,
+    LocalTrainer,
     LocalTraining,
     Observer,
+    ParticipationPolicy,
+    Pipeline,
     RoundRecord,
+    Schedule,
     Server,
+    SynchronousRounds,
+    Weighting,
     bind_flat_parameters,
     derive_seed,
     make_server_optimizer,
 )
-from privfed.federated.fedbuff import FedBuffServer, LatencyModel
 from privfed.models import build_model
-from privfed.privacy.factory import build_privacy
+from privfed.privacy import NoisePolicy, build_privacy
 from privfed.privacy.ledger import planned_participations
-from privfed.privacy.randomness import NoisePolicy
-from privfed.secure import make_aggregator
+from privfed.secure import SecureAggregator, make_aggregator
 
 __all__ = [
+    "FederationParts",
     "Simulation",
+    "build_client",
+    "build_parts",
+    "build_secure_aggregator",
+    "build_server",
     "build_simulation",
     "load_configured_dataset",
     "load_partitioned",
@@ -45,6 +66,38 @@ _BATCH_ORDER_STREAM = 2
 _PRIVACY_STREAM = 3
 _COMPRESSION_STREAM = 4
 _LATENCY_STREAM = 5
+
+
+@dataclass
+class FederationParts:
+    """What one config describes, built from public values only.
+
+    Attributes
+    ----------
+    workspace : FlatParameters
+        The model (initialised from the config's seed), bound to flat buffers.
+    sampler : ClientSampler
+    trainer : LocalTrainer
+    pipeline : Pipeline
+        Privacy stages, then compression stages, in the order a client applies them.
+    policy : ParticipationPolicy
+    weighting : Weighting
+    payload_codec : object or None
+        The plain protocol's wire codec (quantisation, top-k), if any.
+    """
+
+    workspace: FlatParameters
+    sampler: ClientSampler
+    trainer: LocalTrainer
+    pipeline: Pipeline
+    policy: ParticipationPolicy
+    weighting: Weighting
+    payload_codec: Any
+
+    def batch_seed(self, config: ExperimentConfig) -> Callable[[int, int], int]:
+        """``(round, client id) -> seed`` of the client's batch order."""
+        seed = config.seed
+        return lambda r, cid: derive_seed(seed, _BATCH_ORDER_STREAM, r, cid)
 
 
 @dataclass
@@ -100,17 +153,126 @@ def load_partitioned(
     return dataset, list(partitions)
 
 
+def build_parts(config: ExperimentConfig, dataset: Dataset) -> FederationParts:
+    """The model, sampler, trainer, pipeline, policy and weighting of ``config``.
+
+    Every parameter comes from the config and public values (the number of clients, the
+    dataset's size and shape), never from one client's data, so the server and every
+    Flower node build the same parts.
+
+    Raises
+    ------
+    ConfigError
+        E.g. a model Opacus cannot train, or a target epsilon out of reach.
+    """
+    fed, seed, num_clients = config.federation, config.seed, config.data.num_clients
+    try:
+        model = build_model(config.model.name, dataset.input_shape, dataset.num_classes,
+                            seed=seed, **config.model.options())
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    workspace = bind_flat_parameters(model)
+    training = LocalTraining(fed.local_epochs, fed.batch_size, fed.lr, fed.mu)
+    sampler = ClientSampler(num_clients, fed.fraction, derive_seed(seed, _SAMPLER_STREAM),
+                            poisson=fed.client_sampling == "poisson",
+                            uniform=_secret_sampling(config))
+    try:
+        privacy = build_privacy(
+            config.privacy, num_clients=num_clients, sample_rate=sampler.rate,
+            poisson=sampler.poisson, num_params=workspace.spec.numel, rounds=fed.rounds,
+            training=training, noise=NoisePolicy(config.privacy.secure_mode,
+                                                 derive_seed(seed, _PRIVACY_STREAM)),
+            reference_size=max(1, len(dataset.y_train) // num_clients),
+            participations=_planned_participations(config, sampler), module=workspace.module,
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    privacy_stages = Pipeline(privacy.stages)
+    numel = workspace.spec.numel
+    compression = build_compression(
+        config.compression, seed=derive_seed(seed, _COMPRESSION_STREAM),
+        control_length=privacy_stages.output_length(numel) - numel,
+    )
+    return FederationParts(
+        workspace=workspace, sampler=sampler, trainer=privacy.trainer,
+        pipeline=Pipeline([*privacy.stages, *compression.stages]), policy=privacy.policy,
+        weighting=privacy.weighting, payload_codec=compression.payload_codec,
+    )
+
+
+def build_secure_aggregator(config: ExperimentConfig, parts: FederationParts) -> SecureAggregator:
+    """The configured secure aggregator; under distributed DP its clients refuse to let a
+    sum of fewer than K_min clients be decoded (``min_clients``)."""
+    params = config.secure.aggregator_params()
+    min_cohort = parts.policy.min_cohort
+    if min_cohort > 1 and config.secure.kind in ("he", "masking"):
+        params["min_clients"] = min_cohort
+    if config.secure.kind == "masking":
+        params["cohort_size"] = config.planned_cohort_size()
+    if parts.payload_codec is not None:
+        params["codec"] = parts.payload_codec
+    return make_aggregator(config.secure.kind, **params)
+
+
+def build_schedule(config: ExperimentConfig, sampler: ClientSampler) -> Schedule:
+    """Synchronous rounds, or FedBuff when ``federation.buffer_size`` is set."""
+    fed = config.federation
+    if fed.buffer_size is None:
+        return SynchronousRounds()
+    return FedBuff(
+        sampler.num_clients, buffer_size=fed.buffer_size,
+        concurrency=fed.concurrency or sampler.per_round,
+        latency=LatencyModel(sampler.num_clients, fed.latency_spread,
+                             derive_seed(config.seed, _LATENCY_STREAM)),
+        staleness_exponent=fed.staleness_exponent,
+    )
+
+
+def build_server(
+    config: ExperimentConfig,
+    parts: FederationParts,
+    engine: Engine,
+    dataset: Dataset,
+    observers: Sequence[Observer] = (),
+) -> Server:
+    """The server of ``config`` over ``engine`` (in-process or Flower)."""
+    fed = config.federation
+    return Server(
+        parts.workspace, engine,
+        sampler=parts.sampler,
+        optimizer=make_server_optimizer(fed.server_optimizer, **fed.server_optimizer_params()),
+        test_data=(torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)),
+        batch_seed=parts.batch_seed(config),
+        schedule=build_schedule(config, parts.sampler),
+        pipeline=parts.pipeline, weighting=parts.weighting, policy=parts.policy,
+        eval_every=fed.eval_every, observers=observers,
+    )
+
+
+def build_client(
+    config: ExperimentConfig, dataset: Dataset, partition: np.ndarray, client_id: int,
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Client:
+    """Client ``client_id`` holding the examples ``partition`` of ``dataset`` (plus
+    ``extra`` examples appended, e.g. audit canaries)."""
+    index = torch.from_numpy(np.asarray(partition))
+    x = torch.from_numpy(dataset.x_train)[index]
+    y = torch.from_numpy(dataset.y_train)[index]
+    if extra is not None:
+        x = torch.cat([x, torch.as_tensor(extra[0], dtype=x.dtype)])
+        y = torch.cat([y, torch.as_tensor(extra[1], dtype=y.dtype)])
+    return Client(client_id, x, y)
+
+
 def build_simulation(
     config: ExperimentConfig,
     observers: Sequence[Observer] = (),
     *,
     dataset: Dataset | None = None,
     extra: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
-    server_class: type[Server] = Server,
-    server_options: Mapping[str, Any] | None = None,
-    aggregator: Any | None = None,
+    aggregator: SecureAggregator | None = None,
 ) -> Simulation:
-    """Load the data, partition it, build the model, clients and server.
+    """Load the data, partition it, and build the federation on the in-process engine.
 
     Parameters
     ----------
@@ -121,13 +283,9 @@ def build_simulation(
         everything else still follow the config); e.g. an attacker's chosen examples.
     extra : mapping of int to (x, y), optional
         Examples appended to a client's partition after partitioning (e.g. audit canaries).
-    server_class : type of Server, default Server
-        A Server subclass that runs the rounds differently (e.g. over Flower messages).
-    server_options : mapping, optional
-        Extra keyword arguments of ``server_class``.
-    aggregator : optional
-        Use this aggregator instead of the one ``config.secure`` describes (compression
-        still wraps it); e.g. plain aggregation for an attacker's reference models.
+    aggregator : privfed.secure.SecureAggregator, optional
+        Use this aggregator instead of the one ``config.secure`` describes; e.g. plain
+        aggregation for an attacker's reference models.
 
     Raises
     ------
@@ -136,83 +294,17 @@ def build_simulation(
     privfed.data.DatasetNotFoundError
         When a dataset that needs files is not in the data directory and cannot be fetched.
     """
-    data, fed, seed = config.data, config.federation, config.seed
     dataset, partitions = load_partitioned(config, dataset)
-    try:
-        model = build_model(
-            config.model.name, dataset.input_shape, dataset.num_classes, seed=seed,
-            **config.model.options(),
-        )
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-
-    x_train = torch.from_numpy(dataset.x_train)
-    y_train = torch.from_numpy(dataset.y_train)
-    clients = []
-    for cid, idx in enumerate(partitions):
-        x, y = x_train[torch.from_numpy(idx)], y_train[torch.from_numpy(idx)]
-        if extra and cid in extra:
-            x = torch.cat([x, torch.as_tensor(extra[cid][0], dtype=x.dtype)])
-            y = torch.cat([y, torch.as_tensor(extra[cid][1], dtype=y.dtype)])
-        clients.append(Client(cid, x, y))
-    workspace = bind_flat_parameters(model)
-    training = LocalTraining(fed.local_epochs, fed.batch_size, fed.lr, fed.mu)
-    noise = NoisePolicy(config.privacy.secure_mode, derive_seed(seed, _PRIVACY_STREAM))
-    sampler = ClientSampler(data.num_clients, fed.fraction, derive_seed(seed, _SAMPLER_STREAM),
-                            poisson=fed.client_sampling == "poisson",
-                            uniform=_secret_sampling(config))
-    try:
-        clients, mechanism = build_privacy(
-            config.privacy, clients=clients, sampler=sampler, workspace=workspace,
-            rounds=fed.rounds, training=training, noise=noise,
-            reference_size=max(1, len(dataset.y_train) // data.num_clients),
-            participations=_planned_participations(config, sampler),
-        )
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    aggregator = compress_aggregator(
-        config.compression,
-        aggregator or _secure_aggregator(config, mechanism.min_cohort),
-        secure_kind=config.secure.kind,
-        seed=derive_seed(seed, _COMPRESSION_STREAM),
-        control_length=mechanism.transformed_length(workspace.spec.numel) - workspace.spec.numel,
+    parts = build_parts(config, dataset)
+    clients = [build_client(config, dataset, p, cid, (extra or {}).get(cid))
+               for cid, p in enumerate(partitions)]
+    engine = InProcessEngine(
+        parts.workspace, clients, trainer=parts.trainer,
+        aggregator=aggregator or build_secure_aggregator(config, parts),
+        pipeline=parts.pipeline, weighting=parts.weighting, policy=parts.policy,
     )
-    common = {
-        "training": training,
-        "sampler": sampler,
-        "optimizer": make_server_optimizer(fed.server_optimizer, **fed.server_optimizer_params()),
-        "aggregator": aggregator,
-        "test_data": (torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)),
-        "batch_seed": lambda r, cid: derive_seed(seed, _BATCH_ORDER_STREAM, r, cid),
-        "eval_every": fed.eval_every,
-        "observers": observers,
-        "mechanism": mechanism,
-    }
-    if fed.buffer_size is None:
-        server = server_class(workspace, clients, **common, **(server_options or {}))
-    else:
-        server = FedBuffServer(
-            workspace,
-            clients,
-            buffer_size=fed.buffer_size,
-            concurrency=fed.concurrency or sampler.per_round,
-            latency=LatencyModel(data.num_clients, fed.latency_spread,
-                                 derive_seed(seed, _LATENCY_STREAM)),
-            staleness_exponent=fed.staleness_exponent,
-            **common,
-        )
+    server = build_server(config, parts, engine, dataset, observers)
     return Simulation(config, dataset, partitions, server)
-
-
-def _secure_aggregator(config: ExperimentConfig, min_cohort: int) -> Any:
-    """The configured secure aggregator; under distributed DP its clients refuse to let a
-    sum of fewer than K_min clients be decoded (``min_clients``)."""
-    params = config.secure.aggregator_params()
-    if min_cohort > 1 and config.secure.kind in ("he", "masking"):
-        params["min_clients"] = min_cohort
-    if config.secure.kind == "masking":
-        params["cohort_size"] = config.planned_cohort_size()
-    return make_aggregator(config.secure.kind, **params)
 
 
 def _secret_sampling(config: ExperimentConfig) -> Callable[[int], np.ndarray] | None:

@@ -33,23 +33,30 @@ def make_server(
     aggregator=None,
     privacy=None,
     rounds: int = 1,
+    schedule=None,
 ):
-    """A Server over explicit client shards, with the W1 batch-order convention.
+    """A Server on the in-process engine over explicit client shards, with the W1
+    batch-order convention.
 
-    With ``privacy`` (a PrivacyConfig), clients and mechanism come from ``build_privacy``
-    (noise calibrated for ``rounds`` rounds, noise streams seeded with ``model_seed`` unless
-    ``privacy.secure_mode``; the reference client size is the mean shard size).
+    With ``privacy`` (a PrivacyConfig), trainer, stages, policy and weighting come from
+    ``build_privacy`` (noise calibrated for ``rounds`` rounds, noise streams seeded with
+    ``model_seed`` unless ``privacy.secure_mode``; the reference client size is the mean
+    shard size).
     """
+    from privfed.engines import InProcessEngine
     from privfed.federated import (
         Client,
         ClientSampler,
         FedAvg,
         LocalTraining,
+        Pipeline,
+        SGDTrainer,
         Server,
         bind_flat_parameters,
     )
     from privfed.models import build_model
     from privfed.privacy import NoisePolicy, build_privacy
+    from privfed.privacy.ledger import planned_participations
     from privfed.secure import make_aggregator
 
     training = training or LocalTraining()
@@ -58,22 +65,31 @@ def make_server(
     workspace = bind_flat_parameters(model)
     sampler = ClientSampler(len(parts), fraction, sampler_seed, poisson=poisson)
     clients = [Client(i, x, y) for i, (x, y) in enumerate(parts)]
-    mechanism = None
+    trainer, pipeline, policy, weighting = SGDTrainer(training), Pipeline(), None, None
     if privacy is not None:
-        clients, mechanism = build_privacy(
-            privacy, clients=clients, sampler=sampler, workspace=workspace, rounds=rounds,
-            training=training, noise=NoisePolicy(privacy.secure_mode, model_seed),
+        built = build_privacy(
+            privacy, num_clients=len(parts), sample_rate=sampler.rate, poisson=poisson,
+            num_params=workspace.spec.numel, rounds=rounds, training=training,
+            noise=NoisePolicy(privacy.secure_mode, model_seed),
             reference_size=sum(len(y) for _, y in parts) // len(parts),
+            participations=planned_participations(rounds, sampler.rate),
+            module=workspace.module,
         )
+        trainer, pipeline = built.trainer, Pipeline(built.stages)
+        policy, weighting = built.policy, built.weighting
+    engine = InProcessEngine(workspace, clients, trainer=trainer,
+                             aggregator=aggregator or make_aggregator("none"),
+                             pipeline=pipeline, weighting=weighting, policy=policy)
     return Server(
         workspace,
-        clients,
-        training=training,
+        engine,
         sampler=sampler,
         optimizer=optimizer or FedAvg(),
-        aggregator=aggregator or make_aggregator("none"),
         test_data=test,
         batch_seed=lambda r, cid: 100_000 * r + cid,
+        schedule=schedule,
+        pipeline=pipeline,
+        weighting=weighting,
+        policy=policy,
         observers=observers,
-        mechanism=mechanism,
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from privfed.federated.history import RoundRecord
@@ -28,8 +27,9 @@ class Observer:
     def server_received(self, round_idx: int, cid: int, stage: str, message: bytes) -> None:
         """The server received ``message`` from client ``cid`` at protocol ``stage``."""
 
-    def aggregate_released(self, round_idx: int, mean_update: np.ndarray) -> None:
-        """The key holders decoded the aggregate: the weighted mean of the clients' updates."""
+    def aggregate_released(self, round_idx: int, mean_update: torch.Tensor) -> None:
+        """The key holders decoded the aggregate: the weighted mean (flat float32) of the
+        clients' transformed updates, before the stages' server halves."""
 
     def model_released(self, round_idx: int, weights: torch.Tensor, spec: ParamSpec) -> None:
         """The server published new global weights (a read-only flat vector)."""

@@ -75,6 +75,13 @@ class UpdateStage:
         """Server half: transform the released aggregate (on the server)."""
         return aggregate
 
+    def reconstruct(self, round_id: int, vector: torch.Tensor) -> torch.Tensor:
+        """What the server reads of one client's output of this stage: undo the client
+        half's change of shape (e.g. scatter random-k coordinates back, strip a control
+        value), without noise and without changing any state. The attacks package uses it
+        to read a client's update exactly as the server could."""
+        return vector
+
     def broadcast(self) -> dict[str, float]:
         """Values every client needs this round (JSON-able floats), sent with the model."""
         return {}
@@ -126,6 +133,13 @@ class Pipeline:
         for stage in reversed(self.stages):
             aggregate = stage.server(round_id, aggregate)
         return aggregate
+
+    def reconstruct(self, round_id: int, vector: torch.Tensor) -> torch.Tensor:
+        """Every stage's :meth:`UpdateStage.reconstruct`, in reverse order: one client's
+        protocol input read back as a model-length update."""
+        for stage in reversed(self.stages):
+            vector = stage.reconstruct(round_id, vector)
+        return vector
 
     def broadcast(self) -> dict[str, dict[str, float]]:
         """Each stage's broadcast, by stage name (stages without one are left out)."""

@@ -18,7 +18,6 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     ) from err
 
 from .apps import (
-    check_supported,
     config_from_run_config,
     flower_config,
     make_client_app,
@@ -26,13 +25,12 @@ from .apps import (
 )
 from .engines import run_flower_deployment, run_flower_simulation, write_flower_app
 from .local import LocalDeployment
-from .server import FlowerOptions, FlowerServer
+from .engine import FlowerEngine, FlowerOptions
 
 __all__ = [
     "FlowerOptions",
-    "FlowerServer",
+    "FlowerEngine",
     "LocalDeployment",
-    "check_supported",
     "flower_config",
     "config_from_run_config",
     "make_client_app",

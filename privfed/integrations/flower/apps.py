@@ -23,24 +23,28 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Context, Message
+from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from privfed.config import ConfigError, ExperimentConfig, config_from_dict
-from privfed.experiment import Simulation, build_simulation
+from privfed.experiment import (
+    Simulation,
+    build_parts,
+    build_server,
+    load_configured_dataset,
+)
 from privfed.federated import History, RoundRecord
 from privfed.rundir import summarize, write_run
 
 from . import messages
+from .engine import FlowerEngine, FlowerOptions
 from .node import ClientNode
-from .server import FlowerOptions, FlowerServer
 
 __all__ = [
     "CONFIG_KEY",
     "FAILED",
     "FINISHED",
-    "check_supported",
     "client_app",
     "config_from_run_config",
     "flower_config",
@@ -55,36 +59,11 @@ FINISHED = "[privfed] finished:"
 """The ServerApp's last line of output after a successful run."""
 FAILED = "[privfed] failed:"
 """The ServerApp's last line of output when the run failed."""
-_ROUTES = {
+_ROUTES: dict[str, Callable[[ClientNode, Message], RecordDict]] = {
     messages.REGISTER: ClientNode.register,
-    messages.HE_KEYGEN: ClientNode.he_keygen,
-    messages.HE_PUBLIC: ClientNode.he_public,
-    messages.HE_DECRYPT: ClientNode.he_decrypt,
-    messages.TRAIN: ClientNode.upload,
-    messages.ADVERTISE: ClientNode.advertise,
-    messages.SHARE: ClientNode.share,
-    messages.MASKED: ClientNode.masked,
-    messages.CONSISTENCY: ClientNode.consistency,
-    messages.UNMASK: ClientNode.unmask,
+    messages.TRAIN: ClientNode.train,
+    **{messages.stage_type(stage): ClientNode.stage for stage in messages.PROTOCOL_STAGES},
 }
-
-
-def check_supported(config: ExperimentConfig) -> None:
-    """Raise :class:`ConfigError` for what the Flower engines do not run (yet).
-
-    Compression (its error feedback is client state not yet kept on the node) and
-    FedBuff (asynchronous rounds) run only in-process.
-    """
-    if config.compression.method != "none":
-        raise ConfigError(
-            f"compression.method = {config.compression.method!r} runs only with --engine "
-            "inprocess; the Flower engines allow compression.method = 'none'"
-        )
-    if config.federation.buffer_size is not None:
-        raise ConfigError(
-            "federation.buffer_size (FedBuff) runs only with --engine inprocess; the Flower "
-            "engines run synchronous rounds: leave federation.buffer_size unset"
-        )
 
 
 def flower_config(config: ExperimentConfig) -> ExperimentConfig:
@@ -127,21 +106,21 @@ def run_server(
     Returns
     -------
     simulation : Simulation
-        Its server is a :class:`FlowerServer` holding the final global model.
+        Its server (on a :class:`FlowerEngine`) holds the final global model; the server
+        holds no client's data (``partitions`` is empty).
     history : History
     """
-    check_supported(config)
     config = flower_config(config)
-    simulation = build_simulation(
-        config, server_class=FlowerServer, server_options={"grid": grid, "options": options}
-    )
-    simulation.server.connect()
-    history = simulation.run(on_round)
+    dataset = load_configured_dataset(config)
+    parts = build_parts(config, dataset)
+    engine = FlowerEngine(grid, config, parts.policy, options)
+    server = build_server(config, parts, engine, dataset)
+    engine.connect()
+    history = server.fit(config.federation.rounds, on_round)
     if run_dir is not None:
-        server = simulation.server
         write_run(run_dir, config, history, summarize(config, history, server.weights.numel()),
                   model=server.workspace.spec.unflatten(server.weights))
-    return simulation, history
+    return Simulation(config, dataset, [], server), history
 
 
 def _print_round(record: RoundRecord) -> None:

@@ -19,13 +19,12 @@ from privfed.federated import History
 from .apps import (
     CONFIG_KEY,
     FINISHED,
-    check_supported,
     flower_config,
     make_client_app,
     make_server_app,
 )
 from .local import flower_executable
-from .server import FlowerOptions
+from .engine import FlowerOptions
 
 __all__ = ["run_flower_deployment", "run_flower_simulation", "write_flower_app"]
 
@@ -64,7 +63,6 @@ def run_flower_simulation(
     """
     from flwr.simulation import run_simulation
 
-    check_supported(config)
     config = flower_config(config)
     results: list = []
     backend = backend_config or {
@@ -106,7 +104,6 @@ def write_flower_app(
         Where the ServerApp writes the run directory, on the SuperLink's machine.
     options : FlowerOptions, optional
     """
-    check_supported(config)
     config = flower_config(config)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -21,15 +21,15 @@ MODEL = "privfed.model"
 
 # Message types: "<category>.<action>", routed by the ClientApp.
 REGISTER = "query.register"
-HE_KEYGEN = "query.he_keygen"
-HE_PUBLIC = "query.he_public"
-HE_DECRYPT = "query.he_decrypt"
-TRAIN = "train.upload"
-ADVERTISE = "train.advertise"
-SHARE = "query.share"
-MASKED = "query.masked"
-CONSISTENCY = "query.consistency"
-UNMASK = "query.unmask"
+TRAIN = "train.fit"
+PROTOCOL_STAGES = ("upload", "advertise", "share", "masked", "consistency", "unmask",
+                   "decrypt", "he_keygen", "he_public")
+"""The secure protocols' stages; each travels as message type ``query.<stage>``."""
+
+
+def stage_type(stage: str) -> str:
+    """The message type of protocol stage ``stage``."""
+    return f"query.{stage}"
 
 
 def content(model: np.ndarray | None = None, **fields: Any) -> RecordDict:
