@@ -26,7 +26,13 @@ from attacks.membership import (
 )
 from attacks.report import format_table
 from attacks.runner import AuditSettings, run_audit
-from attacks.views import CollusionView, OutsiderView, ServerView, applicable_attacks
+from attacks.views import (
+    CollusionView,
+    OutsiderView,
+    ServerView,
+    UploadReader,
+    applicable_attacks,
+)
 
 __all__ = [
     "AuditSettings",
@@ -37,6 +43,7 @@ __all__ = [
     "MembershipResult",
     "OutsiderView",
     "ServerView",
+    "UploadReader",
     "applicable_attacks",
     "canary_audit",
     "dlg",

@@ -25,6 +25,7 @@ from privfed.secure import make_aggregator
 __all__ = [
     "TrainedFederation",
     "build_federation",
+    "client_weights",
     "model_logits",
     "predict_logits",
     "train_federation",
@@ -71,12 +72,18 @@ class TrainedFederation:
         """
         if not self.history or not self.history.rounds:
             return None
-        mechanism = self.server.mechanism
-        if hasattr(mechanism, "change_one_client_epsilon"):
-            return mechanism.change_one_client_epsilon(cid)
+        policy = self.server.policy
+        if hasattr(policy, "change_one_client_epsilon"):
+            return policy.change_one_client_epsilon(cid)
         extra = self.history.rounds[-1].extra
         per_client = extra.get("epsilon_per_client")
         return per_client[cid] if per_client is not None else extra.get("epsilon")
+
+
+def client_weights(server: Server) -> dict[int, float]:
+    """The public aggregation weight of every client of an in-process ``server`` (what the
+    server announces, and a colluding key holder uses to undo the weighting)."""
+    return {c.cid: server.weighting.weight(c.num_samples) for c in server.engine.clients}
 
 
 def build_federation(

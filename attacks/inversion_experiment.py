@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks.federation import build_federation
+from attacks.federation import build_federation, client_weights
 from attacks.inversion import gradient_from_update, invert
 from attacks.metrics import mse, psnr, ssim
-from attacks.views import CollusionView, ServerView
+from attacks.views import CollusionView, ServerView, UploadReader
 from privfed.config import ExperimentConfig
 
 __all__ = ["InversionOutcome", "inversion_experiment", "fedsgd_config"]
@@ -135,12 +135,11 @@ def inversion_experiment(
     fed = build_federation(cfg, x, y, test=(x, y), num_classes=num_classes, seed=seed)
     server = fed.server
     if config.secure.kind == "he":
-        view: ServerView = CollusionView(server.aggregator.key_holder.secret_material(),
-                                         {c.cid: server.mechanism.weight_for(c.num_samples)
-                                          for c in server.clients})
+        view: ServerView = CollusionView(server.engine.aggregator.key_holder.secret_material(),
+                                         client_weights(server), UploadReader.of(server))
         view_name = "collusion"
     else:
-        view, view_name = ServerView(codec=getattr(server.aggregator, "codec", None)), "server"
+        view, view_name = ServerView(UploadReader.of(server)), "server"
     view.attach_initial(server.weights)
     server.observers.append(view)
     server.fit(1)

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from attacks.audit import canary_audit
-from attacks.federation import TrainedFederation
+from attacks.federation import TrainedFederation, client_weights
 from attacks.inversion_experiment import inversion_experiment
 from attacks.membership import evaluate_membership, membership_experiment, update_alignment_scores
 from attacks.plots import plot_reconstructions, plot_roc
-from attacks.views import CollusionView, ServerView, applicable_attacks
+from attacks.views import CollusionView, ServerView, UploadReader, applicable_attacks
 from privfed import jsonsafe
 from privfed.config import ExperimentConfig
 from privfed.experiment import load_configured_dataset
@@ -98,16 +98,14 @@ def run_audit(
 
     def attach(target: TrainedFederation) -> None:
         server = target.server
-        numel = server.workspace.spec.numel
-        view = ServerView(codec=getattr(server.aggregator, "codec", None),
-                          control_length=server.mechanism.transformed_length(numel) - numel)
+        reader = UploadReader.of(server)
+        view = ServerView(reader)
         view.attach_initial(server.weights)
         server.observers.append(view)
         views["server"] = view
         if config.secure.kind == "he":
-            collusion = CollusionView(server.aggregator.key_holder.secret_material(),
-                                      {c.cid: server.mechanism.weight_for(c.num_samples)
-                                       for c in server.clients})
+            collusion = CollusionView(server.engine.aggregator.key_holder.secret_material(),
+                                      client_weights(server), reader)
             collusion.attach_initial(server.weights)
             server.observers.append(collusion)
             views["collusion"] = collusion
@@ -219,5 +217,5 @@ def _inversion(
 
 def _noise_multiplier(target: TrainedFederation) -> float | None:
     """The noise the trained target used (its calibrated DP-SGD or DP-FedAvg sigma)."""
-    sigma = getattr(target.server.mechanism, "noise_multiplier", None)
+    sigma = getattr(target.server.policy, "noise_multiplier", None)
     return None if sigma is None else float(sigma)

@@ -21,16 +21,15 @@ import numpy as np
 import tenseal as ts
 import torch
 
-from privfed.compression import Codec
-from privfed.compression.control import unpack_control
 from privfed.config import ExperimentConfig
-from privfed.federated import Observer
+from privfed.federated import Observer, Pipeline, Server
 from privfed.federated.params import ParamSpec
 from privfed.secure.identity import SIGNATURE_SIZE
 from privfed.secure.wire import unpack, unpack_fields
 
 __all__ = [
     "OPAQUE",
+    "UploadReader",
     "ServerView",
     "CollusionView",
     "OutsiderView",
@@ -39,6 +38,45 @@ __all__ = [
 
 OPAQUE = None
 """What a view records for an update whose bytes reveal nothing to it."""
+
+
+class UploadReader:
+    """How the server reads one client's plain upload back into a model-length update.
+
+    The server runs the plain protocol's payload codec (if any) and knows every stage's
+    public shape (e.g. the round's random-k index set), so it reads an upload exactly as it
+    would aggregate it: :meth:`privfed.federated.Pipeline.reconstruct` on the decoded vector.
+
+    Parameters
+    ----------
+    pipeline : Pipeline, optional
+        The run's update pipeline (default: none).
+    codec : PayloadCodec, optional
+        The plain protocol's payload codec (default: float32 payloads).
+    """
+
+    def __init__(self, pipeline: Pipeline | None = None, codec=None) -> None:
+        self.pipeline = pipeline or Pipeline()
+        self.codec = codec
+
+    @classmethod
+    def of(cls, server: Server) -> UploadReader:
+        """The reader of ``server``'s pipeline and plain payload codec."""
+        aggregator = getattr(server.engine, "aggregator", None)
+        return cls(server.pipeline, getattr(aggregator, "codec", None))
+
+    def decode(self, round_id: int, payload: bytes, length: int) -> np.ndarray:
+        """A plain upload's payload (a vector of the pipeline's ``length``) as an update."""
+        if self.codec is None:
+            vector = np.frombuffer(payload, dtype="<f4")
+        else:
+            vector = self.codec.decode(payload, length, round_id)
+        return self.reconstruct(round_id, vector)
+
+    def reconstruct(self, round_id: int, vector: np.ndarray) -> np.ndarray:
+        """One client's protocol input read back as a float64 model-length update."""
+        tensor = torch.from_numpy(np.asarray(vector, dtype=np.float32).copy())
+        return self.pipeline.reconstruct(round_id, tensor).double().numpy()
 
 
 class ServerView(Observer):
@@ -54,26 +92,22 @@ class ServerView(Observer):
     aggregates : dict
         ``aggregates[round]`` is the decoded weighted mean of the round's updates.
     undecoded_kinds : set of str
-        Upload kinds this view recorded as None without a decoder for them (compressed
-        uploads when no ``codec`` was given): None there means "not decoded", not "reveals
-        nothing".
+        Upload kinds this view recorded as None without a decoder for them: None there
+        means "not decoded", not "reveals nothing".
 
     Parameters
     ----------
-    codec : privfed.compression.Codec, optional
-        The codec of a compressed plain aggregator (the server runs it, so it can decode
-        each client's compressed update); decoding needs :meth:`attach_initial` first.
-    control_length : int
-        Control values a privacy mechanism appends to each upload (e.g. adaptive
-        clipping's clip bit); the decoded update is the model part without them.
+    reader : UploadReader, optional
+        How the server reads a plain upload (its payload codec and the stages' shapes,
+        e.g. random-k's index set; :meth:`UploadReader.of` a server); default float32
+        payloads read as they are.
     models : dict
         ``models[round]`` is the global model released at the end of ``round`` (flat); round
         0 is the initial model, recorded at the first ``round_started``.
     """
 
-    def __init__(self, codec: Codec | None = None, control_length: int = 0) -> None:
-        self.codec = codec
-        self.control_length = control_length
+    def __init__(self, reader: UploadReader | None = None) -> None:
+        self.reader = reader or UploadReader()
         self.messages: dict[int, dict[int, list[tuple[str, bytes]]]] = defaultdict(
             lambda: defaultdict(list)
         )
@@ -117,14 +151,9 @@ class ServerView(Observer):
 
     def _decode_upload(self, round_idx: int, cid: int, kind: str,
                        message: bytes) -> np.ndarray | None:
-        if kind == "none":  # Plain aggregation: the payload is the float32 vector itself.
-            vector = np.frombuffer(unpack(message).payload, dtype="<f4").astype(np.float64)
-            return vector[: vector.size - self.control_length]
-        if kind == "compressed" and self.codec is not None and 0 in self.models:
-            # Compressed in the clear: the server decodes it with the codec it runs.
-            payload, _ = unpack_control(unpack(message).payload, self.control_length)
-            decoded = self.codec.decode(payload, self.models[0].numel(), round_id=round_idx)
-            return np.asarray(decoded, dtype=np.float64)
+        if kind == "none" and 0 in self.models:  # Plain: the server reads the payload.
+            length = self.reader.pipeline.output_length(self.models[0].numel())
+            return self.reader.decode(round_idx, unpack(message).payload, length)
         if kind != "he":  # An encoding this view has no decoder for: say so, never guess.
             self.undecoded_kinds.add(kind)
         return OPAQUE  # A CKKS ciphertext under a key the server does not hold.
@@ -143,8 +172,9 @@ class CollusionView(ServerView):
         ``W`` so that each client encrypts ``(n_k / W) * update``); used to undo the weighting.
     """
 
-    def __init__(self, secret_material: bytes, client_weights: Mapping[int, float]) -> None:
-        super().__init__()
+    def __init__(self, secret_material: bytes, client_weights: Mapping[int, float],
+                 reader: UploadReader | None = None) -> None:
+        super().__init__(reader)
         head_bits_context = unpack_fields(secret_material, 3)
         self._context = ts.context_from(head_bits_context[2])
         if not self._context.has_secret_key():
@@ -160,7 +190,7 @@ class CollusionView(ServerView):
         parts = [ts.ckks_vector_from(self._context, ct).decrypt() for ct in fields[1:]]
         weighted = np.concatenate([np.asarray(p, dtype=np.float64) for p in parts])
         total = sum(self._weights[c] for c in self.cohorts[round_idx])
-        return weighted * (total / self._weights[cid])
+        return self.reader.reconstruct(round_idx, weighted * (total / self._weights[cid]))
 
 
 class OutsiderView(Observer):
