@@ -25,12 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from privfed.data import load_dataset, make_partitioner
+from privfed.engines import InProcessEngine
 from privfed.federated import (
     Client,
     ClientSampler,
     FedAvg,
     LocalTraining,
     Server,
+    SGDTrainer,
     bind_flat_parameters,
     evaluate,
 )
@@ -94,13 +96,17 @@ def plain_fedavg(x, y, parts, x_test, y_test) -> tuple[float, float]:
 def privfed_fedavg(x, y, parts, x_test, y_test) -> tuple[float, float]:
     model = build_model("mlp", tuple(x.shape[1:]), 10, seed=0, hidden=(128,))
     clients = [Client(cid, x[p], y[p]) for cid, p in enumerate(parts)]
+    workspace = bind_flat_parameters(model)
+    engine = InProcessEngine(
+        workspace, clients,
+        trainer=SGDTrainer(LocalTraining(epochs=1, batch_size=BATCH, lr=LR)),
+        aggregator=make_aggregator("none"),
+    )
     server = Server(
-        bind_flat_parameters(model),
-        clients,
-        training=LocalTraining(epochs=1, batch_size=BATCH, lr=LR),
+        workspace,
+        engine,
         sampler=ClientSampler(CLIENTS, 1.0, seed=0),
         optimizer=FedAvg(lr=1.0),
-        aggregator=make_aggregator("none"),
         test_data=(x_test, y_test),
         batch_seed=lambda r, cid: 100_000 * r + cid,
         eval_every=ROUNDS,
