@@ -18,11 +18,12 @@ ratio of the uncompressed run's. Bytes are the serialised upload messages (Histo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
 
-from privfed.compression import CompressionConfig, compress_aggregator
+from privfed.compression import CompressionConfig
 from privfed.config import load_config
 from privfed.data.locate import resolve_data_dir
 from privfed.experiment import build_simulation
@@ -45,12 +46,8 @@ METHODS: dict[str, CompressionConfig] = {
 
 def run(overrides: list[str], compression: CompressionConfig) -> tuple[History, float]:
     """Train one federation with ``compression``; return its history and wall seconds."""
-    config = load_config(overrides=overrides)
+    config = dataclasses.replace(load_config(overrides=overrides), compression=compression)
     simulation = build_simulation(config)
-    server = simulation.server
-    server.aggregator = compress_aggregator(
-        compression, server.aggregator, secure_kind=config.secure.kind, seed=config.seed
-    )
     started = time.perf_counter()
     history = simulation.run()
     return history, time.perf_counter() - started

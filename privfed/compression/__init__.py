@@ -1,4 +1,4 @@
-"""Update compression: codecs on the update's path from client to server.
+"""Update compression: codecs and their stages on the update's path from client to server.
 
 A :class:`Codec` turns a client's flat update into a compact payload and back:
 
@@ -7,42 +7,46 @@ A :class:`Codec` turns a client's flat update into a compact payload and back:
 * :class:`TopK`: the largest-magnitude coordinates (bitmap or integer indices),
 * :class:`RandomK`: coordinates drawn from a seed shared by the round's clients.
 
-:class:`CompressedAggregator` runs them in place of the plain aggregator (bytes on the wire
-are the serialised compressed messages), optionally with :class:`ErrorFeedback`;
-:class:`SharedIndexAggregator` puts random-k in front of any aggregator, masking included.
-Both carry a privacy mechanism's control values (the last ``control_length`` coordinates,
-e.g. adaptive clipping's clip bit) exactly, outside the codec.
-:class:`CompressionConfig` is the ``[compression]`` section; :func:`check_compatible`
-enforces the rules of composition with secure aggregation and DP.
+How they join a federation (:func:`build_compression` returns :class:`CompressionParts`):
+
+* :class:`RandomKStage`, an update stage: the round's shared random-k coordinates travel
+  through any aggregation protocol (plain, masking, HE); the server scatters the sum back.
+* :class:`CodecPayload`, a payload codec for the plain protocol (``privfed.secure``'s
+  ``PayloadCodec``): quantised or top-k uploads, decoded by the server.
+* :class:`ErrorFeedbackStage`, an update stage before either: each client keeps what
+  compression dropped (its state) and adds it to its next update.
+
+All carry a privacy mechanism's control values (the last ``control_length`` coordinates,
+e.g. adaptive clipping's clip bit) exactly. A malformed payload raises
+:class:`MalformedPayloadError` (a ``ValueError``). :class:`CompressionConfig` is the
+``[compression]`` section; :func:`check_compatible` enforces the rules of composition with
+secure aggregation and DP. This package does not import :mod:`privfed.secure`.
 """
 
-from privfed.compression.aggregator import (
-    CompressedAggregator,
-    CompressedServer,
-    CompressingClient,
-)
-from privfed.compression.codec import Codec
-from privfed.compression.factory import compress_aggregator, make_codec
-from privfed.compression.feedback import ErrorFeedback
+from privfed.compression.codec import Codec, MalformedPayloadError
+from privfed.compression.factory import CompressionParts, build_compression, make_codec
+from privfed.compression.feedback import ErrorFeedbackStage, Reconstruction
+from privfed.compression.payload import CodecPayload
 from privfed.compression.quantize import BITS, StochasticQuantizer
+from privfed.compression.randomk import RandomKStage
 from privfed.compression.settings import METHODS, CompressionConfig, check_compatible
-from privfed.compression.shared import SharedIndexAggregator
 from privfed.compression.sparsify import RandomK, TopK
 
 __all__ = [
     "BITS",
     "METHODS",
     "Codec",
-    "CompressedAggregator",
-    "CompressedServer",
-    "CompressingClient",
+    "CodecPayload",
     "CompressionConfig",
-    "ErrorFeedback",
+    "CompressionParts",
+    "ErrorFeedbackStage",
+    "MalformedPayloadError",
     "RandomK",
-    "SharedIndexAggregator",
+    "RandomKStage",
+    "Reconstruction",
     "StochasticQuantizer",
     "TopK",
+    "build_compression",
     "check_compatible",
-    "compress_aggregator",
     "make_codec",
 ]

@@ -6,9 +6,18 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from privfed.secure.errors import MessageRejectedError
+__all__ = ["Codec", "MalformedPayloadError", "check_length"]
 
-__all__ = ["Codec", "check_length"]
+
+class MalformedPayloadError(ValueError):
+    """A payload is not a well-formed encoding (wrong length, bad index, non-finite value).
+
+    Raised on the server side by :meth:`Codec.decode` and by
+    :meth:`~privfed.compression.payload.CodecPayload.decode`. It is a ``ValueError`` so that
+    :mod:`privfed.compression` does not import :mod:`privfed.secure`; the plain server treats
+    it as a rejected message (``privfed.secure.MessageRejectedError``): the sender's upload
+    is dropped, the round goes on.
+    """
 
 
 class Codec(ABC):
@@ -16,7 +25,7 @@ class Codec(ABC):
 
     A codec is stateless: the same object serves every client and the server. Error
     feedback (memory of what was not sent) is kept outside, per client, by
-    :class:`~privfed.compression.feedback.ErrorFeedback`.
+    :class:`~privfed.compression.feedback.ErrorFeedbackStage`.
     """
 
     name: str
@@ -49,7 +58,7 @@ class Codec(ABC):
 
         Raises
         ------
-        privfed.secure.MessageRejectedError
+        MalformedPayloadError
             If ``data`` is not a well-formed payload for ``dim`` coordinates.
         """
 
@@ -59,6 +68,6 @@ class Codec(ABC):
 
 
 def check_length(data: bytes, expected: int, what: str) -> None:
-    """Raise :class:`MessageRejectedError` unless ``len(data) == expected``."""
+    """Raise :class:`MalformedPayloadError` unless ``len(data) == expected``."""
     if len(data) != expected:
-        raise MessageRejectedError(f"{what} payload of {len(data)} bytes, expected {expected}")
+        raise MalformedPayloadError(f"{what} payload of {len(data)} bytes, expected {expected}")

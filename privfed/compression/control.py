@@ -4,8 +4,10 @@ A mechanism may append control values to each client's vector (user-level DP wit
 clipping appends the centred clip bit; ``UpdateMechanism.transformed_length`` counts them).
 The server reads them back from the decoded mean, so no codec may drop, rescale or round
 them: compression applies to the model part, the first ``len(vector) - control_length``
-coordinates, and the last ``control_length`` values travel as float32 after the codec's
-payload (``4 * control_length`` bytes).
+coordinates. The last ``control_length`` values travel as float32 after a codec's payload
+(``4 * control_length`` bytes, :class:`~privfed.compression.payload.CodecPayload`), or among
+the coordinates random-k always keeps (:class:`~privfed.compression.randomk.RandomKStage`),
+and error feedback never touches them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from privfed.secure.errors import InvalidInputError, MessageRejectedError
+from privfed.compression.codec import MalformedPayloadError
 
 __all__ = ["CONTROL_DTYPE", "check_control_length", "pack_control", "split_control",
            "unpack_control"]
@@ -35,15 +37,15 @@ def check_control_length(control_length: Any, dim: int | None = None) -> int:
 
     Raises
     ------
-    privfed.secure.InvalidInputError
-        (a ``ValueError``) naming ``control_length``.
+    ValueError
+        Naming ``control_length``.
     """
     if isinstance(control_length, bool) or not isinstance(control_length, int | np.integer):
-        raise InvalidInputError(f"control_length must be an int >= 0, got {control_length!r}")
+        raise ValueError(f"control_length must be an int >= 0, got {control_length!r}")
     if control_length < 0:
-        raise InvalidInputError(f"control_length must be an int >= 0, got {control_length!r}")
+        raise ValueError(f"control_length must be an int >= 0, got {control_length!r}")
     if dim is not None and control_length >= dim:
-        raise InvalidInputError(
+        raise ValueError(
             f"control_length={control_length} must be less than the vector length {dim} "
             "(at least one model coordinate)"
         )
@@ -66,12 +68,12 @@ def unpack_control(payload: bytes, control_length: int) -> tuple[bytes, np.ndarr
 
     Raises
     ------
-    privfed.secure.MessageRejectedError
+    MalformedPayloadError
         If ``payload`` is too short to carry ``control_length`` values.
     """
     size = control_length * CONTROL_DTYPE.itemsize
     if len(payload) < size:
-        raise MessageRejectedError(
+        raise MalformedPayloadError(
             f"payload of {len(payload)} bytes cannot carry {control_length} control values"
         )
     cut = len(payload) - size

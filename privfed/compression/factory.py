@@ -1,18 +1,20 @@
-"""Build the codec and the compressing aggregator that a :class:`CompressionConfig` describes."""
+"""Build the codec, the stages and the payload codec that a :class:`CompressionConfig` describes."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
-from privfed.compression.aggregator import CompressedAggregator
 from privfed.compression.codec import Codec
 from privfed.compression.control import check_control_length
+from privfed.compression.feedback import ErrorFeedbackStage
+from privfed.compression.payload import CodecPayload
 from privfed.compression.quantize import StochasticQuantizer
+from privfed.compression.randomk import RandomKStage
 from privfed.compression.settings import CompressionConfig
-from privfed.compression.shared import SharedIndexAggregator
 from privfed.compression.sparsify import RandomK, TopK
+from privfed.federated.stages import UpdateStage
 
-__all__ = ["make_codec", "compress_aggregator"]
+__all__ = ["CompressionParts", "build_compression", "make_codec"]
 
 
 def make_codec(config: CompressionConfig, seed: int) -> Codec:
@@ -33,59 +35,64 @@ def make_codec(config: CompressionConfig, seed: int) -> Codec:
     raise ValueError(f"compression.method {config.method!r} has no codec")
 
 
-def compress_aggregator(
-    config: CompressionConfig,
-    inner: Any,
-    *,
-    secure_kind: str,
-    seed: int,
-    control_length: int = 0,
-) -> Any:
-    """Wrap or replace the configured aggregator so that updates travel compressed.
+@dataclass(frozen=True)
+class CompressionParts:
+    """What compression adds to a federation.
+
+    Attributes
+    ----------
+    stages : tuple of UpdateStage
+        Update stages in the order the client applies them, to run after the privacy
+        stages' client halves (their server halves run first, in reverse order).
+    payload_codec : CodecPayload or None
+        Wire payload of the plain protocol (``privfed.secure``'s ``PlainClient`` /
+        ``PlainServer`` / ``PlainAggregator`` ``codec=``); None: float32 (or any protocol).
+    """
+
+    stages: tuple[UpdateStage, ...] = ()
+    payload_codec: CodecPayload | None = None
+
+
+def build_compression(
+    config: CompressionConfig, *, seed: int, control_length: int = 0
+) -> CompressionParts:
+    """The stages and payload codec of ``config``.
+
+    * "none": nothing.
+    * "quantize", "topk": a :class:`CodecPayload` (plain protocol only; checked by
+      :func:`~privfed.compression.settings.check_compatible`), preceded with error feedback
+      by an :class:`ErrorFeedbackStage` over that payload codec.
+    * "randomk": a :class:`RandomKStage`, in front of any protocol; with error feedback,
+      ``[ErrorFeedbackStage, RandomKStage]``.
 
     Parameters
     ----------
     config : CompressionConfig
         Checked beforehand with :func:`~privfed.compression.settings.check_compatible`.
-    inner : aggregator
-        The aggregator built from ``[secure]``.
-    secure_kind : str
-        ``secure.kind`` of ``inner``.
     seed : int
         Seed of the clients' stochastic rounding and of random-k's shared index sets
         (derive one from the experiment seed).
     control_length : int, default 0
         The last ``control_length`` coordinates of every client vector are control values
-        of the privacy mechanism (``transformed_length(n) - n``, e.g. adaptive clipping's
-        clip bit): carried exactly, never quantised, sparsified, rescaled or touched by
-        error feedback; the codec compresses the other coordinates.
-
-    Returns
-    -------
-    aggregator
-        ``inner`` itself for method "none"; a :class:`CompressedAggregator` (with ``inner``'s
-        clip settings) for secure kind "none"; a :class:`SharedIndexAggregator` around
-        ``inner`` for "randomk" with another secure kind.
+        of the privacy mechanism (e.g. adaptive clipping's clip bit): carried exactly, never
+        quantised, sparsified, rescaled or touched by error feedback.
 
     Raises
     ------
     ValueError
-        If ``control_length`` is not an int >= 0 (:class:`privfed.secure.InvalidInputError`),
-        or the method is not supported with ``secure_kind``.
+        If ``control_length`` is not an int >= 0.
     """
     control_length = check_control_length(control_length)
     if config.method == "none":
-        return inner
+        return CompressionParts()
     codec = make_codec(config, seed)
-    if secure_kind == "none":
-        return CompressedAggregator(
-            codec, error_feedback=config.error_feedback, seed=seed, clip=inner.clip,
-            out_of_range=inner.out_of_range, control_length=control_length,
-        )
     if isinstance(codec, RandomK):
-        return SharedIndexAggregator(inner, codec, error_feedback=config.error_feedback,
-                                     control_length=control_length)
-    raise ValueError(
-        f"compression.method {config.method!r} is not supported with secure.kind "
-        f"{secure_kind!r}; see privfed.compression.check_compatible"
-    )
+        compressor = RandomKStage(codec, control_length=control_length)
+        stages: tuple[UpdateStage, ...] = (compressor,)
+        payload_codec = None
+    else:
+        compressor = payload_codec = CodecPayload(codec, seed=seed, control_length=control_length)
+        stages = ()
+    if config.error_feedback:
+        stages = (ErrorFeedbackStage(compressor, control_length=control_length), *stages)
+    return CompressionParts(stages, payload_codec)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from privfed.compression.codec import Codec, check_length
-from privfed.secure.errors import MessageRejectedError
+from privfed.compression.codec import Codec, MalformedPayloadError, check_length
 
 __all__ = ["BITS", "StochasticQuantizer", "pack_bits", "unpack_bits"]
 
@@ -102,7 +101,7 @@ class StochasticQuantizer(Codec):
         size, count = self._blocks(dim)
         scales = np.frombuffer(data[: 4 * count], dtype="<f4").astype(np.float64)
         if not np.isfinite(scales).all() or (scales < 0).any():
-            raise MessageRejectedError("quantised payload has a negative or non-finite scale")
+            raise MalformedPayloadError("quantised payload has a negative or non-finite scale")
         codes = unpack_bits(data[4 * count :], dim, self.bits).astype(np.float64)
         per_coord = np.repeat(scales, size)[:dim]
         return per_coord * (2.0 * codes / self.levels - 1.0)

@@ -6,8 +6,7 @@ import math
 
 import numpy as np
 
-from privfed.compression.codec import Codec, check_length
-from privfed.secure.errors import MessageRejectedError
+from privfed.compression.codec import Codec, MalformedPayloadError, check_length
 
 __all__ = ["TopK", "RandomK", "kept_count"]
 
@@ -80,8 +79,8 @@ class TopK(Codec):
         k = kept_count(self.density, dim)
         fmt = data[0]
         if fmt != _index_format(k, dim):
-            raise MessageRejectedError(f"top-k payload has index format {fmt}, expected "
-                                       f"{_index_format(k, dim)}")
+            raise MalformedPayloadError(f"top-k payload has index format {fmt}, expected "
+                                        f"{_index_format(k, dim)}")
         values_at = len(data) - 4 * k
         if fmt == _BITMAP:
             bitmap = np.frombuffer(data[1:values_at], dtype=np.uint8)
@@ -90,7 +89,8 @@ class TopK(Codec):
             index = np.frombuffer(data[1:values_at], dtype="<u2" if fmt == _U16 else "<u4")
         if index.size != k or (index.size and (index.max() >= dim or np.any(np.diff(
                 index.astype(np.int64)) <= 0))):
-            raise MessageRejectedError(f"top-k payload does not carry {k} distinct indices < {dim}")
+            raise MalformedPayloadError(
+                f"top-k payload does not carry {k} distinct indices < {dim}")
         out = np.zeros(dim, dtype=np.float64)
         out[index] = np.frombuffer(data[values_at:], dtype="<f4")
         return out
@@ -104,7 +104,7 @@ class RandomK(Codec):
     travel (``4 * k`` bytes). Because all clients share the index set, the sum of their
     vectors restricted to it is the restriction of their sum, which is what lets random-k
     compose with masking secure aggregation
-    (:class:`~privfed.compression.shared.SharedIndexAggregator`).
+    (:class:`~privfed.compression.randomk.RandomKStage`).
 
     Parameters
     ----------

@@ -10,22 +10,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from privfed.compression import CompressedAggregator, StochasticQuantizer, TopK
 from privfed.config import load_config
 from privfed.experiment import build_simulation
 
+QUANTIZE_8 = ["compression.method=quantize", "compression.bits=8"]
+TOP_K = ["compression.method=topk", "compression.density=0.1"]
 
-def _train(seed, aggregator=None):
-    config = load_config(overrides=["model.hidden=[64]", "federation.rounds=20", f"seed={seed}"])
-    simulation = build_simulation(config)
-    if aggregator is not None:
-        simulation.server.aggregator = aggregator
-    return simulation.run()
+
+def _train(seed, *compression):
+    config = load_config(overrides=["model.hidden=[64]", "federation.rounds=20", f"seed={seed}",
+                                    *compression])
+    return build_simulation(config).run()
 
 
 def test_eight_bit_quantisation_matches_uncompressed_accuracy():
     plain = _train(0)
-    quant = _train(0, CompressedAggregator(StochasticQuantizer(8), seed=1))
+    quant = _train(0, *QUANTIZE_8)
     assert abs(quant.final_accuracy - plain.final_accuracy) <= 0.01
     assert quant.total("bytes_up") < plain.total("bytes_up") / 3.9
 
@@ -35,8 +35,8 @@ def test_topk_with_error_feedback_is_close_to_uncompressed_and_beats_plain_topk(
     plain, ef, no_ef = [], [], []
     for seed in (0, 1, 2):
         plain.append(_train(seed))
-        ef.append(_train(seed, CompressedAggregator(TopK(0.1), error_feedback=True)))
-        no_ef.append(_train(seed, CompressedAggregator(TopK(0.1))))
+        ef.append(_train(seed, *TOP_K, "compression.error_feedback=true"))
+        no_ef.append(_train(seed, *TOP_K))
 
     def mean(histories, value):
         return float(np.mean([value(h) for h in histories]))

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from privfed.compression import RandomK, StochasticQuantizer, TopK
+from privfed.compression import MalformedPayloadError, RandomK, StochasticQuantizer, TopK
 from privfed.compression.quantize import pack_bits, unpack_bits
-from privfed.secure import MessageRejectedError
 
 
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])
@@ -68,9 +67,9 @@ def test_quantizer_rejects_bad_bits_and_malformed_payloads():
         StochasticQuantizer(3)
     q = StochasticQuantizer(4)
     data = q.encode(np.ones(10, dtype=np.float32), np.random.default_rng(0))
-    with pytest.raises(MessageRejectedError, match="expected"):
+    with pytest.raises(MalformedPayloadError, match="expected"):
         q.decode(data[:-1], 10)
-    with pytest.raises(MessageRejectedError, match="scale"):
+    with pytest.raises(MalformedPayloadError, match="scale"):
         q.decode(np.float32(np.nan).tobytes() + data[4:], 10)
 
 
@@ -94,7 +93,7 @@ def test_topk_rejects_corrupt_indices():
     codec = TopK(0.05)
     data = bytearray(codec.encode(np.arange(100, dtype=np.float32), np.random.default_rng(0)))
     data[1:3] = (500).to_bytes(2, "little")  # index past the end
-    with pytest.raises(MessageRejectedError, match="distinct indices"):
+    with pytest.raises(MalformedPayloadError, match="distinct indices"):
         codec.decode(bytes(data), 100)
 
 

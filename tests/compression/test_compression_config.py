@@ -5,15 +5,16 @@ from __future__ import annotations
 import pytest
 
 from privfed.compression import (
-    CompressedAggregator,
+    CodecPayload,
     CompressionConfig,
+    ErrorFeedbackStage,
     RandomK,
-    SharedIndexAggregator,
+    RandomKStage,
     StochasticQuantizer,
+    TopK,
+    build_compression,
     check_compatible,
-    compress_aggregator,
 )
-from privfed.secure import make_aggregator
 
 
 @pytest.mark.parametrize(
@@ -65,15 +66,22 @@ def test_supported_combinations_pass(fields, secure, privacy):
     check_compatible(CompressionConfig(**fields), secure, privacy)
 
 
-def test_compress_aggregator_builds_the_right_wrapper():
-    plain = make_aggregator("none", clip=5.0)
-    quant = compress_aggregator(CompressionConfig(method="quantize", bits=4), plain,
-                                secure_kind="none", seed=1)
-    assert isinstance(quant, CompressedAggregator) and quant.clip == 5.0
-    assert isinstance(quant.codec, StochasticQuantizer) and quant.codec.bits == 4
-    masking = make_aggregator("masking")
-    shared = compress_aggregator(CompressionConfig(method="randomk"), masking,
-                                 secure_kind="masking", seed=1)
-    assert isinstance(shared, SharedIndexAggregator) and shared.inner is masking
-    assert isinstance(shared.codec, RandomK)
-    assert compress_aggregator(CompressionConfig(), plain, secure_kind="none", seed=1) is plain
+def test_build_compression_builds_the_right_parts():
+    quant = build_compression(CompressionConfig(method="quantize", bits=4), seed=1)
+    assert quant.stages == () and isinstance(quant.payload_codec, CodecPayload)
+    assert isinstance(quant.payload_codec.codec, StochasticQuantizer)
+    assert quant.payload_codec.codec.bits == 4 and quant.payload_codec.seed == 1
+    top = build_compression(CompressionConfig(method="topk", error_feedback=True), seed=1)
+    (feedback,) = top.stages
+    assert isinstance(feedback, ErrorFeedbackStage) and isinstance(top.payload_codec.codec, TopK)
+    assert feedback.compressor is top.payload_codec  # the same randomness as the wire
+    rand = build_compression(CompressionConfig(method="randomk"), seed=1)
+    (stage,) = rand.stages
+    assert isinstance(stage, RandomKStage) and rand.payload_codec is None
+    assert isinstance(stage.codec, RandomK) and stage.codec.seed == 1 and stage.codec.rescale
+    rand_ef = build_compression(
+        CompressionConfig(method="randomk", rescale=False, error_feedback=True), seed=1)
+    feedback, stage = rand_ef.stages  # error feedback before the compressor it compensates
+    assert isinstance(stage, RandomKStage) and feedback.compressor is stage
+    none = build_compression(CompressionConfig(), seed=1)
+    assert none.stages == () and none.payload_codec is None

@@ -4,36 +4,37 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from privfed.compression import (
-    CompressedAggregator,
-    CompressingClient,
+    CodecPayload,
     CompressionConfig,
+    CompressionParts,
+    ErrorFeedbackStage,
+    MalformedPayloadError,
     RandomK,
-    SharedIndexAggregator,
+    RandomKStage,
     StochasticQuantizer,
     TopK,
-    compress_aggregator,
+    build_compression,
 )
-from privfed.compression.aggregator import CompressedServer
 from privfed.compression.sparsify import kept_count
 from privfed.config import load_config
-from privfed.experiment import build_simulation
+from privfed.federated.stages import ServerAggregate
 from privfed.secure import make_aggregator
-from privfed.secure.errors import MessageRejectedError
-from privfed.secure.identity import ClientIdentity
-from privfed.secure.wire import pack
+from tests.compression.rounds import residual, run_round
 
 MODEL_DIM = 600
 CONTROL = 2
 ROUNDS = (1, 2, 3)
 
-CODECS = [
-    *[(f"quantize-{b}-{block}", lambda b=b, block=block: StochasticQuantizer(b, block), ef)
+CONFIGS = [
+    *[(f"quantize-{b}-{block}", {"method": "quantize", "bits": b, "block_size": block}, ef)
       for b in (1, 2, 4, 8) for block in (None, 64) for ef in (False, True)],
-    *[("topk", lambda: TopK(0.1), ef) for ef in (False, True)],
-    ("randomk-rescaled", lambda: RandomK(0.1, seed=7), False),
-    *[("randomk", lambda: RandomK(0.1, seed=7, rescale=False), ef) for ef in (False, True)],
+    *[("topk", {"method": "topk", "density": 0.1}, ef) for ef in (False, True)],
+    ("randomk-rescaled", {"method": "randomk", "density": 0.1}, False),
+    *[("randomk", {"method": "randomk", "density": 0.1, "rescale": False}, ef)
+      for ef in (False, True)],
 ]
 
 
@@ -55,17 +56,17 @@ def _mean(vectors, weights, dtype=np.float64):
     return sum(weights[c] * vectors[c].astype(dtype).astype(np.float64) for c in vectors) / total
 
 
-@pytest.mark.parametrize(("name", "make_codec", "feedback"), CODECS,
-                         ids=[f"{n}-ef" if ef else n for n, _, ef in CODECS])
-def test_compressed_aggregator_sends_control_values_exactly_and_the_rest_through_the_codec(
-        name, make_codec, feedback):
-    ours = CompressedAggregator(make_codec(), error_feedback=feedback, seed=3,
-                                control_length=CONTROL)
-    model_only = CompressedAggregator(make_codec(), error_feedback=feedback, seed=3)
+@pytest.mark.parametrize(("name", "fields", "feedback"), CONFIGS,
+                         ids=[f"{n}-ef" if ef else n for n, _, ef in CONFIGS])
+def test_every_codec_sends_control_values_exactly_and_the_rest_through_the_codec(
+        name, fields, feedback):
+    config = CompressionConfig(**fields, error_feedback=feedback)
+    ours = build_compression(config, seed=3, control_length=CONTROL)
+    model_only = build_compression(config, seed=3)
     for r in ROUNDS:
         vectors, weights = _round(r)
-        res = ours.aggregate(r, vectors, weights)
-        ref = model_only.aggregate(r, {c: v[:MODEL_DIM] for c, v in vectors.items()}, weights)
+        res = run_round(ours, r, vectors, weights)
+        ref = run_round(model_only, r, {c: v[:MODEL_DIM] for c, v in vectors.items()}, weights)
         # The control values are the weighted mean of the float32 values sent...
         float32_mean = _mean(vectors, weights, np.float32)[MODEL_DIM:]
         np.testing.assert_allclose(res.mean[MODEL_DIM:], float32_mean, rtol=0, atol=1e-12)
@@ -77,14 +78,13 @@ def test_compressed_aggregator_sends_control_values_exactly_and_the_rest_through
         assert res.bytes_up == {c: b + 4 * CONTROL for c, b in ref.bytes_up.items()}
     if feedback:
         for c in vectors:  # the residual covers the model part only
-            np.testing.assert_array_equal(ours.feedback.residual(c),
-                                          model_only.feedback.residual(c))
+            np.testing.assert_array_equal(residual(ours, c), residual(model_only, c))
 
 
 def _restricted_mean(vectors, weights, codec, round_id):
     """Expected mean: the model part on the round's index set of the model dimension, times
-    the model part's gain; the control values unscaled."""
-    mean = _mean(vectors, weights)
+    the model part's gain; the control values unscaled (of the float32 values sent)."""
+    mean = _mean(vectors, weights, np.float32)
     expected = np.zeros_like(mean)
     index = codec.indices(MODEL_DIM, round_id)
     expected[index] = mean[index] * codec.gain(MODEL_DIM)
@@ -92,67 +92,58 @@ def _restricted_mean(vectors, weights, codec, round_id):
     return expected
 
 
-class _Recorder:
-    """An aggregator that records the vectors it is given and delegates to ``inner``."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.lengths = []
-
-    def aggregate(self, round_id, vectors, weights, **kwargs):
-        self.lengths.append({v.size for v in vectors.values()})
-        return self.inner.aggregate(round_id, vectors, weights, **kwargs)
-
-
 @pytest.mark.parametrize(("kind", "atol"), [("masking", 1e-6), ("he", 1e-5)])
 @pytest.mark.parametrize("rescale", [True, False])
-def test_shared_index_aggregator_always_sends_the_control_values_unscaled(kind, atol, rescale):
+def test_random_k_stage_always_sends_the_control_values_unscaled(kind, atol, rescale):
     codec = RandomK(0.05, seed=2, rescale=rescale)
-    inner = _Recorder(make_aggregator(kind))
-    shared = SharedIndexAggregator(inner, codec, control_length=CONTROL)
+    parts = CompressionParts((RandomKStage(codec, control_length=CONTROL),))
+    inner = make_aggregator(kind)
     k = kept_count(0.05, MODEL_DIM)
     for r in (1, 2) if kind == "he" else ROUNDS:
         vectors, weights = _round(r, n=3)
-        res = shared.aggregate(r, vectors, weights)
+        res = run_round(parts, r, vectors, weights, aggregator=inner)
         # masking's fixed point / CKKS precision is the only error
         np.testing.assert_allclose(res.mean, _restricted_mean(vectors, weights, codec, r),
                                    rtol=0, atol=atol)
         np.testing.assert_allclose(res.mean[MODEL_DIM:], _mean(vectors, weights)[MODEL_DIM:],
                                    rtol=0, atol=atol)
-    assert inner.lengths[-1] == {k + CONTROL}  # k of the model coordinates, plus the controls
+        assert res.lengths == {k + CONTROL}  # k of the model coordinates, plus the controls
+    assert parts.stages[0].output_length(MODEL_DIM + CONTROL) == k + CONTROL
 
 
-def test_shared_index_error_feedback_keeps_the_control_values_out_of_the_residual():
-    codec = RandomK(0.1, seed=4, rescale=False)
-    shared = SharedIndexAggregator(make_aggregator("masking"), codec, error_feedback=True,
-                                   control_length=CONTROL)
-    reference = SharedIndexAggregator(make_aggregator("masking"), codec, error_feedback=True)
+def test_random_k_error_feedback_keeps_the_control_values_out_of_the_residual():
+    config = CompressionConfig(method="randomk", density=0.1, rescale=False,
+                               error_feedback=True)
+    ours = build_compression(config, seed=4, control_length=CONTROL)
+    reference = build_compression(config, seed=4)
+    masking = make_aggregator("masking")
     for r in ROUNDS:
         vectors, weights = _round(r, n=3)
-        res = shared.aggregate(r, vectors, weights)
-        ref = reference.aggregate(r, {c: v[:MODEL_DIM] for c, v in vectors.items()}, weights)
+        res = run_round(ours, r, vectors, weights, aggregator=masking)
+        ref = run_round(reference, r, {c: v[:MODEL_DIM] for c, v in vectors.items()}, weights,
+                        aggregator=masking)
         np.testing.assert_allclose(res.mean[MODEL_DIM:], _mean(vectors, weights)[MODEL_DIM:],
                                    rtol=0, atol=1e-6)
         np.testing.assert_allclose(res.mean[:MODEL_DIM], ref.mean, rtol=0, atol=1e-6)
     for c in range(3):
-        assert shared.feedback.residual(c).shape == (MODEL_DIM,)
-        np.testing.assert_array_equal(shared.feedback.residual(c), reference.feedback.residual(c))
+        assert residual(ours, c).shape == (MODEL_DIM,)
+        np.testing.assert_array_equal(residual(ours, c), residual(reference, c))
 
 
 @pytest.mark.parametrize(
-    ("fields", "secure", "expected"),
+    ("fields", "secure"),
     [
-        ({"method": "quantize", "bits": 2}, "none", CompressedAggregator),
-        ({"method": "topk"}, "none", CompressedAggregator),
-        ({"method": "randomk", "rescale": False}, "masking", SharedIndexAggregator),
+        ({"method": "quantize", "bits": 2, "error_feedback": True}, "none"),
+        ({"method": "topk"}, "none"),
+        ({"method": "randomk", "rescale": False, "error_feedback": True}, "masking"),
     ],
 )
-def test_compress_aggregator_passes_the_control_length_on(fields, secure, expected):
+def test_build_compression_passes_the_control_length_on(fields, secure):
     vectors, weights = _round(5, n=3)
-    agg = compress_aggregator(CompressionConfig(**fields), make_aggregator(secure),
-                              secure_kind=secure, seed=1, control_length=CONTROL)
-    assert isinstance(agg, expected) and agg.control_length == CONTROL
-    res = agg.aggregate(5, vectors, weights)
+    parts = build_compression(CompressionConfig(**fields), seed=1, control_length=CONTROL)
+    carriers = [*parts.stages, *([parts.payload_codec] if parts.payload_codec else [])]
+    assert carriers and all(p.control_length == CONTROL for p in carriers)
+    res = run_round(parts, 5, vectors, weights, aggregator=make_aggregator(secure))
     np.testing.assert_allclose(res.mean[MODEL_DIM:], _mean(vectors, weights)[MODEL_DIM:],
                                rtol=0, atol=1e-6)
 
@@ -160,56 +151,71 @@ def test_compress_aggregator_passes_the_control_length_on(fields, secure, expect
 @pytest.mark.parametrize("bad", [-1, 1.0, True, "1", None])
 def test_control_length_must_be_a_non_negative_int(bad):
     match = r"control_length must be an int >= 0"
-    plain = make_aggregator("none")
     for method in ("none", "quantize"):
         with pytest.raises(ValueError, match=match):
-            compress_aggregator(CompressionConfig(method=method), plain, secure_kind="none",
-                                seed=0, control_length=bad)
-    with pytest.raises(ValueError, match=match):
-        CompressedAggregator(TopK(0.5), control_length=bad)
-    with pytest.raises(ValueError, match=match):
-        SharedIndexAggregator(make_aggregator("masking"), RandomK(0.5, 0), control_length=bad)
-    with pytest.raises(ValueError, match=match):
-        CompressingClient(ClientIdentity(0), TopK(0.5), feedback=None, seed=0,
-                          control_length=bad)
+            build_compression(CompressionConfig(method=method), seed=0, control_length=bad)
+    makers = [
+        lambda: CodecPayload(TopK(0.5), seed=0, control_length=bad),
+        lambda: RandomKStage(RandomK(0.5, 0), control_length=bad),
+        lambda: ErrorFeedbackStage(CodecPayload(TopK(0.5), seed=0), control_length=bad),
+    ]
+    for make in makers:
+        with pytest.raises(ValueError, match=match):
+            make()
 
 
 @pytest.mark.parametrize("control_length", [3, 4])
 def test_control_length_must_leave_a_model_coordinate(control_length):
-    vectors = {0: np.ones(3), 1: np.zeros(3)}
-    weights = {0: 1.0, 1: 1.0}
     match = rf"control_length={control_length} must be less than the vector length 3"
-    aggregators = [
-        CompressedAggregator(StochasticQuantizer(4), control_length=control_length),
-        SharedIndexAggregator(make_aggregator("masking"), RandomK(0.5, 0),
-                              control_length=control_length),
+    payload = CodecPayload(StochasticQuantizer(4), seed=0, control_length=control_length)
+    stage = RandomKStage(RandomK(0.5, 0), control_length=control_length)
+    feedback = ErrorFeedbackStage(stage, control_length=control_length)
+    calls = [
+        lambda: payload.encode(np.ones(3), 1, 0),
+        lambda: payload.decode(b"\0" * 64, 3, 1),
+        lambda: stage.output_length(3),
+        lambda: stage.client(1, 0, torch.ones(3)),
+        lambda: feedback.client(1, 0, torch.ones(3)),
     ]
-    for agg in aggregators:
+    for call in calls:
         with pytest.raises(ValueError, match=match):
-            agg.aggregate(1, vectors, weights)
-    client = CompressingClient(ClientIdentity(0), TopK(0.5), feedback=None, seed=0,
-                               control_length=control_length)
-    with pytest.raises(ValueError, match=match):
-        client.encode(1, vectors[0], 1.0, 2.0)
+            call()
 
 
 def test_server_rejects_an_upload_too_short_for_its_control_values():
-    server = CompressedServer(1, {0: 1.0}, make_aggregator("none").registry, 10,
-                              codec=RandomK(0.5, 0), control_length=CONTROL)
-    client = CompressingClient(ClientIdentity(0), RandomK(0.5, 0), feedback=None, seed=0,
-                               control_length=CONTROL)
-    good = client.encode(1, np.arange(10.0), 1.0, 1.0)
-    short = pack("compressed", "upload", 1, 0, b"\0" * 4)  # fewer bytes than two float32
-    truncated = pack("compressed", "upload", 1, 0, good[-4 * (kept_count(0.5, 8) + 1):])
-    for message in (short, truncated):
-        with pytest.raises(MessageRejectedError):
-            server.receive(message)
-    assert server.receive(good) == 0
+    codec = CodecPayload(RandomK(0.5, 0), seed=0, control_length=CONTROL)
+    good = codec.encode(np.arange(10.0), 1, 0)
+    short = b"\0" * 4  # fewer bytes than two float32
+    truncated = good[-4 * (kept_count(0.5, 8) + 1):]
+    for payload in (short, truncated):
+        with pytest.raises(MalformedPayloadError):
+            codec.decode(payload, 10, 1)
+    assert issubclass(MalformedPayloadError, ValueError)
+    np.testing.assert_array_equal(codec.decode(good, 10, 1)[8:], [8.0, 9.0])
+
+
+def test_server_rejects_a_payload_that_decodes_to_nan():
+    codec = CodecPayload(TopK(1.0), seed=0, control_length=1)
+    data = codec.encode(np.ones(4), 1, 0)[:-4] + np.float32(np.nan).tobytes()
+    with pytest.raises(MalformedPayloadError, match="NaN/Inf"):
+        codec.decode(data, 4, 1)
+
+
+def test_random_k_server_half_needs_the_input_length():
+    stage = RandomKStage(RandomK(0.5, 0))
+    aggregate = ServerAggregate(torch.zeros(2), 1.0, (0,))
+    with pytest.raises(RuntimeError, match="output_length must be called"):
+        stage.server(1, aggregate)
+    stage.output_length(10)
+    with pytest.raises(ValueError, match="sum of 2 coordinates, expected 5"):
+        stage.server(1, aggregate)
 
 
 def _clip_norms(*overrides: str) -> list[float]:
     """Clip norm S after each round of a small central-DP federation with adaptive clipping
     and no noise."""
+    from privfed.experiment import build_simulation
+
     config = load_config(overrides=[
         "model.hidden=[16]", "data.num_clients=4", "federation.rounds=6",
         "privacy.mechanism=central", "privacy.noise_multiplier=0", "privacy.adaptive_clipping=true",
