@@ -25,7 +25,7 @@ secure aggregation and DP. This package does not import :mod:`privfed.secure`.
 
 from privfed.compression.codec import Codec, MalformedPayloadError
 from privfed.compression.factory import CompressionParts, build_compression, make_codec
-from privfed.compression.feedback import ErrorFeedbackStage, Reconstruction
+from privfed.compression.feedback import ErrorFeedbackStage, SentEstimate
 from privfed.compression.payload import CodecPayload
 from privfed.compression.quantize import BITS, StochasticQuantizer
 from privfed.compression.randomk import RandomKStage
@@ -43,7 +43,7 @@ __all__ = [
     "MalformedPayloadError",
     "RandomK",
     "RandomKStage",
-    "Reconstruction",
+    "SentEstimate",
     "StochasticQuantizer",
     "TopK",
     "build_compression",

@@ -11,17 +11,17 @@ import torch
 from privfed.compression.control import check_control_length
 from privfed.federated.stages import UpdateStage
 
-__all__ = ["ErrorFeedbackStage", "Reconstruction"]
+__all__ = ["ErrorFeedbackStage", "SentEstimate"]
 
 
-class Reconstruction(Protocol):
+class SentEstimate(Protocol):
     """A compressor that can tell a client what the server will make of its model part.
 
     Implemented by :class:`~privfed.compression.randomk.RandomKStage` and
     :class:`~privfed.compression.payload.CodecPayload`.
     """
 
-    def reconstruct(self, round_id: int, client_id: int, model: np.ndarray) -> np.ndarray:
+    def sent(self, round_id: int, client_id: int, model: np.ndarray) -> np.ndarray:
         """The float64 model part the server reconstructs from this client's ``model``."""
 
 
@@ -30,7 +30,7 @@ class ErrorFeedbackStage(UpdateStage):
 
     Client half, for client ``c`` in round ``r``: ``intended = model + residual_c`` (float64),
     hand on ``float32(intended)`` (with the control values unchanged), and remember
-    ``residual_c = intended - sent``, where ``sent = compressor.reconstruct(r, c,
+    ``residual_c = intended - sent``, where ``sent = compressor.sent(r, c,
     float32(intended))`` is what the server will reconstruct from this client's
     contribution. Put the stage right before the compressor it compensates (the random-k
     stage; or last, before a payload codec, which must be the very ``compressor`` object so
@@ -42,7 +42,7 @@ class ErrorFeedbackStage(UpdateStage):
 
     Parameters
     ----------
-    compressor : Reconstruction
+    compressor : SentEstimate
         The random-k stage or payload codec that follows.
     control_length : int, default 0
         Number of control values at the end of every vector.
@@ -55,7 +55,7 @@ class ErrorFeedbackStage(UpdateStage):
 
     name = "error_feedback"
 
-    def __init__(self, compressor: Reconstruction, *, control_length: int = 0) -> None:
+    def __init__(self, compressor: SentEstimate, *, control_length: int = 0) -> None:
         self.compressor = compressor
         self.control_length = check_control_length(control_length)
         self._residual: dict[int, np.ndarray] = {}
@@ -79,7 +79,7 @@ class ErrorFeedbackStage(UpdateStage):
                                  f"but residual of {residual.size}")
             intended = intended + residual
         handed = intended.astype(np.float32)
-        sent = self.compressor.reconstruct(round_id, client_id, handed)
+        sent = self.compressor.sent(round_id, client_id, handed)
         self._residual[client_id] = intended - sent
         out = np.concatenate([handed, x[model_length:].astype(np.float32)])
         return torch.from_numpy(out)

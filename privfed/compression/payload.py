@@ -103,7 +103,7 @@ class CodecPayload:
             raise MalformedPayloadError("decoded vector has NaN/Inf")
         return x
 
-    def reconstruct(self, round_id: int, client_id: int, model: np.ndarray) -> np.ndarray:
+    def sent(self, round_id: int, client_id: int, model: np.ndarray) -> np.ndarray:
         """What the server decodes of client ``client_id``'s model part ``model`` (float64).
 
         Encodes with the client's randomness of ``round_id``, the same that :meth:`encode`

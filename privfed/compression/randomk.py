@@ -91,20 +91,27 @@ class RandomKStage(UpdateStage):
         ValueError
             If the sum's length is not :meth:`output_length` of the input length.
         """
+        return aggregate.with_sum(self._scatter(round_id, aggregate.sum))
+
+    def reconstruct(self, round_id: int, vector: torch.Tensor) -> torch.Tensor:
+        """One client's ``k + control_length`` values scattered back like the sum."""
+        return self._scatter(round_id, vector)
+
+    def _scatter(self, round_id: int, values: torch.Tensor) -> torch.Tensor:
         if self._input_length is None:
             raise RuntimeError("RandomKStage.output_length must be called before the server half")
         length = self._input_length
         index = torch.from_numpy(self._index(length, round_id))
-        if aggregate.sum.numel() != index.numel():
-            raise ValueError(f"random-k: sum of {aggregate.sum.numel()} coordinates, expected "
+        if values.numel() != index.numel():
+            raise ValueError(f"random-k: {values.numel()} coordinates released, expected "
                              f"{index.numel()} for vectors of length {length}")
-        full = torch.zeros(length, dtype=aggregate.sum.dtype)
-        full[index] = aggregate.sum
+        full = torch.zeros(length, dtype=values.dtype)
+        full[index] = values
         kept = index[: index.numel() - self.control_length]
         full[kept] *= self.codec.gain(self._model_length(length))
-        return aggregate.with_sum(full)
+        return full
 
-    def reconstruct(self, round_id: int, client_id: int, model: np.ndarray) -> np.ndarray:
+    def sent(self, round_id: int, client_id: int, model: np.ndarray) -> np.ndarray:
         """What the server makes of a client's model part ``model``: its float32 values on
         the round's index set, times the gain, zero elsewhere (float64; exact up to the
         protocol's own precision, e.g. masking's fixed point)."""
