@@ -1,5 +1,6 @@
-"""The installed ``privfed`` script (the core CLI whose ``run`` without a config is the main
-job, the comparison of privacy configurations) and the ``sweep`` and ``report`` plug-ins."""
+"""The experiments package's ``privfed`` commands, registered as plug-ins of the core CLI
+(``privfed.commands`` entry points): ``compare`` (the main job, which ``privfed run`` runs
+without a CONFIG), ``sweep`` and ``report``."""
 
 from __future__ import annotations
 
@@ -23,19 +24,25 @@ from experiments.sweep import SweepPoint, load_grid, run_sweep
 from privfed import cli as core_cli
 from privfed.config import ConfigError
 
-__all__ = ["main", "register_report", "register_sweep", "run_main_job", "summarize_sweep"]
+__all__ = ["register_compare", "register_report", "register_sweep", "run_main_job",
+           "summarize_sweep"]
 
 GRID_COPY = "grid.toml"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The ``privfed`` console script: the core CLI, with ``privfed run`` (no CONFIG) running
-    the comparison of privacy configurations."""
-    return core_cli.main(argv, default_run=run_main_job)
+def register_compare(commands: argparse._SubParsersAction) -> None:
+    """Add ``privfed compare [--set KEY=VALUE ...] [--seed N] [--data-dir DIR]
+    [--output-dir DIR] [-q]``: the main job."""
+    text = ("the main job: one federation trained and audited under six privacy "
+            "configurations, one table (resumable); `privfed run` without CONFIG runs it")
+    parser = commands.add_parser("compare", help=text, description=text)
+    core_cli.add_override_arguments(parser)
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    parser.set_defaults(handler=run_main_job)
 
 
 def run_main_job(args: argparse.Namespace) -> int:
-    """``privfed run`` without a config: train and audit every configuration, print a table.
+    """``privfed compare``: train and audit every configuration, print a table.
 
     ``--set``, ``--seed`` and ``--data-dir`` apply to every configuration; the results go
     to ``<output dir>/compare/`` and an interrupted job resumes where it stopped.

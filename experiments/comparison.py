@@ -1,10 +1,11 @@
 """The main job: one federation under several privacy configurations, trained and audited.
 
-``privfed run`` with no config runs this on the embedded digits data (10 clients): plain
-FedAvg, local DP-SGD, user-level DP-FedAvg, HE aggregation, masking aggregation, and masking
-with distributed DP. Each configuration is trained (a normal run directory, the figures of
-utility and cost) and audited (``attacks.run_audit``: what each party could learn). Both
-steps are resumable: a configuration whose run directory and ``audit/leakage.json`` are
+``privfed compare`` (and ``privfed run`` without a config) runs this on the embedded digits
+data (10 clients): plain FedAvg, local DP-SGD, user-level DP-FedAvg, HE aggregation, masking
+aggregation, and masking with distributed DP. Each configuration is trained
+(:func:`privfed.rundir.train_run`: a normal run directory, with the figures of utility and
+cost and the final model) and audited (``attacks.run_audit``: what each party could learn).
+Both steps are resumable: a configuration whose run directory and ``audit/leakage.json`` are
 complete is not redone.
 """
 
@@ -19,11 +20,11 @@ from typing import Any
 from attacks.audit import format_confidence
 from experiments.audits import audit_run, common_confidence, leakage_figures, read_leakage
 from experiments.results import write_csv
-from experiments.sweep import is_done, run_point
+from experiments.sweep import is_done
 from privfed import jsonsafe
 from privfed.config import ExperimentConfig, config_from_dict
 from privfed.config.loading import apply_overrides
-from privfed.rundir import describe_epsilon, run_name
+from privfed.rundir import describe_epsilon, run_name, train_run
 
 __all__ = ["CONFIGURATIONS", "Comparison", "comparison_configs", "run_comparison",
            "write_comparison_report"]
@@ -103,16 +104,16 @@ def run_comparison(
     quick: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> list[Comparison]:
-    """Train and audit every configuration (skipping what is already complete)."""
+    """Train and audit every configuration (skipping what is already complete); nothing is
+    written before the first configuration is trained."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda _message: None)
     results = []
     for label, config in configs:
         run_dir = out_dir / run_name(config)
         if not is_done(run_dir, config):
             say(f"{label}: training")
-            run_point(config.to_toml(), str(run_dir))
+            train_run(config, run_dir)
         if read_leakage(run_dir, config) is None:
             say(f"{label}: auditing")
         leakage = audit_run(run_dir, config, quick=quick)

@@ -14,10 +14,11 @@ A grid file is TOML with two tables::
 
 Each point's resolved config has a hash; its run directory is ``<sweep_dir>/<name>-<hash>``.
 A point is done when its directory holds a ``summary.json`` whose ``config_hash`` matches and
-a ``config.toml`` that loads to the same config. Runs are written into a temporary directory
-and renamed into place, so an interruption at any moment leaves finished points intact and
-unfinished ones absent; re-running the sweep runs exactly the points that are not done. A
-point that raises is recorded as ``<sweep_dir>/failed/<name>-<hash>.json`` (config, error,
+a ``config.toml`` that loads to the same config. Runs are trained and written by
+:func:`privfed.rundir.train_run`: nothing is written before training ends, then a temporary
+directory is renamed into place, so an interruption at any moment leaves finished points
+intact and unfinished ones absent; re-running the sweep runs exactly the points that are not
+done. A point that raises is recorded as ``<sweep_dir>/failed/<name>-<hash>.json`` (config, error,
 traceback), the sweep goes on, and a later run of the sweep retries it.
 """
 
@@ -27,9 +28,6 @@ import copy
 import itertools
 import json
 import math
-import os
-import shutil
-import tempfile
 import tomllib
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -41,8 +39,7 @@ from typing import Any
 from experiments.audits import audit_run, read_leakage
 from privfed import jsonsafe
 from privfed.config import ConfigError, ExperimentConfig, config_from_dict, load_config
-from privfed.experiment import build_simulation
-from privfed.rundir import run_name, summarize, write_run
+from privfed.rundir import run_name, train_run
 
 __all__ = ["SweepPoint", "load_grid", "is_done", "run_point", "run_sweep"]
 
@@ -123,15 +120,15 @@ def is_done(run_dir: Path, config: ExperimentConfig) -> bool:
 
 def run_point(config_toml: str, run_dir: str, audit: bool = False, quick_audit: bool = False
               ) -> str:
-    """Train one point (unless done), move its run directory into place, and audit it if
-    asked (unless audited); the worker entry point.
+    """Train one point and write its run directory (unless done), and audit it if asked
+    (unless audited); the worker entry point.
 
     Parameters
     ----------
     config_toml : str
         The point's resolved config as TOML (plain text crosses process boundaries).
     run_dir : str
-        Final location; written via a temporary sibling directory and a rename.
+        Where :func:`privfed.rundir.train_run` writes the run directory.
     audit, quick_audit : bool
         Also measure its leakage (``attacks``) into ``run_dir/audit``; a small audit.
 
@@ -142,24 +139,10 @@ def run_point(config_toml: str, run_dir: str, audit: bool = False, quick_audit: 
     """
     config = config_from_dict(tomllib.loads(config_toml))
     if not is_done(Path(run_dir), config):
-        _train_point(config, Path(run_dir))
+        train_run(config, run_dir)
     if audit:
         audit_run(Path(run_dir), config, quick=quick_audit)
     return run_dir
-
-
-def _train_point(config: ExperimentConfig, final: Path) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        simulation = build_simulation(config)
-        history = simulation.run()
-        write_run(tmp, config, history, summarize(config, history,
-                                                  simulation.server.weights.numel()))
-        if final.exists():  # a corrupted earlier attempt
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_sweep(

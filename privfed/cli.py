@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -18,20 +18,21 @@ from rich.table import Table
 from privfed import jsonsafe
 from privfed.config import ConfigError, ExperimentConfig, load_config
 from privfed.data import ChecksumError, DataFormatError, DatasetNotFoundError
-from privfed.experiment import build_simulation
 from privfed.federated import RoundRecord, TrainingDivergedError
 from privfed.keys_cli import register as register_key_commands
-from privfed.rundir import describe_epsilon, run_dir_for, summarize, write_run
+from privfed.rundir import describe_epsilon, flower_simulation, run_dir_for, train_run
 
-__all__ = ["COMMAND_GROUP", "add_config_arguments", "config_overrides", "main",
-           "resolve_config"]
+__all__ = ["COMMAND_GROUP", "MAIN_JOB", "add_config_arguments", "add_override_arguments",
+           "config_overrides", "main", "resolve_config"]
 
 _DESCRIPTION = """\
 privfed: privacy-preserving federated learning.
 
 Commands:
-  run      with no CONFIG: the main job, the embedded digits federation trained and audited
-           under six privacy configurations, one table; with CONFIG: train that federation
+  run      with CONFIG: train that federation and write its run directory; without: the
+           main job, `privfed compare`
+  compare  the main job: the embedded digits federation trained and audited under six
+           privacy configurations, one table (experiments plug-in)
   config   print the resolved config (defaults + file + --set overrides) as TOML
   audit    measure what each party could learn: membership, inversion, epsilon audit
   sweep    run a grid of configs, resumably, and report them (experiments plug-in)
@@ -58,7 +59,8 @@ _SECTIONS = ("data", "model", "federation", "privacy", "secure", "compression", 
 
 _EPILOG = _config_keys() + """\
 examples:
-  privfed run                                     # the main job (with the installed script)
+  privfed run                                     # the main job (= privfed compare)
+  privfed compare --seed 1 --output-dir results   # the main job, another seed, elsewhere
   privfed run experiments/configs/digits.toml     # one federation
   privfed run experiments/configs/breast_cancer.toml --set federation.rounds=50
   privfed run experiments/configs/digits.toml --set data.partition=dirichlet --set data.alpha=0.1
@@ -79,43 +81,63 @@ CLI_ERRORS = (ConfigError, DatasetNotFoundError, DataFormatError, ChecksumError,
 """Errors caused by the user's input or data: printed as one line, exit status 2."""
 
 
-def main(
-    argv: Sequence[str] | None = None,
-    default_run: Callable[[argparse.Namespace], int] | None = None,
-) -> int:
-    """Run the ``privfed`` command line; returns the exit status.
+MAIN_JOB = "compare"
+"""The command ``privfed run`` runs without a CONFIG: the README's main job, the comparison
+of privacy configurations that the experiments package registers as a plug-in."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``privfed`` command line (the installed console script); returns the exit
+    status.
 
     Parameters
     ----------
     argv : sequence of str, optional
-        The arguments (default: ``sys.argv[1:]``).
-    default_run : callable, optional
-        What ``privfed run`` without a CONFIG does (the installed console script passes the
-        experiments package's comparison of privacy configurations); by default it trains
-        the built-in config.
+        The arguments (default: ``sys.argv[1:]``). ``["run"]`` without a CONFIG runs the
+        main job, ``privfed compare`` (:data:`MAIN_JOB`), with the same options.
     """
-    args = _parser().parse_args(argv)
-    handler = args.handler
+    parser, commands = _parser()
+    args = parser.parse_args(argv)
     try:
-        if default_run is not None and args.command == "run" and args.config is None:
-            if args.engine != "inprocess":
-                raise ConfigError(
-                    f"--engine {args.engine} needs a CONFIG; the main job (no CONFIG) runs "
-                    "in-process"
-                )
-            handler = default_run
-        return handler(args)
+        if args.command == "run" and args.config is None:
+            args = _as_main_job(args, commands)
+        return args.handler(args)
     except CLI_ERRORS as err:
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         return 2
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The config arguments every command shares: CONFIG, --set, --data-dir, --output-dir,
-    --seed (read them back with :func:`resolve_config`)."""
+def _as_main_job(args: argparse.Namespace, commands: argparse._SubParsersAction
+                 ) -> argparse.Namespace:
+    """``privfed run``'s arguments (no CONFIG) as those of :data:`MAIN_JOB`: its defaults,
+    with the values of every option the two commands share."""
+    if args.engine != "inprocess":
+        raise ConfigError(f"--engine {args.engine} needs a CONFIG; the main job (no CONFIG) "
+                          "runs in-process")
+    job = commands.choices.get(MAIN_JOB)
+    if job is None:
+        raise ConfigError(f"privfed run without a CONFIG runs the main job, `privfed "
+                          f"{MAIN_JOB}`, which needs privfed's experiments package; give a "
+                          "CONFIG")
+    merged = vars(job.parse_args([]))
+    merged.update({key: value for key, value in vars(args).items()
+                   if key in merged and key != "handler"}, command=MAIN_JOB)
+    return argparse.Namespace(**merged)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser,
+                         without: str = "built-in defaults") -> None:
+    """The config arguments every command shares: CONFIG (``without`` says what no CONFIG
+    means) and :func:`add_override_arguments` (read them back with :func:`resolve_config`)."""
     parser.add_argument("config", nargs="?", metavar="CONFIG",
                         help="TOML config file, or a run directory (its config.toml); "
-                             "default: built-in defaults")
+                             f"default: {without}")
+    add_override_arguments(parser)
+
+
+def add_override_arguments(parser: argparse.ArgumentParser) -> None:
+    """--set, --data-dir, --output-dir and --seed (read them back with
+    :func:`config_overrides`)."""
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a field, e.g. --set federation.rounds=50 (repeatable)",
@@ -147,7 +169,8 @@ def resolve_config(args: argparse.Namespace) -> ExperimentConfig:
     return load_config(path, overrides)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The parser of every command, and its subparsers (plug-ins' commands included)."""
     parser = argparse.ArgumentParser(
         prog="privfed",
         description=_DESCRIPTION,
@@ -155,9 +178,11 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser("run", help="train a federation and write its run directory",
-                              description="train a federation and write its run directory")
-    add_config_arguments(run)
+    run = commands.add_parser(
+        "run", help="train a federation and write its run directory (no CONFIG: the main job)",
+        description="train the federation of CONFIG and write its run directory; without "
+                    f"CONFIG, run the main job, `privfed {MAIN_JOB}`, with the same options")
+    add_config_arguments(run, without=f"the main job, `privfed {MAIN_JOB}`")
     run.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     _add_engine_arguments(run)
     run.set_defaults(handler=_run_command)
@@ -168,7 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     register_key_commands(commands)
     for entry_point in entry_points(group=COMMAND_GROUP):
         entry_point.load()(commands)
-    return parser
+    return parser, commands
 
 
 def _config_command(args: argparse.Namespace) -> int:
@@ -218,14 +243,16 @@ def _run_on_flower(config: ExperimentConfig, args: argparse.Namespace, console: 
     run_dir = run_dir_for(config, args.engine).resolve()
     console.print(f"[bold]privfed run[/] {config.name} on {args.engine} -> {run_dir}")
     if args.engine == "flower-sim":
-        flower.run_flower_simulation(config, options=options, run_dir=run_dir)
-    else:
-        status = flower.run_flower_deployment(
-            config, args.superlink, run_dir=run_dir, options=options, insecure=args.insecure,
-            root_certificates=args.root_certificates,
-        )
-        if status != 0:
-            return status
+        result = train_run(config, run_dir, train=flower_simulation(options))
+        console.print(_summary_table(result.summary))
+        console.print(f"run directory: {run_dir}")
+        return 0
+    status = flower.run_flower_deployment(
+        config, args.superlink, run_dir=run_dir, options=options, insecure=args.insecure,
+        root_certificates=args.root_certificates,
+    )
+    if status != 0:
+        return status
     summary_file = run_dir / "summary.json"
     if not summary_file.exists():
         console.print(f"the ServerApp wrote the run directory {run_dir} on the SuperLink's "
@@ -240,9 +267,6 @@ def _run_on_flower(config: ExperimentConfig, args: argparse.Namespace, console: 
 def _run(config: ExperimentConfig, console: Console) -> int:
     run_dir = run_dir_for(config)
     console.print(f"[bold]privfed run[/] {config.name} -> {run_dir}")
-    with console.status("loading data and building the federation..."):
-        simulation = build_simulation(config)
-    rounds = config.federation.rounds
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -252,21 +276,17 @@ def _run(config: ExperimentConfig, console: Console) -> int:
         console=console,
         transient=False,
     ) as progress:
-        task = progress.add_task("rounds", total=rounds, status="")
+        task = progress.add_task("loading data and building the federation",
+                                 total=config.federation.rounds, status="")
 
         def on_round(record: RoundRecord) -> None:
             status = f"loss {_fmt(record.train_loss, '.3f')}"
             if record.test_accuracy is not None:
                 status += f"  acc {record.test_accuracy:.4f}"
-            progress.update(task, advance=1, status=status)
+            progress.update(task, description="rounds", advance=1, status=status)
 
-        history = simulation.run(on_round)
-
-    summary = summarize(config, history, simulation.server.weights.numel())
-    server = simulation.server
-    write_run(run_dir, config, history, summary,
-              model=server.workspace.spec.unflatten(server.weights))
-    console.print(_summary_table(summary))
+        result = train_run(config, run_dir, on_round=on_round)
+    console.print(_summary_table(result.summary))
     console.print(f"run directory: {run_dir}")
     return 0
 

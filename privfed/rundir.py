@@ -1,24 +1,170 @@
-"""The run directory: resolved config, per-round metrics, summary, plot and final model."""
+"""The run directory: resolved config, per-round metrics, summary, plot and final model.
+
+:func:`train_run` is the one function that trains a config and writes its run directory;
+``privfed run``, the sweep and the comparison call it, each with the engine it needs.
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+import secrets
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from privfed import jsonsafe
 from privfed.config import ExperimentConfig
-from privfed.federated.history import History
+from privfed.experiment import build_simulation
+from privfed.federated import History, Observer, RoundRecord
 from privfed.privacy.randomness import REPRODUCIBLE_NOISE
 
 __all__ = [
-    "describe_epsilon", "release_history", "run_dir_for", "run_name", "summarize", "write_run",
+    "RUN_FILES", "RunResult", "TrainedServer", "Trainer", "describe_epsilon",
+    "flower_simulation", "release_history", "run_dir_for", "run_name", "summarize",
+    "train_in_process", "train_run", "write_run",
 ]
+
+RUN_FILES = ("config.toml", "metrics.jsonl", "accuracy.png", "model.pt", "summary.json")
+"""The files of a complete run directory, in the order they are written (``summary.json``,
+last, marks a complete run)."""
+
+
+class TrainedServer(Protocol):
+    """What a run directory needs of a trained server: the final global model as one flat
+    float32 vector, and the workspace whose ``spec.unflatten`` cuts it into named tensors."""
+
+    weights: torch.Tensor
+    workspace: Any
+
+
+Trainer = Callable[
+    [ExperimentConfig, Sequence[Observer], Callable[[RoundRecord], None] | None],
+    tuple[TrainedServer, History],
+]
+"""Picks the engine: ``train(config, observers, on_round) -> (server, history)`` trains
+``config`` to the end, calling ``on_round`` after each round, and returns the server holding
+the final global model with the run's history."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A trained config and its run directory.
+
+    Attributes
+    ----------
+    run_dir : Path
+    config : ExperimentConfig
+        The config as trained and written to ``config.toml``.
+    server : TrainedServer
+        Holds the final global model (``server.weights``).
+    history : History
+        Every round, as trained (``metrics.jsonl`` holds :func:`release_history` of it).
+    summary : dict
+        What ``summary.json`` holds.
+    """
+
+    run_dir: Path
+    config: ExperimentConfig
+    server: TrainedServer
+    history: History
+    summary: dict[str, Any]
+
+
+def train_in_process(
+    config: ExperimentConfig,
+    observers: Sequence[Observer] = (),
+    on_round: Callable[[RoundRecord], None] | None = None,
+) -> tuple[TrainedServer, History]:
+    """The default :data:`Trainer`: the whole federation in this process."""
+    simulation = build_simulation(config, observers)
+    return simulation.server, simulation.run(on_round)
+
+
+def flower_simulation(options: Any = None) -> Trainer:
+    """A :data:`Trainer` on Flower's simulation engine (``pip install 'privfed[flower]'``).
+
+    Parameters
+    ----------
+    options : privfed.integrations.flower.FlowerOptions, optional
+        Default: Flower's defaults.
+
+    Returns
+    -------
+    Trainer
+        It refuses observers and ``on_round`` (the ServerApp prints each round itself) and a
+        config other than ``flower_config(config)``, the one the Flower engines run (noise
+        from OS entropy), so that ``config.toml`` is what was trained.
+    """
+
+    def train(
+        config: ExperimentConfig,
+        observers: Sequence[Observer],
+        on_round: Callable[[RoundRecord], None] | None,
+    ) -> tuple[TrainedServer, History]:
+        from privfed.integrations.flower import flower_config, run_flower_simulation
+
+        if observers or on_round is not None:
+            raise ValueError("the Flower simulation engine takes no observers or on_round; "
+                             "its ServerApp prints each round")
+        if flower_config(config) != config:
+            raise ValueError("the Flower engines run flower_config(config) (noise from OS "
+                             "entropy): give train_run that config")
+        simulation, history = run_flower_simulation(config, options=options)
+        return simulation.server, history
+
+    return train
+
+
+def train_run(
+    config: ExperimentConfig,
+    run_dir: str | Path | None = None,
+    *,
+    train: Trainer = train_in_process,
+    observers: Sequence[Observer] = (),
+    on_round: Callable[[RoundRecord], None] | None = None,
+) -> RunResult:
+    """Train ``config`` and write its run directory: the one run writer.
+
+    Nothing is written until training ends; then :func:`write_run` writes every file of
+    :data:`RUN_FILES`, ``summary.json`` last.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        Written as trained to ``config.toml``.
+    run_dir : path, optional
+        Default: :func:`run_dir_for` ``(config)``.
+    train : Trainer, default :func:`train_in_process`
+        The engine: e.g. :func:`flower_simulation` ``(options)``. On a Flower deployment the
+        ServerApp's ``main(grid, context)`` passes one that trains over the Grid::
+
+            def over_grid(config, observers, on_round):
+                simulation = build_simulation(
+                    config, observers, server_class=FlowerServer,
+                    server_options={"grid": grid, "options": options})
+                simulation.server.connect()
+                return simulation.server, simulation.run(on_round)
+
+            train_run(flower_config(config), run_dir, train=over_grid, on_round=on_round)
+
+        (without a run directory to write, it calls ``over_grid`` alone).
+    observers : sequence of Observer
+    on_round : callable, optional
+        Called with each round's record as it finishes.
+
+    Returns
+    -------
+    RunResult
+    """
+    server, history = train(config, observers, on_round)
+    summary = summarize(config, history, server.weights.numel())
+    target = write_run(run_dir_for(config) if run_dir is None else run_dir, config, history,
+                       summary, model=server.workspace.spec.unflatten(server.weights))
+    return RunResult(target, config, server, history, summary)
 
 
 def run_name(config: ExperimentConfig) -> str:
@@ -116,44 +262,39 @@ def write_run(
     *,
     model: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``config.toml``, ``metrics.jsonl``, ``summary.json``, ``accuracy.png`` and,
-    given the final global ``model`` (a state dict), ``model.pt``.
+    """Write ``config.toml``, ``metrics.jsonl``, ``accuracy.png``, ``model.pt`` (given the
+    final global ``model``, a state dict) and ``summary.json``: :func:`train_run`'s writer.
 
-    Each file is written to a temporary name and renamed into place, so a reader never
-    sees a half-written file; ``summary.json`` is written last and marks a complete run.
-    The JSON files are strict JSON (:mod:`privfed.jsonsafe`: NaN as null, infinities as
-    ``"inf"``/``"-inf"``); read them with :func:`privfed.jsonsafe.loads`.
+    The files are written into a temporary sibling directory and renamed into place: the
+    whole directory when ``run_dir`` does not exist yet, else file by file after removing
+    its old ``summary.json``. A reader never sees a half-written file, and ``summary.json``
+    is renamed last and marks a complete run. The JSON files are strict JSON
+    (:mod:`privfed.jsonsafe`: NaN as null, infinities as ``"inf"``/``"-inf"``); read them
+    with :func:`privfed.jsonsafe.loads`.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(run_dir / "config.toml", config.to_toml())
-    with _atomic_path(run_dir / "metrics.jsonl") as tmp:
-        release_history(config, history).write_jsonl(tmp)
-    if history.evaluated():
-        from privfed.plots import plot_accuracy  # matplotlib loads only when a run is written
-
-        with _atomic_path(run_dir / "accuracy.png") as tmp:
-            plot_accuracy(history, tmp, title=f"{config.name} ({config.short_hash()})")
-    if model is not None:
-        with _atomic_path(run_dir / "model.pt") as tmp:
-            torch.save(dict(model), tmp)
-    _atomic_write(run_dir / "summary.json", jsonsafe.dumps(summary, indent=2) + "\n")
-    return run_dir
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    with _atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        out.write(text)
-
-
-@contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    tmp = Path(name)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = run_dir.parent / f".{run_dir.name}.{secrets.token_hex(4)}"
+    staging.mkdir()  # unlike tempfile.mkdtemp's 0700, the umask's permissions, as run_dir's
     try:
-        yield tmp
-        os.replace(tmp, path)
+        (staging / "config.toml").write_text(config.to_toml(), encoding="utf-8")
+        release_history(config, history).write_jsonl(staging / "metrics.jsonl")
+        if history.evaluated():
+            from privfed.plots import plot_accuracy  # matplotlib loads only when a run is written
+
+            plot_accuracy(history, staging / "accuracy.png",
+                          title=f"{config.name} ({config.short_hash()})")
+        if model is not None:
+            torch.save(dict(model), staging / "model.pt")
+        (staging / "summary.json").write_text(jsonsafe.dumps(summary, indent=2) + "\n",
+                                              encoding="utf-8")
+        if not run_dir.exists():
+            os.replace(staging, run_dir)
+            return run_dir
+        (run_dir / "summary.json").unlink(missing_ok=True)
+        for name in RUN_FILES:
+            if (staging / name).exists():
+                os.replace(staging / name, run_dir / name)
+        return run_dir
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)

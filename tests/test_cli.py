@@ -1,13 +1,16 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from privfed.cli import main
 
+DIGITS = str(Path(__file__).parents[1] / "experiments" / "configs" / "digits.toml")
+
 
 def test_run_writes_a_complete_run_directory(tmp_path, capsys):
-    status = main(["run", "--set", "federation.rounds=3", "--set", "model.hidden=[16]",
+    status = main(["run", DIGITS, "--set", "federation.rounds=3", "--set", "model.hidden=[16]",
                    "--output-dir", str(tmp_path), "--quiet"])
     assert status == 0
     (run_dir,) = tmp_path.iterdir()
@@ -96,3 +99,46 @@ def test_keygen_and_pin_make_the_files_a_node_pins(tmp_path, capsys):
     assert "client 0 has two different keys" in capsys.readouterr().err
     assert main(["keygen", "-1", "--out", str(tmp_path)]) == 2
     assert "keygen CLIENT_ID: client id -1 outside" in capsys.readouterr().err
+
+
+def test_run_without_config_is_the_main_job_with_the_same_options(monkeypatch, capsys):
+    import experiments.cli
+
+    seen = []
+    monkeypatch.setattr(experiments.cli, "run_main_job", lambda args: seen.append(args) or 7)
+    options = ["--set", "federation.rounds=2", "--seed", "3", "--output-dir", "out", "-q"]
+    assert main(["run", *options]) == 7
+    assert main(["compare", *options]) == 7
+    assert main(["run", "--engine", "inprocess", *options]) == 7
+    assert vars(seen[0]) == vars(seen[1]) == vars(seen[2])
+    assert main(["run", "--engine", "flower-sim"]) == 2
+    assert "needs a CONFIG" in capsys.readouterr().err
+
+
+def test_run_without_config_and_without_the_main_job_plug_in_exits_2(monkeypatch, capsys):
+    import privfed.cli
+
+    installed = privfed.cli.entry_points
+    monkeypatch.setattr(privfed.cli, "entry_points", lambda group: [
+        e for e in installed(group=group) if e.name != privfed.cli.MAIN_JOB])
+    assert main(["run", "-q"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error: ") and err.count("error") == 1
+    assert "`privfed compare`" in err and "give a CONFIG" in err
+
+
+def test_the_console_script_is_this_main(capsys):
+    """`privfed` installed and `privfed.cli.main` from Python are one function: `privfed
+    run` without CONFIG means the main job in both."""
+    import importlib
+    import tomllib
+
+    pyproject = Path(__file__).parents[1] / "pyproject.toml"
+    target = tomllib.loads(pyproject.read_text())["project"]["scripts"]["privfed"]
+    module, name = target.split(":")
+    assert getattr(importlib.import_module(module), name) is main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "without CONFIG, run the main job, `privfed compare`, with the same options" in text

@@ -1,6 +1,7 @@
 """Privacy mechanisms configured from TOML keys, end to end through the CLI's builder."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -8,11 +9,12 @@ from privfed.cli import main
 from privfed.config import ConfigError, load_config
 from privfed.experiment import build_simulation
 
+DIGITS = str(Path(__file__).parents[1] / "experiments" / "configs" / "digits.toml")
 SMALL = ["model.hidden=[16]", "federation.rounds=4", "data.num_clients=5"]
 
 
 def test_local_dp_reports_growing_record_level_epsilon_up_to_the_target(tmp_path):
-    status = main(["run", *sum((["--set", o] for o in SMALL), []),
+    status = main(["run", DIGITS, *sum((["--set", o] for o in SMALL), []),
                    "--set", "privacy.mechanism=local", "--set", "privacy.epsilon=4",
                    "--output-dir", str(tmp_path), "-q"])
     assert status == 0
@@ -71,7 +73,7 @@ def test_the_issues_digits_run_at_c_0_3_stays_within_its_budget():
 def test_user_level_runs_under_client_sampling_do_not_list_who_took_part(tmp_path):
     """Amplification by sampling holds only while who took part is secret: the run
     directory keeps each round's client count, not the ids."""
-    status = main(["run", *sum((["--set", o] for o in SMALL), []),
+    status = main(["run", DIGITS, *sum((["--set", o] for o in SMALL), []),
                    "--set", "privacy.mechanism=central", "--set", "privacy.noise_multiplier=1.0",
                    "--set", "federation.fraction=0.4",
                    "--set", "federation.client_sampling=poisson",

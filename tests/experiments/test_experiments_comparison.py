@@ -56,9 +56,21 @@ def test_main_job_tabulates_every_configuration_and_resumes(tmp_path, monkeypatc
         raise AssertionError("a finished configuration was redone")
 
     monkeypatch.setattr(audits, "run_audit", no_more_work)
-    monkeypatch.setattr(comparison, "run_point", no_more_work)
+    monkeypatch.setattr(comparison, "train_run", no_more_work)
     assert [r.label for r in run_comparison(configs, tmp_path)] == [
         label for label, _ in CONFIGURATIONS]
+
+
+def test_every_run_directory_of_the_comparison_is_complete(tmp_path, monkeypatch,
+                                                          check_run_dir):
+    configs = comparison_configs(TINY)
+    monkeypatch.setattr(comparison, "audit_run", lambda run_dir, config, quick=False:
+                        _fake_result(tmp_path, "", config, 0.95).leakage)
+    results = run_comparison(configs, tmp_path / "compare")
+    assert sorted(p.name for p in (tmp_path / "compare").iterdir()) == sorted(
+        r.run_dir.name for r in results)
+    for result in results:
+        check_run_dir(result.run_dir, result.config)
 
 
 def _fake_result(tmp_path, label, config, confidence):

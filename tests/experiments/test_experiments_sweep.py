@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-import experiments.sweep as sweep_module
+import privfed.rundir as rundir_module
 from experiments.cli import summarize_sweep
 from experiments.sweep import load_grid, run_sweep
 from privfed.cli import main
@@ -56,13 +56,20 @@ def test_an_interruption_inside_a_run_leaves_no_partial_directory(grid, tmp_path
     sweep_dir = tmp_path / "sweep"
     run_sweep(points[:1], sweep_dir)
 
-    def interrupted(config):
+    def interrupted(config, observers=()):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sweep_module, "build_simulation", interrupted)
+    monkeypatch.setattr(rundir_module, "build_simulation", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(points, sweep_dir)
     assert sorted(p.name for p in sweep_dir.iterdir()) == ["failed", points[0].key]
+
+
+def test_every_run_directory_of_a_sweep_is_complete(grid, tmp_path, check_run_dir):
+    points = load_grid(grid)
+    run_sweep(points, tmp_path / "sweep")
+    for point in points:
+        check_run_dir(tmp_path / "sweep" / point.key, point.config)
 
 
 def test_a_corrupted_run_directory_is_run_again(grid, tmp_path):
@@ -78,14 +85,14 @@ def test_a_corrupted_run_directory_is_run_again(grid, tmp_path):
 
 def test_a_failing_point_is_recorded_and_the_sweep_goes_on(grid, tmp_path, monkeypatch):
     points = load_grid(grid)
-    real = sweep_module.build_simulation
+    real = rundir_module.build_simulation
 
-    def fail_seed_0(config):
+    def fail_seed_0(config, observers=()):
         if config.seed == 0:
             raise RuntimeError("boom")
-        return real(config)
+        return real(config, observers)
 
-    monkeypatch.setattr(sweep_module, "build_simulation", fail_seed_0)
+    monkeypatch.setattr(rundir_module, "build_simulation", fail_seed_0)
     outcome = run_sweep(points, tmp_path / "sweep")
     assert [p.config.seed for p in outcome["failed"]] == [0]
     assert [p.config.seed for p in outcome["done"]] == [1]

@@ -141,10 +141,10 @@ def test_a_node_with_pinned_keys_detects_key_substitution(tmp_path: Path) -> Non
 
 
 def test_cli_engine_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["run", "--engine", "flower-sim"], default_run=lambda a: 0) == 2
+    assert cli_main(["run", "--engine", "flower-sim"]) == 2
     assert "needs a CONFIG" in capsys.readouterr().err
     digits = Path(__file__).parents[2] / "experiments" / "configs" / "digits.toml"
-    assert cli_main(["run", str(digits), "--engine", "flower"], default_run=lambda a: 0) == 2
+    assert cli_main(["run", str(digits), "--engine", "flower"]) == 2
     assert "--superlink" in capsys.readouterr().err
 
 
