@@ -113,8 +113,7 @@ def flower_simulation(options: Any = None) -> Trainer:
         if flower_config(config) != config:
             raise ValueError("the Flower engines run flower_config(config) (noise from OS "
                              "entropy): give train_run that config")
-        simulation, history = run_flower_simulation(config, options=options)
-        return simulation.server, history
+        return run_flower_simulation(config, options=options)
 
     return train
 
@@ -142,16 +141,9 @@ def train_run(
         The engine: e.g. :func:`flower_simulation` ``(options)``. On a Flower deployment the
         ServerApp's ``main(grid, context)`` passes one that trains over the Grid::
 
-            def over_grid(config, observers, on_round):
-                simulation = build_simulation(
-                    config, observers, server_class=FlowerServer,
-                    server_options={"grid": grid, "options": options})
-                simulation.server.connect()
-                return simulation.server, simulation.run(on_round)
+            train_run(flower_config(config), run_dir, train=over_grid(grid, options))
 
-            train_run(flower_config(config), run_dir, train=over_grid, on_round=on_round)
-
-        (without a run directory to write, it calls ``over_grid`` alone).
+        (:func:`privfed.integrations.flower.apps.over_grid`).
     observers : sequence of Observer
     on_round : callable, optional
         Called with each round's record as it finishes.

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +28,9 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from privfed.config import ConfigError, ExperimentConfig, config_from_dict
-from privfed.experiment import (
-    Simulation,
-    build_parts,
-    build_server,
-    load_configured_dataset,
-)
-from privfed.federated import History, RoundRecord
-from privfed.rundir import summarize, write_run
+from privfed.experiment import build_parts, build_server, load_configured_dataset
+from privfed.federated import History, Observer, RoundRecord, Server
+from privfed.rundir import Trainer, train_run
 
 from . import messages
 from .engine import FlowerEngine, FlowerOptions
@@ -50,6 +45,7 @@ __all__ = [
     "flower_config",
     "make_client_app",
     "make_server_app",
+    "over_grid",
     "run_server",
     "server_app",
 ]
@@ -93,6 +89,25 @@ def _options(run_config: Mapping[str, Any]) -> FlowerOptions:
                             for key, attr in names.items() if key in run_config})
 
 
+def over_grid(grid: Grid, options: FlowerOptions) -> Trainer:
+    """A :data:`privfed.rundir.Trainer` that trains a config over ``grid``: the server's
+    parts on a :class:`FlowerEngine`, whose clients are the grid's SuperNodes."""
+
+    def train(
+        config: ExperimentConfig,
+        observers: Sequence[Observer] = (),
+        on_round: Callable[[RoundRecord], None] | None = None,
+    ) -> tuple[Server, History]:
+        dataset = load_configured_dataset(config)
+        parts = build_parts(config, dataset)
+        engine = FlowerEngine(grid, config, parts.policy, options)
+        server = build_server(config, parts, engine, dataset, observers)
+        engine.connect()
+        return server, server.fit(config.federation.rounds, on_round)
+
+    return train
+
+
 def run_server(
     grid: Grid,
     config: ExperimentConfig,
@@ -100,27 +115,21 @@ def run_server(
     *,
     run_dir: str | Path | None = None,
     on_round: Callable[[RoundRecord], None] | None = None,
-) -> tuple[Simulation, History]:
-    """Train ``config``'s federation over ``grid``; write the run directory if given.
+) -> tuple[Server, History]:
+    """Train ``config``'s federation over ``grid``; write the run directory if given
+    (through :func:`privfed.rundir.train_run`, the one run writer).
 
     Returns
     -------
-    simulation : Simulation
-        Its server (on a :class:`FlowerEngine`) holds the final global model; the server
-        holds no client's data (``partitions`` is empty).
+    server : Server
+        On a :class:`FlowerEngine`, holding the final global model (and no client's data).
     history : History
     """
-    config = flower_config(config)
-    dataset = load_configured_dataset(config)
-    parts = build_parts(config, dataset)
-    engine = FlowerEngine(grid, config, parts.policy, options)
-    server = build_server(config, parts, engine, dataset)
-    engine.connect()
-    history = server.fit(config.federation.rounds, on_round)
-    if run_dir is not None:
-        write_run(run_dir, config, history, summarize(config, history, server.weights.numel()),
-                  model=server.workspace.spec.unflatten(server.weights))
-    return Simulation(config, dataset, [], server), history
+    config, train = flower_config(config), over_grid(grid, options)
+    if run_dir is None:
+        return train(config, (), on_round)
+    result = train_run(config, run_dir, train=train, on_round=on_round)
+    return result.server, result.history
 
 
 def _print_round(record: RoundRecord) -> None:
@@ -149,7 +158,7 @@ def make_server_app(
         Where to write the run directory; default: the run config's ``output-dir``, else
         none is written.
     results : list, optional
-        If given, ``(simulation, history)`` is appended to it when training ends (to read
+        If given, ``(server, history)`` is appended to it when training ends (to read
         the results in the process that started a simulation).
     """
     app = ServerApp()
@@ -169,7 +178,8 @@ def make_server_app(
         except Exception as err:
             print(f"{FAILED} {type(err).__name__}: {err}", flush=True)
             raise
-        print(f"{FINISHED} run directory {target}", flush=True)
+        where = f"run directory {target}" if target is not None else "no run directory"
+        print(f"{FINISHED} {where}", flush=True)
         if results is not None:
             results.append(outcome)
 

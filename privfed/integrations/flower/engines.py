@@ -13,8 +13,7 @@ from typing import Any
 import tomli_w
 
 from privfed.config import ExperimentConfig
-from privfed.experiment import Simulation
-from privfed.federated import History
+from privfed.federated import History, Server
 
 from .apps import (
     CONFIG_KEY,
@@ -42,7 +41,7 @@ def run_flower_simulation(
     options: FlowerOptions | None = None,
     run_dir: str | Path | None = None,
     backend_config: dict[str, Any] | None = None,
-) -> tuple[Simulation, History]:
+) -> tuple[Server, History]:
     """Train ``config`` in Flower's simulation engine (Ray), one virtual SuperNode per client.
 
     Parameters
@@ -57,8 +56,8 @@ def run_flower_simulation(
 
     Returns
     -------
-    simulation : Simulation
-        Its server holds the final global model.
+    server : Server
+        Holds the final global model.
     history : History
     """
     from flwr.simulation import run_simulation
