@@ -13,8 +13,9 @@
   it (``epsilon_outsider``).
 
 Every parameter is public and fixed for the whole training, so what a unit has spent is
-determined by how often it released something (:class:`~privfed.privacy.ledger.
-ParticipationLedger`); ``privacy.epsilon`` is a cap no release may exceed.
+determined by how often it released something
+(:class:`~privfed.privacy.ledger.ParticipationLedger`); ``privacy.epsilon`` is a cap no
+release may exceed.
 """
 
 from __future__ import annotations
