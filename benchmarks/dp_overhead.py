@@ -4,12 +4,12 @@ Workload: digits (embedded), 10 IID clients, the MLP, 30 rounds of 1 local epoch
 size 32, lr 0.05, one torch thread (``BENCH_TORCH_THREADS`` overrides). Only the clients'
 local training is timed (no aggregation), interleaved over ``--repeats`` runs:
 
-* ``plain``    -- privfed's non-private :class:`~privfed.federated.Client` (shuffled
-  consecutive batches, one flat SGD update per step);
+* ``plain``    -- privfed's non-private :class:`~privfed.federated.trainer.SGDTrainer`
+  (shuffled consecutive batches, one flat SGD update per step);
 * ``poisson``  -- the same training without DP on DP-SGD's batches: Opacus's Poisson
   sampler at the public rate ``q = B / n_ref``, summed loss, ``torch.optim.SGD`` with
   ``lr / B`` (what DP-SGD does, minus the clipping and the noise);
-* ``dp-sgd``   -- :class:`~privfed.privacy.DPClient`: the same batches with per-example
+* ``dp-sgd``   -- :class:`~privfed.privacy.DPSGDTrainer`: the same batches with per-example
   clipping (C = 1) and Gaussian noise (sigma = 1), seeded from the batch generator;
 * ``dp-sgd-secure`` -- the same with ``privacy.secure_mode``: batches and noise from a
   ChaCha20 keystream keyed from OS entropy.
@@ -32,11 +32,11 @@ from torch import nn
 
 from privfed.data import load_dataset, make_partitioner
 from privfed.federated import Client, LocalTraining, bind_flat_parameters
+from privfed.federated.trainer import SGDTrainer
 from privfed.models import build_model
 from privfed.privacy import (
-    DPClient,
     DPSGDParams,
-    DPWorkspace,
+    DPSGDTrainer,
     NoisePolicy,
     default_sample_rate,
     local_steps_per_round,
@@ -79,17 +79,14 @@ def main() -> None:
 
     plain_ws, poisson_ws, dp_ws = model(), model(), model()
     start = plain_ws.data.clone()
-    dp = DPWorkspace.of(dp_ws)
     plain = [Client(c, x[torch.from_numpy(i)], y[torch.from_numpy(i)])
              for c, i in enumerate(parts)]
     rate = default_sample_rate(TRAINING.batch_size, len(data.y_train) // CLIENTS)
     params = DPSGDParams(1.0, 1.0, rate, local_steps_per_round(rate, TRAINING.epochs),
                          float(TRAINING.batch_size))
-    private = {
-        secure: [DPClient(c.cid, c.x, c.y, dp_workspace=dp, params=params,
-                          noise=NoisePolicy(secure)) for c in plain]
-        for secure in (False, True)
-    }
+    sgd = SGDTrainer(TRAINING)
+    private = {secure: DPSGDTrainer(params, TRAINING, NoisePolicy(secure))
+               for secure in (False, True)}
 
     def run(kind: str) -> float:
         began = time.perf_counter()
@@ -97,12 +94,11 @@ def main() -> None:
             for client in plain:
                 generator = torch.Generator().manual_seed(100_000 * r + client.cid)
                 if kind == "plain":
-                    client.fit(plain_ws, start, TRAINING, generator)
+                    sgd.fit(client, plain_ws, start, generator)
                 elif kind == "poisson":
                     _poisson_sgd(client, poisson_ws, start, generator, params)
                 else:
-                    dp_client = private[kind == "dp-sgd-secure"][client.cid]
-                    dp_client.fit(dp_ws, start, TRAINING, generator)
+                    private[kind == "dp-sgd-secure"].fit(client, dp_ws, start, generator)
         return time.perf_counter() - began
 
     kinds = ("plain", "poisson", "dp-sgd", "dp-sgd-secure")

@@ -1,10 +1,15 @@
 """Differential privacy for federated learning.
 
-Local record-level DP-SGD through Opacus (:class:`DPClient`, :class:`LocalDP`), central
-and distributed user-level DP-FedAvg (:class:`CentralDP`, :class:`DistributedDP`, with
-adaptive clipping), accounting (dp-accounting's PLD, Opacus's PRV and RDP) with per-client
-participation ledgers and budgets, and the mechanisms' noise sources (secure, or seeded
-from the config). :func:`build_privacy` builds the configured mechanism.
+Local record-level DP-SGD through Opacus (:class:`DPSGDTrainer`, accounted per client by
+:class:`RecordLevelPolicy`); central and distributed user-level DP-FedAvg as update stages
+(:class:`ClipStage` with adaptive clipping, :class:`CentralNoiseStage`,
+:class:`DistributedNoiseStage`) accounted by :class:`UserLevelPolicy` and
+:class:`DistributedPolicy`; accounting (dp-accounting's PLD, Opacus's PRV and RDP) with
+per-client participation ledgers and budgets; and the mechanisms' noise sources (secure, or
+seeded from the config). :func:`build_privacy` builds the configured mechanism's parts.
+
+Names are imported on first use, so importing this package loads neither Opacus nor the
+crypto packages.
 """
 
 import importlib
@@ -13,17 +18,18 @@ from typing import Any
 _EXPORTS = {
     "accounting": ("GaussianEvent", "adaptive_update_noise", "calibrate", "calibrate_noise",
                    "gaussian_epsilon", "replace_one_epsilon"),
-    "central": ("CentralDP",),
+    "central": ("CentralNoiseStage",),
+    "clipping": ("AdaptiveClipping", "ClipStage", "clip_to_norm", "update_noise_multiplier"),
     "csprng": ("ChaChaRandom",),
-    "distributed": ("DistributedDP", "default_min_surviving"),
-    "factory": ("build_privacy", "check_model"),
+    "distributed": ("DistributedNoiseStage", "default_min_surviving", "skellam_step"),
+    "dpsgd": ("DPSGDParams", "default_sample_rate", "local_steps_per_round"),
+    "factory": ("PrivacyParts", "build_privacy", "check_model"),
     "ledger": ("ParticipationLedger", "planned_participations"),
-    "local": ("DPClient", "DPSGDParams", "DPWorkspace", "LocalDP", "default_sample_rate",
-              "local_steps_per_round"),
+    "policies": ("DistributedPolicy", "RecordLevelPolicy", "UserLevelPolicy"),
     "randomness": ("NoisePolicy", "REPRODUCIBLE_NOISE", "SecureNoise", "SeededNoise"),
     "settings": ("ACCOUNTANTS", "MECHANISMS", "NOISES", "PrivacyConfig"),
     "skellam": ("skellam_epsilon",),
-    "user_level": ("AdaptiveClipping", "UserLevelDP", "clip_to_norm"),
+    "trainer": ("DPSGDTrainer", "DPWorkspace"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -1,57 +1,98 @@
 """Build the privacy side of a federation from a :class:`PrivacyConfig`.
 
-The mechanisms (and Opacus) are imported only when a config asks for one, so that a plain
-federation (e.g. a Flower ClientApp, started afresh for every message) starts fast.
+Opacus is imported only for "local" DP-SGD (and by the "prv" / "rdp" accountants and the
+Skellam accountant when they compute an epsilon), so that a plain federation (e.g. a
+Flower ClientApp, started afresh for every message) starts fast.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 
-from privfed.federated.client import Client, LocalTraining
-from privfed.federated.mechanism import UpdateMechanism
-from privfed.federated.params import FlatParameters
-from privfed.federated.sampling import ClientSampler
+from privfed.federated.client import LocalTraining
+from privfed.federated.policy import ParticipationPolicy
+from privfed.federated.stages import UpdateStage
+from privfed.federated.trainer import LocalTrainer, SGDTrainer
+from privfed.federated.weighting import SampleWeighting, UniformWeighting, Weighting
+from privfed.privacy.accounting import calibrate, calibrate_noise
+from privfed.privacy.central import CentralNoiseStage
+from privfed.privacy.clipping import AdaptiveClipping, ClipStage
+from privfed.privacy.distributed import (
+    DistributedNoiseStage,
+    default_min_surviving,
+    skellam_step,
+)
+from privfed.privacy.dpsgd import DPSGDParams, default_sample_rate, local_steps_per_round
 from privfed.privacy.ledger import planned_participations
+from privfed.privacy.policies import DistributedPolicy, RecordLevelPolicy, UserLevelPolicy
 from privfed.privacy.randomness import NoisePolicy
 from privfed.privacy.settings import PrivacyConfig
+from privfed.privacy.skellam import skellam_sum_epsilon
 
-if TYPE_CHECKING:
-    from privfed.privacy.user_level import UserLevelDP
+__all__ = ["PrivacyParts", "build_privacy", "check_model"]
 
-__all__ = ["build_privacy", "check_model"]
+
+@dataclass(frozen=True)
+class PrivacyParts:
+    """What a privacy mechanism puts into a federation.
+
+    Attributes
+    ----------
+    trainer : LocalTrainer
+        :class:`~privfed.privacy.trainer.DPSGDTrainer` for "local", else SGD.
+    stages : tuple of UpdateStage
+        In client order, to go first in the pipeline (before any compression stage):
+        "central": clip, central noise; "distributed": clip, noise share; else none.
+    policy : ParticipationPolicy
+        :class:`~privfed.privacy.policies.RecordLevelPolicy`,
+        :class:`~privfed.privacy.policies.UserLevelPolicy`,
+        :class:`~privfed.privacy.policies.DistributedPolicy`, or plain FedAvg's.
+    weighting : Weighting
+        Weight 1 per client, divided by the count ("local") or by the expected cohort qK
+        (user level); else FedAvg's sample weighting.
+    """
+
+    trainer: LocalTrainer
+    stages: tuple[UpdateStage, ...]
+    policy: ParticipationPolicy
+    weighting: Weighting
 
 
 def build_privacy(
     config: PrivacyConfig,
     *,
-    clients: Sequence[Client],
-    sampler: ClientSampler,
-    workspace: FlatParameters,
+    num_clients: int,
+    sample_rate: float,
+    poisson: bool,
+    num_params: int,
     rounds: int,
     training: LocalTraining,
     noise: NoisePolicy,
     reference_size: int,
     participations: int | None = None,
-) -> tuple[list[Client], UpdateMechanism]:
-    """The clients and update mechanism that implement ``config``.
+    module: torch.nn.Module,
+) -> PrivacyParts:
+    """The trainer, stages, policy and weighting that implement ``config``.
 
     Every mechanism parameter is computed from public values only (the config, the number
-    of clients, ``reference_size``), never from a client's data.
+    of clients, ``reference_size``), never from a client's data, so the server and every
+    client build the same parts.
 
     Parameters
     ----------
     config : PrivacyConfig
-    clients : sequence of Client
-        The plain clients, in id order.
-    sampler : ClientSampler
-        The server's client sampler (its rate q enters the accounting).
-    workspace : FlatParameters
-        The shared model the clients train in.
+    num_clients : int
+        K.
+    sample_rate : float
+        q, the client sampler's rate (it enters the accounting).
+    poisson : bool
+        Whether clients are sampled independently with probability q (else a fixed-size
+        cohort).
+    num_params : int
+        Length of the model's flat vector (Skellam's rounding sensitivity).
     rounds : int
         T, the planned number of rounds (noise calibration for a target epsilon).
     training : LocalTraining
@@ -59,19 +100,17 @@ def build_privacy(
         Where the mechanisms' noise and sampling come from.
     reference_size : int
         The public reference client size of local DP's default sample rate
-        (:func:`~privfed.privacy.local.default_sample_rate`).
+        (:func:`~privfed.privacy.dpsgd.default_sample_rate`).
     participations : int, optional
         The rounds a client is planned to take part in (what a target epsilon is calibrated
         for; a client sampled more often stops at its budget); default
-        :func:`~privfed.privacy.ledger.planned_participations` of ``rounds`` at the
-        sampler's rate.
+        :func:`~privfed.privacy.ledger.planned_participations` of ``rounds`` at rate q.
+    module : torch.nn.Module
+        The model ("local": checked to be trainable by Opacus).
 
     Returns
     -------
-    clients : list of Client
-        ``DPClient``s for "local", else the clients unchanged.
-    mechanism : UpdateMechanism
-        ``LocalDP``, ``CentralDP``, ``DistributedDP`` or the plain FedAvg mechanism.
+    PrivacyParts
 
     Raises
     ------
@@ -80,15 +119,14 @@ def build_privacy(
         sampling that is not Poisson; a target epsilon out of reach.
     """
     if config.mechanism == "none":
-        return list(clients), UpdateMechanism()
+        return PrivacyParts(SGDTrainer(training), (), ParticipationPolicy(), SampleWeighting())
     if participations is None:
-        participations = planned_participations(rounds, sampler.rate)
+        participations = planned_participations(rounds, sample_rate)
     if config.mechanism == "local":
-        return _build_local(config, clients, workspace, training, noise, reference_size,
+        return _build_local(config, num_clients, module, training, noise, reference_size,
                             participations)
-    return list(clients), _build_user_level(
-        config, sampler, workspace, rounds, noise, participations
-    )
+    return _build_user_level(config, num_clients, sample_rate, poisson, num_params, rounds,
+                             training, noise, participations)
 
 
 def check_model(module: torch.nn.Module) -> None:
@@ -107,23 +145,17 @@ def check_model(module: torch.nn.Module) -> None:
 
 def _build_local(
     config: PrivacyConfig,
-    clients: Sequence[Client],
-    workspace: FlatParameters,
+    num_clients: int,
+    module: torch.nn.Module,
     training: LocalTraining,
     noise: NoisePolicy,
     reference_size: int,
     participations: int,
-) -> tuple[list[Client], UpdateMechanism]:
-    from privfed.privacy.local import (
-        DPClient,
-        DPSGDParams,
-        DPWorkspace,
-        LocalDP,
-        default_sample_rate,
-        local_steps_per_round,
-    )
+) -> PrivacyParts:
+    """DP-SGD at every client, accounted per client; weight 1, divided by the count."""
+    from privfed.privacy.trainer import DPSGDTrainer
 
-    check_model(workspace.module)
+    check_model(module)
     rate = config.sample_rate or default_sample_rate(training.batch_size, reference_size)
     steps = local_steps_per_round(rate, training.epochs)
     if config.delta >= 1 / reference_size:
@@ -136,29 +168,25 @@ def _build_local(
     if sigma is None:
         sigma = _calibrate(config, rate, participations * steps)
     params = DPSGDParams(sigma, config.max_grad_norm, rate, steps, float(training.batch_size))
-    dp = DPWorkspace.of(workspace)
-    dp_clients = [
-        DPClient(c.cid, c.x, c.y, dp_workspace=dp, params=params, noise=noise) for c in clients
-    ]
-    mechanism = LocalDP(params, num_clients=len(dp_clients), delta=config.delta,
-                        accountant=config.accountant, budget=config.epsilon, noise=noise)
-    return dp_clients, mechanism
+    policy = RecordLevelPolicy(params, num_clients=num_clients, delta=config.delta,
+                               accountant=config.accountant, budget=config.epsilon, noise=noise)
+    return PrivacyParts(DPSGDTrainer(params, training, noise), (), policy, UniformWeighting())
 
 
 def _build_user_level(
     config: PrivacyConfig,
-    sampler: ClientSampler,
-    workspace: FlatParameters,
+    num_clients: int,
+    rate: float,
+    poisson: bool,
+    num_params: int,
     rounds: int,
+    training: LocalTraining,
     noise: NoisePolicy,
     participations: int,
-) -> UserLevelDP:
-    from privfed.privacy.central import CentralDP
-    from privfed.privacy.distributed import DistributedDP, default_min_surviving
-    from privfed.privacy.user_level import AdaptiveClipping
-
-    num_clients, rate = sampler.num_clients, sampler.rate
-    if rate < 1 and not sampler.poisson:
+) -> PrivacyParts:
+    """Clip (adaptive or not), then central noise or noise shares; weight 1, divided by
+    the expected cohort ``qK`` (McMahan et al. 2018)."""
+    if rate < 1 and not poisson:
         raise ValueError(
             f"privacy.mechanism {config.mechanism!r} accounts with the Poisson-subsampled "
             f"Gaussian mechanism: it needs Poisson client sampling "
@@ -175,30 +203,31 @@ def _build_user_level(
     if config.adaptive_clipping:
         count_std = config.clipped_count_stddev or rate * num_clients / 20
         adaptive = AdaptiveClipping(config.target_quantile, config.clip_lr, count_std)
-    k_min = config.min_surviving_clients or default_min_surviving(
-        num_clients, rate, sampler.poisson
-    )
+    k_min = config.min_surviving_clients or default_min_surviving(num_clients, rate, poisson)
     z = config.noise_multiplier
     if z is None and config.mechanism == "central":
         z = _calibrate(config, rate, rounds)
     elif z is None:
-        z = _calibrate_distributed(config, workspace.spec.numel, participations)
-    common = dict(
-        noise_multiplier=z, clip_norm=config.clip_norm, sample_rate=rate,
-        num_clients=num_clients, delta=config.delta, noise=noise,
-        accountant=config.accountant, adaptive=adaptive, budget=config.epsilon,
-    )
+        z = _calibrate_distributed(config, num_params, participations)
+    expected = rate * num_clients
+    clip = ClipStage(config.clip_norm, expected, adaptive)
+    common = dict(noise_multiplier=z, sample_rate=rate, num_clients=num_clients,
+                  delta=config.delta, noise=noise, accountant=config.accountant,
+                  budget=config.epsilon)
     if config.mechanism == "central":
-        return CentralDP(**common)
-    return DistributedDP(
-        min_surviving_clients=k_min, noise_kind=config.noise, dim=workspace.spec.numel,
-        quantization_step=config.quantization_step, **common,
-    )
+        stage: UpdateStage = CentralNoiseStage(clip, z, noise)
+        policy: UserLevelPolicy = UserLevelPolicy(**common)
+    else:
+        shares = DistributedNoiseStage(clip, z, k_min, noise, noise_kind=config.noise,
+                                       quantization_step=config.quantization_step)
+        stage, policy = shares, DistributedPolicy(
+            min_surviving_clients=k_min, clip_norm=config.clip_norm, dim=num_params,
+            noise_kind=config.noise, quantization_step=shares.quantization_step, **common)
+    return PrivacyParts(SGDTrainer(training), (clip, stage), policy,
+                        UniformWeighting(expected))
 
 
 def _calibrate(config: PrivacyConfig, rate: float, steps: int) -> float:
-    from privfed.privacy.accounting import calibrate_noise
-
     assert config.epsilon is not None
     try:
         return calibrate_noise(config.epsilon, config.delta, rate, steps, config.accountant)
@@ -214,10 +243,6 @@ def _calibrate_distributed(config: PrivacyConfig, dim: int, participations: int)
     the Gaussian or of the Skellam mechanism (with its own accountant)."""
     if config.noise == "gaussian":
         return _calibrate(config, 1.0, participations)
-    from privfed.privacy.accounting import calibrate
-    from privfed.privacy.distributed import skellam_step
-    from privfed.privacy.skellam import skellam_sum_epsilon
-
     assert config.epsilon is not None
     step = skellam_step(config.clip_norm, config.quantization_step)
 

@@ -92,31 +92,31 @@ def planned_participations(releases: int, rate: float) -> int:
 
 
 class ClientLedgerMixin:
-    """The participation hooks of an update mechanism whose epsilon is per client.
+    """The participation hooks of a policy whose epsilon is per client.
 
-    Mixed into :class:`~privfed.federated.mechanism.UpdateMechanism` subclasses that set
+    Mixed into :class:`~privfed.federated.policy.ParticipationPolicy` subclasses that set
     :attr:`client_spend` (their record of each client's releases to the server).
     """
 
     client_spend: ParticipationLedger
 
-    def may_participate(self, cid: int) -> bool:
-        """Whether client ``cid`` can afford one more release within the budget."""
-        return self.client_spend.affordable(cid)
+    def may_participate(self, client_id: int) -> bool:
+        """Whether client ``client_id`` can afford one more release within the budget."""
+        return self.client_spend.affordable(client_id)
 
     def round_allowed(self) -> bool:
         """Whether any client can still afford a release (and the base class allows it)."""
         fewest = int(np.argmin(self.client_spend.counts))
         return self.client_spend.affordable(fewest) and super().round_allowed()  # type: ignore[misc]
 
-    def record_participation(self, release_id: int, cids: Iterable[int]) -> None:
-        """Count one release for each of ``cids`` (idempotent per ``release_id``)."""
-        self.client_spend.record(release_id, cids)
+    def record_participation(self, release_id: int, client_ids: Iterable[int]) -> None:
+        """Count one release for each of ``client_ids`` (idempotent per ``release_id``)."""
+        self.client_spend.record(release_id, client_ids)
 
-    def client_ledger(self, cid: int) -> dict[str, int]:
-        """``{"participations": k}``, the releases recorded for ``cid``."""
-        return {"participations": int(self.client_spend.counts[cid])}
+    def client_ledger(self, client_id: int) -> dict[str, int]:
+        """``{"participations": k}``, the releases recorded for ``client_id``."""
+        return {"participations": int(self.client_spend.counts[client_id])}
 
-    def merge_client_ledger(self, cid: int, ledger: Mapping[str, Any]) -> None:
-        """Adopt ``ledger``'s count for ``cid`` where it is larger (never shrinks)."""
-        self.client_spend.merge(cid, int(ledger.get("participations", 0)))
+    def merge_client_ledger(self, client_id: int, ledger: Mapping[str, Any]) -> None:
+        """Adopt ``ledger``'s count for ``client_id`` where it is larger (never shrinks)."""
+        self.client_spend.merge(client_id, int(ledger.get("participations", 0)))

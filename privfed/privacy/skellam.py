@@ -12,9 +12,9 @@ coordinate, variance ``2 mu``; integer inputs of L1 / L2 sensitivity ``Delta_1``
 The first term is the RDP of a Gaussian of the same variance. The theorem is stated for
 integer orders alpha >= 2 (its proof expands the Renyi divergence as a binomial sum), so
 only integer orders are searched. The conversion to (epsilon, delta) is Opacus's
-:func:`opacus.accountants.analysis.rdp.get_privacy_spent`. Client subsampling is *not*
-credited (no amplification bound for Skellam is used), so the epsilon is an upper bound
-whatever the sample rate, against the server as against an outsider.
+:func:`opacus.accountants.analysis.rdp.get_privacy_spent` (imported on first use). Client
+subsampling is *not* credited (no amplification bound for Skellam is used), so the epsilon
+is an upper bound whatever the sample rate, against the server as against an outsider.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import math
 
 import numpy as np
 import torch
-from opacus.accountants.analysis.rdp import get_privacy_spent
 
 from privfed.privacy.randomness import NoiseSource
 
@@ -83,6 +82,8 @@ def skellam_epsilon(mu: float, l1: float, l2: float, releases: int, delta: float
     coordinate of the released sum and sensitivities ``l1``, ``l2`` (0 before the first)."""
     if releases == 0:
         return 0.0
+    from opacus.accountants.analysis.rdp import get_privacy_spent
+
     orders = np.array(SKELLAM_ORDERS, dtype=np.float64)
     rdp = releases * skellam_rdp(orders, mu, l1, l2)
     epsilon, _ = get_privacy_spent(orders=orders, rdp=rdp, delta=delta)

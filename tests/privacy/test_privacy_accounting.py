@@ -12,14 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from privfed.federated import ClientUpdate
+from privfed.federated.stages import Pipeline, ServerAggregate
 from privfed.privacy import (
     ACCOUNTANTS,
-    CentralDP,
-    DistributedDP,
+    AdaptiveClipping,
+    CentralNoiseStage,
+    ClipStage,
+    DistributedPolicy,
     GaussianEvent,
     NoisePolicy,
     PrivacyConfig,
+    UserLevelPolicy,
     calibrate_noise,
     gaussian_epsilon,
     replace_one_epsilon,
@@ -122,18 +125,19 @@ def test_replace_one_is_the_pld_substitution_bound_and_exceeds_add_remove():
 
 
 # ---------------------------------------------------------------------- mechanisms
-def _central(z, q, **kw):
-    return CentralDP(noise_multiplier=z, clip_norm=1.0, sample_rate=q, num_clients=50,
-                     delta=1e-5, noise=SEEDED, **kw)
+def _central(z, q):
+    return UserLevelPolicy(noise_multiplier=z, sample_rate=q, num_clients=50, delta=1e-5,
+                           noise=SEEDED)
 
 
 @pytest.mark.parametrize(("z", "q", "rounds"), [(1.1, 0.1, 100), (0.8, 0.3, 40), (2.0, 1.0, 5)])
 def test_central_dp_reports_the_reference_epsilon_against_the_outsider(z, q, rounds):
-    """Run the central mechanism itself for T rounds and read what it reports."""
-    mech = _central(z, q)
+    """Release T rounds through the central policy and read what it reports."""
+    policy = _central(z, q)
     for r in range(1, rounds + 1):
-        mech.server_finalize(r, torch.zeros(3), 0.0, ())
-    metrics = mech.round_metrics(rounds, [])
+        policy.record_release(r)
+        policy.record_release(r)  # the same round twice counts once
+    metrics = policy.metrics()
     reference = pld_epsilon(z, q, rounds, 1e-5)
     assert reference <= metrics["epsilon"] <= 1.01 * reference
     assert metrics["epsilon_against"] == "outsider"
@@ -142,16 +146,17 @@ def test_central_dp_reports_the_reference_epsilon_against_the_outsider(z, q, rou
 def test_distributed_dp_reports_the_unamplified_epsilon_against_the_server():
     """z = 1, q = 0.1, 100 rounds: 7.9 was printed; against the server, which knows who took
     part, a client sampled k times has the Gaussian mechanism composed k times."""
-    mech = DistributedDP(min_surviving_clients=2, dim=10, noise_multiplier=1.0, clip_norm=1.0,
-                         sample_rate=0.1, num_clients=50, delta=1e-5, noise=SEEDED)
+    policy = DistributedPolicy(min_surviving_clients=2, clip_norm=1.0, dim=10,
+                               noise_multiplier=1.0, sample_rate=0.1, num_clients=50,
+                               delta=1e-5, noise=SEEDED)
     rng = np.random.default_rng(0)
     taken = np.zeros(50, dtype=int)
     for r in range(1, 101):
         cohort = [int(c) for c in np.flatnonzero(rng.random(50) < 0.1)]
-        mech.record_participation(r, cohort)
+        policy.record_participation(r, cohort)
         taken[cohort] += 1
-        mech.server_finalize(r, torch.zeros(10), float(len(cohort)), cohort)
-    metrics = mech.round_metrics(100, [])
+        policy.record_release(r)
+    metrics = policy.metrics()
     server = exact_gaussian_epsilon(1.0, int(taken.max()), 1e-5)
     outsider = pld_epsilon(1.0, 0.1, 100, 1e-5)
     assert metrics["epsilon_against"] == "server"
@@ -160,32 +165,32 @@ def test_distributed_dp_reports_the_unamplified_epsilon_against_the_server():
     assert metrics["epsilon"] > 2 * metrics["epsilon_outsider"]  # 17.9 against 7.9
     for cid in range(50):
         per_client = exact_gaussian_epsilon(1.0, int(taken[cid]), 1e-5) if taken[cid] else 0.0
-        assert per_client * (1 - 1e-9) <= mech.client_spend.epsilon(cid) <= 1.01 * per_client
+        assert per_client * (1 - 1e-9) <= policy.client_spend.epsilon(cid) <= 1.01 * per_client
 
 
 def test_zero_noise_is_infinite_epsilon():
-    mech = _central(0.0, 1.0)
-    assert mech.epsilon() == 0.0
-    mech.server_finalize(1, torch.zeros(2), 4.0, (0, 1, 2, 3))
-    assert mech.epsilon() == math.inf
+    policy = _central(0.0, 1.0)
+    assert policy.epsilon() == 0.0
+    policy.record_release(1)
+    assert policy.epsilon() == math.inf
 
 
 def test_adaptive_clipping_accounts_the_combined_noise():
     """Update noise z_u and count noise sigma_b combine to the accounted z (Andrew et al.)."""
-    from privfed.privacy import AdaptiveClipping
-
-    mech = _central(1.0, 1.0, adaptive=AdaptiveClipping(0.5, 0.2, 2.0))
-    combined = (mech.update_noise**-2 + (2 * 2.0) ** -2) ** -0.5
+    clip = ClipStage(1.0, 50.0, AdaptiveClipping(0.5, 0.2, 2.0))
+    stage = CentralNoiseStage(clip, 1.0, SEEDED)
+    combined = (stage.update_noise**-2 + (2 * 2.0) ** -2) ** -0.5
     assert combined == pytest.approx(1.0)
-    assert mech.update_noise > 1.0
+    assert stage.update_noise > 1.0
 
 
 def test_clip_is_applied_before_noise():
-    mech = _central(0.0, 1.0)
-    update = ClientUpdate(cid=0, delta=torch.tensor([3.0, 4.0]), num_samples=10,
-                          train_loss=0.0, steps=1)
-    torch.testing.assert_close(mech.client_transform(1, update), torch.tensor([0.6, 0.8]))
-    assert mech.weight(update) == 1.0
+    clip = ClipStage(1.0, 50.0)
+    pipeline = Pipeline([clip, CentralNoiseStage(clip, 0.0, SEEDED)])
+    clipped = pipeline.client(1, 0, torch.tensor([3.0, 4.0]))
+    torch.testing.assert_close(clipped, torch.tensor([0.6, 0.8]))
+    released = pipeline.server(1, ServerAggregate(clipped, 1.0, (0,)))
+    torch.testing.assert_close(released.sum, clipped)  # z = 0: no noise
 
 
 # ---------------------------------------------------------------------- Skellam
@@ -227,28 +232,29 @@ def test_skellam_target_is_calibrated_with_the_skellam_accountant():
 
 # ---------------------------------------------------------------------- every mechanism
 def _build(mechanism: str, accountant: str, *, epsilon=None, z=None, fraction=1.0, rounds=20):
-    """The mechanism the factory builds for 20 clients of 30 records."""
-    from privfed.federated import Client, ClientSampler, LocalTraining, bind_flat_parameters
+    """The parts the factory builds for 20 clients of 30 records."""
+    from privfed.federated import LocalTraining
     from privfed.models import build_model
     from privfed.privacy import build_privacy
 
-    x, y = torch.zeros(30, 6), torch.zeros(30, dtype=torch.long)
     config = PrivacyConfig(mechanism=mechanism, epsilon=epsilon, noise_multiplier=z,
                            accountant=accountant, delta=1e-5)
-    workspace = bind_flat_parameters(build_model("mlp", (6,), 3, seed=0, hidden=(4,)))
-    sampler = ClientSampler(20, fraction, 0, poisson=fraction < 1)
-    _, mech = build_privacy(config, clients=[Client(c, x, y) for c in range(20)],
-                            sampler=sampler, workspace=workspace, rounds=rounds,
-                            training=LocalTraining(1, 8, 0.1), noise=SEEDED, reference_size=30)
-    return mech
+    module = build_model("mlp", (6,), 3, seed=0, hidden=(4,))
+    return build_privacy(config, num_clients=20, sample_rate=fraction, poisson=fraction < 1,
+                         num_params=sum(p.numel() for p in module.parameters()), rounds=rounds,
+                         training=LocalTraining(1, 8, 0.1), noise=SEEDED, reference_size=30,
+                         module=module)
 
 
-def _release(mech, mechanism: str, rounds: int, cohort: list[int]) -> None:
+def _release(parts, rounds: int, cohort: list[int]) -> None:
+    """What the server does in each round: record who takes part, run the stages' server
+    halves on the (zero) sum of their clipped updates, record the release."""
+    pipeline = Pipeline(parts.stages)
     for r in range(1, rounds + 1):
-        mech.record_participation(r, cohort)
-        if mechanism != "local":
-            mech.server_finalize(r, torch.zeros(mech.transformed_length(10)), float(len(cohort)),
-                                 cohort)
+        parts.policy.record_participation(r, cohort)
+        pipeline.server(r, ServerAggregate(torch.zeros(pipeline.output_length(10)),
+                                           float(len(cohort)), tuple(cohort)))
+        parts.policy.record_release(r)
 
 
 @pytest.mark.parametrize("accountant", ACCOUNTANTS)
@@ -257,12 +263,12 @@ def _release(mech, mechanism: str, rounds: int, cohort: list[int]) -> None:
 def test_every_mechanism_reports_an_upper_bound_with_every_accountant(mechanism, fraction,
                                                                       accountant):
     z, rounds = 1.1, 20
-    mech = _build(mechanism, accountant, z=z, fraction=fraction, rounds=rounds)
+    parts = _build(mechanism, accountant, z=z, fraction=fraction, rounds=rounds)
     cohort = [0, 1, 2, 3]  # clients 0-3 take part in every round, the others never
-    _release(mech, mechanism, rounds, cohort)
-    metrics = mech.round_metrics(rounds, cohort)
+    _release(parts, rounds, cohort)
+    metrics = parts.policy.metrics()
     if mechanism == "local":
-        p = mech.params
+        p = parts.policy.params
         reference = pld_epsilon(z, p.sample_rate, rounds * p.steps_per_round, 1e-5)
     elif mechanism == "central":
         reference = pld_epsilon(z, fraction, rounds, 1e-5)
@@ -280,14 +286,15 @@ def test_every_mechanism_calibrates_within_the_target_by_the_reference(mechanism
     """Calibrated for the planned rounds, full participation: what the run releases is worth
     at most the target by dp-accounting, and the mechanism's own figure reaches 0.99 of it."""
     rounds = 20
-    mech = _build(mechanism, accountant, epsilon=2.0, rounds=rounds)
-    _release(mech, mechanism, rounds, list(range(20)))
-    z = mech.noise_multiplier
+    parts = _build(mechanism, accountant, epsilon=2.0, rounds=rounds)
+    policy = parts.policy
+    _release(parts, rounds, list(range(20)))
+    z = policy.noise_multiplier
     if mechanism == "local":
-        p = mech.params
+        p = policy.params
         reference = pld_epsilon(z, p.sample_rate, rounds * p.steps_per_round, 1e-5)
     else:
         reference = exact_gaussian_epsilon(z, rounds, 1e-5)
     assert reference <= 2.0
-    assert 0.99 * 2.0 <= mech.round_metrics(rounds, [])["epsilon"] <= 2.0
-    assert not mech.may_participate(0) or not mech.round_allowed()  # the budget is spent
+    assert 0.99 * 2.0 <= policy.metrics()["epsilon"] <= 2.0
+    assert not policy.may_participate(0) or not policy.round_allowed()  # the budget is spent

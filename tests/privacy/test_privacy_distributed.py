@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from privfed.config import ConfigError, load_config
-from privfed.experiment import build_simulation
 from privfed.secure import (
     MaskingAggregator,
     MaskingClient,
@@ -24,6 +23,12 @@ from privfed.secure.oneshot import pack_ids
 from privfed.secure.wire import SERVER_ID, pack, pack_fields
 
 DIM = 50
+
+
+def _build(overrides: list[str]):
+    from privfed.experiment import build_simulation
+
+    return build_simulation(load_config(None, overrides))
 
 
 def _vectors(n: int) -> dict[int, np.ndarray]:
@@ -84,13 +89,13 @@ def test_the_he_key_holder_decrypts_no_aggregate_of_fewer_than_k_min_clients():
 
 
 def test_distributed_dp_gives_its_k_min_to_the_secure_aggregator():
-    cfg = load_config(None, ["data.num_clients=5", "model.hidden=[8]",
-                             "privacy.mechanism='distributed'", "privacy.noise_multiplier=1.0",
-                             "secure.kind='masking'"])
-    server = build_simulation(cfg).server
-    assert server.mechanism.min_cohort == 5
-    assert server.aggregator.params.min_clients == 5
-    assert server.aggregator.params.planned().threshold == 5
+    server = _build(["data.num_clients=5", "model.hidden=[8]",
+                      "privacy.mechanism='distributed'", "privacy.noise_multiplier=1.0",
+                      "secure.kind='masking'"]).server
+    assert server.policy.min_cohort == 5
+    aggregator = server.engine.aggregator
+    assert aggregator.params.min_clients == 5
+    assert aggregator.params.planned().threshold == 5
 
 
 def test_distributed_dp_without_secure_aggregation_is_refused():
@@ -101,13 +106,12 @@ def test_distributed_dp_without_secure_aggregation_is_refused():
 
 def test_a_round_with_one_sampled_client_under_masking_is_skipped_and_accounted():
     """6 clients, Poisson C = 0.2: a round with exactly one client used to abort the run."""
-    cfg = load_config(None, [
+    history = _build([
         "data.num_clients=6", "model.hidden=[8]", "federation.rounds=12",
         "federation.fraction=0.2", "federation.client_sampling='poisson'",
         "privacy.mechanism='distributed'", "privacy.noise_multiplier=1.0",
         "secure.kind='masking'", "secure.clip=5.0",
-    ])
-    history = build_simulation(cfg).run()
+    ]).run()
     assert len(history.rounds) == 12
     skipped = [r for r in history.rounds if "skipped" in r.extra]
     assert skipped and all(r.clients == [] for r in skipped)
@@ -118,14 +122,13 @@ def test_a_round_with_one_sampled_client_under_masking_is_skipped_and_accounted(
 def test_a_cohort_below_k_min_is_not_trained():
     """Fixed K_min = 3 under Poisson sampling: rounds with 1 or 2 sampled clients are skipped
     before anyone trains, so those clients spend nothing against the server."""
-    cfg = load_config(None, [
+    server = _build([
         "data.num_clients=6", "model.hidden=[8]", "federation.rounds=10",
         "federation.fraction=0.4", "federation.client_sampling='poisson'",
         "privacy.mechanism='distributed'", "privacy.noise_multiplier=1.0",
         "privacy.min_surviving_clients=3", "secure.kind='masking'", "secure.clip=5.0",
-    ])
-    server = build_simulation(cfg).server
+    ]).server
     history = server.fit(10)
     trained = sum(len(r.clients) for r in history.rounds)
-    assert trained == int(server.mechanism.client_spend.counts.sum())
+    assert trained == int(server.policy.client_spend.counts.sum())
     assert all(len(r.clients) == 0 or len(r.clients) >= 3 for r in history.rounds)

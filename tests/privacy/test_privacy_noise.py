@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from privfed.config import load_config
-from privfed.experiment import _PRIVACY_STREAM, build_simulation
 from privfed.federated import Observer, derive_seed
 from privfed.models import build_model
 from privfed.privacy import NoisePolicy, SecureNoise, SeededNoise
 from privfed.privacy.central import _CENTRAL_NOISE_STREAM
 from privfed.privacy.distributed import _CLIENT_NOISE_STREAM
+from tests.privacy._helpers import central, distributed, release
 
 BASE = ["data.num_clients=3", "model.hidden=[16]", "federation.rounds=1",
         "privacy.noise_multiplier=1.0", "privacy.clip_norm=0.5"]
@@ -34,6 +33,9 @@ class _Aggregates(Observer):
 
 
 def _run(*overrides: str):
+    from privfed.config import load_config
+    from privfed.experiment import build_simulation
+
     cfg = load_config(None, [*BASE, *overrides])
     seen = _Aggregates()
     simulation = build_simulation(cfg, [seen])
@@ -44,6 +46,8 @@ def _run(*overrides: str):
 
 def _attacker_noise(cfg, *stream: int, std: float, size: int) -> torch.Tensor:
     """What anyone holding the config regenerates: the seeded stream of the mechanism."""
+    from privfed.experiment import _PRIVACY_STREAM
+
     policy = NoisePolicy(secure=False, seed=derive_seed(cfg.seed, _PRIVACY_STREAM))
     return policy.source(*stream).normal(std, size).double()
 
@@ -110,6 +114,36 @@ def test_results_say_when_the_noise_is_reproducible():
     secure = _run("privacy.mechanism='central'", "privacy.secure_mode=true")[2]
     assert seeded["noise"] == "noise reproducible from the config"
     assert secure.history.rounds[-1].extra["noise"] == "secure"
+
+
+# ------------------------------------------------------------- the stages, driven by hand
+_UPDATES = {c: torch.linspace(-0.02, 0.02, 200) * (c + 1) for c in range(3)}
+"""Three clients' updates (norms below S = 0.7, so clipping leaves them unchanged)."""
+
+
+@pytest.mark.parametrize(("secure", "recovered"), [(False, True), (True, False)])
+def test_the_central_stage_draws_round_r_from_the_central_stream(secure, recovered):
+    """Whoever holds the seed regenerates round 1's central noise from
+    ``(central stream, 1)`` and recovers the clipped sum, unless the noise is secure."""
+    pipeline, policy = central(NoisePolicy(secure, seed=7), noise_multiplier=1.0)
+    step = release(pipeline, 8.0, 1, _UPDATES)
+    noise = NoisePolicy(False, seed=7).source(_CENTRAL_NOISE_STREAM, 1).normal(0.7, 200)
+    error = float((step * 8.0 - noise - sum(_UPDATES.values())).std())
+    assert error < 1e-5 if recovered else error > 0.5 * 0.7
+    assert policy.metrics()["noise"] == ("secure" if secure
+                                         else "noise reproducible from the config")
+
+
+@pytest.mark.parametrize(("secure", "recovered"), [(False, True), (True, False)])
+def test_client_c_draws_its_round_r_share_from_the_client_stream(secure, recovered):
+    """The server holding the seed removes every share ``(client stream, r, c)`` from the
+    decoded sum, unless the noise is secure."""
+    pipeline, _ = distributed(3, 200, NoisePolicy(secure, seed=7), noise_multiplier=1.0)
+    step = release(pipeline, 8.0, 2, _UPDATES)
+    shares = sum(NoisePolicy(False, seed=7).source(_CLIENT_NOISE_STREAM, 2, c).normal(
+        0.7 / math.sqrt(3), 200) for c in _UPDATES)
+    error = float((step * 8.0 - shares - sum(_UPDATES.values())).std())
+    assert error < 1e-5 if recovered else error > 0.5 * 0.7
 
 
 def test_secure_sources_are_fresh_and_match_the_distributions():

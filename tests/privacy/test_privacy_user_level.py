@@ -1,26 +1,19 @@
-"""Central and distributed user-level DP-FedAvg."""
+"""Central and distributed user-level DP-FedAvg: the clip and noise stages, end to end."""
 
 import math
 
 import pytest
 import torch
 
-from privfed.federated import ClientUpdate, LocalTraining
-from privfed.privacy import AdaptiveClipping, CentralDP, DistributedDP, NoisePolicy, PrivacyConfig
+from privfed.federated import LocalTraining
+from privfed.federated.stages import ServerAggregate
+from privfed.privacy import AdaptiveClipping, ClipStage, PrivacyConfig, build_privacy
+from privfed.privacy.central import _CENTRAL_NOISE_STREAM
 from tests.conftest import make_server
-from tests.privacy._helpers import private_server, split
+from tests.privacy._helpers import SEEDED, central, distributed, private_server, release, split
 
 DIM = 20_000
-
-
-def _common(**overrides):
-    params = dict(noise_multiplier=1.3, clip_norm=0.7, sample_rate=0.5, num_clients=16,
-                  delta=1e-5, noise=NoisePolicy(secure=False, seed=1))
-    return {**params, **overrides}
-
-
-def _update(cid, delta):
-    return ClientUpdate(cid=cid, delta=delta, num_samples=10, train_loss=0.0, steps=1)
+QK = 8.0  # the expected cohort of the helpers' parameters: q = 0.5, K = 16
 
 
 def test_central_without_noise_or_clip_is_plain_fedavg_exactly(blobs):
@@ -38,85 +31,148 @@ def test_central_without_noise_or_clip_is_plain_fedavg_exactly(blobs):
 
 
 def test_central_noise_std_is_z_s_over_expected_clients():
-    mech = CentralDP(**_common())
-    draws = torch.stack([mech.server_finalize(r, torch.zeros(DIM), 0.0, ()) for r in (1, 2, 3)])
-    expected = 1.3 * 0.7 / (0.5 * 16)
+    pipeline, _ = central()
+    draws = torch.stack([release(pipeline, QK, r, {}, DIM) for r in (1, 2, 3)])
+    expected = 1.3 * 0.7 / QK
     assert draws.std().item() == pytest.approx(expected, rel=0.05)
     assert abs(draws.mean().item()) < 5 * expected / math.sqrt(draws.numel())
+
+
+def test_central_release_is_the_noisy_sum_over_qk_and_the_clip_norm_follows_its_bit():
+    """The pipeline gives DP-FedAvg's formula: ``(sum of clipped updates + N(0, (z_u S)^2))
+    / qK`` with the round's seeded noise, and ``S <- S exp(-eta (b - gamma))`` with
+    ``b = (bit sum + N(0, sigma_b^2)) / qK + 1/2`` (Andrew et al. 2021)."""
+    adaptive = AdaptiveClipping(target_quantile=0.5, clip_lr=0.2, count_stddev=2.0)
+    pipeline, _ = central(adaptive=adaptive, noise_multiplier=1.0)
+    clip, noise = pipeline.stages
+    updates = {0: torch.tensor([3.0, 4.0, 0.0]), 1: torch.tensor([0.1, 0.2, -0.2]),
+               2: torch.tensor([0.0, -2.0, 0.0])}
+    s = 0.7
+    for r in (1, 2, 3):
+        clipped = [d * min(1.0, s / float(d.norm())) for d in updates.values()]
+        bits = sum(float(d.norm() <= s) - 0.5 for d in updates.values())
+        std = torch.tensor([noise.update_noise * s] * 3 + [2.0])
+        draws = SEEDED.source(_CENTRAL_NOISE_STREAM, r).normal(std, 4)
+        step = release(pipeline, QK, r, updates)
+        torch.testing.assert_close(step, (torch.stack(clipped).sum(0) + draws[:3]) / QK)
+        b = (bits + float(draws[3])) / QK + 0.5
+        s *= math.exp(-0.2 * (b - 0.5))
+        assert clip.clip_norm == pytest.approx(s, rel=1e-6)
+        assert pipeline.metrics()["clip_norm"] == clip.clip_norm
 
 
 def test_distributed_sum_has_the_noise_of_central_dp():
     """K = K_min clients each add a share; the sum's noise std equals central DP's."""
     k = 8
-    dist = DistributedDP(min_surviving_clients=k, dim=DIM, **_common())
-    central = CentralDP(**_common())
+    shares, _ = distributed(k, DIM)
+    reference, _ = central()
     rounds = (1, 2, 3)
-    ours = []
-    for r in rounds:
-        shares = [dist.client_transform(r, _update(c, torch.zeros(DIM))) for c in range(k)]
-        total = torch.stack(shares).sum(0)
-        ours.append(dist.server_finalize(r, total / k, float(k), tuple(range(k))))
-    reference = torch.stack([central.server_finalize(r, torch.zeros(DIM), 0.0, ()) for r in rounds])
-    assert torch.stack(ours).std().item() == pytest.approx(reference.std().item(), rel=0.05)
+    zeros = {c: torch.zeros(DIM) for c in range(k)}
+    ours = torch.stack([release(shares, QK, r, zeros) for r in rounds])
+    theirs = torch.stack([release(reference, QK, r, {}, DIM) for r in rounds])
+    assert ours.std().item() == pytest.approx(theirs.std().item(), rel=0.05)
     # one client's message alone is far less noisy than the sum
-    alone = dist.client_transform(1, _update(0, torch.zeros(DIM))).std().item()
+    alone = shares.client(1, 0, torch.zeros(DIM)).std().item()
     assert alone == pytest.approx(1.3 * 0.7 / math.sqrt(k), rel=0.05)
 
 
 def test_distributed_discards_a_round_with_too_few_survivors():
-    dist = DistributedDP(min_surviving_clients=3, dim=4, **_common())
-    dist.record_participation(1, [0, 1])
-    shares = [dist.client_transform(1, _update(c, torch.ones(4))) for c in range(2)]
-    step = dist.server_finalize(1, torch.stack(shares).mean(0), 2.0, (0, 1))
+    pipeline, policy = distributed(3, 4)
+    policy.record_participation(1, [0, 1])
+    step = release(pipeline, QK, 1, {c: torch.ones(4) for c in range(2)})
+    policy.record_release(1)
     assert torch.equal(step, torch.zeros(4))
-    metrics = dist.round_metrics(1, [0, 1])
+    metrics = {**policy.metrics(), **pipeline.metrics()}
     assert metrics["discarded_rounds"] == 1 and metrics["epsilon"] > 0
+
+
+def test_a_discarded_round_strips_the_clip_bit_but_keeps_the_clip_norm():
+    adaptive = AdaptiveClipping(target_quantile=0.5, clip_lr=0.2, count_stddev=2.0)
+    pipeline, _ = distributed(3, 4, adaptive=adaptive, noise_multiplier=1.0)
+    clip = pipeline.stages[0]
+    released = pipeline.server(1, ServerAggregate(torch.full((5,), 7.0), 2.0, (0, 1)))
+    assert released.discarded and torch.equal(released.sum, torch.zeros(4))
+    assert clip.clip_norm == 0.7
+    release(pipeline, QK, 2, {c: torch.ones(4) for c in range(3)})  # enough: S moves
+    assert clip.clip_norm != 0.7
 
 
 def test_skellam_shares_are_on_the_lattice_and_sum_to_central_std():
     step = 0.7 / 2**10
     k = 4
-    dist = DistributedDP(min_surviving_clients=k, noise_kind="skellam", dim=DIM,
-                         quantization_step=step, **_common())
-    dist.record_participation(1, range(k))
-    shares = [dist.client_transform(1, _update(c, torch.full((DIM,), 0.001))) for c in range(k)]
+    pipeline, policy = distributed(k, DIM, noise_kind="skellam", quantization_step=step)
+    policy.record_participation(1, range(k))
+    shares = [pipeline.client(1, c, torch.full((DIM,), 0.001)) for c in range(k)]
     for share in shares:
         units = share.double() / step
         assert torch.allclose(units, units.round(), atol=1e-6)
     total = torch.stack(shares).sum(0) - k * 0.001
     assert total.std().item() == pytest.approx(1.3 * 0.7, rel=0.05)
-    out = dist.server_finalize(1, torch.stack(shares).mean(0), float(k), tuple(range(k)))
-    assert out.shape == (DIM,)
-    assert dist.round_metrics(1, [])["epsilon"] > 0
+    out = pipeline.server(1, ServerAggregate(torch.stack(shares).sum(0), float(k),
+                                             tuple(range(k))))
+    assert out.sum.shape == (DIM,) and not out.discarded
+    policy.record_release(1)
+    assert policy.metrics()["epsilon"] > 0
 
 
-def test_user_level_dp_needs_poisson_client_sampling(blobs):
-    x, y = blobs
+def test_user_level_dp_needs_poisson_client_sampling():
     with pytest.raises(ValueError, match="Poisson client sampling"):
-        private_server(split(x, y, [30] * 4), (x, y),
-                       PrivacyConfig(mechanism="central", noise_multiplier=1.0), rounds=2,
-                       fraction=0.5)
+        build_privacy(PrivacyConfig(mechanism="central", noise_multiplier=1.0),
+                      num_clients=4, sample_rate=0.5, poisson=False, num_params=10, rounds=2,
+                      training=LocalTraining(), noise=SEEDED, reference_size=30,
+                      module=torch.nn.Linear(2, 2))
 
 
 def test_poisson_round_without_clients_still_gets_noise():
-    mech = CentralDP(**_common())
-    step = mech.server_finalize(1, torch.zeros(100), 0.0, ())
-    assert step.std().item() > 0
+    pipeline, _ = central()
+    assert release(pipeline, QK, 1, {}, 100).std().item() > 0
 
 
 def test_adaptive_clipping_tracks_the_target_quantile():
     """Noise-free: updates of norm 1..10; S moves to about the median (5-6)."""
-    mech = CentralDP(**_common(noise_multiplier=0.0, clip_norm=0.1, sample_rate=1.0,
-                               num_clients=10),
-                     adaptive=AdaptiveClipping(target_quantile=0.5, clip_lr=0.2,
-                                               count_stddev=0.5))
+    pipeline, _ = central(noise_multiplier=0.0, clip_norm=0.1, sample_rate=1.0,
+                          num_clients=10,
+                          adaptive=AdaptiveClipping(target_quantile=0.5, clip_lr=0.2,
+                                                    count_stddev=0.5))
+    assert pipeline.output_length(2) == 3  # the clip bit travels as one extra coordinate
     for r in range(1, 80):
-        vectors = [mech.client_transform(r, _update(c, torch.tensor([float(c + 1), 0.0])))
-                   for c in range(10)]
-        assert all(len(v) == 3 for v in vectors)  # the clip bit travels as one extra coordinate
-        step = mech.server_finalize(r, torch.stack(vectors).mean(0), 10.0, tuple(range(10)))
+        step = release(pipeline, 10.0, r, {c: torch.tensor([float(c + 1), 0.0])
+                                           for c in range(10)})
         assert step.shape == (2,)
-    assert 4.5 < mech.clip_norm < 6.5
+    assert 4.5 < pipeline.stages[0].clip_norm < 6.5
+
+
+def test_a_client_clips_with_the_broadcast_clip_norm():
+    """The server's S after adaptation reaches a client's own clip stage."""
+    server, _ = central(noise_multiplier=0.0, clip_norm=0.1, sample_rate=1.0, num_clients=2,
+                        adaptive=AdaptiveClipping(0.5, 0.2, 0.5))
+    release(server, 2.0, 1, {0: torch.tensor([5.0, 0.0]), 1: torch.tensor([0.0, 5.0])})
+    node, _ = central(noise_multiplier=0.0, clip_norm=0.1, sample_rate=1.0, num_clients=2,
+                      adaptive=AdaptiveClipping(0.5, 0.2, 0.5))
+    node.load_broadcast(server.broadcast())
+    s = server.stages[0].clip_norm
+    assert server.broadcast() == {"clip": {"clip_norm": s}} and s > 0.1
+    torch.testing.assert_close(node.client(2, 0, torch.tensor([5.0, 0.0])),
+                               torch.tensor([s, 0.0, -0.5]))
+
+
+def test_clip_stage_without_adaptation_changes_no_aggregate():
+    clip = ClipStage(1.0, 4.0)
+    aggregate = ServerAggregate(torch.ones(3), 2.0, (0, 1))
+    assert clip.server(1, aggregate) is aggregate and clip.output_length(3) == 3
+    with pytest.raises(ValueError, match=r"privacy\.clip_norm must be > 0"):
+        ClipStage(0.0, 4.0)
+
+
+def test_user_level_round_metrics_keep_their_keys():
+    pipeline, policy = central()
+    assert set({**policy.metrics(), **pipeline.metrics()}) == {
+        "epsilon", "epsilon_against", "epsilon_outsider", "delta", "noise_multiplier",
+        "clip_norm", "noise"}
+    pipeline, policy = distributed(2, 4)
+    assert set({**policy.metrics(), **pipeline.metrics()}) == {
+        "epsilon", "epsilon_against", "epsilon_outsider", "delta", "noise_multiplier",
+        "clip_norm", "noise", "discarded_rounds"}
 
 
 def test_adaptive_clipping_end_to_end_reports_clip_norm(blobs):

@@ -1,0 +1,275 @@
+"""Participation policies of the DP mechanisms: what each release costs, and the budgets.
+
+* :class:`RecordLevelPolicy` (local DP-SGD): each client's record-level epsilon, against
+  the server and everyone else, from the DP-SGD steps of the rounds it took part in.
+* :class:`UserLevelPolicy` (central DP-FedAvg, McMahan et al. 2018): every released round
+  (also one without clients) composes the Poisson-subsampled Gaussian; the headline
+  epsilon holds against an outsider who sees the released models but not who took part.
+* :class:`DistributedPolicy` (distributed DP): against the server, which sees each
+  round's noisy sum and knows who took part, a client's guarantee is the *unamplified*
+  Gaussian (or Skellam) mechanism composed over the rounds it took part in (the
+  "zero-out" relation: its update against none): that is the headline epsilon, per
+  client, and the budget caps it. Against an outsider Poisson client sampling amplifies
+  it (``epsilon_outsider``).
+
+Every parameter is public and fixed for the whole training, so what a unit has spent is
+determined by how often it released something
+(:class:`~privfed.privacy.ledger.ParticipationLedger`); ``privacy.epsilon`` is a cap no
+release may exceed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from privfed.federated.policy import ParticipationPolicy
+from privfed.privacy.accounting import GaussianEvent, gaussian_epsilon, replace_one_epsilon
+from privfed.privacy.dpsgd import DPSGDParams
+from privfed.privacy.ledger import ClientLedgerMixin, ParticipationLedger
+from privfed.privacy.randomness import NoisePolicy
+from privfed.privacy.skellam import skellam_sum_epsilon
+
+__all__ = ["DistributedPolicy", "RecordLevelPolicy", "UserLevelPolicy"]
+
+
+class RecordLevelPolicy(ClientLedgerMixin, ParticipationPolicy):
+    """Local DP-SGD: accounts each client's record-level epsilon; a client whose next
+    round would exceed the budget stops contributing.
+
+    Parameters
+    ----------
+    params : DPSGDParams
+    num_clients : int
+    delta : float
+    accountant : {"pld", "prv", "rdp"}
+    budget : float or None
+        ``privacy.epsilon``.
+    noise : NoisePolicy
+    """
+
+    def __init__(
+        self,
+        params: DPSGDParams,
+        *,
+        num_clients: int,
+        delta: float,
+        accountant: str,
+        budget: float | None,
+        noise: NoisePolicy,
+    ) -> None:
+        self.params = params
+        self.delta = delta
+        self.noise = noise
+
+        def epsilon_after(rounds: int) -> float:
+            return gaussian_epsilon([params.release(rounds)], delta, accountant)
+
+        self.client_spend = ParticipationLedger(num_clients, epsilon_after, budget)
+
+    @property
+    def noise_multiplier(self) -> float:
+        """sigma of every client's DP-SGD."""
+        return self.params.noise_multiplier
+
+    @property
+    def releases_statistics(self) -> bool:
+        """False: the loss and the record count are non-private statistics of the records."""
+        return False
+
+    def metrics(self) -> dict[str, Any]:
+        """``epsilon`` (max over clients, against the server and everyone else),
+        ``epsilon_against``, ``epsilon_per_client`` (list by id), ``delta`` and ``noise``
+        (the noise's provenance)."""
+        return {
+            "epsilon": self.client_spend.max_epsilon(),
+            "epsilon_against": "server",
+            "epsilon_per_client": self.client_spend.epsilons(),
+            "delta": self.delta,
+            "noise": self.noise.label,
+        }
+
+
+class UserLevelPolicy(ParticipationPolicy):
+    """Central user-level DP: every round released is counted in :attr:`rounds_spend`,
+    whose epsilon is the Poisson-subsampled Gaussian's over the rounds so far.
+
+    Parameters
+    ----------
+    noise_multiplier : float
+        z, the accounted noise multiplier: the released sum carries noise of std ``z * S``
+        (with adaptive clipping, z combines the update and clip-count noise).
+    sample_rate : float
+        q, probability that a client takes part in a round (Poisson client sampling).
+    num_clients : int
+        K.
+    delta : float
+    noise : NoisePolicy
+    accountant : {"pld", "prv", "rdp"}
+    budget : float or None
+        ``privacy.epsilon``: no release may take the headline epsilon above it.
+    """
+
+    epsilon_against = "outsider"
+    """The party the headline :meth:`epsilon` holds against."""
+
+    def __init__(
+        self,
+        *,
+        noise_multiplier: float,
+        sample_rate: float,
+        num_clients: int,
+        delta: float,
+        noise: NoisePolicy,
+        accountant: str = "pld",
+        budget: float | None = None,
+    ) -> None:
+        if noise_multiplier < 0:
+            raise ValueError(f"privacy.noise_multiplier must be >= 0, got {noise_multiplier}")
+        if not 0 < sample_rate <= 1:
+            raise ValueError(f"client sample rate must be in (0, 1], got {sample_rate}")
+        self.noise_multiplier = noise_multiplier
+        self.sample_rate = sample_rate
+        self.num_clients = num_clients
+        self.delta = delta
+        self.noise = noise
+        self.accountant = accountant
+        self.budget = budget
+
+        def amplified(rounds: int) -> float:
+            event = GaussianEvent(noise_multiplier, sample_rate, rounds)
+            return gaussian_epsilon([event], delta, accountant)
+
+        self.rounds_spend = ParticipationLedger(1, amplified, self._outsider_budget())
+
+    def _outsider_budget(self) -> float | None:
+        """The cap on the outsider's epsilon (the headline's for central DP)."""
+        return self.budget
+
+    @property
+    def releases_statistics(self) -> bool:
+        """False: a client's training loss and record count are not protected."""
+        return False
+
+    def round_allowed(self) -> bool:
+        """Whether one more round keeps the outsider's epsilon within the budget."""
+        return self.rounds_spend.affordable(0)
+
+    def record_release(self, round_id: int) -> None:
+        """Count round ``round_id`` (with or without clients, discarded or not) once."""
+        self.rounds_spend.record(round_id, [0])
+
+    def metrics(self) -> dict[str, Any]:
+        """The headline ``epsilon``, the party it holds against (``epsilon_against``),
+        ``epsilon_outsider``, ``delta``, ``noise_multiplier`` and ``noise`` (the noise's
+        provenance)."""
+        return {
+            "epsilon": self.epsilon(),
+            "epsilon_against": self.epsilon_against,
+            "epsilon_outsider": self.outsider_epsilon(),
+            "delta": self.delta,
+            "noise_multiplier": self.noise_multiplier,
+            "noise": self.noise.label,
+        }
+
+    def epsilon(self) -> float:
+        """The headline user-level epsilon spent so far, at :attr:`delta`."""
+        return self.outsider_epsilon()
+
+    def outsider_epsilon(self) -> float:
+        """Epsilon against a party that sees the released models but not who took part."""
+        return self.rounds_spend.epsilon(0)
+
+    def change_one_client_epsilon(self, cid: int) -> float:
+        """Epsilon, against the outsider, for changing the data of client ``cid`` when it
+        takes part either way (replace-one: e.g. records inserted into it). Dp-accounting's
+        PLD accountant with the REPLACE_ONE relation: the clipped update may move by 2S."""
+        rounds = int(self.rounds_spend.counts[0])
+        return replace_one_epsilon(self.noise_multiplier, self.sample_rate, rounds, self.delta)
+
+
+class DistributedPolicy(ClientLedgerMixin, UserLevelPolicy):
+    """Distributed user-level DP: per-client epsilon against the server, K_min.
+
+    Parameters
+    ----------
+    min_surviving_clients : int
+        K_min, the fewest clients a released sum may hold (:attr:`min_cohort`).
+    clip_norm : float
+        S ("skellam": enters the sensitivity; fixed, no adaptive clipping).
+    dim : int
+        Length of the model's flat vector ("skellam": enters the rounding sensitivity).
+    noise_kind : {"gaussian", "skellam"}
+    quantization_step : float
+        "skellam": the lattice step gamma (:func:`~privfed.privacy.distributed.skellam_step`).
+    **kwargs
+        The parameters of :class:`UserLevelPolicy`.
+    """
+
+    epsilon_against = "server"
+
+    def __init__(
+        self,
+        *,
+        min_surviving_clients: int,
+        clip_norm: float,
+        dim: int,
+        noise_kind: str = "gaussian",
+        quantization_step: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        if min_surviving_clients < 1:
+            raise ValueError(
+                f"privacy.min_surviving_clients must be >= 1, got {min_surviving_clients}"
+            )
+        if noise_kind not in ("gaussian", "skellam"):
+            raise ValueError(
+                f"privacy.noise: unknown value {noise_kind!r}; allowed: ['gaussian', 'skellam']"
+            )
+        if noise_kind == "skellam" and not quantization_step > 0:
+            raise ValueError(f"Skellam noise needs a lattice step > 0, got {quantization_step}")
+        self.min_surviving_clients = min_surviving_clients
+        self.clip_norm = clip_norm
+        self.dim = dim
+        self.noise_kind = noise_kind
+        self.quantization_step = quantization_step
+        super().__init__(**kwargs)
+        self.client_spend = ParticipationLedger(
+            self.num_clients, self._epsilon_against_server, self.budget)
+
+    def _outsider_budget(self) -> float | None:
+        return None  # the outsider's epsilon is at most the server's, which the budget caps
+
+    def _epsilon_against_server(self, participations: int) -> float:
+        """Epsilon of ``participations`` unamplified releases of one client's update."""
+        if self.noise_kind == "skellam":
+            return self._skellam_epsilon(participations)
+        event = GaussianEvent(self.noise_multiplier, 1.0, participations)
+        return gaussian_epsilon([event], self.delta, self.accountant)
+
+    @property
+    def min_cohort(self) -> int:
+        """K_min: a smaller cohort's sum would carry less noise than accounted."""
+        return self.min_surviving_clients
+
+    def epsilon(self) -> float:
+        """The largest epsilon any client has spent against the server."""
+        return self.client_spend.max_epsilon()
+
+    def outsider_epsilon(self) -> float:
+        """Against an outsider: amplified by client sampling (Gaussian), and never more than
+        against the server, of which the outsider's view is a post-processing."""
+        if self.noise_kind == "skellam":
+            return self.epsilon()
+        return min(super().outsider_epsilon(), self.epsilon())
+
+    def change_one_client_epsilon(self, cid: int) -> float:
+        """Replace-one epsilon of client ``cid``; Skellam: its releases with doubled
+        sensitivities (a replaced update moves by up to twice the clip)."""
+        if self.noise_kind == "gaussian":
+            return super().change_one_client_epsilon(cid)
+        return self._skellam_epsilon(int(self.client_spend.counts[cid]), replace_one=True)
+
+    def _skellam_epsilon(self, releases: int, *, replace_one: bool = False) -> float:
+        return skellam_sum_epsilon(self.noise_multiplier, self.clip_norm,
+                                   self.quantization_step, self.dim, releases, self.delta,
+                                   replace_one=replace_one)

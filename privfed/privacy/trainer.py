@@ -1,0 +1,223 @@
+"""Local record-level DP: the DP-SGD trainer, through Opacus.
+
+Every client trains in the one shared workspace model. :class:`DPWorkspace` attaches
+Opacus's ghost-clipping hooks (``GradSampleHooksFastGradientClipping``, the "ghost"
+grad-sample mode: per-example gradient norms without materialising per-example gradients,
+then a second backward pass on the clipped loss) to that model exactly once, on the first
+DP-SGD step; the model is not wrapped, so parameter names never gain a ``_module.`` prefix.
+
+:class:`DPSGDTrainer` is a :class:`~privfed.federated.trainer.LocalTrainer`: it trains any
+client under the public :class:`~privfed.privacy.dpsgd.DPSGDParams`; the record-level
+accounting is :class:`~privfed.privacy.policies.RecordLevelPolicy`'s.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from opacus.grad_sample import GradSampleHooksFastGradientClipping
+from opacus.optimizers import DPOptimizerFastGradientClipping
+from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
+from torch import nn
+
+from privfed.federated.client import Client, ClientUpdate, LocalTraining
+from privfed.federated.params import FlatParameters
+from privfed.privacy.dpsgd import DPSGDParams
+from privfed.privacy.randomness import NoisePolicy, NoiseSource
+
+__all__ = ["DPSGDTrainer", "DPWorkspace"]
+
+_WORKSPACES: weakref.WeakKeyDictionary[torch.nn.Module, DPWorkspace] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class DPWorkspace:
+    """The shared workspace with Opacus's per-sample-gradient hooks attached once.
+
+    Use :meth:`of`; it returns the same object for the same workspace, so the hooks are
+    never registered twice. The hooks are attached only inside :meth:`active` (and removed
+    on exit), so plain forward/backward passes on the workspace model (evaluation, plain
+    training, attacks) run on an untouched module.
+
+    Attributes
+    ----------
+    workspace : FlatParameters
+    params : list of torch.nn.Parameter
+        The trainable parameters, in the workspace's spec order.
+    """
+
+    def __init__(self, workspace: FlatParameters) -> None:
+        if workspace.module in _WORKSPACES:
+            raise ValueError("this workspace already has DP hooks; use DPWorkspace.of(workspace)")
+        self.workspace = workspace
+        self.params = [p for p in workspace.module.parameters() if p.requires_grad]
+        self._grad_views = [p.grad for p in self.params]
+        self.hooks = GradSampleHooksFastGradientClipping(
+            workspace.module, batch_first=True, loss_reduction="sum", use_ghost_clipping=True
+        )
+        self.hooks.remove_hooks()
+        _WORKSPACES[workspace.module] = self
+
+    @classmethod
+    def of(cls, workspace: FlatParameters) -> DPWorkspace:
+        """The DP workspace of ``workspace``, created (and hooked) on first use.
+
+        Raises
+        ------
+        ValueError
+            ``workspace.module`` was hooked through another :class:`FlatParameters` (whose
+            flat buffers its parameters may no longer view).
+        """
+        existing = _WORKSPACES.get(workspace.module)
+        if existing is None:
+            return cls(workspace)
+        if existing.workspace is not workspace:
+            raise ValueError("this module's DP hooks belong to a foreign workspace")
+        return existing
+
+    @contextmanager
+    def active(self, max_grad_norm: float) -> Iterator[None]:
+        """Attach the hooks, clipping at ``max_grad_norm``; on exit remove them and restore
+        the flat gradient views.
+
+        Opacus's optimizer replaces each ``p.grad`` with a fresh tensor; afterwards the
+        gradients are views of ``workspace.grad`` again (zeroed), so non-DP code that
+        relies on the flat gradient keeps working.
+        """
+        self.hooks.max_grad_norm = max_grad_norm
+        self.hooks.add_hooks(loss_reduction="sum", batch_first=True)
+        try:
+            with warnings.catch_warnings():
+                # PyTorch warns that the first layer's full backward hook sees no input
+                # gradient (the data does not require grad); that is expected here.
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                yield
+        finally:
+            self.hooks.remove_hooks()
+            for param, view in zip(self.params, self._grad_views, strict=True):
+                param.grad = view
+                param.summed_grad = None
+            self.workspace.grad.zero_()
+
+
+class _SourcedNoiseOptimizer(DPOptimizerFastGradientClipping):
+    """Opacus's ghost-clipping DP optimizer with the noise drawn from a :class:`NoiseSource`
+    (one draw for all parameters) instead of a PyTorch generator."""
+
+    def __init__(self, *args: Any, noise: NoiseSource, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.noise = noise
+
+    def add_noise(self) -> None:
+        """``p.grad = p.summed_grad + N(0, (sigma C)^2)`` for every parameter."""
+        std = self.noise_multiplier * self.max_grad_norm
+        sizes = [p.summed_grad.numel() for p in self.params]
+        draws = self.noise.normal(std, sum(sizes)) if std else torch.zeros(sum(sizes))
+        for p, noise in zip(self.params, torch.split(draws, sizes), strict=True):
+            p.grad = (p.summed_grad + noise.view_as(p.summed_grad)).view_as(p)
+
+
+class DPSGDTrainer:
+    """DP-SGD (Abadi et al. 2016) under public :class:`~privfed.privacy.dpsgd.DPSGDParams`.
+
+    Parameters
+    ----------
+    params : DPSGDParams
+    training : LocalTraining
+        Its learning rate and FedProx mu (the epochs are in ``params.steps_per_round``).
+    noise : NoisePolicy
+        Secure: batches and noise from a fresh
+        :class:`~privfed.privacy.randomness.SecureNoise` per round; seeded: from the
+        generator passed to :meth:`fit`.
+    """
+
+    def __init__(self, params: DPSGDParams, training: LocalTraining, noise: NoisePolicy) -> None:
+        self.params = params
+        self.training = training
+        self.noise = noise
+
+    def fit(
+        self,
+        client: Client,
+        workspace: FlatParameters,
+        global_params: torch.Tensor,
+        generator: torch.Generator,
+    ) -> ClientUpdate:
+        """Run ``params.steps_per_round`` DP-SGD steps from ``global_params``.
+
+        Each step's batch holds every record independently with probability
+        ``params.sample_rate`` (batches may be empty); the noisy sum of clipped gradients is
+        divided by ``params.normaliser``. FedProx's proximal gradient, which does not depend
+        on the data, is added after the noise.
+
+        Parameters
+        ----------
+        client : Client
+        workspace : FlatParameters
+            The model to train in (hooked on first use, see :meth:`DPWorkspace.of`).
+        global_params : torch.Tensor
+            Flat float32 global model (not modified).
+        generator : torch.Generator
+            Source of the batches, and of the noise when the noise is seeded.
+
+        Returns
+        -------
+        ClientUpdate
+            ``train_loss`` is NaN when every batch was empty.
+        """
+        dp, params, training = DPWorkspace.of(workspace), self.params, self.training
+        source = self.noise.around(generator)
+        optimizer = _SourcedNoiseOptimizer(
+            torch.optim.SGD(dp.params, lr=training.lr / params.normaliser),
+            noise_multiplier=params.noise_multiplier,
+            max_grad_norm=params.max_grad_norm,
+            expected_batch_size=params.normaliser,
+            loss_reduction="sum",
+            noise=source,
+        )
+        if training.mu:
+            optimizer.attach_step_hook(
+                _proximal_hook(dp, training.mu * params.normaliser, global_params))
+        criterion = DPLossFastGradientClipping(
+            dp.hooks, optimizer, nn.CrossEntropyLoss(reduction="sum"), loss_reduction="sum"
+        )
+        workspace.load(global_params)
+        module = workspace.module
+        module.train()
+        loss_sum, seen = 0.0, 0
+        with dp.active(params.max_grad_norm):
+            for _ in range(params.steps_per_round):
+                index = source.subsample(client.num_samples, params.sample_rate)
+                optimizer.zero_grad()
+                loss = criterion(module(client.x[index]), client.y[index])
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.item()
+                seen += len(index)
+        return ClientUpdate(
+            cid=client.cid,
+            delta=workspace.data - global_params,
+            num_samples=client.num_samples,
+            train_loss=loss_sum / seen if seen else math.nan,
+            steps=params.steps_per_round,
+        )
+
+
+def _proximal_hook(
+    dp: DPWorkspace, prox: float, global_params: torch.Tensor
+) -> Callable[[DPOptimizerFastGradientClipping], None]:
+    """FedProx's gradient ``prox * (w - w_global)`` (post-processing of the noisy step)."""
+    anchors = list(dp.workspace.spec.unflatten(global_params).values())
+
+    def hook(optimizer: DPOptimizerFastGradientClipping) -> None:
+        for param, anchor in zip(dp.params, anchors, strict=True):
+            param.grad.add_(param.detach() - anchor, alpha=prox)
+
+    return hook
