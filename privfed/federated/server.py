@@ -194,11 +194,10 @@ class Server:
 
     def _server_step(self, aggregate: Aggregate, base_weights: Mapping[int, float]) -> torch.Tensor:
         """The stages' server halves on the weighted sum, then the weighting's update."""
-        released = ServerAggregate(aggregate.mean * aggregate.total_weight,
-                                   aggregate.total_weight, aggregate.included)
+        released = ServerAggregate(aggregate.mean, aggregate.total_weight, aggregate.included)
         released = self.pipeline.server(self.round, released)
         base_total = sum(base_weights[c] for c in released.included)
-        return self.weighting.step(released.sum, base_total)
+        return self.weighting.step(released, base_total)
 
     def _record(
         self, cohort: Cohort, aggregate: Aggregate, started: float, notes: Mapping[str, Any]

@@ -17,7 +17,7 @@ metrics for the round's record. :class:`Pipeline` holds the stages in order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,30 +28,46 @@ __all__ = ["Pipeline", "ServerAggregate", "UpdateStage"]
 
 @dataclass(frozen=True)
 class ServerAggregate:
-    """What the server halves of the stages work on.
+    """What the server halves of the stages work on: the weighted sum of the included
+    clients' vectors, ``sum_k w_k v_k = values * scale``.
+
+    The protocol releases the weighted mean and the total weight; keeping them as
+    ``values`` and ``scale`` (rather than multiplying them out) lets a round without stages
+    reach the server step exactly as released.
 
     Attributes
     ----------
-    sum : torch.Tensor
-        Flat float32 weighted sum of the included clients' vectors, ``sum_k w_k v_k``.
-    total_weight : float
-        ``sum_k w_k`` over the included clients.
+    values : torch.Tensor
+        Flat float32 vector; the sum is ``values * scale``.
+    scale : float
+        Multiplier of ``values`` (the total weight as released; 1 once a stage has set
+        the sum).
     included : tuple of int
         Ids of the clients whose vectors are in the sum.
     discarded : bool
         A stage withheld the round's sum (e.g. distributed DP: fewer than K_min clients,
-        so less noise than accounted); ``sum`` is then zero and later stages must not
+        so less noise than accounted); the sum is then zero and later stages must not
         learn from it.
     """
 
-    sum: torch.Tensor
-    total_weight: float
+    values: torch.Tensor
+    scale: float
     included: tuple[int, ...]
     discarded: bool = False
 
+    @property
+    def sum(self) -> torch.Tensor:
+        """The weighted sum ``values * scale`` (flat float32)."""
+        return self.values if self.scale == 1.0 else self.values * self.scale
+
     def with_sum(self, new_sum: torch.Tensor) -> ServerAggregate:
-        """A copy with ``sum`` replaced."""
-        return replace(self, sum=new_sum)
+        """A copy whose sum is ``new_sum``."""
+        return replace(self, values=new_sum, scale=1.0)
+
+    def map(self, linear: Callable[[torch.Tensor], torch.Tensor]) -> ServerAggregate:
+        """A copy whose sum is ``linear(sum)``, for a linear map (e.g. dropping or
+        scattering coordinates), applied to ``values`` so the scale is kept."""
+        return replace(self, values=linear(self.values))
 
 
 class UpdateStage:

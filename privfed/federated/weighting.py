@@ -1,7 +1,7 @@
 """Aggregation weights and the server step's denominator: part of the algorithm.
 
-The aggregation protocol returns the weighted sum ``sum_k w_k v_k`` of the included
-clients' vectors (weights are public). A weighting says what ``w_k`` is and what the sum is
+The aggregation protocol releases the weighted sum ``sum_k w_k v_k`` of the included
+clients' vectors (weights are public; :class:`~privfed.federated.stages.ServerAggregate`). A weighting says what ``w_k`` is and what the sum is
 divided by to give the server's update:
 
 * :class:`SampleWeighting`: FedAvg (McMahan et al. 2017), ``w_k = n_k``, divided by the
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from privfed.federated.stages import ServerAggregate
+
 __all__ = ["SampleWeighting", "UniformWeighting", "Weighting"]
 
 
@@ -30,12 +32,12 @@ class Weighting:
         """The public aggregation weight of a client with ``num_samples`` records."""
         return float(num_samples)
 
-    def step(self, weighted_sum: torch.Tensor, total_weight: float) -> torch.Tensor:
-        """The server's update from the weighted sum and the included clients' total
+    def step(self, aggregate: ServerAggregate, total_weight: float) -> torch.Tensor:
+        """The server's update: the weighted sum over the included clients' total
         (undiscounted) weight; zeros when nothing was included."""
         if total_weight <= 0:
-            return torch.zeros_like(weighted_sum)
-        return weighted_sum / total_weight
+            return torch.zeros_like(aggregate.values)
+        return _divide(aggregate, total_weight)
 
 
 class SampleWeighting(Weighting):
@@ -60,8 +62,15 @@ class UniformWeighting(Weighting):
         """1: a client's record count is private under DP."""
         return 1.0
 
-    def step(self, weighted_sum: torch.Tensor, total_weight: float) -> torch.Tensor:
+    def step(self, aggregate: ServerAggregate, total_weight: float) -> torch.Tensor:
         """The sum over ``denominator`` (also for an empty round), else the mean."""
         if self.denominator is None:
-            return super().step(weighted_sum, total_weight)
-        return weighted_sum / self.denominator
+            return super().step(aggregate, total_weight)
+        return _divide(aggregate, self.denominator)
+
+
+def _divide(aggregate: ServerAggregate, denominator: float) -> torch.Tensor:
+    """``sum / denominator`` as ``values * (scale / denominator)``: a released mean whose
+    total weight is the denominator reaches the server step unchanged."""
+    factor = aggregate.scale / denominator
+    return aggregate.values if factor == 1.0 else aggregate.values * factor

@@ -110,7 +110,7 @@ class ClipStage(UpdateStage):
         if self.adaptive is None:
             return aggregate
         bit_sum = float(aggregate.sum[-1])
-        stripped = aggregate.with_sum(aggregate.sum[:-1])
+        stripped = aggregate.map(lambda values: values[:-1])
         if aggregate.discarded:
             return stripped
         unclipped = bit_sum / self.expected_clients + 0.5

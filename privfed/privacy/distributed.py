@@ -135,7 +135,7 @@ class DistributedNoiseStage(UpdateStage):
         if aggregate.discarded or len(aggregate.included) >= self.min_surviving_clients:
             return aggregate
         self.discarded_rounds += 1
-        return replace(aggregate, sum=torch.zeros_like(aggregate.sum), discarded=True)
+        return replace(aggregate.with_sum(torch.zeros_like(aggregate.values)), discarded=True)
 
     def metrics(self) -> dict[str, Any]:
         """``discarded_rounds`` so far."""

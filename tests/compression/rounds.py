@@ -70,7 +70,7 @@ def run_round(
                                                                 dropouts=dropouts)
         total = np.asarray(res.mean, dtype=np.float64) * res.total_weight
         bytes_up, included, total_weight = res.bytes_up, res.included, res.total_weight
-    released = pipeline.server(round_id, ServerAggregate(torch.from_numpy(total), total_weight,
+    released = pipeline.server(round_id, ServerAggregate(torch.from_numpy(total), 1.0,
                                                          included))
     return Round(released.sum.numpy() / total_weight, bytes_up, included, total_weight,
                  frozenset(v.size for v in sent.values()))

@@ -100,6 +100,5 @@ def release(
     vectors = [pipeline.client(round_id, cid, delta) for cid, delta in updates.items()]
     total = (torch.stack(vectors).sum(0) if vectors
              else torch.zeros(pipeline.output_length(length or 0)))
-    released = pipeline.server(
-        round_id, ServerAggregate(total, float(len(vectors)), tuple(updates)))
-    return UniformWeighting(denominator).step(released.sum, released.total_weight)
+    released = pipeline.server(round_id, ServerAggregate(total, 1.0, tuple(updates)))
+    return UniformWeighting(denominator).step(released, float(len(vectors)))

@@ -90,7 +90,7 @@ def test_a_discarded_round_strips_the_clip_bit_but_keeps_the_clip_norm():
     adaptive = AdaptiveClipping(target_quantile=0.5, clip_lr=0.2, count_stddev=2.0)
     pipeline, _ = distributed(3, 4, adaptive=adaptive, noise_multiplier=1.0)
     clip = pipeline.stages[0]
-    released = pipeline.server(1, ServerAggregate(torch.full((5,), 7.0), 2.0, (0, 1)))
+    released = pipeline.server(1, ServerAggregate(torch.full((5,), 7.0), 1.0, (0, 1)))
     assert released.discarded and torch.equal(released.sum, torch.zeros(4))
     assert clip.clip_norm == 0.7
     release(pipeline, QK, 2, {c: torch.ones(4) for c in range(3)})  # enough: S moves
@@ -108,8 +108,7 @@ def test_skellam_shares_are_on_the_lattice_and_sum_to_central_std():
         assert torch.allclose(units, units.round(), atol=1e-6)
     total = torch.stack(shares).sum(0) - k * 0.001
     assert total.std().item() == pytest.approx(1.3 * 0.7, rel=0.05)
-    out = pipeline.server(1, ServerAggregate(torch.stack(shares).sum(0), float(k),
-                                             tuple(range(k))))
+    out = pipeline.server(1, ServerAggregate(torch.stack(shares).sum(0), 1.0, tuple(range(k))))
     assert out.sum.shape == (DIM,) and not out.discarded
     policy.record_release(1)
     assert policy.metrics()["epsilon"] > 0
@@ -158,7 +157,7 @@ def test_a_client_clips_with_the_broadcast_clip_norm():
 
 def test_clip_stage_without_adaptation_changes_no_aggregate():
     clip = ClipStage(1.0, 4.0)
-    aggregate = ServerAggregate(torch.ones(3), 2.0, (0, 1))
+    aggregate = ServerAggregate(torch.ones(3), 1.0, (0, 1))
     assert clip.server(1, aggregate) is aggregate and clip.output_length(3) == 3
     with pytest.raises(ValueError, match=r"privacy\.clip_norm must be > 0"):
         ClipStage(0.0, 4.0)
