@@ -26,6 +26,7 @@ __all__ = [
     "TrainedFederation",
     "build_federation",
     "client_weights",
+    "key_holder_secret",
     "model_logits",
     "predict_logits",
     "train_federation",
@@ -78,6 +79,12 @@ class TrainedFederation:
         extra = self.history.rounds[-1].extra
         per_client = extra.get("epsilon_per_client")
         return per_client[cid] if per_client is not None else extra.get("epsilon")
+
+
+def key_holder_secret(server: Server) -> bytes:
+    """The CKKS secret key material of an in-process HE ``server``'s key holder (what a
+    colluding key-holding client would share)."""
+    return server.engine.aggregation.aggregator.key_holder.secret_material()
 
 
 def client_weights(server: Server) -> dict[int, float]:

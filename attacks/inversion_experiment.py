@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks.federation import build_federation, client_weights
+from attacks.federation import build_federation, client_weights, key_holder_secret
 from attacks.inversion import gradient_from_update, invert
 from attacks.metrics import mse, psnr, ssim
 from attacks.views import CollusionView, ServerView, UploadReader
@@ -135,8 +135,8 @@ def inversion_experiment(
     fed = build_federation(cfg, x, y, test=(x, y), num_classes=num_classes, seed=seed)
     server = fed.server
     if config.secure.kind == "he":
-        view: ServerView = CollusionView(server.engine.aggregator.key_holder.secret_material(),
-                                         client_weights(server), UploadReader.of(server))
+        view: ServerView = CollusionView(key_holder_secret(server), client_weights(server),
+                                         UploadReader.of(server))
         view_name = "collusion"
     else:
         view, view_name = ServerView(UploadReader.of(server)), "server"

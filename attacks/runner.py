@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from attacks.audit import canary_audit
-from attacks.federation import TrainedFederation, client_weights
+from attacks.federation import TrainedFederation, client_weights, key_holder_secret
 from attacks.inversion_experiment import inversion_experiment
 from attacks.membership import evaluate_membership, membership_experiment, update_alignment_scores
 from attacks.plots import plot_reconstructions, plot_roc
@@ -104,8 +104,7 @@ def run_audit(
         server.observers.append(view)
         views["server"] = view
         if config.secure.kind == "he":
-            collusion = CollusionView(server.engine.aggregator.key_holder.secret_material(),
-                                      client_weights(server), reader)
+            collusion = CollusionView(key_holder_secret(server), client_weights(server), reader)
             collusion.attach_initial(server.weights)
             server.observers.append(collusion)
             views["collusion"] = collusion

@@ -62,7 +62,8 @@ class UploadReader:
     @classmethod
     def of(cls, server: Server) -> UploadReader:
         """The reader of ``server``'s pipeline and plain payload codec."""
-        aggregator = getattr(server.engine, "aggregator", None)
+        aggregation = getattr(server.engine, "aggregation", None)
+        aggregator = getattr(aggregation, "aggregator", None)
         return cls(server.pipeline, getattr(aggregator, "codec", None))
 
     def decode(self, round_id: int, payload: bytes, length: int) -> np.ndarray:

@@ -24,12 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from privfed.aggregation import SecureAggregation
 from privfed.data import load_dataset, make_partitioner
-from privfed.engines import InProcessEngine
 from privfed.federated import (
     Client,
     ClientSampler,
     FedAvg,
+    InProcessEngine,
     LocalTraining,
     Server,
     SGDTrainer,
@@ -100,7 +101,7 @@ def privfed_fedavg(x, y, parts, x_test, y_test) -> tuple[float, float]:
     engine = InProcessEngine(
         workspace, clients,
         trainer=SGDTrainer(LocalTraining(epochs=1, batch_size=BATCH, lr=LR)),
-        aggregator=make_aggregator("none"),
+        aggregation=SecureAggregation(make_aggregator("none")),
     )
     server = Server(
         workspace,

@@ -16,17 +16,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from privfed.aggregation import SecureAggregation
 from privfed.compression import build_compression
 from privfed.config import ConfigError, ExperimentConfig
 from privfed.data import Dataset, load_dataset, make_partitioner
-from privfed.engines import InProcessEngine
 from privfed.federated import (
+    BatchOrder,
     Client,
     ClientSampler,
     Engine,
     FedBuff,
     FlatParameters,
     History,
+    InProcessEngine,
     LatencyModel,
     LocalTrainer,
     LocalTraining,
@@ -45,7 +47,8 @@ from privfed.federated import (
 from privfed.models import build_model
 from privfed.privacy import NoisePolicy, build_privacy
 from privfed.privacy.ledger import planned_participations
-from privfed.secure import SecureAggregator, make_aggregator
+from privfed.secure import Aggregator as SecureAggregator
+from privfed.secure import make_aggregator
 
 __all__ = [
     "FederationParts",
@@ -94,10 +97,6 @@ class FederationParts:
     weighting: Weighting
     payload_codec: Any
 
-    def batch_seed(self, config: ExperimentConfig) -> Callable[[int, int], int]:
-        """``(round, client id) -> seed`` of the client's batch order."""
-        seed = config.seed
-        return lambda r, cid: derive_seed(seed, _BATCH_ORDER_STREAM, r, cid)
 
 
 @dataclass
@@ -242,7 +241,7 @@ def build_server(
         sampler=parts.sampler,
         optimizer=make_server_optimizer(fed.server_optimizer, **fed.server_optimizer_params()),
         test_data=(torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)),
-        batch_seed=parts.batch_seed(config),
+        batch_seed=BatchOrder(config.seed, _BATCH_ORDER_STREAM),
         schedule=build_schedule(config, parts.sampler),
         pipeline=parts.pipeline, weighting=parts.weighting, policy=parts.policy,
         eval_every=fed.eval_every, observers=observers,
@@ -300,7 +299,7 @@ def build_simulation(
                for cid, p in enumerate(partitions)]
     engine = InProcessEngine(
         parts.workspace, clients, trainer=parts.trainer,
-        aggregator=aggregator or build_secure_aggregator(config, parts),
+        aggregation=SecureAggregation(aggregator or build_secure_aggregator(config, parts)),
         pipeline=parts.pipeline, weighting=parts.weighting, policy=parts.policy,
     )
     server = build_server(config, parts, engine, dataset, observers)

@@ -43,15 +43,16 @@ def make_server(
     ``model_seed`` unless ``privacy.secure_mode``; the reference client size is the mean
     shard size).
     """
-    from privfed.engines import InProcessEngine
+    from privfed.aggregation import SecureAggregation
     from privfed.federated import (
         Client,
         ClientSampler,
         FedAvg,
+        InProcessEngine,
         LocalTraining,
         Pipeline,
-        SGDTrainer,
         Server,
+        SGDTrainer,
         bind_flat_parameters,
     )
     from privfed.models import build_model
@@ -78,7 +79,7 @@ def make_server(
         trainer, pipeline = built.trainer, Pipeline(built.stages)
         policy, weighting = built.policy, built.weighting
     engine = InProcessEngine(workspace, clients, trainer=trainer,
-                             aggregator=aggregator or make_aggregator("none"),
+                             aggregation=SecureAggregation(aggregator or make_aggregator("none")),
                              pipeline=pipeline, weighting=weighting, policy=policy)
     return Server(
         workspace,

@@ -8,6 +8,7 @@ mechanism (no TenSEAL, cryptography or Opacus): those plug in through the interf
 from privfed.federated.client import Client, ClientUpdate, LocalTraining
 from privfed.federated.engine import (
     Aggregate,
+    AggregationProtocol,
     Engine,
     RoundSkipped,
     TrainingDivergedError,
@@ -16,6 +17,7 @@ from privfed.federated.engine import (
 )
 from privfed.federated.evaluation import evaluate
 from privfed.federated.history import History, RoundRecord
+from privfed.federated.inprocess import InProcessEngine
 from privfed.federated.observers import Observer
 from privfed.federated.optimizers import (
     SERVER_OPTIMIZERS,
@@ -27,7 +29,7 @@ from privfed.federated.optimizers import (
 )
 from privfed.federated.params import FlatParameters, ParamSpec, bind_flat_parameters
 from privfed.federated.policy import ParticipationPolicy
-from privfed.federated.sampling import ClientSampler, derive_seed
+from privfed.federated.sampling import BatchOrder, ClientSampler, derive_seed
 from privfed.federated.schedules import (
     BudgetSpent,
     Cohort,
@@ -44,6 +46,8 @@ from privfed.federated.weighting import SampleWeighting, UniformWeighting, Weigh
 
 __all__ = [
     "Aggregate",
+    "AggregationProtocol",
+    "BatchOrder",
     "BudgetSpent",
     "Client",
     "ClientSampler",
@@ -56,6 +60,7 @@ __all__ = [
     "FedBuff",
     "FlatParameters",
     "History",
+    "InProcessEngine",
     "LatencyModel",
     "LocalTrainer",
     "LocalTraining",
@@ -83,4 +88,5 @@ __all__ = [
     "derive_seed",
     "evaluate",
     "make_server_optimizer",
+    "synchronous_times",
 ]

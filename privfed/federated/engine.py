@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 
-__all__ = ["Aggregate", "Engine", "RoundSkipped", "TrainJob", "TrainReport",
-           "TrainingDivergedError"]
+__all__ = ["Aggregate", "AggregationProtocol", "Engine", "RoundSkipped", "TrainJob",
+           "TrainReport", "TrainingDivergedError"]
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -109,6 +109,24 @@ ServerHook = Callable[[int, str, bytes], None]
 """Called as ``(client_id, stage, message)`` for every message the server receives."""
 
 
+class AggregationProtocol(Protocol):
+    """An aggregation protocol run in one process (all parties here, bytes between them);
+    :class:`privfed.aggregation.SecureAggregation` adapts any :mod:`privfed.secure`
+    aggregator."""
+
+    def aggregate(
+        self, round_id: int, vectors: Mapping[int, torch.Tensor], weights: Mapping[int, float],
+        on_server_message: ServerHook | None = None,
+    ) -> Aggregate:
+        """The weighted mean of the clients' flat float32 ``vectors`` with public ``weights``.
+
+        Raises
+        ------
+        RoundSkipped
+            The protocol could not release the sum (e.g. too many dropouts).
+        """
+
+
 class Engine(Protocol):
     """Where the clients train and how their updates are aggregated.
 
@@ -123,8 +141,9 @@ class Engine(Protocol):
     def client_weight(self, client_id: int) -> float:
         """The public aggregation weight of ``client_id``."""
 
-    def train(self, jobs: Sequence[TrainJob], broadcast: Mapping[str, Any]) -> list[TrainReport]:
-        """Run the jobs; each client keeps its transformed update until :meth:`aggregate`.
+    def train(self, jobs: Sequence[TrainJob]) -> list[TrainReport]:
+        """Run the jobs (the clients receive the model and the stages' broadcast); each
+        client keeps its update until :meth:`aggregate`.
 
         Raises
         ------

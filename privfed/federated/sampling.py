@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["ClientSampler", "derive_seed"]
+__all__ = ["BatchOrder", "ClientSampler", "derive_seed"]
 
 
 def derive_seed(seed: int, *stream: int) -> int:
@@ -17,6 +17,29 @@ def derive_seed(seed: int, *stream: int) -> int:
     ``stream`` tuples give statistically independent generators (NumPy's SeedSequence).
     """
     return int(np.random.SeedSequence((seed, *stream)).generate_state(1)[0])
+
+
+class BatchOrder:
+    """The seed of each client's batch order in each round (or FedBuff wave).
+
+    ``BatchOrder(seed, stream)(r, c) == derive_seed(seed, stream, r, c)``: independent of
+    every other stream of the experiment, the same on every party.
+
+    Parameters
+    ----------
+    seed : int
+        The experiment seed.
+    stream : int
+        The batch-order stream's number.
+    """
+
+    def __init__(self, seed: int, stream: int) -> None:
+        self.seed = seed
+        self.stream = stream
+
+    def __call__(self, round_id: int, client_id: int) -> int:
+        """The batch-order seed of client ``client_id`` in round ``round_id``."""
+        return derive_seed(self.seed, self.stream, round_id, client_id)
 
 
 class ClientSampler:

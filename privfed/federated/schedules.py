@@ -95,7 +95,7 @@ class SynchronousRounds:
         policy.record_participation(round_id, cohort)
         jobs = [TrainJob(c, round_id, server.weights, server.batch_seed(round_id, c))
                 for c in cohort]
-        reports = server.engine.train(jobs, server.broadcast()) if jobs else []
+        reports = server.engine.train(jobs) if jobs else []
         weights = {c: server.engine.client_weight(c) for c in cohort}
         return Cohort(round_id, weights, dict(weights), reports,
                       len(cohort) * server.model_bytes, notes)
@@ -273,7 +273,7 @@ class FedBuff:
         for job in due:
             server.policy.record_participation(job.seq, [job.client_id])
         jobs = [TrainJob(j.client_id, j.seq, j.params, j.seed) for j in due]
-        reports = server.engine.train(jobs, server.broadcast())
+        reports = server.engine.train(jobs)
         for job, report in zip(due, reports, strict=True):
             self._buffer.append((report, job.version))
             self.sent[job.client_id] += 1

@@ -2,7 +2,7 @@
 
 One round, as the server sees it::
 
-    schedule  -> the cohort, trained by the engine from the global model (+ broadcast)
+    schedule  -> the cohort, trained by the engine from the global model
     engine    -> the aggregate of the cohort's updates (client halves of the stages and the
                  secure protocol run where the clients are)
     pipeline  -> the stages' server halves on the weighted sum, in reverse order
@@ -48,7 +48,7 @@ class Server:
         global model (the in-process engine trains its clients in the same workspace).
     engine : Engine
         Where the clients train and how their updates are aggregated, e.g.
-        :class:`privfed.engines.InProcessEngine`.
+        :class:`~privfed.federated.inprocess.InProcessEngine`.
     sampler : ClientSampler
     optimizer : ServerOptimizer
     test_data : (torch.Tensor, torch.Tensor)
@@ -165,10 +165,6 @@ class Server:
         for obs in self.observers:
             obs.round_finished(record)
         return record
-
-    def broadcast(self) -> dict[str, Any]:
-        """What every client receives with the model this round (the stages' broadcasts)."""
-        return self.pipeline.broadcast()
 
     def evaluate(self) -> tuple[float, float]:
         """Loss and accuracy of the current global model on the test data."""

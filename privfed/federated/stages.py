@@ -18,7 +18,7 @@ metrics for the round's record. :class:`Pipeline` holds the stages in order.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -54,11 +54,12 @@ class ServerAggregate:
     scale: float
     included: tuple[int, ...]
     discarded: bool = False
+    sum: torch.Tensor = field(init=False, repr=False, compare=False)
+    """The weighted sum ``values * scale`` (flat float32)."""
 
-    @property
-    def sum(self) -> torch.Tensor:
-        """The weighted sum ``values * scale`` (flat float32)."""
-        return self.values if self.scale == 1.0 else self.values * self.scale
+    def __post_init__(self) -> None:
+        total = self.values if self.scale == 1.0 else self.values * self.scale
+        object.__setattr__(self, "sum", total)
 
     def with_sum(self, new_sum: torch.Tensor) -> ServerAggregate:
         """A copy whose sum is ``new_sum``."""

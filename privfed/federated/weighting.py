@@ -1,8 +1,9 @@
 """Aggregation weights and the server step's denominator: part of the algorithm.
 
 The aggregation protocol releases the weighted sum ``sum_k w_k v_k`` of the included
-clients' vectors (weights are public; :class:`~privfed.federated.stages.ServerAggregate`). A weighting says what ``w_k`` is and what the sum is
-divided by to give the server's update:
+clients' vectors (weights are public; :class:`~privfed.federated.stages.ServerAggregate`).
+A weighting says what ``w_k`` is and what the sum is divided by to give the server's
+update:
 
 * :class:`SampleWeighting`: FedAvg (McMahan et al. 2017), ``w_k = n_k``, divided by the
   included clients' total weight;

@@ -50,7 +50,7 @@ class CentralNoiseStage(UpdateStage):
         or the round was discarded."""
         if self.noise_multiplier == 0 or aggregate.discarded:
             return aggregate
-        length = len(aggregate.sum)
+        length = aggregate.values.numel()
         std = self.clip.noise_std(self.update_noise, length)
         draws = self.noise.source(_CENTRAL_NOISE_STREAM, round_id).normal(std, length)
         return aggregate.with_sum(aggregate.sum + draws)

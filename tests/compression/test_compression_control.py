@@ -207,7 +207,7 @@ def test_random_k_server_half_needs_the_input_length():
     with pytest.raises(RuntimeError, match="output_length must be called"):
         stage.server(1, aggregate)
     stage.output_length(10)
-    with pytest.raises(ValueError, match="sum of 2 coordinates, expected 5"):
+    with pytest.raises(ValueError, match="2 coordinates released, expected 5"):
         stage.server(1, aggregate)
 
 

@@ -6,21 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from privfed.compression import CompressedAggregator, StochasticQuantizer
 from privfed.config import load_config
 from privfed.experiment import build_simulation
-from privfed.federated import LocalTraining
-from privfed.federated.fedbuff import FedBuffServer, LatencyModel, synchronous_times
+from privfed.federated import FedBuff, LatencyModel, LocalTraining, synchronous_times
 from tests.conftest import make_server
 
 
 def _fedbuff(server, **options):
-    """A FedBuffServer over the same model, clients, sampler and seeds as ``server``."""
-    return FedBuffServer(
-        server.workspace, server.clients, training=server.training, sampler=server.sampler,
-        optimizer=server.optimizer, aggregator=server.aggregator, test_data=server.test_data,
-        batch_seed=server.batch_seed, mechanism=server.mechanism, **options,
-    )
+    """``server`` (model, clients, sampler, seeds, engine) on the FedBuff schedule."""
+    server.schedule = FedBuff(server.engine.num_clients, **options)
+    return server
 
 
 def _parts(blobs, n):
@@ -54,9 +49,10 @@ def test_stale_updates_are_discounted_and_fast_clients_send_more(blobs):
     times = [r.extra["sim_time"] for r in fb.history.rounds]
     assert times == sorted(times)
     assert max(r.extra["staleness_max"] for r in fb.history.rounds) >= 1
-    assert sum(fb.sent.values()) >= 24  # every applied update was sent (some still buffered)
+    sent = fb.schedule.sent
+    assert sum(sent.values()) >= 24  # every applied update was sent (some still buffered)
     fast, slow = np.argmin(latency.durations), np.argmax(latency.durations)
-    assert fb.sent[fast] > fb.sent[slow]
+    assert sent[fast] > sent[slow]
 
 
 def test_invalid_options_fail_with_clear_errors(blobs):
@@ -91,8 +87,8 @@ def test_with_latency_spread_fedbuff_reaches_the_target_sooner_than_synchronous_
 
 
 def test_fedbuff_with_compression_counts_the_compressed_bytes():
-    server = _digits(["federation.rounds=3"])
-    server.aggregator = CompressedAggregator(StochasticQuantizer(4))
+    server = _digits(["federation.rounds=3", "compression.method='quantize'",
+                      "compression.bits=4"])
     fb = _fedbuff(server, buffer_size=4, concurrency=6, latency=LatencyModel(20, 0.5, seed=0))
     record = fb.run_round()
     assert record.bytes_up == pytest.approx(4 * server.model_bytes / 8, rel=0.01)
@@ -103,10 +99,10 @@ def test_local_dp_ledgers_count_exactly_the_updates_sent():
                       "federation.rounds=4", "model.hidden=[16]"])
     fb = _fedbuff(server, buffer_size=3, concurrency=6, latency=LatencyModel(20, 1.0, seed=2))
     fb.fit(4)
-    assert sum(fb.sent.values()) >= 12
-    counts = fb.mechanism.client_spend.counts
-    for client in fb.clients:
-        assert counts[client.cid] == fb.sent[client.cid]
+    sent, spend = fb.schedule.sent, fb.policy.client_spend
+    assert sum(sent.values()) >= 12
+    for client in fb.engine.clients:
+        assert spend.counts[client.cid] == sent[client.cid]
     # Clients that never sent an update spent no privacy at all.
-    idle = [c.cid for c in fb.clients if fb.sent[c.cid] == 0]
-    assert idle and all(fb.mechanism.client_spend.epsilon(c) == 0.0 for c in idle)
+    idle = [c.cid for c in fb.engine.clients if sent[c.cid] == 0]
+    assert idle and all(spend.epsilon(c) == 0.0 for c in idle)

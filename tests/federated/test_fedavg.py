@@ -56,7 +56,7 @@ class _Capture(Observer):
         self.means = []
 
     def aggregate_released(self, round_idx, mean_update):
-        self.means.append(np.array(mean_update, dtype=np.float64))
+        self.means.append(mean_update.double().numpy())
 
 
 def test_unequal_clients_are_weighted_by_sample_count(blobs):
@@ -109,15 +109,12 @@ def test_partial_participation_samples_the_configured_number(blobs):
     assert history.rounds[0].bytes_down == 3 * server.model_bytes
 
 
-def test_server_rejects_clients_out_of_order(blobs):
+def test_engine_rejects_clients_out_of_order(blobs):
     x, y = blobs
-    server = make_server([(x[:60], y[:60]), (x[60:], y[60:])], (x, y))
+    engine = make_server([(x[:60], y[:60]), (x[60:], y[60:])], (x, y)).engine
     with pytest.raises(ValueError, match="order of their ids"):
-        type(server)(
-            server.workspace, server.clients[::-1], training=server.training,
-            sampler=server.sampler, optimizer=server.optimizer, aggregator=server.aggregator,
-            test_data=server.test_data, batch_seed=server.batch_seed,
-        )
+        type(engine)(engine.workspace, engine.clients[::-1], trainer=engine.trainer,
+                     aggregation=engine.aggregation)
 
 
 def test_diverging_local_training_stops_with_a_clear_error(blobs):

@@ -93,7 +93,7 @@ def test_distributed_dp_gives_its_k_min_to_the_secure_aggregator():
                       "privacy.mechanism='distributed'", "privacy.noise_multiplier=1.0",
                       "secure.kind='masking'"]).server
     assert server.policy.min_cohort == 5
-    aggregator = server.engine.aggregator
+    aggregator = server.engine.aggregation.aggregator
     assert aggregator.params.min_clients == 5
     assert aggregator.params.planned().threshold == 5
 

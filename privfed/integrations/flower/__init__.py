@@ -23,9 +23,9 @@ from .apps import (
     make_client_app,
     make_server_app,
 )
+from .engine import FlowerEngine, FlowerOptions
 from .engines import run_flower_deployment, run_flower_simulation, write_flower_app
 from .local import LocalDeployment
-from .engine import FlowerEngine, FlowerOptions
 
 __all__ = [
     "FlowerOptions",

@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
@@ -22,6 +21,7 @@ from privfed.config import ConfigError, ExperimentConfig
 from privfed.federated import (
     Aggregate,
     ParticipationPolicy,
+    Pipeline,
     TrainJob,
     TrainReport,
 )
@@ -70,6 +70,8 @@ class FlowerEngine:
         The federation's config (every node builds its own client from the same config).
     policy : ParticipationPolicy
         The server's privacy record of each client, sent with each training request.
+    pipeline : Pipeline
+        The server's update pipeline, whose broadcast goes with each training request.
     options : FlowerOptions
     """
 
@@ -78,11 +80,13 @@ class FlowerEngine:
         grid: Grid,
         config: ExperimentConfig,
         policy: ParticipationPolicy,
+        pipeline: Pipeline,
         options: FlowerOptions,
     ) -> None:
         self.grid = grid
         self.config = config
         self.policy = policy
+        self.pipeline = pipeline
         self.options = options
         self.directory = NodeDirectory()
         self.transport = FlowerTransport(grid, self.directory, options.stage_timeout)
@@ -137,15 +141,17 @@ class FlowerEngine:
         self.protocol.set_up(self.transport)
 
     # ------------------------------------------------------------------ one round
-    def train(self, jobs: Sequence[TrainJob], broadcast: Mapping[str, Any]) -> list[TrainReport]:
-        """Send each job's client the model, its batch seed and the server's record of it;
-        a node that fails or does not answer is left out (a dropout of the round)."""
+    def train(self, jobs: Sequence[TrainJob]) -> list[TrainReport]:
+        """Send each job's client the model, its batch seed, the stages' broadcast and the
+        server's record of it; a node that fails or does not answer is left out (a dropout
+        of the round)."""
         if not jobs:
             return []
+        broadcast = self.pipeline.broadcast()
         bodies = {
             job.client_id: messages.content(
                 model=job.params.numpy(), release=job.release_id, seed=job.seed,
-                broadcast=dict(broadcast), ledger=self.policy.client_ledger(job.client_id),
+                broadcast=broadcast, ledger=self.policy.client_ledger(job.client_id),
             )
             for job in jobs
         }

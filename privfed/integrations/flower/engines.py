@@ -22,8 +22,8 @@ from .apps import (
     make_client_app,
     make_server_app,
 )
-from .local import flower_executable
 from .engine import FlowerOptions
+from .local import flower_executable
 
 __all__ = ["run_flower_deployment", "run_flower_simulation", "write_flower_app"]
 

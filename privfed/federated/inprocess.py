@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-import numpy as np
 import torch
 
 from privfed.federated.client import Client, ClientUpdate
 from privfed.federated.engine import (
     Aggregate,
-    RoundSkipped,
+    AggregationProtocol,
     ServerHook,
     TrainingDivergedError,
     TrainJob,
@@ -22,27 +20,14 @@ from privfed.federated.policy import ParticipationPolicy
 from privfed.federated.stages import Pipeline
 from privfed.federated.trainer import LocalTrainer
 from privfed.federated.weighting import SampleWeighting, Weighting
-from privfed.secure import AggregationResult, SecureAggregator, ThresholdError
 
-__all__ = ["InProcessEngine", "to_aggregate"]
-
-
-def to_aggregate(result: AggregationResult) -> Aggregate:
-    """A secure aggregator's result as the core's :class:`Aggregate` (float32 torch)."""
-    return Aggregate(
-        mean=torch.from_numpy(np.asarray(result.mean, dtype=np.float32)),
-        total_weight=result.total_weight,
-        included=tuple(result.included),
-        dropped=tuple(result.dropped),
-        bytes_up=dict(result.bytes_up),
-        bytes_down=dict(result.bytes_down),
-        seconds=dict(result.seconds),
-    )
+__all__ = ["InProcessEngine"]
 
 
 class InProcessEngine:
     """Trains the clients one after another in ``workspace`` and aggregates their updates
-    with a :mod:`privfed.secure` aggregator, whose parties exchange only bytes.
+    with an aggregation protocol (e.g. :class:`privfed.aggregation.SecureAggregation`
+    around a :mod:`privfed.secure` aggregator, whose parties exchange only bytes).
 
     A client's update stays with it (in :attr:`pending`) until the server aggregates; the
     client halves of the pipeline run then, as the client sends (so a schedule that
@@ -57,14 +42,14 @@ class InProcessEngine:
     trainer : LocalTrainer
         E.g. :class:`~privfed.federated.trainer.SGDTrainer` or
         :class:`privfed.privacy.DPSGDTrainer`.
-    aggregator : privfed.secure.SecureAggregator
-        E.g. ``privfed.secure.make_aggregator("none")``.
+    aggregation : AggregationProtocol
+        E.g. ``SecureAggregation(privfed.secure.make_aggregator("none"))``.
     pipeline : Pipeline, optional
         The update stages (the server's pipeline: in-process both halves are one object).
     weighting : Weighting, optional
         Gives each client's public aggregation weight; default FedAvg's ``n_k``.
     policy : ParticipationPolicy, optional
-        Whether a client reports its training loss and sample count.
+        Whether a client reports its training loss and sample count (read once).
     """
 
     def __init__(
@@ -73,7 +58,7 @@ class InProcessEngine:
         clients: Sequence[Client],
         *,
         trainer: LocalTrainer,
-        aggregator: SecureAggregator,
+        aggregation: AggregationProtocol,
         pipeline: Pipeline | None = None,
         weighting: Weighting | None = None,
         policy: ParticipationPolicy | None = None,
@@ -83,10 +68,10 @@ class InProcessEngine:
         self.workspace = workspace
         self.clients = list(clients)
         self.trainer = trainer
-        self.aggregator = aggregator
+        self.aggregation = aggregation
         self.pipeline = pipeline or Pipeline()
         self.weighting = weighting or SampleWeighting()
-        self.policy = policy or ParticipationPolicy()
+        self._releases_statistics = (policy or ParticipationPolicy()).releases_statistics
         self.pending: dict[int, torch.Tensor] = {}
 
     @property
@@ -114,14 +99,14 @@ class InProcessEngine:
             )
         return update
 
-    def train(self, jobs: Sequence[TrainJob], broadcast: Mapping[str, Any]) -> list[TrainReport]:
+    def train(self, jobs: Sequence[TrainJob]) -> list[TrainReport]:
         """Train each job's client from its model; keep its update until :meth:`aggregate`.
 
-        ``broadcast`` is the server's pipeline's own (in-process the client and server
-        halves share one pipeline), so it needs no loading.
+        In-process the client and server halves share one pipeline, so the stages'
+        broadcast needs no delivery.
         """
         reports = []
-        released = self.policy.releases_statistics
+        released = self._releases_statistics
         for job in jobs:
             update = self.train_client(job)
             self.pending[job.client_id] = update.delta
@@ -136,12 +121,13 @@ class InProcessEngine:
         self, round_id: int, weights: Mapping[int, float], length: int,
         on_server_message: ServerHook | None = None,
     ) -> Aggregate:
-        """Each client's stages' client halves on its pending update, then the protocol."""
-        vectors = {c: self.pipeline.client(round_id, c, self.pending.pop(c)).numpy()
+        """Each client's stages' client halves on its pending update, then the protocol.
+
+        Raises
+        ------
+        RoundSkipped
+            The protocol could not release the sum.
+        """
+        vectors = {c: self.pipeline.client(round_id, c, self.pending.pop(c))
                    for c in sorted(weights)}
-        try:
-            result = self.aggregator.aggregate(round_id, vectors, weights,
-                                               on_server_message=on_server_message)
-        except ThresholdError as err:
-            raise RoundSkipped(str(err)) from None
-        return to_aggregate(result)
+        return self.aggregation.aggregate(round_id, vectors, weights, on_server_message)
