@@ -6,7 +6,8 @@ their party would see. ``privfed`` never imports this package.
 Public entry points
 -------------------
 run_audit
-    Every attack that applies to a configuration; writes ``leakage.json`` and plots.
+    Every attack that applies to a configuration, sized by its ``[audit]`` section; writes
+    ``leakage.json`` and plots.
 membership_experiment, inversion_experiment, canary_audit
     The three attack families on their own.
 applicable_attacks
@@ -25,7 +26,7 @@ from attacks.membership import (
     update_alignment_scores,
 )
 from attacks.report import format_table
-from attacks.runner import AuditSettings, run_audit
+from attacks.runner import run_audit
 from attacks.views import (
     CollusionView,
     OutsiderView,
@@ -35,7 +36,6 @@ from attacks.views import (
 )
 
 __all__ = [
-    "AuditSettings",
     "CanaryAudit",
     "CollusionView",
     "InversionOutcome",

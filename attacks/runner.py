@@ -9,6 +9,9 @@ non-members), attaches the views of the threat model to its round loop, and runs
 * gradient inversion of single-example updates, a multi-step update and the aggregate of
   10 clients, as the server of the configuration receives them;
 * a canary audit of epsilon (one run), beside the theoretical epsilon.
+
+How much work each attack does is the config's ``[audit]`` section
+(:class:`~privfed.config.AuditConfig`), which the config's hash covers.
 """
 
 from __future__ import annotations
@@ -28,35 +31,16 @@ from attacks.membership import evaluate_membership, membership_experiment, updat
 from attacks.plots import plot_reconstructions, plot_roc
 from attacks.views import CollusionView, ServerView, UploadReader, applicable_attacks
 from privfed import jsonsafe
-from privfed.config import ExperimentConfig
+from privfed.config import AuditSizes, ExperimentConfig
 from privfed.experiment import load_configured_dataset
 
-__all__ = ["AuditSettings", "run_audit"]
-
-
-@dataclasses.dataclass(frozen=True)
-class AuditSettings:
-    """Sizes of the default audit (``quick`` shrinks every one of them)."""
-
-    num_reference: int = 16
-    inversion_examples: int = 8
-    aggregate_clients: int = 10
-    multi_step: int = 4
-    num_canaries: int = 200
-
-    @classmethod
-    def quick(cls) -> AuditSettings:
-        """A smoke-test audit: a few seconds on the embedded data."""
-        return cls(num_reference=4, inversion_examples=2, aggregate_clients=4, multi_step=2,
-                   num_canaries=50)
+__all__ = ["run_audit"]
 
 
 def run_audit(
     config: ExperimentConfig,
     out_dir: str | Path,
     *,
-    quick: bool = False,
-    settings: AuditSettings | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Measure what each party could learn under ``config``; write ``leakage.json`` and plots.
@@ -64,21 +48,20 @@ def run_audit(
     Parameters
     ----------
     config : ExperimentConfig
+        The federation to audit, and in ``config.audit`` the audit's sizes and confidence.
     out_dir : str or Path
         Created if needed; receives ``leakage.json``, ``roc.png``, ``reconstructions.png``.
-    quick : bool
-        Use :meth:`AuditSettings.quick` (ignored when ``settings`` is given).
-    settings : AuditSettings, optional
     progress : callable, optional
         Called with a short message as each step finishes.
 
     Returns
     -------
     dict
-        The leakage report (also in ``leakage.json``): ``views`` (what applies and why),
-        ``membership``, ``inversion``, ``epsilon_audit``, ``seconds`` per attack.
+        The leakage report (also in ``leakage.json``): ``config_hash`` (of ``config``, the
+        audit's settings included), ``views`` (what applies and why), ``membership``,
+        ``inversion``, ``epsilon_audit``, ``seconds`` per attack.
     """
-    settings = settings or (AuditSettings.quick() if quick else AuditSettings())
+    sizes = config.audit.sizes()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda _msg: None)
@@ -111,7 +94,7 @@ def run_audit(
 
     experiment = membership_experiment(
         config, data.x_train, data.y_train, test=test, num_classes=data.num_classes,
-        num_reference=settings.num_reference, seed=config.seed, attach=attach, progress=say,
+        num_reference=sizes.num_reference, seed=config.seed, attach=attach, progress=say,
     )
     seconds["membership_outsider"] = time.perf_counter() - started
     report["membership"] = {
@@ -129,7 +112,7 @@ def run_audit(
     say("membership: done")
 
     started = time.perf_counter()
-    report["inversion"], rows = _inversion(config, experiment.target, settings)
+    report["inversion"], rows = _inversion(config, experiment.target, sizes)
     plot_reconstructions(rows, out / "reconstructions.png")
     seconds["inversion"] = time.perf_counter() - started
     say("inversion: done")
@@ -138,8 +121,9 @@ def run_audit(
     # The canaries are scored from the final model (outsider view), which the cryptography
     # does not change: skip it.
     audit = canary_audit(config, data.x_train, data.y_train, test=test,
-                         num_classes=data.num_classes, num_canaries=settings.num_canaries,
-                         seed=config.seed, plain_aggregation=True)
+                         num_classes=data.num_classes, num_canaries=sizes.num_canaries,
+                         seed=config.seed, beta=1 - config.audit.confidence,
+                         plain_aggregation=True)
     report["epsilon_audit"] = audit.summary()
     seconds["epsilon_audit"] = time.perf_counter() - started
     say("epsilon audit: done")
@@ -192,16 +176,16 @@ def report_reason(config: ExperimentConfig, view: str) -> str:
 
 
 def _inversion(
-    config: ExperimentConfig, target: TrainedFederation, settings: AuditSettings
+    config: ExperimentConfig, target: TrainedFederation, sizes: AuditSizes
 ) -> tuple[dict[str, Any], list[tuple[str, np.ndarray, np.ndarray]]]:
     cfg = dataclasses.replace(config, data=dataclasses.replace(config.data, scaling="unit"))
     unit = load_configured_dataset(cfg)
     sigma = _noise_multiplier(target)
-    n = settings.inversion_examples
+    n = sizes.inversion_examples
     plan = {
         "single": (n, {}),
-        "multi_step": (n, {"steps": settings.multi_step}),
-        "aggregate": (settings.aggregate_clients, {}),
+        "multi_step": (n, {"steps": sizes.multi_step}),
+        "aggregate": (sizes.aggregate_clients, {}),
     }
     summary, rows = {}, []
     for scenario, (count, extra) in plan.items():

@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/attack_cost.py                 # the default audit of the digits config
-    python benchmarks/attack_cost.py --quick         # the smoke-test audit
+    python benchmarks/attack_cost.py --quick         # the smoke-test audit (audit.quick=true)
     python benchmarks/attack_cost.py --set secure.kind=he --threads 2
 
 The default audit is LiRA with 16 reference models, inversion of 8 single updates (plus a
@@ -30,14 +30,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None, help="TOML config (default: the defaults)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="--set audit.quick=true")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = load_config(args.config, args.set)
+    config = load_config(args.config, [*args.set, *(["audit.quick=true"] if args.quick else [])])
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        report = run_audit(config, out, quick=args.quick)
+        report = run_audit(config, out)
     total = time.perf_counter() - started
     print(format_table(report))
     print()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ a setting of the audit, not averaged over seeds)."""
 
 
 def read_leakage(run_dir: Path, config: ExperimentConfig) -> dict[str, Any] | None:
-    """The run's ``audit/leakage.json`` if it is complete and of ``config``, else None."""
+    """The run's ``audit/leakage.json`` if it is complete and of ``config`` (its audit
+    settings included: a quick audit is not taken for a full one), else None."""
     try:
         text = (run_dir / "audit" / "leakage.json").read_text(encoding="utf-8")
         leakage = jsonsafe.loads(text, keep=("config",))
@@ -32,10 +34,23 @@ def read_leakage(run_dir: Path, config: ExperimentConfig) -> dict[str, Any] | No
 
 
 def audit_run(run_dir: Path, config: ExperimentConfig, *, quick: bool = False) -> dict[str, Any]:
-    """Audit ``config`` into ``run_dir/audit`` unless a complete audit is there already."""
+    """Audit ``config`` into ``run_dir/audit`` unless a complete audit of it is there already.
+
+    Parameters
+    ----------
+    run_dir : Path
+        The run directory of ``config``'s training.
+    config : ExperimentConfig
+        The audited configuration; ``config.audit`` sizes the audit.
+    quick : bool
+        Transitional, for callers that still pass it: True audits with ``audit.quick = true``
+        (set it in the config instead).
+    """
+    if quick:
+        config = dataclasses.replace(config, audit=dataclasses.replace(config.audit, quick=True))
     leakage = read_leakage(run_dir, config)
     if leakage is None:
-        run_audit(config, run_dir / "audit", quick=quick)
+        run_audit(config, run_dir / "audit")
         leakage = read_leakage(run_dir, config)
     if leakage is None:
         raise RuntimeError(f"the audit of {run_dir} wrote no leakage.json for this config")

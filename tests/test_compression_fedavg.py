@@ -34,7 +34,8 @@ def test_fedbuff_from_config_records_simulated_time():
     [
         (["compression.method=topk", "secure.kind=masking"], "cannot be combined with secure"),
         (["compression.method=quantize", "secure.kind=he"], "secure.kind 'he'"),
-        (["compression.method=quantize", "compression.bits=3"], r"bits must be one of \[1, 2"),
+        (["compression.method=quantize", "compression.bits=3"],
+         r"compression.bits: unknown value 3; allowed: \[1, 2, 4, 8\]"),
         (["federation.buffer_size=2", "privacy.mechanism=central",
           "privacy.noise_multiplier=1"], "not supported with privacy.mechanism 'central'"),
         (["federation.concurrency=9"], r"concurrency \(9\) must be at most data.num_clients"),

@@ -1,6 +1,20 @@
+"""Loading a config: TOML, overrides, identity (hash), the audit section, the CLI's errors."""
+
+import dataclasses
+import subprocess
+import sys
+
 import pytest
 
-from privfed.config import ConfigError, ExperimentConfig, apply_overrides, load_config
+from privfed.cli import main
+from privfed.config import (
+    AuditConfig,
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+)
 
 
 def test_defaults_are_the_embedded_digits_federation():
@@ -22,7 +36,8 @@ def test_toml_file_and_overrides(tmp_path):
 
 
 def test_saved_toml_reloads_to_an_equal_config(tmp_path):
-    config = load_config(overrides=["data.samples_per_client=50", "federation.fraction=0.5"])
+    config = load_config(overrides=["data.samples_per_client=50", "federation.fraction=0.5",
+                                    "audit.quick=true", "audit.num_canaries=10"])
     path = tmp_path / "saved.toml"
     path.write_text(config.to_toml())
     assert load_config(path) == config
@@ -35,34 +50,30 @@ def test_hash_ignores_where_outputs_go_but_not_what_is_trained():
     assert load_config(overrides=["seed=1"]).short_hash() != base.short_hash()
 
 
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("data.colour=red", r"unknown key\(s\) data.colour in data; allowed: \['alpha'"),
-        ("federation.roundz=3", "unknown key.*federation.roundz"),
-        ("privacy.epsilon=-1", "privacy.epsilon must be > 0"),
-        ("attacks.x=1", "attacks.x.*no options yet"),
-        ("data.dataset=cifar", r"data.dataset: unknown value 'cifar'; allowed: \[.*'digits'"),
-        ("model.name=resnet", r"model.name: unknown value 'resnet'; allowed: \['cnn'"),
-        ("data.alpha=0", r"data.alpha must be in \(0, inf\], got 0.0"),
-        ("data.alpha=-1", r"data.alpha must be in \(0"),
-        ("federation.fraction=0", r"federation.fraction must be in \(0, 1\]"),
-        ("federation.fraction=1.5", r"federation.fraction must be in \(0, 1\]"),
-        ("federation.rounds=1.5", "federation.rounds must be of type int, got float"),
-        ("federation.rounds=true", "federation.rounds must be an integer"),
-        ("data.num_clients=0", r"data.num_clients must be in \[1"),
-        ("model.hidden=[]", "model.hidden must be a non-empty list"),
-        ("data.samples_per_client=10", None),  # valid with iid
-        ("federation=3", "federation must be a table"),
-        ("novalue", "not of the form section.key=value"),
-    ],
-)
-def test_bad_values_name_the_field_and_what_is_allowed(override, message):
-    if message is None:
-        load_config(overrides=[override])
-        return
-    with pytest.raises(ConfigError, match=message):
-        load_config(overrides=[override])
+@pytest.mark.parametrize("override", ["audit.quick=true", "audit.num_reference=4",
+                                      "audit.inversion_examples=2", "audit.aggregate_clients=3",
+                                      "audit.multi_step=2", "audit.num_canaries=20",
+                                      "audit.confidence=0.99"])
+def test_the_audit_settings_change_the_identity(override):
+    """A quick audit and a full one of one federation are never taken for each other."""
+    assert load_config(overrides=[override]).short_hash() != ExperimentConfig().short_hash()
+
+
+def test_audit_sizes_are_the_quick_or_full_ones_with_the_overrides():
+    full, quick = AuditConfig().sizes(), AuditConfig(quick=True).sizes()
+    assert (full.num_reference, full.num_canaries) == (16, 200)
+    assert (quick.num_reference, quick.num_canaries) == (4, 50)
+    mixed = load_config(overrides=["audit.quick=true", "audit.num_reference=6"]).audit.sizes()
+    assert dataclasses.replace(quick, num_reference=6) == mixed
+
+
+def test_old_configs_with_an_empty_attacks_section_load(tmp_path):
+    path = tmp_path / "old.toml"
+    path.write_text(ExperimentConfig().to_toml().replace("[audit]", "[attacks]\n\n[audit]"))
+    assert "[attacks]" in path.read_text()
+    assert load_config(path) == ExperimentConfig()
+    with pytest.raises(ConfigError, match=r"the \[attacks\] section is now \[audit\].*'quick'"):
+        config_from_dict({"attacks": {"quick": True}})
 
 
 def test_samples_per_client_only_with_iid():
@@ -79,20 +90,76 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(bad)
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.colour=red", r"unknown key\(s\) data.colour in data; allowed: \['alpha'"),
+        ("federation.roundz=3", "unknown key.*federation.roundz"),
+        ("federation=3", "federation must be a table"),
+        ("novalue", "not of the form section.key=value"),
+    ],
+)
+def test_malformed_overrides(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[override])
+
+
 def test_overrides_do_not_mutate_the_input():
     raw = {"data": {"num_clients": 3}}
     assert apply_overrides(raw, ["data.num_clients=4"])["data"]["num_clients"] == 4
     assert raw["data"]["num_clients"] == 3
 
 
-def test_masking_threat_model_is_checked_against_the_planned_cohort():
-    base = ["secure.kind='masking'", "data.num_clients=10", "federation.fraction=1.0"]
-    cfg = load_config(None, [*base, "secure.neighbourhood_degree='secagg+'"])
-    assert cfg.planned_cohort_size() == 10
-    with pytest.raises(ConfigError, match=r"cohort of 10 clients\): threshold=5 is below"):
-        load_config(None, [*base, "secure.threshold=5"])  # 2t must exceed n + c = 11
-    with pytest.raises(ConfigError, match="secure.server_model: unknown value 'lazy'"):
-        load_config(None, [*base, "secure.server_model='lazy'"])
-    with pytest.raises(ConfigError, match=r"neighbourhood_degree must be of type int or str"):
-        load_config(None, [*base, "secure.neighbourhood_degree=2.5"])
-    assert load_config(None, [*base, "secure.cohort_size=20"]).planned_cohort_size() == 20
+@pytest.mark.parametrize(("override", "message"), [
+    ("federation.server_momentum=1.5", "federation.server_momentum must be in [0, 1), got 1.5"),
+    ("federation.lr=-1", "federation.lr must be in (0, inf), got -1.0"),
+])
+def test_cli_prints_one_line_and_exits_2(override, message, capsys):
+    assert main(["config", "--set", override]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip().splitlines() == [f"error: {message}"]
+
+
+def test_audit_quick_flag_is_the_audit_quick_override(monkeypatch):
+    import attacks.cli
+
+    seen = []
+
+    def record(config, out, **kwargs):
+        seen.append(config)
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(attacks.cli, "run_audit", record)
+    assert main(["audit", "--quick", "--set", "federation.rounds=2", "--out", "unused"]) == 2
+    assert seen[0] == load_config(overrides=["federation.rounds=2", "audit.quick=true"])
+
+
+def test_importing_the_config_loads_neither_the_core_nor_the_cryptography():
+    code = ("import sys, privfed.config; print(sorted(m for m in sys.modules if m.startswith(("
+            "'privfed.federated', 'privfed.privacy', 'privfed.compression', 'privfed.secure', "
+            "'tenseal', 'cryptography', 'opacus'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_config_names_what_the_packages_offer():
+    """The config lists the options of packages it must not import; they agree."""
+    from privfed.compression import quantize
+    from privfed.config import compression, federation, secure
+    from privfed.federated import optimizers
+    from privfed.privacy import PrivacyConfig
+    from privfed.secure import AGGREGATORS, validation, wire
+    from privfed.secure.he import material
+    from privfed.secure.masking import quantize as ring
+
+    assert tuple(optimizers.SERVER_OPTIMIZERS) == federation.SERVER_OPTIMIZERS
+    assert tuple(AGGREGATORS) == secure.SECURE_KINDS
+    assert wire.SERVER_MODELS == secure.SERVER_MODELS
+    assert set(secure.RULES["out_of_range"].allowed) == set(validation.OUT_OF_RANGE_MODES)
+    assert secure.HE_MAX_COEFF_BITS == material._MAX_COEFF_BITS
+    assert (secure.RULES["ring_bits"].low, secure.RULES["ring_bits"].high) == (
+        ring.MIN_BITS, ring.MAX_BITS)
+    assert quantize.BITS == compression.BITS
+    assert PrivacyConfig is load_config().privacy.__class__  # the re-export is the class

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from privfed.config.sections import ExperimentConfig
+from privfed.config.audit import AuditConfig
+from privfed.config.experiment import ExperimentConfig
 from privfed.config.validation import ConfigError
 
 __all__ = ["load_config", "apply_overrides", "config_from_dict"]
@@ -62,7 +63,19 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
 
 
 def config_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
-    """Build and validate an :class:`ExperimentConfig` from nested plain data."""
+    """Build and validate an :class:`ExperimentConfig` from nested plain data.
+
+    An empty ``attacks`` table (what configs saved before the ``[audit]`` section held) is
+    accepted and ignored; one with keys is an error that names ``[audit]``.
+    """
+    if isinstance(raw, Mapping) and "attacks" in raw:
+        if raw["attacks"] != {}:
+            raise ConfigError(
+                "the [attacks] section is now [audit] (allowed keys: "
+                f"{[f.name for f in dataclasses.fields(AuditConfig)]}); got attacks = "
+                f"{raw['attacks']!r}"
+            )
+        raw = {k: v for k, v in raw.items() if k != "attacks"}
     return _build(ExperimentConfig, raw, prefix="")
 
 

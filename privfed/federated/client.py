@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from privfed.config.fields import check_field
+
 __all__ = ["LocalTraining", "ClientUpdate", "Client"]
 
 
@@ -32,14 +34,10 @@ class LocalTraining:
     mu: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"federation.local_epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"federation.batch_size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"federation.lr must be > 0, got {self.lr}")
-        if self.mu < 0:
-            raise ValueError(f"federation.mu must be >= 0, got {self.mu}")
+        check_field("federation.local_epochs", self.epochs)
+        check_field("federation.batch_size", self.batch_size)
+        check_field("federation.lr", self.lr)
+        check_field("federation.mu", self.mu)
 
 
 @dataclass(frozen=True)

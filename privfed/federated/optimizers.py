@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from privfed.config.fields import check_field
+
 __all__ = ["SERVER_OPTIMIZERS", "ServerOptimizer", "FedAvg", "FedAvgM", "FedAdam",
            "make_server_optimizer"]
 
@@ -33,7 +35,7 @@ class FedAvg(ServerOptimizer):
     """
 
     def __init__(self, lr: float = 1.0) -> None:
-        _check_positive("federation.server_lr", lr)
+        check_field("federation.server_lr", lr)
         self.lr = lr
 
     def step(self, weights: torch.Tensor, mean_delta: torch.Tensor) -> None:
@@ -52,9 +54,8 @@ class FedAvgM(ServerOptimizer):
     """
 
     def __init__(self, lr: float = 1.0, momentum: float = 0.9) -> None:
-        _check_positive("federation.server_lr", lr)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"federation.server_momentum must be in [0, 1), got {momentum}")
+        check_field("federation.server_lr", lr)
+        check_field("federation.server_momentum", momentum)
         self.lr, self.momentum = lr, momentum
         self._velocity: torch.Tensor | None = None
 
@@ -84,11 +85,10 @@ class FedAdam(ServerOptimizer):
     def __init__(
         self, lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3
     ) -> None:
-        _check_positive("federation.server_lr", lr)
-        _check_positive("federation.server_tau", tau)
-        for name, beta in (("server_beta1", beta1), ("server_beta2", beta2)):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"federation.{name} must be in [0, 1), got {beta}")
+        check_field("federation.server_lr", lr)
+        check_field("federation.server_beta1", beta1)
+        check_field("federation.server_beta2", beta2)
+        check_field("federation.server_tau", tau)
         self.lr, self.beta1, self.beta2, self.tau = lr, beta1, beta2, tau
         self._m: torch.Tensor | None = None
         self._v: torch.Tensor | None = None
@@ -110,14 +110,12 @@ SERVER_OPTIMIZERS: dict[str, type[ServerOptimizer]] = {
 
 
 def make_server_optimizer(name: str, **params: float) -> ServerOptimizer:
-    """Build a server optimizer by name ("fedavg", "fedavgm", "fedadam")."""
-    if name not in SERVER_OPTIMIZERS:
-        raise ValueError(
-            f"federation.server_optimizer: unknown {name!r}; allowed: {sorted(SERVER_OPTIMIZERS)}"
-        )
+    """Build a server optimizer by name ("fedavg", "fedavgm", "fedadam").
+
+    Raises
+    ------
+    privfed.config.ConfigError
+        (a ``ValueError``) naming the config field of an unknown name or invalid parameter.
+    """
+    check_field("federation.server_optimizer", name)
     return SERVER_OPTIMIZERS[name](**params)
-
-
-def _check_positive(field: str, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{field} must be > 0, got {value}")

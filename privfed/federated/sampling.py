@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from privfed.config.fields import check_field
+
 __all__ = ["BatchOrder", "ClientSampler", "derive_seed"]
 
 
@@ -75,10 +77,8 @@ class ClientSampler:
         poisson: bool = False,
         uniform: Callable[[int], np.ndarray] | None = None,
     ) -> None:
-        if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"federation.fraction must be in (0, 1], got {fraction}")
-        if num_clients < 1:
-            raise ValueError(f"data.num_clients must be >= 1, got {num_clients}")
+        check_field("federation.fraction", fraction)
+        check_field("data.num_clients", num_clients)
         self.num_clients = num_clients
         self.fraction = fraction
         self.poisson = poisson

@@ -5,20 +5,19 @@ import json
 import pytest
 
 from attacks.report import format_table
-from attacks.runner import AuditSettings, run_audit
+from attacks.runner import run_audit
 from privfed.config import load_config
 
-TINY = ["data.num_clients=3", "federation.rounds=3", "model.hidden=[16]"]
-SETTINGS = AuditSettings(num_reference=2, inversion_examples=2, aggregate_clients=3,
-                         multi_step=2, num_canaries=20)
+TINY = ["data.num_clients=3", "federation.rounds=3", "model.hidden=[16]",
+        "audit.num_reference=2", "audit.inversion_examples=2", "audit.aggregate_clients=3",
+        "audit.multi_step=2", "audit.num_canaries=20"]
 
 
 @pytest.fixture(scope="module")
 def plain(tmp_path_factory):
     out = tmp_path_factory.mktemp("plain")
     messages = []
-    report = run_audit(load_config(overrides=TINY), out, settings=SETTINGS,
-                       progress=messages.append)
+    report = run_audit(load_config(overrides=TINY), out, progress=messages.append)
     return out, report, messages
 
 
@@ -39,8 +38,7 @@ def test_plain_run_attacks_every_view(plain):
 
 @pytest.mark.slow
 def test_he_run_reports_opaque_server_view(tmp_path, plain):
-    report = run_audit(load_config(overrides=[*TINY, "secure.kind=he"]), tmp_path,
-                       settings=SETTINGS)
+    report = run_audit(load_config(overrides=[*TINY, "secure.kind=he"]), tmp_path)
     server = report["membership"]["server_client_update"]
     assert server["status"] == "not applicable" and "opaque" in server["reason"]
     assert report["membership"]["collusion_client_update"]["status"] == "attacked"

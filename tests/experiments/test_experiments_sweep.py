@@ -160,10 +160,11 @@ def test_a_table_value_sets_several_fields_of_a_section_together(tmp_path):
 def test_an_audited_sweep_reports_leakage_against_epsilon(tmp_path):
     path = tmp_path / "audited.toml"
     path.write_text(GRID.replace("seed = [0, 1]", '"privacy.epsilon" = [2.0, inf]')
-                    .replace('name = "tiny"', 'name = "tiny"\n[base.privacy]\nmechanism = "local"'))
+                    .replace('name = "tiny"', 'name = "tiny"\n[base.privacy]\nmechanism = "local"'
+                             '\n[base.audit]\nquick = true'))
     points = load_grid(path)
     sweep_dir = tmp_path / "sweep"
-    run_sweep(points, sweep_dir, audit=True, quick_audit=True)
+    run_sweep(points, sweep_dir, audit=True)
     report = summarize_sweep(points, sweep_dir).read_text()
     with open(sweep_dir / "results.csv", newline="") as src:
         rows = list(csv.DictReader(src))

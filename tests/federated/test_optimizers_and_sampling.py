@@ -39,8 +39,8 @@ def test_fedadam_matches_reddi_et_al_update():
 @pytest.mark.parametrize(
     ("name", "params", "message"),
     [
-        ("fedsgd", {}, r"unknown 'fedsgd'; allowed: \['fedadam', 'fedavg', 'fedavgm'\]"),
-        ("fedavg", {"lr": 0.0}, "server_lr must be > 0"),
+        ("fedsgd", {}, r"unknown value 'fedsgd'; allowed: \['fedavg', 'fedavgm', 'fedadam'\]"),
+        ("fedavg", {"lr": 0.0}, r"server_lr must be in \(0, inf\), got 0.0"),
         ("fedavgm", {"momentum": 1.0}, r"server_momentum must be in \[0, 1\)"),
         ("fedadam", {"beta2": -0.1}, "server_beta2"),
     ],

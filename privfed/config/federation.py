@@ -1,0 +1,116 @@
+"""The ``[federation]`` section: FedAvg's rounds, local training and server optimizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from privfed.config.validation import OneOf, Range, Rule, check_rules
+
+__all__ = ["CLIENT_SAMPLINGS", "FederationConfig", "RULES", "SERVER_OPTIMIZERS"]
+
+SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")
+"""The server optimizers of ``privfed.federated.optimizers``, by name."""
+
+CLIENT_SAMPLINGS = ("fixed", "poisson")
+
+_SERVER_LR_DEFAULT = {"fedavg": 1.0, "fedavgm": 1.0, "fedadam": 0.01}
+_POSITIVE = Range(0, low_open=True)
+_NON_NEGATIVE = Range(0)
+_DECAY = Range(0, 1, high_open=True)
+
+RULES: dict[str, Rule] = {
+    "rounds": Range(1),
+    "fraction": Range(0, 1, low_open=True),
+    "client_sampling": OneOf(CLIENT_SAMPLINGS),
+    "local_epochs": Range(1),
+    "batch_size": Range(1),
+    "lr": _POSITIVE,
+    "mu": _NON_NEGATIVE,
+    "server_optimizer": OneOf(SERVER_OPTIMIZERS),
+    "server_lr": _POSITIVE,
+    "server_momentum": _DECAY,
+    "server_beta1": _DECAY,
+    "server_beta2": _DECAY,
+    "server_tau": _POSITIVE,
+    "eval_every": Range(1),
+    "buffer_size": Range(1),
+    "concurrency": Range(1),
+    "latency_spread": _NON_NEGATIVE,
+    "staleness_exponent": _NON_NEGATIVE,
+}
+"""The rule of each field (None, where allowed, means "not set" and is not checked)."""
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """The FedAvg protocol.
+
+    Attributes
+    ----------
+    rounds : int
+        Communication rounds T, >= 1.
+    fraction : float
+        C, the fraction of clients sampled per round, in (0, 1].
+    client_sampling : str
+        "fixed" (exactly round(C*K) clients per round) or "poisson" (each client independently
+        with probability C; what user-level DP accounting assumes).
+    local_epochs, batch_size, lr : int, int, float
+        E >= 1, B >= 1 and the learning rate (> 0) of local SGD.
+    mu : float
+        FedProx proximal term, >= 0 (0 = FedAvg).
+    server_optimizer : str
+        "fedavg", "fedavgm" or "fedadam".
+    server_lr : float or None
+        Server learning rate, > 0; None = 1.0 for fedavg/fedavgm, 0.01 for fedadam.
+    server_momentum : float
+        FedAvgM momentum, in [0, 1).
+    server_beta1, server_beta2, server_tau : float
+        FedAdam moment decays, each in [0, 1), and adaptivity, > 0.
+    eval_every : int
+        Evaluate the global model every this many rounds (and after the last), >= 1.
+    buffer_size : int or None
+        None: synchronous rounds. K >= 1: asynchronous buffered aggregation (FedBuff, Nguyen
+        et al. 2022): the server steps whenever K updates have arrived, and ``rounds`` counts
+        server steps.
+    concurrency : int or None
+        FedBuff only: clients training at once, >= 1 and at most ``data.num_clients``
+        (None: round(fraction * num_clients)).
+    latency_spread : float
+        FedBuff: std of the log of each client's simulated job duration, >= 0 (0: all equal).
+    staleness_exponent : float
+        FedBuff: an update s versions stale is weighted by (1 + s) ** -staleness_exponent;
+        >= 0.
+    """
+
+    rounds: int = 30
+    fraction: float = 1.0
+    client_sampling: str = "fixed"
+    local_epochs: int = 1
+    batch_size: int = 16
+    lr: float = 0.1
+    mu: float = 0.0
+    server_optimizer: str = "fedavg"
+    server_lr: float | None = None
+    server_momentum: float = 0.9
+    server_beta1: float = 0.9
+    server_beta2: float = 0.99
+    server_tau: float = 1e-3
+    eval_every: int = 1
+    buffer_size: int | None = None
+    concurrency: int | None = None
+    latency_spread: float = 0.0
+    staleness_exponent: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_rules("federation", self, RULES)
+
+    def server_optimizer_params(self) -> dict[str, float]:
+        """Keyword arguments of the configured server optimizer."""
+        lr = self.server_lr if self.server_lr is not None else _SERVER_LR_DEFAULT[
+            self.server_optimizer]
+        return {
+            "fedavg": {"lr": lr},
+            "fedavgm": {"lr": lr, "momentum": self.server_momentum},
+            "fedadam": {"lr": lr, "beta1": self.server_beta1, "beta2": self.server_beta2,
+                        "tau": self.server_tau},
+        }[self.server_optimizer]

@@ -1,0 +1,88 @@
+"""Rules that span sections of an experiment configuration, each stated once here.
+
+:func:`check_cross_section` runs them all when an :class:`ExperimentConfig` is created. The
+compression rules are :func:`privfed.config.compression.check_compatible`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from privfed.config.compression import check_compatible
+from privfed.config.validation import ConfigError
+
+if TYPE_CHECKING:
+    from privfed.config.experiment import ExperimentConfig
+
+__all__ = ["check_cross_section"]
+
+
+def check_cross_section(config: ExperimentConfig) -> None:
+    """Raise :class:`ConfigError`, naming the fields, if sections of ``config`` conflict.
+
+    Rules: compression with secure aggregation and DP (:func:`check_compatible`); FedBuff's
+    concurrency and DP; user-level DP's client sampling; distributed DP's need of secure
+    aggregation; the masking protocol's ring and threat model for the planned cohort.
+    """
+    check_compatible(config.compression, config.secure.kind, config.privacy.mechanism)
+    _check_fedbuff(config)
+    _check_user_level(config)
+    if config.secure.kind == "masking":
+        _check_masking(config)
+
+
+def _check_fedbuff(config: ExperimentConfig) -> None:
+    fed, mechanism = config.federation, config.privacy.mechanism
+    if fed.concurrency is not None and fed.concurrency > config.data.num_clients:
+        raise ConfigError(f"federation.concurrency ({fed.concurrency}) must be at most "
+                          f"data.num_clients ({config.data.num_clients})")
+    if fed.buffer_size is not None and mechanism in ("central", "distributed"):
+        raise ConfigError(
+            f"federation.buffer_size (asynchronous FedBuff) is not supported with "
+            f"privacy.mechanism {mechanism!r}: user-level accounting assumes "
+            "sampled synchronous rounds; allowed mechanisms: 'none', 'local'"
+        )
+
+
+def _check_user_level(config: ExperimentConfig) -> None:
+    privacy, fed = config.privacy, config.federation
+    if not privacy.user_level:
+        return
+    per_round, total = config.clients_per_round(), config.data.num_clients
+    if fed.client_sampling == "fixed" and per_round < total:
+        raise ConfigError(
+            f"privacy.mechanism {privacy.mechanism!r} accounts with the Poisson-subsampled "
+            f"Gaussian mechanism: it needs federation.client_sampling 'poisson' or "
+            f"federation.fraction = 1, got fixed-size sampling of {per_round} of {total} "
+            "clients (federation.fraction, data.num_clients)"
+        )
+    if privacy.mechanism == "distributed" and config.secure.kind == "none":
+        raise ConfigError(
+            "privacy.mechanism 'distributed' needs secure aggregation: with secure.kind "
+            "'none' the server reads each client's update with only its share of the noise; "
+            "allowed secure.kind: ['masking', 'he'] (or privacy.mechanism 'central')"
+        )
+
+
+def _check_masking(config: ExperimentConfig) -> None:
+    """The ring holds the largest round's sum; t and k meet the threat model (checked by
+    ``privfed.secure``'s own parameter object, imported here only when masking is used)."""
+    from privfed.secure.masking.params import MaskingParams
+
+    fed, secure = config.federation, config.secure
+    largest = (config.data.num_clients if fed.client_sampling == "poisson"
+               and fed.buffer_size is None else config.planned_cohort_size())
+    if 2 ** (secure.ring_bits - 1) - 1 - largest <= largest:
+        raise ConfigError(
+            f"secure.ring_bits ({secure.ring_bits}) is too small for rounds of {largest} "
+            f"clients: the masked sum needs 2**(ring_bits - 1) - 1 > 2 * clients; raise "
+            "secure.ring_bits"
+        )
+    params = secure.aggregator_params()
+    params["cohort_size"] = config.planned_cohort_size()
+    try:
+        MaskingParams(**params)
+    except ValueError as err:
+        raise ConfigError(
+            f"secure (masking, cohort of {params['cohort_size']} clients): {err}"
+        ) from None
