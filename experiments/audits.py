@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ def read_leakage(run_dir: Path, config: ExperimentConfig) -> dict[str, Any] | No
     return leakage if leakage.get("config_hash") == config.short_hash() else None
 
 
-def audit_run(run_dir: Path, config: ExperimentConfig, *, quick: bool = False) -> dict[str, Any]:
+def audit_run(run_dir: Path, config: ExperimentConfig) -> dict[str, Any]:
     """Audit ``config`` into ``run_dir/audit`` unless a complete audit of it is there already.
 
     Parameters
@@ -41,13 +40,8 @@ def audit_run(run_dir: Path, config: ExperimentConfig, *, quick: bool = False) -
     run_dir : Path
         The run directory of ``config``'s training.
     config : ExperimentConfig
-        The audited configuration; ``config.audit`` sizes the audit.
-    quick : bool
-        Transitional, for callers that still pass it: True audits with ``audit.quick = true``
-        (set it in the config instead).
+        The audited configuration; ``config.audit`` sizes the audit (e.g. ``quick``).
     """
-    if quick:
-        config = dataclasses.replace(config, audit=dataclasses.replace(config.audit, quick=True))
     leakage = read_leakage(run_dir, config)
     if leakage is None:
         run_audit(config, run_dir / "audit")

@@ -83,8 +83,8 @@ def register_sweep(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("grid", metavar="GRID.toml", help="grid file: [base] config + [grid]")
     parser.add_argument("--workers", type=int, default=1, help="points run in parallel")
     parser.add_argument("--audit", action="store_true",
-                        help="also audit every point (membership, inversion, epsilon audit)")
-    parser.add_argument("--quick-audit", action="store_true", help="a small audit (with --audit)")
+                        help="also audit every point (membership, inversion, epsilon audit), "
+                             "sized by the grid's [base.audit] section")
     parser.add_argument("--output-dir", default="runs",
                         help="the sweep directory is OUTPUT_DIR/<grid file name> (default: runs)")
     parser.set_defaults(handler=_sweep)
@@ -122,7 +122,7 @@ def _sweep(args: argparse.Namespace) -> int:
                       + (f": {detail}" if kind == "failed" else ""), highlight=False)
 
     outcome = run_sweep(points, sweep_dir, workers=args.workers, audit=args.audit,
-                        quick_audit=args.quick_audit, on_event=on_event)
+                        on_event=on_event)
     report = summarize_sweep(points, sweep_dir)
     console.print(f"{len(outcome['done'])} run, {len(outcome['skipped'])} already done, "
                   f"{len(outcome['failed'])} failed; report: {report}")

@@ -101,11 +101,11 @@ def run_comparison(
     configs: Sequence[tuple[str, ExperimentConfig]],
     out_dir: str | Path,
     *,
-    quick: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> list[Comparison]:
     """Train and audit every configuration (skipping what is already complete); nothing is
-    written before the first configuration is trained."""
+    written before the first configuration is trained. Each config's ``[audit]`` section
+    sizes its audit (``audit.quick = true``: a small one)."""
     out_dir = Path(out_dir)
     say = progress or (lambda _message: None)
     results = []
@@ -116,7 +116,7 @@ def run_comparison(
             train_run(config, run_dir)
         if read_leakage(run_dir, config) is None:
             say(f"{label}: auditing")
-        leakage = audit_run(run_dir, config, quick=quick)
+        leakage = audit_run(run_dir, config)
         results.append(Comparison(
             label, config, run_dir,
             jsonsafe.loads((run_dir / "summary.json").read_text(encoding="utf-8"),

@@ -118,8 +118,7 @@ def is_done(run_dir: Path, config: ExperimentConfig) -> bool:
             and (run_dir / "metrics.jsonl").is_file())
 
 
-def run_point(config_toml: str, run_dir: str, audit: bool = False, quick_audit: bool = False
-              ) -> str:
+def run_point(config_toml: str, run_dir: str, audit: bool = False) -> str:
     """Train one point and write its run directory (unless done), and audit it if asked
     (unless audited); the worker entry point.
 
@@ -129,8 +128,9 @@ def run_point(config_toml: str, run_dir: str, audit: bool = False, quick_audit: 
         The point's resolved config as TOML (plain text crosses process boundaries).
     run_dir : str
         Where :func:`privfed.rundir.train_run` writes the run directory.
-    audit, quick_audit : bool
-        Also measure its leakage (``attacks``) into ``run_dir/audit``; a small audit.
+    audit : bool
+        Also measure its leakage (``attacks``) into ``run_dir/audit``, sized by the
+        config's ``[audit]`` section.
 
     Returns
     -------
@@ -141,7 +141,7 @@ def run_point(config_toml: str, run_dir: str, audit: bool = False, quick_audit: 
     if not is_done(Path(run_dir), config):
         train_run(config, run_dir)
     if audit:
-        audit_run(Path(run_dir), config, quick=quick_audit)
+        audit_run(Path(run_dir), config)
     return run_dir
 
 
@@ -151,7 +151,6 @@ def run_sweep(
     *,
     workers: int = 1,
     audit: bool = False,
-    quick_audit: bool = False,
     on_event: Callable[[str, SweepPoint, str], None] | None = None,
 ) -> dict[str, list[SweepPoint]]:
     """Run every point that is not done yet.
@@ -163,8 +162,9 @@ def run_sweep(
         Parent of the points' run directories (``output_dir`` of the configs is ignored).
     workers : int, default 1
         Points run in parallel processes when > 1.
-    audit, quick_audit : bool
-        Also audit every point (``privfed audit``'s attacks; resumable too); a small audit.
+    audit : bool
+        Also audit every point (``privfed audit``'s attacks; resumable too), sized by each
+        point's ``[audit]`` section (e.g. ``[base.audit] quick = true`` in the grid).
     on_event : callable, optional
         Called with ``("skipped" | "done" | "failed", point, detail)``.
 
@@ -191,7 +191,7 @@ def run_sweep(
             record("skipped", point, "already done")
         else:
             todo.append(point)
-    jobs = [(p, (p.config.to_toml(), str(sweep_dir / p.key), audit, quick_audit))
+    jobs = [(p, (p.config.to_toml(), str(sweep_dir / p.key), audit))
             for p in todo]
     if workers == 1:
         for point, job in jobs:

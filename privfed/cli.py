@@ -55,7 +55,7 @@ def _config_keys() -> str:
     return "\n".join(lines) + "\n\n"
 
 
-_SECTIONS = ("data", "model", "federation", "privacy", "secure", "compression", "attacks")
+_SECTIONS = ("data", "model", "federation", "privacy", "secure", "compression", "audit")
 
 _EPILOG = _config_keys() + """\
 examples:
@@ -103,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = _as_main_job(args, commands)
         return args.handler(args)
     except CLI_ERRORS as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(err))}",
+                                                   highlight=False)
         return 2
 
 

@@ -65,12 +65,6 @@ class ExperimentConfig:
         check_rules("", self, RULES)
         check_cross_section(self)
 
-    @property
-    def attacks(self) -> AuditConfig:
-        """The audit settings under the section's old name, read only by ``privfed.cli``'s
-        list of sections until it names ``audit`` (transitional; use :attr:`audit`)."""
-        return self.audit
-
     def clients_per_round(self) -> int:
         """Clients of a synchronous round: ``round(fraction * num_clients)``, at least 1
         (under Poisson sampling, the expected number, rounded)."""

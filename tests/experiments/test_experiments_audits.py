@@ -25,7 +25,6 @@ def test_a_quick_audit_is_not_taken_for_a_full_one(tmp_path, monkeypatch):
     assert audit_run(tmp_path, quick)["quick"] is True
     assert read_leakage(tmp_path, quick) is not None and read_leakage(tmp_path, full) is None
     assert audit_run(tmp_path, quick)["quick"] is True  # cached
-    assert audit_run(tmp_path, full, quick=True)["quick"] is True  # the transitional flag
     assert calls == [True]
     assert audit_run(tmp_path, full)["quick"] is False
     assert calls == [True, False]

@@ -32,8 +32,8 @@ def test_configurations_differ_only_where_they_say():
 
 @pytest.mark.slow
 def test_main_job_tabulates_every_configuration_and_resumes(tmp_path, monkeypatch):
-    configs = comparison_configs(TINY)
-    results = run_comparison(configs, tmp_path, quick=True)
+    configs = comparison_configs([*TINY, "audit.quick=true"])
+    results = run_comparison(configs, tmp_path)
     rows = {r.label: r.row() for r in results}
     assert rows["plain FedAvg"]["epsilon"] == math.inf
     assert rows["local DP-SGD"]["epsilon_unit"] == "record"
@@ -57,17 +57,18 @@ def test_main_job_tabulates_every_configuration_and_resumes(tmp_path, monkeypatc
 
     monkeypatch.setattr(audits, "run_audit", no_more_work)
     monkeypatch.setattr(comparison, "train_run", no_more_work)
-    results = run_comparison(configs, tmp_path, quick=True)
+    results = run_comparison(configs, tmp_path)
     assert [r.label for r in results] == [
         label for label, _ in CONFIGURATIONS]
     # A full audit is not served from the quick one's leakage.json.
-    assert all(read_leakage(r.run_dir, r.config) is None for r in results)
+    full = dict(comparison_configs(TINY))
+    assert all(read_leakage(r.run_dir, full[r.label]) is None for r in results)
 
 
 def test_every_run_directory_of_the_comparison_is_complete(tmp_path, monkeypatch,
                                                           check_run_dir):
     configs = comparison_configs(TINY)
-    monkeypatch.setattr(comparison, "audit_run", lambda run_dir, config, quick=False:
+    monkeypatch.setattr(comparison, "audit_run", lambda run_dir, config:
                         _fake_result(tmp_path, "", config, 0.95).leakage)
     results = run_comparison(configs, tmp_path / "compare")
     assert sorted(p.name for p in (tmp_path / "compare").iterdir()) == sorted(
