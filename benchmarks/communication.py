@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from privfed.compression import CompressionConfig
 from privfed.config import load_config
+from privfed.config.compression import CompressionConfig
 from privfed.data.locate import resolve_data_dir
 from privfed.experiment import build_simulation
 from privfed.federated import History

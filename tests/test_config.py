@@ -148,8 +148,8 @@ def test_the_config_names_what_the_packages_offer():
     """The config lists the options of packages it must not import; they agree."""
     from privfed.compression import quantize
     from privfed.config import compression, federation, secure
+    from privfed.config.privacy import PrivacyConfig
     from privfed.federated import optimizers
-    from privfed.privacy import PrivacyConfig
     from privfed.secure import AGGREGATORS, validation, wire
     from privfed.secure.he import material
     from privfed.secure.masking import quantize as ring

@@ -18,9 +18,9 @@ How they join a federation (:func:`build_compression` returns :class:`Compressio
 
 All carry a privacy mechanism's control values (the last ``control_length`` coordinates,
 e.g. adaptive clipping's clip bit) exactly. A malformed payload raises
-:class:`MalformedPayloadError` (a ``ValueError``). :class:`CompressionConfig` is the
-``[compression]`` section; :func:`check_compatible` enforces the rules of composition with
-secure aggregation and DP. This package does not import :mod:`privfed.secure`.
+:class:`MalformedPayloadError` (a ``ValueError``). The ``[compression]`` section and its
+rules of composition with secure aggregation and DP are in :mod:`privfed.config.compression`.
+This package does not import :mod:`privfed.secure`.
 """
 
 from privfed.compression.codec import Codec, MalformedPayloadError
@@ -29,15 +29,12 @@ from privfed.compression.feedback import ErrorFeedbackStage, SentEstimate
 from privfed.compression.payload import CodecPayload
 from privfed.compression.quantize import BITS, StochasticQuantizer
 from privfed.compression.randomk import RandomKStage
-from privfed.compression.settings import METHODS, CompressionConfig, check_compatible
 from privfed.compression.sparsify import RandomK, TopK
 
 __all__ = [
     "BITS",
-    "METHODS",
     "Codec",
     "CodecPayload",
-    "CompressionConfig",
     "CompressionParts",
     "ErrorFeedbackStage",
     "MalformedPayloadError",
@@ -47,6 +44,5 @@ __all__ = [
     "StochasticQuantizer",
     "TopK",
     "build_compression",
-    "check_compatible",
     "make_codec",
 ]

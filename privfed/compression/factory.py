@@ -10,8 +10,8 @@ from privfed.compression.feedback import ErrorFeedbackStage
 from privfed.compression.payload import CodecPayload
 from privfed.compression.quantize import StochasticQuantizer
 from privfed.compression.randomk import RandomKStage
-from privfed.compression.settings import CompressionConfig
 from privfed.compression.sparsify import RandomK, TopK
+from privfed.config.compression import CompressionConfig
 from privfed.federated.stages import UpdateStage
 
 __all__ = ["CompressionParts", "build_compression", "make_codec"]
@@ -60,7 +60,7 @@ def build_compression(
 
     * "none": nothing.
     * "quantize", "topk": a :class:`CodecPayload` (plain protocol only; checked by
-      :func:`~privfed.compression.settings.check_compatible`), preceded with error feedback
+      :func:`~privfed.config.compression.check_compatible`), preceded with error feedback
       by an :class:`ErrorFeedbackStage` over that payload codec.
     * "randomk": a :class:`RandomKStage`, in front of any protocol; with error feedback,
       ``[ErrorFeedbackStage, RandomKStage]``.
@@ -68,7 +68,7 @@ def build_compression(
     Parameters
     ----------
     config : CompressionConfig
-        Checked beforehand with :func:`~privfed.compression.settings.check_compatible`.
+        Checked beforehand with :func:`~privfed.config.compression.check_compatible`.
     seed : int
         Seed of the clients' stochastic rounding and of random-k's shared index sets
         (derive one from the experiment seed).

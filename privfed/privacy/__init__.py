@@ -27,7 +27,6 @@ _EXPORTS = {
     "ledger": ("ParticipationLedger", "planned_participations"),
     "policies": ("DistributedPolicy", "RecordLevelPolicy", "UserLevelPolicy"),
     "randomness": ("NoisePolicy", "REPRODUCIBLE_NOISE", "SecureNoise", "SeededNoise"),
-    "settings": ("ACCOUNTANTS", "MECHANISMS", "NOISES", "PrivacyConfig"),
     "skellam": ("skellam_epsilon",),
     "trainer": ("DPSGDTrainer", "DPWorkspace"),
 }

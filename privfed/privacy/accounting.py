@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from privfed.privacy.settings import check_accountant
+from privfed.config.privacy import check_accountant
 
 __all__ = [
     "GaussianEvent",

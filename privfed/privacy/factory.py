@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from privfed.config.privacy import PrivacyConfig
 from privfed.federated.client import LocalTraining
 from privfed.federated.policy import ParticipationPolicy
 from privfed.federated.stages import UpdateStage
@@ -29,7 +30,6 @@ from privfed.privacy.dpsgd import DPSGDParams, default_sample_rate, local_steps_
 from privfed.privacy.ledger import planned_participations
 from privfed.privacy.policies import DistributedPolicy, RecordLevelPolicy, UserLevelPolicy
 from privfed.privacy.randomness import NoisePolicy
-from privfed.privacy.settings import PrivacyConfig
 from privfed.privacy.skellam import skellam_sum_epsilon
 
 __all__ = ["PrivacyParts", "build_privacy", "check_model"]

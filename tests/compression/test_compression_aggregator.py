@@ -9,13 +9,13 @@ import pytest
 
 from privfed.compression import (
     CodecPayload,
-    CompressionConfig,
     CompressionParts,
     ErrorFeedbackStage,
     RandomK,
     RandomKStage,
     build_compression,
 )
+from privfed.config.compression import CompressionConfig
 from privfed.federated.stages import Pipeline
 from privfed.secure import make_aggregator
 from privfed.secure.wire import HEADER_SIZE

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from privfed.compression import MalformedPayloadError, RandomK, StochasticQuantizer, TopK
+from privfed.compression import (
+    MalformedPayloadError,
+    RandomK,
+    StochasticQuantizer,
+    TopK,
+)
 from privfed.compression.quantize import pack_bits, unpack_bits
 
 

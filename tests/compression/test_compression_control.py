@@ -8,7 +8,6 @@ import torch
 
 from privfed.compression import (
     CodecPayload,
-    CompressionConfig,
     CompressionParts,
     ErrorFeedbackStage,
     MalformedPayloadError,
@@ -20,6 +19,7 @@ from privfed.compression import (
 )
 from privfed.compression.sparsify import kept_count
 from privfed.config import load_config
+from privfed.config.compression import CompressionConfig
 from privfed.federated.stages import ServerAggregate
 from privfed.secure import make_aggregator
 from tests.compression.rounds import residual, run_round

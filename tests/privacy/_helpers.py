@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from privfed.config.privacy import PrivacyConfig
 from privfed.federated import LocalTraining
 from privfed.federated.stages import Pipeline, ServerAggregate
 from privfed.federated.weighting import UniformWeighting
@@ -17,7 +18,6 @@ from privfed.privacy import (
     DistributedNoiseStage,
     DistributedPolicy,
     NoisePolicy,
-    PrivacyConfig,
     UserLevelPolicy,
 )
 from tests.conftest import make_server

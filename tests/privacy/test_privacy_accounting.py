@@ -12,16 +12,15 @@ import numpy as np
 import pytest
 import torch
 
+from privfed.config.privacy import ACCOUNTANTS, PrivacyConfig
 from privfed.federated.stages import Pipeline, ServerAggregate
 from privfed.privacy import (
-    ACCOUNTANTS,
     AdaptiveClipping,
     CentralNoiseStage,
     ClipStage,
     DistributedPolicy,
     GaussianEvent,
     NoisePolicy,
-    PrivacyConfig,
     UserLevelPolicy,
     calibrate_noise,
     gaussian_epsilon,

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from privfed.config.privacy import PrivacyConfig
 from privfed.federated import LocalTraining
 from privfed.federated.policy import ParticipationPolicy
 from privfed.federated.trainer import SGDTrainer
 from privfed.federated.weighting import SampleWeighting, UniformWeighting
 from privfed.privacy import (
     DistributedPolicy,
-    PrivacyConfig,
     RecordLevelPolicy,
     UserLevelPolicy,
     build_privacy,
@@ -96,7 +96,8 @@ def test_user_level_delta_above_one_over_k_warns():
 _IMPORTS = """
 import sys
 import privfed.privacy
-from privfed.privacy import build_privacy, ClipStage, DistributedPolicy, PrivacyConfig
+from privfed.config.privacy import PrivacyConfig
+from privfed.privacy import ClipStage, DistributedPolicy, build_privacy
 from tests.privacy._helpers import SEEDED
 from privfed.federated import LocalTraining
 import torch

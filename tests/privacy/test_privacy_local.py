@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from privfed.config.privacy import PrivacyConfig
 from privfed.federated import Client, LocalTraining, bind_flat_parameters
 from privfed.federated.trainer import SGDTrainer
 from privfed.models import build_model
@@ -15,7 +16,6 @@ from privfed.privacy import (
     DPSGDTrainer,
     DPWorkspace,
     NoisePolicy,
-    PrivacyConfig,
     RecordLevelPolicy,
     build_privacy,
     default_sample_rate,

@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
+from privfed.config.privacy import PrivacyConfig
 from privfed.federated import LocalTraining
 from privfed.federated.stages import ServerAggregate
-from privfed.privacy import AdaptiveClipping, ClipStage, PrivacyConfig, build_privacy
+from privfed.privacy import AdaptiveClipping, ClipStage, build_privacy
 from privfed.privacy.central import _CENTRAL_NOISE_STREAM
 from tests.conftest import make_server
 from tests.privacy._helpers import SEEDED, central, distributed, private_server, release, split
