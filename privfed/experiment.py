@@ -58,6 +58,7 @@ __all__ = [
     "build_secure_aggregator",
     "build_server",
     "build_simulation",
+    "secure_params",
     "load_configured_dataset",
     "load_partitioned",
     "run_experiment",
@@ -199,9 +200,11 @@ def build_parts(config: ExperimentConfig, dataset: Dataset) -> FederationParts:
     )
 
 
-def build_secure_aggregator(config: ExperimentConfig, parts: FederationParts) -> SecureAggregator:
-    """The configured secure aggregator; under distributed DP its clients refuse to let a
-    sum of fewer than K_min clients be decoded (``min_clients``)."""
+def secure_params(config: ExperimentConfig, parts: FederationParts) -> dict[str, Any]:
+    """The secure protocol's parameters, as every party holds them: ``config.secure``'s;
+    under distributed DP the clients refuse to let a sum of fewer than K_min clients be
+    decoded (``min_clients``); masking plans for the config's cohort; the plain protocol
+    carries the compression's payload codec."""
     params = config.secure.aggregator_params()
     min_cohort = parts.policy.min_cohort
     if min_cohort > 1 and config.secure.kind in ("he", "masking"):
@@ -210,7 +213,12 @@ def build_secure_aggregator(config: ExperimentConfig, parts: FederationParts) ->
         params["cohort_size"] = config.planned_cohort_size()
     if parts.payload_codec is not None:
         params["codec"] = parts.payload_codec
-    return make_aggregator(config.secure.kind, **params)
+    return params
+
+
+def build_secure_aggregator(config: ExperimentConfig, parts: FederationParts) -> SecureAggregator:
+    """The configured in-process secure aggregator (:func:`secure_params`)."""
+    return make_aggregator(config.secure.kind, **secure_params(config, parts))
 
 
 def build_schedule(config: ExperimentConfig, sampler: ClientSampler) -> Schedule:

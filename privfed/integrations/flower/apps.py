@@ -100,7 +100,7 @@ def over_grid(grid: Grid, options: FlowerOptions) -> Trainer:
     ) -> tuple[Server, History]:
         dataset = load_configured_dataset(config)
         parts = build_parts(config, dataset)
-        engine = FlowerEngine(grid, config, parts.policy, parts.pipeline, options)
+        engine = FlowerEngine(grid, config, parts, options)
         server = build_server(config, parts, engine, dataset, observers)
         engine.connect()
         return server, server.fit(config.federation.rounds, on_round)

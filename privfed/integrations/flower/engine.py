@@ -18,6 +18,7 @@ from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
 from privfed.config import ConfigError, ExperimentConfig
+from privfed.experiment import FederationParts
 from privfed.federated import (
     Aggregate,
     ParticipationPolicy,
@@ -68,10 +69,9 @@ class FlowerEngine:
         The ServerApp's grid.
     config : ExperimentConfig
         The federation's config (every node builds its own client from the same config).
-    policy : ParticipationPolicy
-        The server's privacy record of each client, sent with each training request.
-    pipeline : Pipeline
-        The server's update pipeline, whose broadcast goes with each training request.
+    parts : FederationParts
+        The server's parts: its policy (the server's privacy record of each client, sent
+        with each training request) and pipeline (whose broadcast goes with it).
     options : FlowerOptions
     """
 
@@ -79,18 +79,17 @@ class FlowerEngine:
         self,
         grid: Grid,
         config: ExperimentConfig,
-        policy: ParticipationPolicy,
-        pipeline: Pipeline,
+        parts: FederationParts,
         options: FlowerOptions,
     ) -> None:
         self.grid = grid
         self.config = config
-        self.policy = policy
-        self.pipeline = pipeline
+        self.policy: ParticipationPolicy = parts.policy
+        self.pipeline: Pipeline = parts.pipeline
         self.options = options
         self.directory = NodeDirectory()
         self.transport = FlowerTransport(grid, self.directory, options.stage_timeout)
-        self.protocol = ServerProtocol(config, self.directory)
+        self.protocol = ServerProtocol(config, parts, self.directory)
 
     @property
     def num_clients(self) -> int:
@@ -148,10 +147,13 @@ class FlowerEngine:
         if not jobs:
             return []
         broadcast = self.pipeline.broadcast()
+        registry = self.protocol.registry_message() if self.config.secure.kind == "masking" \
+            else None
         bodies = {
             job.client_id: messages.content(
                 model=job.params.numpy(), release=job.release_id, seed=job.seed,
                 broadcast=broadcast, ledger=self.policy.client_ledger(job.client_id),
+                registry=registry,
             )
             for job in jobs
         }

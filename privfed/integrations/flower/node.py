@@ -122,8 +122,7 @@ class ClientNode:
                 f"client {self.client_id}: its identity key does not match its entry in the "
                 f"pinned keys {pinned_keys!r}: set node-config identity-key to this site's key"
             )
-        self.protocol = NodeProtocol(config, self.client_id, self.identity, self.pinned,
-                                     state, self.parts.payload_codec)
+        self.protocol = NodeProtocol(config, self.parts, self.identity, self.pinned, state)
 
     def _identity(self, identity_key: str | None) -> ClientIdentity:
         if identity_key is not None:
@@ -176,6 +175,7 @@ class ClientNode:
         self.state[_PENDING] = ConfigRecord({
             "delta": update.delta.numpy().astype("<f4").tobytes(),
             "broadcast": bytes(fields["broadcast"]) if "broadcast" in fields else b"{}",
+            "registry": bytes(fields["registry"]) if "registry" in fields else b"",
         })
         released = self.policy.releases_statistics
         return messages.content(
@@ -191,13 +191,16 @@ class ClientNode:
         fields = messages.fields(message)
         stage, round_id = str(fields["stage"]), int(fields["round"])
         started = time.perf_counter()
-        vector = self._send_pending(round_id) if self.protocol.first_stage(stage) else None
-        payload = self.protocol.respond(stage, round_id, bytes(fields["payload"]), vector)
+        vector, registry = None, None
+        if self.protocol.first_stage(stage):
+            vector, registry = self._send_pending(round_id)
+        payload = self.protocol.respond(stage, bytes(fields["payload"]), vector, registry)
         return messages.content(payload=payload, seconds_encode=time.perf_counter() - started)
 
-    def _send_pending(self, round_id: int) -> np.ndarray:
+    def _send_pending(self, round_id: int) -> tuple[np.ndarray, bytes]:
         """The pending update through the pipeline's client halves (with the broadcast it
-        was trained under and this client's stage state, which is then kept)."""
+        was trained under and this client's stage state, which is then kept), and the keys
+        the server relayed with the training request."""
         if _PENDING not in self.state:
             raise ConfigError(f"client {self.client_id}: asked to send before training")
         pending = self.state[_PENDING]
@@ -210,7 +213,7 @@ class ClientNode:
             "state": json.dumps(pipeline.state_dict(self.client_id)).encode(),
         })
         del self.state[_PENDING]
-        return vector.numpy()
+        return vector.numpy(), bytes(pending["registry"])
 
     def _json(self, key: str, field: str) -> dict:
         return messages.json_field(self.state[key], field) if key in self.state else {}
