@@ -26,11 +26,10 @@ from flwr.cli.config_utils import load_and_validate  # noqa: E402
 from privfed.cli import main as cli_main  # noqa: E402
 from privfed.config import ConfigError, ExperimentConfig, load_config  # noqa: E402
 from privfed.experiment import build_simulation  # noqa: E402
-from privfed.federated import BudgetSpent  # noqa: E402
+from privfed.federated import BudgetSpent, TrainJob  # noqa: E402
 from privfed.integrations.flower import (  # noqa: E402
     FlowerOptions,
     LocalDeployment,
-    check_supported,
     config_from_run_config,
     messages,  # noqa: E402
     run_flower_deployment,
@@ -39,12 +38,14 @@ from privfed.integrations.flower import (  # noqa: E402
 )
 from privfed.integrations.flower.apps import CONFIG_KEY, flower_config  # noqa: E402
 from privfed.integrations.flower.node import ClientNode  # noqa: E402
-from privfed.integrations.flower.registry import pack_registry, unpack_registry  # noqa: E402
-from privfed.secure import (  # noqa: E402
+from privfed.secure import (  # noqa: E402  # noqa: E402
     AuthenticationError,
     ClientIdentity,
     IdentityRegistry,
     InvalidInputError,
+    RoundRequest,
+    pack_registry,
+    unpack_registry,
 )
 from privfed.secure.errors import MessageRejectedError  # noqa: E402
 from privfed.secure.masking import Ring  # noqa: E402
@@ -80,13 +81,6 @@ def test_registry_round_trip_and_garbage() -> None:
     assert unpack_registry(pack_registry(registry)).keys == registry.keys
     with pytest.raises(MessageRejectedError, match="multiple of 36"):
         unpack_registry(pack_registry(registry)[:-1])
-
-
-def test_unsupported_configs_are_rejected_naming_the_field() -> None:
-    with pytest.raises(ConfigError, match="compression.method = 'topk'"):
-        check_supported(config("compression.method='topk'"))
-    with pytest.raises(ConfigError, match="federation.buffer_size"):
-        check_supported(config("federation.buffer_size=2"))
 
 
 def test_run_config_carries_the_config(tmp_path: Path) -> None:
@@ -128,10 +122,10 @@ def test_a_node_with_pinned_keys_detects_key_substitution(tmp_path: Path) -> Non
     node = ClientNode(config(), 1, RecordDict(), identity_key=str(tmp_path / "site-1.pem"),
                       pinned_keys=str(tmp_path / "pinned.json"))
     assert node.identity.public_bytes == identities[1].public_bytes
-    assert node._registry(pack_registry(pinned)).keys == pinned.keys
+    assert node.protocol._registry(pinned).keys == pinned.keys
     substituted = IdentityRegistry({**pinned.keys, 2: ClientIdentity(2).public_bytes})
     with pytest.raises(AuthenticationError, match="key substitution: .* client 2"):
-        node._registry(pack_registry(substituted))
+        node.protocol._registry(substituted)
     with pytest.raises(ConfigError, match="does not match its entry in the pinned keys"):
         ClientNode(config(), 0, RecordDict(), identity_key=str(tmp_path / "site-1.pem"),
                    pinned_keys=str(tmp_path / "pinned.json"))
@@ -166,13 +160,13 @@ def test_cli_error_without_flower_names_the_extra(monkeypatch, capsys) -> None:
 @pytest.mark.slow
 def test_simulation_engine_equals_in_process(tmp_path: Path) -> None:
     cfg = config(f"output_dir='{tmp_path}'")
-    simulation, history = run_flower_simulation(cfg, run_dir=tmp_path / "sim")
+    flower, history = run_flower_simulation(cfg, run_dir=tmp_path / "sim")
     server, expected = in_process(cfg)
-    torch.testing.assert_close(simulation.server.weights, server.weights, atol=1e-5, rtol=0)
+    torch.testing.assert_close(flower.weights, server.weights, atol=1e-5, rtol=0)
     assert [r.clients for r in history.rounds] == [r.clients for r in expected.rounds]
     assert history.rounds[-1].test_accuracy == pytest.approx(expected.rounds[-1].test_accuracy)
     saved = torch.load(tmp_path / "sim" / "model.pt")
-    assert torch.equal(server.workspace.spec.flatten(saved), simulation.server.weights)
+    assert torch.equal(server.workspace.spec.flatten(saved), flower.weights)
 
 
 @pytest.mark.slow
@@ -182,13 +176,13 @@ def test_simulation_keeps_the_privacy_ledger_across_rounds_with_secure_noise() -
     comes from OS entropy on the Flower engines, so the model is not the seeded run's."""
     cfg = config("privacy.mechanism='local'", "privacy.noise_multiplier=1.0",
                  "secure.kind='masking'")
-    simulation, history = run_flower_simulation(cfg)
+    flower, history = run_flower_simulation(cfg)
     server, expected = in_process(cfg)
     epsilons = [r.extra["epsilon"] for r in history.rounds]
     assert epsilons == pytest.approx([r.extra["epsilon"] for r in expected.rounds], rel=1e-9)
     assert epsilons[0] < epsilons[1] < epsilons[2]
     assert {r.extra["noise"] for r in history.rounds} == {"secure"}
-    assert float((simulation.server.weights - server.weights).abs().max()) > 1e-3
+    assert float((flower.weights - server.weights).abs().max()) > 1e-3
 
 
 @pytest.mark.slow
@@ -198,26 +192,78 @@ def test_simulation_central_dp_with_adaptive_clipping_equals_in_process() -> Non
     cfg = config("privacy.mechanism='central'", "privacy.noise_multiplier=0.0",
                  "privacy.adaptive_clipping=true", "privacy.clip_norm=0.1",
                  "privacy.clipped_count_stddev=1.0")
-    simulation, history = run_flower_simulation(cfg)
+    flower, history = run_flower_simulation(cfg)
     server, expected = in_process(cfg)
     clip_norms = [r.extra["clip_norm"] for r in history.rounds]
     assert clip_norms == pytest.approx([r.extra["clip_norm"] for r in expected.rounds])
     assert len(set(clip_norms)) > 1
-    torch.testing.assert_close(simulation.server.weights, server.weights, atol=1e-5, rtol=0)
+    torch.testing.assert_close(flower.weights, server.weights, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_simulation_compression_with_error_feedback_equals_in_process() -> None:
+    """Random-k with error feedback in front of masking: each node keeps its residual in
+    its Context.state and restricts to the round's shared index set, so the model equals
+    the in-process run's (within masking's fixed-point rounding)."""
+    cfg = config("secure.kind='masking'", "compression.method='randomk'",
+                 "compression.density=0.25", "compression.error_feedback=true",
+                 "compression.rescale=false")
+    flower, history = run_flower_simulation(cfg)
+    server, expected = in_process(cfg)
+    assert [r.bytes_up for r in history.rounds] == [r.bytes_up for r in expected.rounds]
+    torch.testing.assert_close(flower.weights, server.weights,
+                               atol=masking_bound(cfg, 3, server.weights), rtol=0)
+    uncompensated, _ = in_process(config("secure.kind='masking'", "compression.method='randomk'",
+                                         "compression.density=0.25", "compression.rescale=false"))
+    assert float((uncompensated.weights - server.weights).abs().max()) > 1e-3
+
+
+@pytest.mark.slow
+def test_simulation_quantised_uploads_with_error_feedback_equal_in_process() -> None:
+    """The plain protocol's payload codec (4-bit stochastic quantisation, the client's own
+    randomness) and the residual on the node: the same bytes and model as in-process."""
+    cfg = config("compression.method='quantize'", "compression.bits=4",
+                 "compression.error_feedback=true")
+    flower, history = run_flower_simulation(cfg)
+    server, expected = in_process(cfg)
+    assert [r.bytes_up for r in history.rounds] == [r.bytes_up for r in expected.rounds]
+    torch.testing.assert_close(flower.weights, server.weights, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_simulation_fedbuff_equals_in_process() -> None:
+    """FedBuff is a schedule: on the Flower engine the same jobs train from the same model
+    versions in the same simulated-time order, with the same staleness weights."""
+    cfg = config("federation.buffer_size=2", "federation.concurrency=3",
+                 "federation.latency_spread=1.0", rounds=4)
+    flower, history = run_flower_simulation(cfg)
+    server, expected = in_process(cfg)
+    assert [r.extra["sim_time"] for r in history.rounds] == [
+        r.extra["sim_time"] for r in expected.rounds]
+    assert [r.clients for r in history.rounds] == [r.clients for r in expected.rounds]
+    assert max(r.extra["staleness_max"] for r in history.rounds) >= 1
+    torch.testing.assert_close(flower.weights, server.weights, atol=1e-5, rtol=0)
 
 
 def _train_message(cfg: ExperimentConfig, participations: int, round_idx: int = 1):
     """What the ServerApp sends a client to train, with its record of the client (the
     message's content only: a flwr Message needs a running app's context)."""
     model = build_simulation(cfg).server.weights.numpy()
-    body = messages.content(model=model, round=round_idx, weight=1.0, total_weight=3.0,
-                            mechanism={}, ledger={"participations": participations})
+    body = messages.content(model=model, release=round_idx, seed=round_idx, broadcast={},
+                            ledger={"participations": participations})
     return SimpleNamespace(content=body)
 
 
 def _upload(cfg: ExperimentConfig, state: RecordDict, participations: int,
             round_idx: int = 1) -> np.ndarray:
-    reply = ClientNode(cfg, 1, state).upload(_train_message(cfg, participations, round_idx))
+    """Train, then answer the plain protocol's upload stage: the update as the server reads
+    it."""
+    node = ClientNode(cfg, 1, state)
+    node.train(_train_message(cfg, participations, round_idx))
+    length = node.parts.workspace.spec.numel
+    request = RoundRequest(round_idx, 1.0, 3.0, length).to_bytes("none")
+    body = messages.content(round=round_idx, stage="upload", payload=request)
+    reply = ClientNode(cfg, 1, state).stage(SimpleNamespace(content=body))
     return np.frombuffer(unpack(bytes(reply[messages.RECORD]["payload"])).payload, "<f4")
 
 
@@ -240,12 +286,12 @@ def test_a_nodes_privacy_record_never_shrinks() -> None:
     lost = RecordDict()  # a node whose state was lost resumes from the server's record
     _upload(cfg, lost, participations=6, round_idx=3)
     assert _node_count(lost) == 7
-    mechanism = build_simulation(cfg).server.mechanism  # the server side
-    mechanism.record_participation(1, [1])
-    mechanism.merge_client_ledger(1, {"participations": 0})
-    assert mechanism.client_ledger(1) == {"participations": 1}
-    mechanism.merge_client_ledger(1, {"participations": 3})
-    assert mechanism.client_ledger(1) == {"participations": 3}
+    policy = build_simulation(cfg).server.policy  # the server side
+    policy.record_participation(1, [1])
+    policy.merge_client_ledger(1, {"participations": 0})
+    assert policy.client_ledger(1) == {"participations": 1}
+    policy.merge_client_ledger(1, {"participations": 3})
+    assert policy.client_ledger(1) == {"participations": 3}
 
 
 def test_a_node_refuses_to_train_past_its_budget() -> None:
@@ -278,8 +324,8 @@ def test_nodes_send_no_private_statistics_under_dp() -> None:
         node = ClientNode(cfg, 1, RecordDict())
         registered = node.register(SimpleNamespace(content=messages.content()))
         weight = float(registered[messages.RECORD]["weight"])
-        assert (weight == node.server.clients[1].num_samples) if released else weight == 1.0
-        reply = ClientNode(cfg, 1, RecordDict()).upload(_train_message(cfg, 0))
+        assert (weight == node.client.num_samples) if released else weight == 1.0
+        reply = ClientNode(cfg, 1, RecordDict()).train(_train_message(cfg, 0))
         assert ("train_loss" in reply[messages.RECORD]) is released
         assert ("num_samples" in reply[messages.RECORD]) is released
 
@@ -375,7 +421,8 @@ def test_deployment_masking_survives_a_killed_supernode(tmp_path: Path) -> None:
     reference = build_simulation(cfg).server
     reference.run_round()
     start = reference.weights.clone()
-    survivors = [reference.train_client(c, start, 2) for c in (0, 1)]
+    survivors = [reference.engine.train_client(TrainJob(c, 2, start, reference.batch_seed(2, c)))
+                 for c in (0, 1)]
     total = sum(u.num_samples for u in survivors)
     mean = sum(u.delta * (u.num_samples / total) for u in survivors)
     reference.optimizer.step(reference.weights, mean)
