@@ -1,8 +1,8 @@
 """Secure aggregation for federated learning, usable on its own.
 
 The server learns only the weighted mean of the clients' flat vectors. Three aggregators
-share one interface (:meth:`Aggregator.aggregate`), and each is built from party objects that
-exchange only ``bytes`` so they can run over a real network:
+share one interface (:meth:`SecureAggregator.aggregate`), and each is built from party objects
+that exchange only ``bytes`` so they can run over a real network:
 
 * ``"none"``: :class:`PlainAggregator` (no protection; baseline),
 * ``"he"``: :class:`HEAggregator` (TenSEAL CKKS; server adds ciphertexts, the key holder
@@ -17,10 +17,17 @@ the default); a party detects the lie with a :class:`ConsistencyError`,
 clients' verification keys are relayed by the server unless pinned
 (:meth:`IdentityRegistry.from_file`). docs/secure.md has the threat model per aggregator.
 
+Each protocol has one driver that runs its server party over any :class:`Transport`
+(:func:`run_plain`, :func:`run_he` with :func:`set_up_he`, :func:`run_masking`); the clients
+answer each stage through their endpoints (:class:`OneShotEndpoint`,
+:class:`MaskingEndpoint`, :class:`KeyHolderEndpoint`, :class:`HEKeygenEndpoint`,
+:class:`HEPublicEndpoint`). The aggregators run the same drivers over a
+:class:`LocalTransport`.
+
 This package imports nothing from the rest of privfed.
 """
 
-from .base import AggregationResult, Aggregator, DecodedAggregate
+from .base import AggregationResult, DecodedAggregate, RoundMeter, SecureAggregator
 from .errors import (
     AuthenticationError,
     ConsistencyError,
@@ -30,37 +37,86 @@ from .errors import (
     ThresholdError,
 )
 from .factory import AGGREGATORS, make_aggregator
-from .he import HEAggregator, HEClient, HEKeyHolder, HEParams, HEPublicContext, HEServer
-from .identity import ClientIdentity, IdentityRegistry
-from .masking import MaskingAggregator, MaskingClient, MaskingParams, MaskingServer
-from .plain import PlainAggregator, PlainClient, PlainServer, decode_plain
+from .he import (
+    HEAggregator,
+    HEClient,
+    HEKeygenEndpoint,
+    HEKeyHolder,
+    HEParams,
+    HEPublicContext,
+    HEPublicEndpoint,
+    HEServer,
+    KeyHolderEndpoint,
+    run_he,
+    set_up_he,
+)
+from .identity import ClientIdentity, IdentityRegistry, pack_registry, unpack_registry
+from .masking import (
+    MaskingAggregator,
+    MaskingClient,
+    MaskingEndpoint,
+    MaskingParams,
+    MaskingServer,
+    run_masking,
+)
+from .oneshot import OneShotEndpoint
+from .payloads import RoundRequest, pack_decoded, unpack_decoded
+from .plain import (
+    PayloadCodec,
+    PlainAggregator,
+    PlainClient,
+    PlainServer,
+    decode_plain,
+    run_plain,
+)
+from .transport import ClientEndpoint, LocalTransport, StageRouter, Transport
 
 __all__ = [
     "AGGREGATORS",
     "AggregationResult",
-    "Aggregator",
     "AuthenticationError",
+    "ClientEndpoint",
     "ClientIdentity",
     "ConsistencyError",
     "DecodedAggregate",
     "HEAggregator",
     "HEClient",
     "HEKeyHolder",
+    "HEKeygenEndpoint",
     "HEParams",
     "HEPublicContext",
+    "HEPublicEndpoint",
     "HEServer",
     "IdentityRegistry",
     "InvalidInputError",
+    "KeyHolderEndpoint",
+    "LocalTransport",
     "MaskingAggregator",
     "MaskingClient",
+    "MaskingEndpoint",
     "MaskingParams",
     "MaskingServer",
     "MessageRejectedError",
+    "OneShotEndpoint",
+    "PayloadCodec",
     "PlainAggregator",
     "PlainClient",
     "PlainServer",
+    "RoundMeter",
+    "RoundRequest",
     "SecureAggregationError",
+    "SecureAggregator",
+    "StageRouter",
     "ThresholdError",
+    "Transport",
     "decode_plain",
     "make_aggregator",
+    "pack_decoded",
+    "pack_registry",
+    "run_he",
+    "run_masking",
+    "run_plain",
+    "set_up_he",
+    "unpack_decoded",
+    "unpack_registry",
 ]

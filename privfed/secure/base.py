@@ -118,12 +118,13 @@ class RoundMeter:
         )
 
 
-class Aggregator(ABC):
-    """In-process driver of a secure-aggregation protocol.
+class SecureAggregator(ABC):
+    """A secure-aggregation protocol run in-process.
 
-    It runs the real party objects (clients, server, key holder) and passes only bytes
-    between them, recording their sizes and timings. Subclasses set ``kind`` and
-    ``stages`` and implement :meth:`_run`.
+    It runs the real party objects (clients, server, key holder) through the protocol's
+    driver over a :class:`~privfed.secure.LocalTransport`, so only bytes pass between them,
+    and records their sizes and timings. Subclasses set ``kind`` and ``stages`` and
+    implement :meth:`_run`.
 
     Parameters
     ----------
@@ -177,7 +178,9 @@ class Aggregator(ABC):
             Called as ``(client_id, stage, data)`` for every message the server receives,
             exactly as received.
         dropouts : Mapping[str, Collection[int]], optional
-            Stage name -> clients that drop before sending that stage (see ``stages``).
+            Stage name -> clients that drop before answering that stage (see ``stages``):
+            the server's message of the stage is sent to them (and counted in
+            ``bytes_down``), their answer never comes.
 
         Returns
         -------

@@ -5,20 +5,20 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .base import Aggregator
+from .base import SecureAggregator
 from .errors import InvalidInputError
 from .he import HEAggregator
 from .masking import MaskingAggregator
 from .plain import PlainAggregator
 
-AGGREGATORS: dict[str, type[Aggregator]] = {
+AGGREGATORS: dict[str, type[SecureAggregator]] = {
     "none": PlainAggregator,
     "he": HEAggregator,
     "masking": MaskingAggregator,
 }
 
 
-def make_aggregator(kind: str, **params: Any) -> Aggregator:
+def make_aggregator(kind: str, **params: Any) -> SecureAggregator:
     """Create the aggregator of ``kind``.
 
     Parameters

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ from .errors import AuthenticationError, InvalidInputError, MessageRejectedError
 
 SIGNATURE_SIZE = 64
 PRIVATE_KEY_SIZE = 32
+_ENTRY = struct.Struct("<I32s")  # client id | raw Ed25519 public key
 
 
 class ClientIdentity:
@@ -237,6 +239,26 @@ class IdentityRegistry:
             raise AuthenticationError(
                 f"signature of client {client_id} does not verify: message tampered or forged"
             ) from None
+
+
+def pack_registry(registry: IdentityRegistry) -> bytes:
+    """``client id (uint32) + raw Ed25519 key (32 bytes)`` per client, by id."""
+    return b"".join(_ENTRY.pack(cid, registry.keys[cid]) for cid in sorted(registry.keys))
+
+
+def unpack_registry(data: bytes) -> IdentityRegistry:
+    """Inverse of :func:`pack_registry`.
+
+    Raises
+    ------
+    MessageRejectedError
+        When ``data`` is not a whole number of entries.
+    """
+    if len(data) % _ENTRY.size:
+        raise MessageRejectedError(
+            f"key registry of {len(data)} bytes is not a multiple of {_ENTRY.size}"
+        )
+    return IdentityRegistry.from_mapping(dict(_ENTRY.iter_unpack(data)))
 
 
 def _public_key_bytes(value: object, where: str) -> bytes:

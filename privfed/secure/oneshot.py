@@ -1,9 +1,11 @@
-"""Parties and driver shared by the single-upload protocols (plain and HE).
+"""Parties and driver steps shared by the single-upload protocols (plain and HE).
 
-Each client sends one message (signed, except in the unprotected plain baseline); the server
-checks and adds them and keeps the accepted messages (:meth:`OneShotServer.accepted_uploads`)
-so that a key holder can check the aggregate against them (:func:`open_uploads`); the
-aggregate message is decoded by the server itself (plain) or by a key holder (HE).
+The server requests an upload from every participant (a :class:`~privfed.secure.RoundRequest`,
+answered by the client's :class:`OneShotEndpoint`); each client sends one message (signed,
+except in the unprotected plain baseline); the server checks and adds them and keeps the
+accepted messages (:meth:`OneShotServer.accepted_uploads`) so that a key holder can check the
+aggregate against them (:func:`open_uploads`); the aggregate message is decoded by the server
+itself (plain) or by a key holder (HE).
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from .base import Aggregator, DecodedAggregate, RoundMeter
+from .base import DecodedAggregate, RoundMeter, SecureAggregator
+from .driver import run_stage
 from .errors import ConsistencyError, MessageRejectedError, ThresholdError
 from .identity import IdentityRegistry
+from .payloads import RoundRequest
+from .transport import ClientEndpoint, LocalTransport, Transport
 from .validation import check_round_id, check_weight
 from .wire import (
     SERVER_ID,
@@ -27,23 +32,14 @@ from .wire import (
     open_unsigned,
     pack,
     pack_fields,
+    pack_ids,
     unpack,
     unpack_fields,
+    unpack_ids,
 )
 
 _F64 = struct.Struct("<d")
-
-
-def pack_ids(ids: tuple[int, ...]) -> bytes:
-    """Encode client ids as little-endian uint32."""
-    return np.asarray(ids, dtype="<u4").tobytes()
-
-
-def unpack_ids(data: bytes) -> tuple[int, ...]:
-    """Inverse of :func:`pack_ids`."""
-    if len(data) % 4:
-        raise MessageRejectedError(f"id list of {len(data)} bytes is not a multiple of 4")
-    return tuple(int(i) for i in np.frombuffer(data, dtype="<u4"))
+UPLOAD_STAGE = "upload"
 
 
 class OneShotServer(ABC):
@@ -209,34 +205,102 @@ def open_uploads(
     return [envs[c] for c in sorted(envs)]
 
 
-class OneShotAggregator(Aggregator):
-    """Driver for single-upload protocols; the stage a client can drop before is ``"upload"``.
+class OneShotClient(Protocol):
+    """A single-upload client party (:class:`~privfed.secure.PlainClient`,
+    :class:`~privfed.secure.HEClient`)."""
 
-    Subclasses build the parties (:meth:`_client`, :meth:`_server`) and either decode the
-    aggregate where it is (:meth:`_decode`, plain sums: no key holder) or override
-    :meth:`_release` to hand it to a key holder, counting the bytes it receives.
+    kind: str
+
+    def encode(self, round_id: int, vector: Any, weight: float, total_weight: float) -> bytes:
+        """The client's upload message."""
+        ...
+
+
+class OneShotEndpoint:
+    """Client endpoint of a single-upload protocol: answers the round request with the upload.
+
+    Parameters
+    ----------
+    party : OneShotClient
+        The client party (e.g. :class:`~privfed.secure.PlainClient`).
+    vector : array_like
+        The client's flat update.
     """
 
-    stages = ("upload",)
+    def __init__(self, party: OneShotClient, vector: Any) -> None:
+        self.party = party
+        self.vector = vector
+
+    def respond(self, stage: str, message: bytes) -> bytes:
+        """Answer the :class:`~privfed.secure.RoundRequest` of stage ``"upload"``.
+
+        Raises
+        ------
+        MessageRejectedError
+            Another stage, a malformed request, or a request for another vector length.
+        InvalidInputError
+            The party refuses the vector or the weights (see its ``encode``).
+        """
+        if stage != UPLOAD_STAGE:
+            raise MessageRejectedError(f"{self.party.kind!r} client: no stage {stage!r}")
+        request = RoundRequest.from_bytes(message, self.party.kind)
+        size = np.asarray(self.vector).size
+        if request.dim != size:
+            raise MessageRejectedError(
+                f"round {request.round_id}: the server expects {request.dim} values, this "
+                f"client has {size}"
+            )
+        return self.party.encode(request.round_id, self.vector, request.weight,
+                                 request.total_weight)
+
+
+def collect_uploads(transport: Transport, server: OneShotServer, meter: RoundMeter) -> bytes:
+    """Request every participant's upload, hand the replies to ``server``; its aggregate.
+
+    Raises
+    ------
+    ThresholdError
+        No upload was accepted.
+    """
+    with meter.timed("aggregate"):
+        requests = {
+            c: RoundRequest(server.round_id, w, server.total_weight, server.dim).to_bytes(
+                server.kind)
+            for c, w in server.weights.items()
+        }
+    run_stage(transport, UPLOAD_STAGE, requests, server, meter, count_down=False)
+    with meter.timed("aggregate"):
+        return server.aggregate()
+
+
+ServerT = TypeVar("ServerT", bound=OneShotServer)
+
+
+class OneShotAggregator(SecureAggregator, Generic[ServerT]):
+    """In-process single-upload protocol: the clients' endpoints over a
+    :class:`~privfed.secure.LocalTransport`, the stage ``"upload"`` (the one a client can drop
+    before) and the protocol's driver (:meth:`_drive`).
+    """
+
+    stages = (UPLOAD_STAGE,)
 
     @abstractmethod
-    def _client(self, client_id: int) -> Any:
-        """Client party with an ``encode(round_id, vector, weight, total_weight)`` method."""
+    def _client(self, client_id: int) -> OneShotClient:
+        """Client party of ``client_id``."""
 
     @abstractmethod
-    def _server(self, round_id: int, weights: dict[int, float], dim: int) -> OneShotServer:
+    def _server(self, round_id: int, weights: dict[int, float], dim: int) -> ServerT:
         """Server party of the round."""
 
-    def _decode(self, message: bytes, round_id: int) -> DecodedAggregate:
-        """Decode a plain aggregate message where it is (used by the default :meth:`_release`)."""
-        raise NotImplementedError(f"{type(self).__name__} must define _decode or _release")
-
-    def _release(
-        self, server: OneShotServer, message: bytes, round_id: int, meter: RoundMeter
+    @abstractmethod
+    def _drive(
+        self, transport: Transport, server: ServerT, meter: RoundMeter
     ) -> DecodedAggregate:
-        """Turn the aggregate message into the mean; default: decoded by the server itself."""
-        with meter.timed("decode"):
-            return self._decode(message, round_id)
+        """Run the protocol's driver."""
+
+    def _endpoints(self, vectors: dict[int, np.ndarray]) -> dict[int, ClientEndpoint]:
+        """Each client's endpoint."""
+        return {c: OneShotEndpoint(self._client(c), v) for c, v in vectors.items()}
 
     def _run(
         self,
@@ -248,16 +312,7 @@ class OneShotAggregator(Aggregator):
     ) -> DecodedAggregate:
         dim = next(iter(vectors.values())).size
         server = self._server(round_id, weights, dim)
-        dropped = dropouts.get("upload", frozenset())
-        for c in sorted(vectors):
-            if c in dropped:
-                continue
-            client = self._client(c)
-            with meter.timed("encode"):
-                msg = client.encode(round_id, vectors[c], weights[c], server.total_weight)
-            meter.up(c, "upload", msg)
-            with meter.timed("aggregate"):
-                server.receive(msg)
-        with meter.timed("aggregate"):
-            agg = server.aggregate()
-        return self._release(server, agg, round_id, meter)
+        transport = LocalTransport(self._endpoints(vectors), dropouts=dropouts)
+        decoded = self._drive(transport, server, meter)
+        meter.seconds["encode"] += transport.seconds[UPLOAD_STAGE]
+        return decoded

@@ -1,28 +1,52 @@
-"""Unprotected baseline: clients send float32 vectors in the clear, the server averages them.
+"""Unprotected baseline: clients send their vectors in the clear, the server averages them.
 
 No confidentiality and no integrity (messages are framed, not signed): the cost and accuracy
 reference for the protecting aggregators. In a deployment, run it over an authenticated
-transport such as TLS.
+transport such as TLS. A vector travels as float32, or as the payload of a
+:class:`PayloadCodec` (e.g. a compressing one), which the server decodes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import numpy as np
 
-from .base import DecodedAggregate
+from .base import DecodedAggregate, RoundMeter
 from .errors import MessageRejectedError
-from .identity import ClientIdentity
-from .oneshot import OneShotAggregator, OneShotServer, open_aggregate
+from .identity import ClientIdentity, IdentityRegistry
+from .oneshot import OneShotAggregator, OneShotServer, collect_uploads, open_aggregate
+from .transport import Transport
 from .validation import prepare_upload
 from .wire import pack
 
 KIND = "none"
 
 
+class PayloadCodec(Protocol):
+    """Encoding of a plain upload's vector into its payload (e.g. a lossy compression).
+
+    One object serves every client and the server.
+    """
+
+    def encode(self, vector: np.ndarray, round_id: int, client_id: int) -> bytes:
+        """The payload carrying ``vector`` (a finite float64 vector) of ``client_id``."""
+        ...
+
+    def decode(self, payload: bytes, dim: int, round_id: int) -> np.ndarray:
+        """The float64 vector of length ``dim`` that ``payload`` carries.
+
+        Raises
+        ------
+        MessageRejectedError
+            ``payload`` is not a valid payload of ``dim`` values.
+        """
+        ...
+
+
 class PlainClient:
-    """Client of the plain protocol: sends its float32 vector in the clear, unsigned.
+    """Client of the plain protocol: sends its vector in the clear, unsigned.
 
     Parameters
     ----------
@@ -32,42 +56,80 @@ class PlainClient:
         Maximum absolute value per coordinate (``None``: no range check).
     out_of_range : {"clip", "error"}
         Clip out-of-range coordinates or raise.
+    codec : PayloadCodec or None
+        Encodes the vector (``None``: float32).
     """
 
+    kind = KIND
+
     def __init__(
-        self, identity: ClientIdentity, *, clip: float | None = None, out_of_range: str = "error"
+        self,
+        identity: ClientIdentity,
+        *,
+        clip: float | None = None,
+        out_of_range: str = "error",
+        codec: PayloadCodec | None = None,
     ) -> None:
         self.identity = identity
         self.clip = clip
         self.out_of_range = out_of_range
+        self.codec = codec
 
     def encode(self, round_id: int, vector: Any, weight: float, total_weight: float) -> bytes:
-        """Return the upload message carrying ``vector`` as float32.
+        """Return the upload message carrying ``vector`` (float32, or the codec's payload).
 
         ``weight`` and ``total_weight`` are public and applied by the server.
         """
+        cid = self.identity.client_id
         x, _ = prepare_upload(round_id, vector, weight, total_weight, clip=self.clip,
-                              out_of_range=self.out_of_range, client_id=self.identity.client_id)
-        payload = x.astype("<f4").tobytes()
-        return pack(KIND, "upload", round_id, self.identity.client_id, payload)
+                              out_of_range=self.out_of_range, client_id=cid)
+        if self.codec is None:
+            payload = x.astype("<f4").tobytes()
+        else:
+            payload = self.codec.encode(x, round_id, cid)
+        return pack(KIND, "upload", round_id, cid, payload)
 
 
 class PlainServer(OneShotServer):
-    """Server of the plain protocol: computes the weighted sum in float64."""
+    """Server of the plain protocol: computes the weighted sum in float64.
+
+    Parameters
+    ----------
+    round_id, weights, registry, dim
+        See :class:`~privfed.secure.oneshot.OneShotServer`.
+    codec : PayloadCodec or None
+        Decodes the uploads' payloads (``None``: float32).
+    """
 
     kind = KIND
     signed = False
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        round_id: int,
+        weights: Mapping[int, float],
+        registry: IdentityRegistry,
+        dim: int,
+        *,
+        codec: PayloadCodec | None = None,
+    ) -> None:
+        super().__init__(round_id, weights, registry, dim)
+        self.codec = codec
         self._sum = np.zeros(self.dim, dtype=np.float64)
 
     def _parse(self, sender: int, payload: bytes) -> tuple[int, np.ndarray]:
-        if len(payload) != 4 * self.dim:
+        if self.codec is not None:
+            x = np.asarray(self.codec.decode(payload, self.dim, self.round_id), np.float64)
+            if x.shape != (self.dim,):
+                raise MessageRejectedError(
+                    f"client {sender}: the codec decoded shape {x.shape}, expected ({self.dim},)"
+                )
+        elif len(payload) != 4 * self.dim:
             raise MessageRejectedError(
                 f"client {sender}: vector of {len(payload) // 4} float32, expected {self.dim}"
             )
-        x = np.frombuffer(payload, dtype="<f4")
+        else:
+            x = np.frombuffer(payload, dtype="<f4")
         if not np.isfinite(x).all():
             raise MessageRejectedError(f"client {sender}: vector has NaN/Inf")
         return sender, x
@@ -80,20 +142,45 @@ class PlainServer(OneShotServer):
         return [self._sum.astype("<f8").tobytes()]
 
 
-def decode_plain(message: bytes, round_id: int, kind: str = KIND) -> DecodedAggregate:
-    """Decode a plain aggregate message (a float64 weighted sum) into the weighted mean.
-
-    ``kind`` is the aggregator kind in the message header (plain-text sums also come from
-    the compressed uploads of :mod:`privfed.compression`).
-    """
-    included, w_incl, _, fields = open_aggregate(message, kind, round_id)
+def decode_plain(message: bytes, round_id: int) -> DecodedAggregate:
+    """Decode a plain aggregate message (a float64 weighted sum) into the weighted mean."""
+    included, w_incl, _, fields = open_aggregate(message, KIND, round_id)
     if len(fields) != 1:
         raise MessageRejectedError("plain aggregate must carry exactly one vector")
     mean = np.frombuffer(fields[0], dtype="<f8") / w_incl
     return DecodedAggregate(mean, w_incl, included)
 
 
-class PlainAggregator(OneShotAggregator):
+def run_plain(transport: Transport, server: PlainServer, meter: RoundMeter) -> DecodedAggregate:
+    """Driver of the plain protocol: request the uploads, sum them, decode the sum here.
+
+    Parameters
+    ----------
+    transport : Transport
+        Reaches the clients; each answers stage ``"upload"`` (a
+        :class:`~privfed.secure.RoundRequest`) with its upload, e.g. through a
+        :class:`~privfed.secure.OneShotEndpoint`.
+    server : PlainServer
+        The round's server party; its ``weights`` name the participants.
+    meter : RoundMeter
+        Counts the bytes and the server's time.
+
+    Returns
+    -------
+    DecodedAggregate
+        The weighted mean of the accepted uploads.
+
+    Raises
+    ------
+    ThresholdError
+        No upload was accepted.
+    """
+    aggregate = collect_uploads(transport, server, meter)
+    with meter.timed("decode"):
+        return decode_plain(aggregate, server.round_id)
+
+
+class PlainAggregator(OneShotAggregator[PlainServer]):
     """No protection: the server sees every client's vector (cost and accuracy baseline).
 
     Parameters
@@ -102,15 +189,30 @@ class PlainAggregator(OneShotAggregator):
         Maximum absolute value per coordinate (``None``: no range check).
     out_of_range : {"clip", "error"}
         Clip out-of-range coordinates, or reject the vector.
+    codec : PayloadCodec or None
+        Encodes the uploads (``None``: float32); ``bytes_up`` counts its payloads.
     """
 
     kind = KIND
 
+    def __init__(
+        self,
+        *,
+        clip: float | None = None,
+        out_of_range: str = "error",
+        codec: PayloadCodec | None = None,
+    ) -> None:
+        super().__init__(clip=clip, out_of_range=out_of_range)
+        self.codec = codec
+
     def _client(self, client_id: int) -> PlainClient:
-        return PlainClient(self.identity(client_id), clip=self.clip, out_of_range=self.out_of_range)
+        return PlainClient(self.identity(client_id), clip=self.clip,
+                           out_of_range=self.out_of_range, codec=self.codec)
 
     def _server(self, round_id: int, weights: dict[int, float], dim: int) -> PlainServer:
-        return PlainServer(round_id, weights, self.registry, dim)
+        return PlainServer(round_id, weights, self.registry, dim, codec=self.codec)
 
-    def _decode(self, message: bytes, round_id: int) -> DecodedAggregate:
-        return decode_plain(message, round_id)
+    def _drive(
+        self, transport: Transport, server: PlainServer, meter: RoundMeter
+    ) -> DecodedAggregate:
+        return run_plain(transport, server, meter)

@@ -14,6 +14,8 @@ import struct
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import MessageRejectedError
 from .identity import SIGNATURE_SIZE, ClientIdentity, IdentityRegistry
 
@@ -24,8 +26,8 @@ MAX_CLIENT_ID = SERVER_ID - 1
 _HEADER = struct.Struct("<4sBBBQI")
 HEADER_SIZE = _HEADER.size
 
-KINDS = {"none": 1, "he": 2, "masking": 3, "compressed": 4}
-"""Aggregator kinds; "compressed" frames the codec payloads of :mod:`privfed.compression`."""
+KINDS = {"none": 1, "he": 2, "masking": 3}
+"""Protocol kinds (``"none"`` is the unprotected plain baseline)."""
 STAGES = {
     "upload": 1,
     "aggregate": 2,
@@ -38,6 +40,8 @@ STAGES = {
     "unmask": 9,
     "survivors": 10,
     "consistency": 11,
+    "request": 12,
+    "decrypt": 13,
 }
 SERVER_MODELS = ("malicious", "honest-but-curious")
 """The server a protocol is run against: ``"malicious"`` (the parties check what the server
@@ -100,6 +104,22 @@ def unpack(data: bytes) -> Envelope:
     if kind not in _KIND_NAMES or stage not in _STAGE_NAMES:
         raise MessageRejectedError(f"unknown kind code {kind} or stage code {stage}")
     return Envelope(_KIND_NAMES[kind], _STAGE_NAMES[stage], round_id, sender, data[HEADER_SIZE:])
+
+
+def sender_of(data: bytes) -> int:
+    """The sender named in a message's header, read without parsing the rest.
+
+    Unauthenticated: a driver uses it to check that a transport's client speaks for itself
+    before the message reaches a party (which authenticates it).
+
+    Raises
+    ------
+    MessageRejectedError
+        If the message is shorter than a header.
+    """
+    if len(data) < HEADER_SIZE:
+        raise MessageRejectedError(f"message too short: {len(data)} bytes < header {HEADER_SIZE}")
+    return _HEADER.unpack_from(data)[5]
 
 
 def expect(env: Envelope, *, kind: str, stage: str, round_id: int) -> None:
@@ -222,3 +242,15 @@ def unpack_fields(data: bytes, count: int | None = None) -> list[bytes]:
     if count is not None and n != count:
         raise MessageRejectedError(f"payload has {n} fields, expected {count}")
     return out
+
+
+def pack_ids(ids: tuple[int, ...]) -> bytes:
+    """Encode client ids as little-endian uint32."""
+    return np.asarray(ids, dtype="<u4").tobytes()
+
+
+def unpack_ids(data: bytes) -> tuple[int, ...]:
+    """Inverse of :func:`pack_ids`."""
+    if len(data) % 4:
+        raise MessageRejectedError(f"id list of {len(data)} bytes is not a multiple of 4")
+    return tuple(int(i) for i in np.frombuffer(data, dtype="<u4"))

@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 
 from privfed.secure import IdentityRegistry
-from privfed.secure.errors import MessageRejectedError
+from privfed.secure.identity import pack_registry, unpack_registry
 
 __all__ = ["NodeDirectory", "pack_registry", "unpack_registry"]
-
-_ENTRY = struct.Struct("<I32s")
-
-
-def pack_registry(registry: IdentityRegistry) -> bytes:
-    """``client id (uint32) + raw Ed25519 key (32 bytes)`` per client, by id."""
-    return b"".join(_ENTRY.pack(cid, registry.keys[cid]) for cid in sorted(registry.keys))
-
-
-def unpack_registry(data: bytes) -> IdentityRegistry:
-    """Inverse of :func:`pack_registry`.
-
-    Raises
-    ------
-    MessageRejectedError
-        When ``data`` is not a whole number of entries.
-    """
-    if len(data) % _ENTRY.size:
-        raise MessageRejectedError(
-            f"key registry of {len(data)} bytes is not a multiple of {_ENTRY.size}"
-        )
-    return IdentityRegistry.from_mapping(dict(_ENTRY.iter_unpack(data)))
 
 
 @dataclass

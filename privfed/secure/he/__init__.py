@@ -47,10 +47,22 @@ Upload, signed (:func:`~privfed.secure.wire.seal`, kind ``"he"``, stage ``"uploa
 ``pack_fields([fingerprint (16 bytes) | w_k (<f8) | W (<f8), ct_0, ..., ct_{m-1}])``.
 Aggregate, from the server: the one-shot header (included ids, included weight, total) and
 ``[fingerprint, sum_0, ..., sum_{m-1}]``. Signed public context:
-:meth:`HEKeyHolder.signed_public_material`.
+:meth:`HEKeyHolder.signed_public_material`. Decrypt request, from the server to the key
+holder (kind ``"he"``, stage ``"decrypt"``): ``pack_fields([aggregate, upload_0, ...])``
+(:func:`pack_decrypt_request`); the key holder's answer: :func:`~privfed.secure.pack_decoded`.
+Key set-up and rounds over any transport: :func:`set_up_he`, :func:`run_he` and the
+endpoints of :mod:`privfed.secure.he.endpoints`.
 """
 
 from .aggregator import HEAggregator
+from .driver import run_he, set_up_he
+from .endpoints import (
+    HEKeygenEndpoint,
+    HEPublicEndpoint,
+    KeyHolderEndpoint,
+    open_decrypt_request,
+    pack_decrypt_request,
+)
 from .key_holder import HEKeyHolder
 from .material import FINGERPRINT_SIZE, KIND, HEParams, HEPublicContext
 from .parties import HEClient, HEServer
@@ -61,7 +73,14 @@ __all__ = [
     "HEAggregator",
     "HEClient",
     "HEKeyHolder",
+    "HEKeygenEndpoint",
     "HEParams",
     "HEPublicContext",
+    "HEPublicEndpoint",
     "HEServer",
+    "KeyHolderEndpoint",
+    "open_decrypt_request",
+    "pack_decrypt_request",
+    "run_he",
+    "set_up_he",
 ]

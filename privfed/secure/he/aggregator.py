@@ -1,24 +1,30 @@
-"""In-process driver of the HE protocol."""
+"""The HE protocol in-process."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from privfed.secure.base import DecodedAggregate, RoundMeter
 from privfed.secure.errors import InvalidInputError
-from privfed.secure.oneshot import OneShotAggregator, OneShotServer
+from privfed.secure.oneshot import UPLOAD_STAGE, OneShotAggregator, OneShotEndpoint
+from privfed.secure.transport import ClientEndpoint, StageRouter, Transport
 from privfed.secure.wire import SERVER_MODELS
 
+from .driver import run_he
+from .endpoints import DECRYPT_STAGE, KeyHolderEndpoint
 from .key_holder import HEKeyHolder
 from .material import KIND, HEParams, HEPublicContext
 from .parties import HEClient, HEServer
 
 
-class HEAggregator(OneShotAggregator):
+class HEAggregator(OneShotAggregator[HEServer]):
     """CKKS secure aggregation; the server only adds ciphertexts.
 
     Key material is generated once (at construction) and reused across rounds. The clients
     are the key holders: the included client with the smallest id receives the round's
-    included uploads and the aggregate (counted in its ``bytes_down``: the sum of the included
-    uploads' sizes plus the aggregate's), checks the aggregate against them and decrypts it.
+    included uploads and the aggregate in one decrypt request (counted in its ``bytes_down``:
+    the included uploads' and the aggregate's sizes plus their framing), checks the aggregate
+    against them and decrypts it (see :func:`run_he`).
 
     Parameters
     ----------
@@ -80,18 +86,18 @@ class HEAggregator(OneShotAggregator):
     def _server(self, round_id: int, weights: dict[int, float], dim: int) -> HEServer:
         return HEServer(round_id, weights, self.registry, dim, public=self.public)
 
-    def _release(
-        self, server: OneShotServer, message: bytes, round_id: int, meter: RoundMeter
-    ) -> DecodedAggregate:
-        """The key holder (smallest included id) gets the aggregate, and under the malicious
-        server model the included uploads to check it against."""
-        uploads = server.accepted_uploads() if self.server_model == "malicious" else None
-        holder = server.included[0]
-        for upload in uploads or ():
-            meter.down(holder, upload)
-        meter.down(holder, message)
-        with meter.timed("decode"):
-            return self.key_holder.decode(
-                message, round_id, uploads=uploads, registry=self.registry,
-                min_clients=self.min_clients, clip=self.clip,
-            )
+    def _endpoints(self, vectors: dict[int, np.ndarray]) -> dict[int, ClientEndpoint]:
+        """Each client uploads, and answers ``"decrypt"`` if it is picked as key holder."""
+        holder = KeyHolderEndpoint(
+            self.key_holder, self.registry, server_model=self.server_model,
+            min_clients=self.min_clients, clip=self.clip,
+        )
+        return {
+            c: StageRouter({
+                UPLOAD_STAGE: OneShotEndpoint(self._client(c), v), DECRYPT_STAGE: holder,
+            })
+            for c, v in vectors.items()
+        }
+
+    def _drive(self, transport: Transport, server: HEServer, meter: RoundMeter) -> DecodedAggregate:
+        return run_he(transport, server, meter, server_model=self.server_model)

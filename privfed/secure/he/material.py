@@ -18,6 +18,7 @@ FINGERPRINT_SIZE = 16
 # Largest total coefficient modulus (bits) for 128-bit security (HomomorphicEncryption.org).
 _MAX_COEFF_BITS = {4096: 109, 8192: 218, 16384: 438, 32768: 881}
 _U32 = struct.Struct("<I")
+_PARAMS_HEAD = struct.Struct("<II")  # poly_modulus_degree | scale_bits
 _UPLOAD_HEAD = struct.Struct(f"<{FINGERPRINT_SIZE}sdd")  # fingerprint | w_k | W
 # Domain tag of the signed public context: its bytes start with pack_fields' count (3), never
 # with a wire message's magic, so the signature cannot be passed off as any other message.
@@ -62,6 +63,29 @@ class HEParams:
                 f"(first prime {bits[0]} bits minus 10 bits of integer head-room)"
             )
 
+    def to_bytes(self) -> bytes:
+        """Serialize (e.g. the key holder's key-generation request)."""
+        return pack_fields(self._fields())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> HEParams:
+        """Inverse of :meth:`to_bytes`.
+
+        Raises
+        ------
+        MessageRejectedError
+            Malformed, or parameters that :class:`HEParams` refuses (e.g. below 128-bit
+            security).
+        """
+        try:
+            return _params_from(*unpack_fields(data, 2))
+        except InvalidInputError as exc:
+            raise MessageRejectedError(f"CKKS parameters refused: {exc}") from None
+
+    def _fields(self) -> list[bytes]:
+        head = _PARAMS_HEAD.pack(self.poly_modulus_degree, self.scale_bits)
+        return [head, bytes(self.coeff_mod_bit_sizes)]
+
     @property
     def slots(self) -> int:
         """Values per ciphertext."""
@@ -73,16 +97,29 @@ class HEParams:
         return float(2 ** (self.coeff_mod_bit_sizes[0] - self.scale_bits - 2))
 
 
+def _params_from(head: bytes, bits: bytes) -> HEParams:
+    """The :class:`HEParams` of :meth:`HEParams._fields`.
+
+    Raises
+    ------
+    MessageRejectedError
+        A head of the wrong size.
+    InvalidInputError
+        Parameters :class:`HEParams` refuses.
+    """
+    if len(head) != _PARAMS_HEAD.size:
+        raise MessageRejectedError(f"CKKS parameters head of {len(head)} bytes")
+    degree, scale_bits = _PARAMS_HEAD.unpack(head)
+    return HEParams(degree, tuple(bits), scale_bits)
+
+
 def _pack_material(params: HEParams, context: bytes) -> bytes:
-    head = struct.pack("<II", params.poly_modulus_degree, params.scale_bits)
-    bits = bytes(params.coeff_mod_bit_sizes)
-    return pack_fields([head, bits, context])
+    return pack_fields([*params._fields(), context])
 
 
 def _unpack_material(data: bytes) -> tuple[HEParams, ts.Context]:
     head, bits, context = unpack_fields(data, 3)
-    degree, scale_bits = struct.unpack("<II", head)
-    params = HEParams(degree, tuple(bits), scale_bits)
+    params = _params_from(head, bits)
     try:
         ctx = ts.context_from(context)
     except Exception as exc:

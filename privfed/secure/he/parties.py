@@ -31,6 +31,8 @@ class HEClient:
         Clip out-of-range coordinates or raise.
     """
 
+    kind = KIND
+
     def __init__(
         self,
         identity: ClientIdentity,

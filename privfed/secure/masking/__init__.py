@@ -3,6 +3,8 @@ with optional SecAgg+ neighbourhoods (Bell et al. 2020) derived from a threat mo
 
 from .aggregator import MaskingAggregator
 from .client import MaskingClient
+from .driver import run_masking
+from .endpoint import MaskingEndpoint
 from .params import SERVER_MODELS, MaskingParams, default_threshold, neighbours
 from .quantize import Ring
 from .security import RoundParameters, ThreatModel, min_threshold, round_parameters
@@ -11,6 +13,7 @@ from .server import MaskingServer, decode_masking
 __all__ = [
     "MaskingAggregator",
     "MaskingClient",
+    "MaskingEndpoint",
     "MaskingParams",
     "MaskingServer",
     "SERVER_MODELS",
@@ -22,4 +25,5 @@ __all__ = [
     "min_threshold",
     "neighbours",
     "round_parameters",
+    "run_masking",
 ]

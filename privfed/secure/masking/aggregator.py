@@ -1,17 +1,20 @@
-"""In-process driver of the masking protocol."""
+"""The masking protocol in-process."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from privfed.secure.base import Aggregator, DecodedAggregate, RoundMeter
+from privfed.secure.base import DecodedAggregate, RoundMeter, SecureAggregator
+from privfed.secure.transport import LocalTransport
 
 from .client import MaskingClient
+from .driver import run_masking
+from .endpoint import STAGES, MaskingEndpoint
 from .params import MaskingParams
-from .server import MaskingServer, decode_masking
+from .server import MaskingServer
 
 
-class MaskingAggregator(Aggregator):
+class MaskingAggregator(SecureAggregator):
     """Pairwise-masking secure aggregation (Bonawitz et al. CCS 2017; SecAgg+ optional).
 
     The server learns only the weighted sum of the clients whose masked input it received,
@@ -33,7 +36,7 @@ corrupt_fraction, dropout_fraction, security_bits, server_model
     """
 
     kind = "masking"
-    stages = ("advertise", "share", "masked", "consistency", "unmask")
+    stages = STAGES
 
     def __init__(
         self,
@@ -75,45 +78,17 @@ corrupt_fraction, dropout_fraction, security_bits, server_model
         meter: RoundMeter,
     ) -> DecodedAggregate:
         ids = sorted(vectors)
-        dim = vectors[ids[0]].size
         registry = self.registry
         params = self.round_params(len(ids))
         with meter.timed("aggregate"):
-            server = MaskingServer(registry, params, round_id, dim, ids)
+            server = MaskingServer(registry, params, round_id, vectors[ids[0]].size, ids)
         with meter.timed("encode"):
-            clients = {
-                c: MaskingClient(self.identity(c), registry, params, round_id) for c in ids
+            endpoints = {
+                c: MaskingEndpoint(MaskingClient(self.identity(c), registry, params, round_id),
+                                   vectors[c])
+                for c in ids
             }
-        alive = set(ids)
-
-        def step(stage: str, inbox: dict[int, bytes] | None, send) -> None:
-            alive.difference_update(dropouts.get(stage, ()))
-            for c in sorted(alive):
-                if inbox is not None:
-                    meter.down(c, inbox[c])
-                with meter.timed("encode"):
-                    msg = send(c, None if inbox is None else inbox[c])
-                meter.up(c, stage, msg)
-                with meter.timed("aggregate"):
-                    server.receive(msg)
-
-        step("advertise", None, lambda c, _: clients[c].advertise(weights[c], dim))
-        with meter.timed("aggregate"):
-            keys = server.keys_message()
-        step("share", dict.fromkeys(alive, keys), lambda c, m: clients[c].share_keys(m))
-        with meter.timed("aggregate"):
-            forward = server.forward_messages()
-        step("masked", forward, lambda c, m: clients[c].masked_input(m, vectors[c]))
-        if params.consistency_round:
-            with meter.timed("aggregate"):
-                survivors = server.survivors_message()
-            step("consistency", dict.fromkeys(alive, survivors),
-                 lambda c, m: clients[c].consistency(m))
-        with meter.timed("aggregate"):
-            request = server.unmask_request()
-        step("unmask", dict.fromkeys(alive, request), lambda c, m: clients[c].unmask(m))
-        with meter.timed("aggregate"):
-            message = server.aggregate()
-        with meter.timed("decode"):
-            mean, total, included = decode_masking(message, round_id)
-        return DecodedAggregate(mean, total, included)
+        transport = LocalTransport(endpoints, dropouts=dropouts)
+        decoded = run_masking(transport, server, weights, meter)
+        meter.seconds["encode"] += sum(transport.seconds[s] for s in self.stages)
+        return decoded

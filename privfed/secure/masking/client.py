@@ -14,13 +14,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from privfed.secure.errors import ConsistencyError, MessageRejectedError, ThresholdError
 from privfed.secure.identity import ClientIdentity, IdentityRegistry
-from privfed.secure.oneshot import unpack_ids
 from privfed.secure.validation import (
     check_round_id,
     check_weight,
     prepare_vector,
 )
-from privfed.secure.wire import expect, open_signed, seal, unpack, unpack_fields
+from privfed.secure.wire import expect, open_signed, seal, unpack, unpack_fields, unpack_ids
 
 from .crypto import (
     SEED_SIZE,

@@ -16,9 +16,9 @@ import numpy as np
 
 from privfed.secure.errors import MessageRejectedError, ThresholdError
 from privfed.secure.identity import IdentityRegistry
-from privfed.secure.oneshot import open_aggregate, pack_ids
+from privfed.secure.oneshot import open_aggregate
 from privfed.secure.validation import check_round_id
-from privfed.secure.wire import SERVER_ID, open_signed, pack, pack_fields
+from privfed.secure.wire import SERVER_ID, open_signed, pack, pack_fields, pack_ids
 
 from .client import pair_sign, self_mask_key
 from .crypto import agree, prg, public_bytes, x25519_from_seed

@@ -15,9 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from privfed.secure.errors import MessageRejectedError
 from privfed.secure.identity import ClientIdentity, IdentityRegistry
-from privfed.secure.oneshot import pack_ids, unpack_ids
 from privfed.secure.validation import OUT_OF_RANGE_MODES
-from privfed.secure.wire import pack_fields, unpack_fields
+from privfed.secure.wire import pack_fields, pack_ids, unpack_fields, unpack_ids
 
 from .crypto import SEED_SIZE, public_bytes, x25519_from_seed
 from .messages import Advert, commit, pack_addressed, unpack_addressed
