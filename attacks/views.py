@@ -137,9 +137,9 @@ class ServerView(Observer):
         elif envelope.stage == "masked":
             self.updates[round_idx][cid] = OPAQUE
 
-    def aggregate_released(self, round_idx: int, mean_update: np.ndarray) -> None:
-        """Keep the decoded aggregate."""
-        self.aggregates[round_idx] = np.array(mean_update, dtype=np.float64)
+    def aggregate_released(self, round_idx: int, mean_update: torch.Tensor) -> None:
+        """Keep the decoded aggregate (as float64)."""
+        self.aggregates[round_idx] = mean_update.double().numpy()
 
     def model_released(self, round_idx: int, weights: torch.Tensor, spec: ParamSpec) -> None:
         """Keep the new global model."""

@@ -13,8 +13,7 @@ import numpy as np
 import torch
 
 from privfed.federated.engine import Aggregate, RoundSkipped, ServerHook
-from privfed.secure import AggregationResult, ThresholdError
-from privfed.secure import Aggregator as SecureAggregator
+from privfed.secure import AggregationResult, SecureAggregator, ThresholdError
 
 __all__ = ["SecureAggregation", "to_aggregate"]
 

@@ -47,8 +47,7 @@ from privfed.federated import (
 from privfed.models import build_model
 from privfed.privacy import NoisePolicy, build_privacy
 from privfed.privacy.ledger import planned_participations
-from privfed.secure import Aggregator as SecureAggregator
-from privfed.secure import make_aggregator
+from privfed.secure import SecureAggregator, make_aggregator
 
 __all__ = [
     "FederationParts",

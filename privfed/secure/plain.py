@@ -119,7 +119,12 @@ class PlainServer(OneShotServer):
 
     def _parse(self, sender: int, payload: bytes) -> tuple[int, np.ndarray]:
         if self.codec is not None:
-            x = np.asarray(self.codec.decode(payload, self.dim, self.round_id), np.float64)
+            try:
+                x = np.asarray(self.codec.decode(payload, self.dim, self.round_id), np.float64)
+            except MessageRejectedError:
+                raise
+            except ValueError as err:  # the codec's own error for a malformed payload
+                raise MessageRejectedError(f"client {sender}: {err}") from None
             if x.shape != (self.dim,):
                 raise MessageRejectedError(
                     f"client {sender}: the codec decoded shape {x.shape}, expected ({self.dim},)"
