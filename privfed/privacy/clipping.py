@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from privfed.config.fields import check_field
 from privfed.federated.stages import ServerAggregate, UpdateStage
 from privfed.privacy.accounting import adaptive_update_noise
 
@@ -80,8 +81,7 @@ class ClipStage(UpdateStage):
     def __init__(
         self, clip_norm: float, expected_clients: float, adaptive: AdaptiveClipping | None = None
     ) -> None:
-        if not clip_norm > 0:
-            raise ValueError(f"privacy.clip_norm must be > 0, got {clip_norm}")
+        check_field("privacy.clip_norm", clip_norm)
         if not expected_clients > 0:
             raise ValueError(f"the expected number of clients must be > 0, got {expected_clients}")
         if adaptive is not None and math.isinf(clip_norm):
@@ -163,8 +163,7 @@ def update_noise_multiplier(noise_multiplier: float, clip: ClipStage) -> float:
         ``noise_multiplier < 0``; ``S = inf`` with noise; the count noise alone would
         spend the budget.
     """
-    if noise_multiplier < 0:
-        raise ValueError(f"privacy.noise_multiplier must be >= 0, got {noise_multiplier}")
+    check_field("privacy.noise_multiplier", noise_multiplier)
     if math.isinf(clip.clip_norm) and noise_multiplier != 0:
         raise ValueError("privacy.clip_norm = inf is allowed only with noise_multiplier = 0")
     if clip.adaptive is None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from privfed.config.fields import check_field
 from privfed.federated.stages import ServerAggregate, UpdateStage
 from privfed.privacy.clipping import ClipStage, update_noise_multiplier
 from privfed.privacy.randomness import NoisePolicy
@@ -90,14 +91,8 @@ class DistributedNoiseStage(UpdateStage):
         noise_kind: str = "gaussian",
         quantization_step: float | None = None,
     ) -> None:
-        if min_surviving_clients < 1:
-            raise ValueError(
-                f"privacy.min_surviving_clients must be >= 1, got {min_surviving_clients}"
-            )
-        if noise_kind not in ("gaussian", "skellam"):
-            raise ValueError(
-                f"privacy.noise: unknown value {noise_kind!r}; allowed: ['gaussian', 'skellam']"
-            )
+        check_field("privacy.min_surviving_clients", min_surviving_clients)
+        check_field("privacy.noise", noise_kind)
         self.update_noise = update_noise_multiplier(noise_multiplier, clip)
         if noise_kind == "skellam" and clip.adaptive is not None:
             raise ValueError("privacy.noise 'skellam' does not support adaptive_clipping")

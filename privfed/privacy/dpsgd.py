@@ -9,9 +9,9 @@ Opacus (the trainer, :mod:`privfed.privacy.trainer`, does).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
+from privfed.config.fields import check_field
 from privfed.privacy.accounting import GaussianEvent
 
 __all__ = ["DPSGDParams", "default_sample_rate", "local_steps_per_round"]
@@ -62,14 +62,9 @@ class DPSGDParams:
     normaliser: float
 
     def __post_init__(self) -> None:
-        if not self.noise_multiplier >= 0:
-            raise ValueError(
-                f"privacy.noise_multiplier must be >= 0, got {self.noise_multiplier!r}")
-        if not 0 < self.max_grad_norm < math.inf:
-            raise ValueError(
-                f"privacy.max_grad_norm must be > 0 and finite, got {self.max_grad_norm!r}")
-        if not 0 < self.sample_rate <= 1:
-            raise ValueError(f"privacy.sample_rate must be in (0, 1], got {self.sample_rate!r}")
+        check_field("privacy.noise_multiplier", self.noise_multiplier)
+        check_field("privacy.max_grad_norm", self.max_grad_norm)
+        check_field("privacy.sample_rate", self.sample_rate)
         if self.steps_per_round < 1:
             raise ValueError(f"DP-SGD steps per round must be >= 1, got {self.steps_per_round}")
         if not self.normaliser > 0:

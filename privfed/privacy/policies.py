@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from privfed.config.fields import check_field
 from privfed.federated.policy import ParticipationPolicy
 from privfed.privacy.accounting import GaussianEvent, gaussian_epsilon, replace_one_epsilon
 from privfed.privacy.dpsgd import DPSGDParams
@@ -123,8 +124,7 @@ class UserLevelPolicy(ParticipationPolicy):
         accountant: str = "pld",
         budget: float | None = None,
     ) -> None:
-        if noise_multiplier < 0:
-            raise ValueError(f"privacy.noise_multiplier must be >= 0, got {noise_multiplier}")
+        check_field("privacy.noise_multiplier", noise_multiplier)
         if not 0 < sample_rate <= 1:
             raise ValueError(f"client sample rate must be in (0, 1], got {sample_rate}")
         self.noise_multiplier = noise_multiplier
@@ -217,14 +217,8 @@ class DistributedPolicy(ClientLedgerMixin, UserLevelPolicy):
         quantization_step: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        if min_surviving_clients < 1:
-            raise ValueError(
-                f"privacy.min_surviving_clients must be >= 1, got {min_surviving_clients}"
-            )
-        if noise_kind not in ("gaussian", "skellam"):
-            raise ValueError(
-                f"privacy.noise: unknown value {noise_kind!r}; allowed: ['gaussian', 'skellam']"
-            )
+        check_field("privacy.min_surviving_clients", min_surviving_clients)
+        check_field("privacy.noise", noise_kind)
         if noise_kind == "skellam" and not quantization_step > 0:
             raise ValueError(f"Skellam noise needs a lattice step > 0, got {quantization_step}")
         self.min_surviving_clients = min_surviving_clients

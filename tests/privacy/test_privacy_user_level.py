@@ -160,7 +160,7 @@ def test_clip_stage_without_adaptation_changes_no_aggregate():
     clip = ClipStage(1.0, 4.0)
     aggregate = ServerAggregate(torch.ones(3), 1.0, (0, 1))
     assert clip.server(1, aggregate) is aggregate and clip.output_length(3) == 3
-    with pytest.raises(ValueError, match=r"privacy\.clip_norm must be > 0"):
+    with pytest.raises(ValueError, match=r"privacy\.clip_norm must be in \(0, inf\], got 0"):
         ClipStage(0.0, 4.0)
 
 
