@@ -114,6 +114,24 @@ def test_node_keeps_its_identity_in_the_context_state() -> None:
     assert first.public_bytes == again.public_bytes
 
 
+def test_a_node_builds_only_its_own_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node holds its own partition only, and no CKKS key of its own making: under HE
+    it trains and keeps its update without ever building the federation's aggregator."""
+    import privfed.secure.he.key_holder as key_holder
+
+    def no_keys(*args, **kwargs):
+        raise AssertionError("a node made a CKKS key")
+
+    monkeypatch.setattr(key_holder.HEKeyHolder, "__init__", no_keys)
+    cfg = config("secure.kind='he'")
+    node = ClientNode(cfg, 2, RecordDict())
+    partitions = build_simulation(config()).partitions
+    assert node.client.num_samples == len(partitions[2])
+    reply = node.train(_train_message(config(), 0))  # the same model, built without HE
+    assert int(reply[messages.RECORD]["steps"]) >= 1 and "privfed.pending" in node.state
+    assert not hasattr(node, "clients") and not hasattr(node, "server")
+
+
 def test_a_node_with_pinned_keys_detects_key_substitution(tmp_path: Path) -> None:
     identities = [ClientIdentity(c) for c in range(3)]
     pinned = IdentityRegistry.from_identities(identities)
