@@ -64,8 +64,8 @@ class TrainedFederation:
             return None
         return self.history.rounds[-1].extra.get("epsilon")
 
-    def client_epsilon(self, cid: int) -> float | None:
-        """The epsilon bounding what inserting records into client ``cid`` can reveal.
+    def client_epsilon(self, client_id: int) -> float | None:
+        """The epsilon bounding what inserting records into client ``client_id`` can reveal.
 
         Local DP: that client's record-level epsilon. User-level DP: the epsilon for
         changing the data of a client that takes part either way (replace-one), not the
@@ -75,10 +75,10 @@ class TrainedFederation:
             return None
         policy = self.server.policy
         if hasattr(policy, "change_one_client_epsilon"):
-            return policy.change_one_client_epsilon(cid)
+            return policy.change_one_client_epsilon(client_id)
         extra = self.history.rounds[-1].extra
         per_client = extra.get("epsilon_per_client")
-        return per_client[cid] if per_client is not None else extra.get("epsilon")
+        return per_client[client_id] if per_client is not None else extra.get("epsilon")
 
 
 def key_holder_secret(server: Server) -> bytes:
@@ -90,7 +90,7 @@ def key_holder_secret(server: Server) -> bytes:
 def client_weights(server: Server) -> dict[int, float]:
     """The public aggregation weight of every client of an in-process ``server`` (what the
     server announces, and a colluding key holder uses to undo the weighting)."""
-    return {c.cid: server.weighting.weight(c.num_samples) for c in server.engine.clients}
+    return {c.client_id: server.weighting.weight(c.num_samples) for c in server.engine.clients}
 
 
 def build_federation(

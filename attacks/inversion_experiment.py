@@ -150,7 +150,7 @@ def inversion_experiment(
         view_name = "server"  # the decoded aggregate is what every view gets
         observed = [view.aggregates[1]]
     else:
-        observed = [view.readable_update(1, cid) for cid in range(n)]
+        observed = [view.readable_update(1, client_id) for client_id in range(n)]
         if any(u is None for u in observed):
             return InversionOutcome(
                 scenario, view_name, originals[:0], originals[:0], labels[:0], labels[:0], {},

@@ -86,9 +86,9 @@ class ServerView(Observer):
     Attributes
     ----------
     messages : dict
-        ``messages[round][cid]`` is a list of ``(stage, bytes)`` as received.
+        ``messages[round][client_id]`` is a list of ``(stage, bytes)`` as received.
     updates : dict
-        ``updates[round][cid]`` is the client's update as a float64 vector where its upload
+        ``updates[round][client_id]`` is the client's update as a float64 vector where its upload
         is readable (plain aggregation), else :data:`OPAQUE` (None).
     aggregates : dict
         ``aggregates[round]`` is the decoded weighted mean of the round's updates.
@@ -123,38 +123,38 @@ class ServerView(Observer):
         """Record the initial global model (the server chose it, so it knows it)."""
         self.models[0] = weights.detach().clone()
 
-    def round_started(self, round_idx: int, client_ids: Sequence[int]) -> None:
+    def round_started(self, round_id: int, client_ids: Sequence[int]) -> None:
         """Remember the round's cohort."""
-        self.cohorts[round_idx] = list(client_ids)
+        self.cohorts[round_id] = list(client_ids)
 
-    def server_received(self, round_idx: int, cid: int, stage: str, message: bytes) -> None:
+    def server_received(self, round_id: int, client_id: int, stage: str, message: bytes) -> None:
         """Keep the bytes; decode an upload where the server can."""
-        self.messages[round_idx][cid].append((stage, bytes(message)))
+        self.messages[round_id][client_id].append((stage, bytes(message)))
         envelope = unpack(message)
         if envelope.stage == "upload":
-            self.updates[round_idx][cid] = self._decode_upload(round_idx, cid, envelope.kind,
-                                                               bytes(message))
+            self.updates[round_id][client_id] = self._decode_upload(
+                round_id, client_id, envelope.kind, bytes(message))
         elif envelope.stage == "masked":
-            self.updates[round_idx][cid] = OPAQUE
+            self.updates[round_id][client_id] = OPAQUE
 
-    def aggregate_released(self, round_idx: int, mean_update: torch.Tensor) -> None:
+    def aggregate_released(self, round_id: int, mean_update: torch.Tensor) -> None:
         """Keep the decoded aggregate (as float64)."""
-        self.aggregates[round_idx] = mean_update.double().numpy()
+        self.aggregates[round_id] = mean_update.double().numpy()
 
-    def model_released(self, round_idx: int, weights: torch.Tensor, spec: ParamSpec) -> None:
+    def model_released(self, round_id: int, weights: torch.Tensor, spec: ParamSpec) -> None:
         """Keep the new global model."""
-        self.models[round_idx] = weights.detach().clone()
+        self.models[round_id] = weights.detach().clone()
         self.spec = spec
 
-    def readable_update(self, round_idx: int, cid: int) -> np.ndarray | None:
-        """The update of ``cid`` in ``round_idx`` if this view can read it, else None."""
-        return self.updates.get(round_idx, {}).get(cid)
+    def readable_update(self, round_id: int, client_id: int) -> np.ndarray | None:
+        """The update of ``client_id`` in ``round_id`` if this view can read it, else None."""
+        return self.updates.get(round_id, {}).get(client_id)
 
-    def _decode_upload(self, round_idx: int, cid: int, kind: str,
+    def _decode_upload(self, round_id: int, client_id: int, kind: str,
                        message: bytes) -> np.ndarray | None:
         if kind == "none" and 0 in self.models:  # Plain: the server reads the payload.
             length = self.reader.pipeline.output_length(self.models[0].numel())
-            return self.reader.decode(round_idx, unpack(message).payload, length)
+            return self.reader.decode(round_id, unpack(message).payload, length)
         if kind != "he":  # An encoding this view has no decoder for: say so, never guess.
             self.undecoded_kinds.add(kind)
         return OPAQUE  # A CKKS ciphertext under a key the server does not hold.
@@ -182,16 +182,16 @@ class CollusionView(ServerView):
             raise ValueError("secret_material holds no secret key")
         self._weights = dict(client_weights)
 
-    def _decode_upload(self, round_idx: int, cid: int, kind: str,
+    def _decode_upload(self, round_id: int, client_id: int, kind: str,
                        message: bytes) -> np.ndarray | None:
         if kind != "he":
-            return super()._decode_upload(round_idx, cid, kind, message)
+            return super()._decode_upload(round_id, client_id, kind, message)
         body = message[:-SIGNATURE_SIZE]  # HE uploads are signed; drop the signature.
         fields = unpack_fields(unpack(body).payload)
         parts = [ts.ckks_vector_from(self._context, ct).decrypt() for ct in fields[1:]]
         weighted = np.concatenate([np.asarray(p, dtype=np.float64) for p in parts])
-        total = sum(self._weights[c] for c in self.cohorts[round_idx])
-        return self.reader.reconstruct(round_idx, weighted * (total / self._weights[cid]))
+        total = sum(self._weights[c] for c in self.cohorts[round_id])
+        return self.reader.reconstruct(round_id, weighted * (total / self._weights[client_id]))
 
 
 class OutsiderView(Observer):
@@ -207,9 +207,9 @@ class OutsiderView(Observer):
         self.last_round = last_round
         self.final_model: torch.Tensor | None = None
 
-    def model_released(self, round_idx: int, weights: torch.Tensor, spec: ParamSpec) -> None:
+    def model_released(self, round_id: int, weights: torch.Tensor, spec: ParamSpec) -> None:
         """Keep the model if it is the final release."""
-        if round_idx == self.last_round:
+        if round_id == self.last_round:
             self.final_model = weights.detach().clone()
 
 

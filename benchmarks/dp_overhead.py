@@ -92,7 +92,7 @@ def main() -> None:
         began = time.perf_counter()
         for r in range(1, ROUNDS + 1):
             for client in plain:
-                generator = torch.Generator().manual_seed(100_000 * r + client.cid)
+                generator = torch.Generator().manual_seed(100_000 * r + client.client_id)
                 if kind == "plain":
                     sgd.fit(client, plain_ws, start, generator)
                 elif kind == "poisson":

@@ -10,7 +10,7 @@ its own (so Ray, imports and Flower's processes never leak from one row into the
 * ``privfed / flower-sim``      -- ``run_flower_simulation(config)`` (Ray); s/round from its
   History;
 * ``Flower FedAvg / flower-sim``-- Flower's ``flwr.serverapp.strategy.FedAvg`` with a ClientApp
-  that trains exactly as W1 says (seeds ``100000 * r + cid``; both in ``flower_w1.py``), in
+  that trains exactly as W1 says (seeds ``100000 * r + client_id``; both in ``flower_w1.py``), in
   ``run_simulation``; a round
   is the time between two calls of the server-side ``evaluate_fn`` (called once before round
   1 and once after every round; the accuracy is computed only after the last one);
@@ -360,7 +360,7 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
           "about 0.1 or 0.2 s depending on how their phases drift, which a few ms of server "
           "work between rounds changes: the flower-sim ratio is quantised; use --repeats >= 3")
     print("note: privfed draws its batch orders from its experiment seed, not W1's "
-          "100000 * r + cid, so its accuracy may differ slightly from Flower FedAvg's "
+          "100000 * r + client_id, so its accuracy may differ slightly from Flower FedAvg's "
           "(W1 reference: 0.8611 after 30 rounds)")
 
 

@@ -76,11 +76,11 @@ def plain_fedavg(x, y, parts, x_test, y_test) -> tuple[float, float]:
     for r in range(1, ROUNDS + 1):
         global_state = {k: v.clone() for k, v in model.state_dict().items()}
         states = []
-        for cid, (cx, cy) in enumerate(shards):
+        for client_id, (cx, cy) in enumerate(shards):
             model.load_state_dict(global_state)
             opt = torch.optim.SGD(model.parameters(), lr=LR)
             order = torch.randperm(len(cy), generator=torch.Generator().manual_seed(
-                100_000 * r + cid))
+                100_000 * r + client_id))
             for start in range(0, len(cy), BATCH):
                 idx = order[start : start + BATCH]
                 opt.zero_grad()
@@ -96,7 +96,7 @@ def plain_fedavg(x, y, parts, x_test, y_test) -> tuple[float, float]:
 
 def privfed_fedavg(x, y, parts, x_test, y_test) -> tuple[float, float]:
     model = build_model("mlp", tuple(x.shape[1:]), 10, seed=0, hidden=(128,))
-    clients = [Client(cid, x[p], y[p]) for cid, p in enumerate(parts)]
+    clients = [Client(client_id, x[p], y[p]) for client_id, p in enumerate(parts)]
     workspace = bind_flat_parameters(model)
     engine = InProcessEngine(
         workspace, clients,
@@ -109,7 +109,7 @@ def privfed_fedavg(x, y, parts, x_test, y_test) -> tuple[float, float]:
         sampler=ClientSampler(CLIENTS, 1.0, seed=0),
         optimizer=FedAvg(lr=1.0),
         test_data=(x_test, y_test),
-        batch_seed=lambda r, cid: 100_000 * r + cid,
+        batch_seed=lambda r, client_id: 100_000 * r + client_id,
         eval_every=ROUNDS,
     )
     started = time.perf_counter()

@@ -1,7 +1,7 @@
 """Workload W1 (../shared/benchmarks/WORKLOADS.md) in plain Flower: Flower's own FedAvg.
 
 The reference of ``benchmarks/engines.py``: a ServerApp running ``flwr``'s FedAvg strategy and
-a ClientApp that trains exactly as W1 says (seeds ``100000 * r + cid``). It imports only
+a ClientApp that trains exactly as W1 says (seeds ``100000 * r + client_id``). It imports only
 numpy, torch, scikit-learn and flwr, because it is also the module of the Flower app that
 ``engines.py`` ships to a deployment (``flower_w1:server_app`` / ``flower_w1:client_app``),
 imported by every ClientApp process there.
@@ -59,14 +59,15 @@ def make_w1_client_app() -> ClientApp:
     @app.train()
     def train(message: Message, context: Context) -> Message:
         torch.set_num_threads(torch_threads())
-        cid = int(context.node_config["partition-id"])
+        client_id = int(context.node_config["partition-id"])
         r = int(message.content["config"]["server-round"])
         shards, _, _ = w1_data()
-        x, y = shards[cid]
+        x, y = shards[client_id]
         model = w1_model()
         model.load_state_dict(message.content["arrays"].to_torch_state_dict())
         opt = torch.optim.SGD(model.parameters(), lr=LR)
-        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(100_000 * r + cid))
+        seed = 100_000 * r + client_id
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
         for start in range(0, len(y), BATCH):
             idx = order[start : start + BATCH]
             opt.zero_grad()

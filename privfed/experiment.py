@@ -302,8 +302,8 @@ def build_simulation(
     """
     dataset, partitions = load_partitioned(config, dataset)
     parts = build_parts(config, dataset)
-    clients = [build_client(config, dataset, p, cid, (extra or {}).get(cid))
-               for cid, p in enumerate(partitions)]
+    clients = [build_client(config, dataset, p, client_id, (extra or {}).get(client_id))
+               for client_id, p in enumerate(partitions)]
     engine = InProcessEngine(
         parts.workspace, clients, trainer=parts.trainer,
         aggregation=SecureAggregation(aggregator or build_secure_aggregator(config, parts)),

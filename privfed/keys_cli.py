@@ -62,11 +62,11 @@ def _pin(args: argparse.Namespace) -> int:
     keys: dict[int, bytes] = {}
     try:
         for name in args.files:
-            for cid, key in IdentityRegistry.from_file(name).keys.items():
-                if keys.get(cid, key) != key:
-                    raise ConfigError(f"{name}: client {cid} has two different keys among the "
-                                      "files; pin one")
-                keys[cid] = key
+            for client_id, key in IdentityRegistry.from_file(name).keys.items():
+                if keys.get(client_id, key) != key:
+                    raise ConfigError(f"{name}: client {client_id} has two different keys "
+                                      "among the files; pin one")
+                keys[client_id] = key
         IdentityRegistry(keys).to_file(args.out)
     except (InvalidInputError, OSError) as err:
         raise ConfigError(f"pin: {err}") from None

@@ -87,7 +87,7 @@ def make_server(
         sampler=sampler,
         optimizer=optimizer or FedAvg(),
         test_data=test,
-        batch_seed=lambda r, cid: 100_000 * r + cid,
+        batch_seed=lambda r, client_id: 100_000 * r + client_id,
         schedule=schedule,
         pipeline=pipeline,
         weighting=weighting,

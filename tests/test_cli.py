@@ -83,8 +83,8 @@ def test_audit_command_writes_a_leakage_report(tmp_path, capsys):
 def test_keygen_and_pin_make_the_files_a_node_pins(tmp_path, capsys):
     from privfed.secure import ClientIdentity, IdentityRegistry
 
-    for cid in (0, 1):
-        assert main(["keygen", str(cid), "--out", str(tmp_path / "keys")]) == 0
+    for client_id in (0, 1):
+        assert main(["keygen", str(client_id), "--out", str(tmp_path / "keys")]) == 0
     assert (tmp_path / "keys" / "site-0.pem").stat().st_mode & 0o777 == 0o600
     assert main(["keygen", "0", "--out", str(tmp_path / "keys")]) == 2  # never overwrites
     assert "exists; keygen never overwrites" in capsys.readouterr().err

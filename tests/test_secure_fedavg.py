@@ -18,8 +18,8 @@ class _Wire(Observer):
     def __init__(self):
         self.messages = []
 
-    def server_received(self, round_idx, cid, stage, message):
-        self.messages.append((round_idx, cid, stage, message))
+    def server_received(self, round_id, client_id, stage, message):
+        self.messages.append((round_id, client_id, stage, message))
 
 
 def _train(kind, *extra):

@@ -45,8 +45,8 @@ class CompressionParts:
         Update stages in the order the client applies them, to run after the privacy
         stages' client halves (their server halves run first, in reverse order).
     payload_codec : CodecPayload or None
-        Wire payload of the plain protocol (``privfed.secure``'s ``PlainClient`` /
-        ``PlainServer`` / ``PlainAggregator`` ``codec=``); None: float32 (or any protocol).
+        Wire payload of the plain protocol (``privfed.secure``'s ``PlainClientParty`` /
+        ``PlainServerParty`` / ``PlainAggregator`` ``codec=``); None: float32 (or any protocol).
     """
 
     stages: tuple[UpdateStage, ...] = ()

@@ -46,7 +46,7 @@ class ClientUpdate:
 
     Attributes
     ----------
-    cid : int
+    client_id : int
         Client id.
     delta : torch.Tensor
         Flat float32 vector ``local weights - global weights``.
@@ -58,7 +58,7 @@ class ClientUpdate:
         Number of local optimisation steps taken.
     """
 
-    cid: int
+    client_id: int
     delta: torch.Tensor
     num_samples: int
     train_loss: float
@@ -75,19 +75,19 @@ class Client:
 
     Parameters
     ----------
-    cid : int
+    client_id : int
         Client id.
     x, y : torch.Tensor
         The client's training examples and integer labels (the client's shard, not a copy
         of the whole dataset).
     """
 
-    def __init__(self, cid: int, x: torch.Tensor, y: torch.Tensor) -> None:
+    def __init__(self, client_id: int, x: torch.Tensor, y: torch.Tensor) -> None:
         if len(x) != len(y):
-            raise ValueError(f"client {cid}: {len(x)} examples but {len(y)} labels")
+            raise ValueError(f"client {client_id}: {len(x)} examples but {len(y)} labels")
         if len(x) == 0:
-            raise ValueError(f"client {cid} has no training data")
-        self.cid = cid
+            raise ValueError(f"client {client_id} has no training data")
+        self.client_id = client_id
         self.x = x
         self.y = y
 

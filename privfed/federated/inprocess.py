@@ -38,7 +38,7 @@ class InProcessEngine:
     workspace : FlatParameters
         The model every client trains in (the server's own, in the simulation).
     clients : sequence of Client
-        Client ``i`` of the sequence must have ``cid == i``.
+        Client ``i`` of the sequence must have ``client_id == i``.
     trainer : LocalTrainer
         E.g. :class:`~privfed.federated.trainer.SGDTrainer` or
         :class:`privfed.privacy.DPSGDTrainer`.
@@ -63,7 +63,7 @@ class InProcessEngine:
         weighting: Weighting | None = None,
         policy: ParticipationPolicy | None = None,
     ) -> None:
-        if [c.cid for c in clients] != list(range(len(clients))):
+        if [c.client_id for c in clients] != list(range(len(clients))):
             raise ValueError("clients must be given in order of their ids 0..K-1")
         self.workspace = workspace
         self.clients = list(clients)

@@ -21,17 +21,17 @@ __all__ = ["Observer"]
 class Observer:
     """Base class: override the hooks you need; the defaults do nothing."""
 
-    def round_started(self, round_idx: int, client_ids: Sequence[int]) -> None:
-        """The server sampled ``client_ids`` for round ``round_idx``."""
+    def round_started(self, round_id: int, client_ids: Sequence[int]) -> None:
+        """The server sampled ``client_ids`` for round ``round_id``."""
 
-    def server_received(self, round_idx: int, cid: int, stage: str, message: bytes) -> None:
-        """The server received ``message`` from client ``cid`` at protocol ``stage``."""
+    def server_received(self, round_id: int, client_id: int, stage: str, message: bytes) -> None:
+        """The server received ``message`` from client ``client_id`` at protocol ``stage``."""
 
-    def aggregate_released(self, round_idx: int, mean_update: torch.Tensor) -> None:
+    def aggregate_released(self, round_id: int, mean_update: torch.Tensor) -> None:
         """The key holders decoded the aggregate: the weighted mean (flat float32) of the
         clients' transformed updates, before the stages' server halves."""
 
-    def model_released(self, round_idx: int, weights: torch.Tensor, spec: ParamSpec) -> None:
+    def model_released(self, round_id: int, weights: torch.Tensor, spec: ParamSpec) -> None:
         """The server published new global weights (a read-only flat vector)."""
 
     def round_finished(self, record: RoundRecord) -> None:

@@ -253,14 +253,14 @@ class FedBuff:
                 self._wave += 1
                 self._waves.extend((self._wave, c) for c in server.sampler.sample())
                 continue
-            wave, cid = self._waves.popleft()
-            if cid not in idle:
+            wave, client_id = self._waves.popleft()
+            if client_id not in idle:
                 continue
-            idle.discard(cid)
+            idle.discard(client_id)
             self._seq += 1
             heapq.heappush(self._jobs, _Job(
-                self.clock + self.latency.duration(cid), self._seq, cid, server.round,
-                server.weights.clone(), server.batch_seed(wave, cid),
+                self.clock + self.latency.duration(client_id), self._seq, client_id, server.round,
+                server.weights.clone(), server.batch_seed(wave, client_id),
             ))
             self._launched += 1
 

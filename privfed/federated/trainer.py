@@ -83,7 +83,7 @@ class SGDTrainer:
                 loss_sum += loss.item()
                 steps += 1
         return ClientUpdate(
-            cid=client.cid,
+            client_id=client.client_id,
             delta=weights - global_params,
             num_samples=n,
             train_loss=loss_sum / steps,

@@ -179,8 +179,8 @@ class UserLevelPolicy(ParticipationPolicy):
         """Epsilon against a party that sees the released models but not who took part."""
         return self.rounds_spend.epsilon(0)
 
-    def change_one_client_epsilon(self, cid: int) -> float:
-        """Epsilon, against the outsider, for changing the data of client ``cid`` when it
+    def change_one_client_epsilon(self, client_id: int) -> float:
+        """Epsilon, against the outsider, for changing the data of client ``client_id`` when it
         takes part either way (replace-one: e.g. records inserted into it). Dp-accounting's
         PLD accountant with the REPLACE_ONE relation: the clipped update may move by 2S."""
         rounds = int(self.rounds_spend.counts[0])
@@ -256,12 +256,12 @@ class DistributedPolicy(ClientLedgerMixin, UserLevelPolicy):
             return self.epsilon()
         return min(super().outsider_epsilon(), self.epsilon())
 
-    def change_one_client_epsilon(self, cid: int) -> float:
-        """Replace-one epsilon of client ``cid``; Skellam: its releases with doubled
+    def change_one_client_epsilon(self, client_id: int) -> float:
+        """Replace-one epsilon of client ``client_id``; Skellam: its releases with doubled
         sensitivities (a replaced update moves by up to twice the clip)."""
         if self.noise_kind == "gaussian":
-            return super().change_one_client_epsilon(cid)
-        return self._skellam_epsilon(int(self.client_spend.counts[cid]), replace_one=True)
+            return super().change_one_client_epsilon(client_id)
+        return self._skellam_epsilon(int(self.client_spend.counts[client_id]), replace_one=True)
 
     def _skellam_epsilon(self, releases: int, *, replace_one: bool = False) -> float:
         return skellam_sum_epsilon(self.noise_multiplier, self.clip_norm,

@@ -202,7 +202,7 @@ class DPSGDTrainer:
                 loss_sum += loss.item()
                 seen += len(index)
         return ClientUpdate(
-            cid=client.cid,
+            client_id=client.client_id,
             delta=workspace.data - global_params,
             num_samples=client.num_samples,
             train_loss=loss_sum / seen if seen else math.nan,

@@ -207,16 +207,16 @@ class IdentityRegistry:
             When the server relays, for a pinned client, another key (key substitution),
             or relays a key for a client that is not pinned.
         """
-        for cid, key in sorted(relayed.keys.items()):
-            pinned = self.keys.get(cid)
+        for client_id, key in sorted(relayed.keys.items()):
+            pinned = self.keys.get(client_id)
             if pinned is None:
                 raise AuthenticationError(
-                    f"the server relayed a key for client {cid}, which is not among the "
+                    f"the server relayed a key for client {client_id}, which is not among the "
                     "pinned keys"
                 )
             if key != pinned:
                 raise AuthenticationError(
-                    f"key substitution: the server relayed for client {cid} a key that "
+                    f"key substitution: the server relayed for client {client_id} a key that "
                     "differs from its pinned key; aborting"
                 )
 
@@ -243,7 +243,8 @@ class IdentityRegistry:
 
 def pack_registry(registry: IdentityRegistry) -> bytes:
     """``client id (uint32) + raw Ed25519 key (32 bytes)`` per client, by id."""
-    return b"".join(_ENTRY.pack(cid, registry.keys[cid]) for cid in sorted(registry.keys))
+    return b"".join(_ENTRY.pack(client_id, registry.keys[client_id])
+                    for client_id in sorted(registry.keys))
 
 
 def unpack_registry(data: bytes) -> IdentityRegistry:

@@ -3,7 +3,7 @@
 The server requests an upload from every participant (a :class:`~privfed.secure.RoundRequest`,
 answered by the client's :class:`OneShotEndpoint`); each client sends one message (signed,
 except in the unprotected plain baseline); the server checks and adds them and keeps the
-accepted messages (:meth:`OneShotServer.accepted_uploads`) so that a key holder can check the
+accepted messages (:meth:`OneShotServerParty.accepted_uploads`) so that a key holder can check the
 aggregate against them (:func:`open_uploads`); the aggregate message is decoded by the server
 itself (plain) or by a key holder (HE).
 """
@@ -42,7 +42,7 @@ _F64 = struct.Struct("<d")
 UPLOAD_STAGE = "upload"
 
 
-class OneShotServer(ABC):
+class OneShotServerParty(ABC):
     """Server of a single-upload protocol for one round.
 
     Parameters
@@ -205,9 +205,9 @@ def open_uploads(
     return [envs[c] for c in sorted(envs)]
 
 
-class OneShotClient(Protocol):
-    """A single-upload client party (:class:`~privfed.secure.PlainClient`,
-    :class:`~privfed.secure.HEClient`)."""
+class OneShotClientParty(Protocol):
+    """A single-upload client party (:class:`~privfed.secure.PlainClientParty`,
+    :class:`~privfed.secure.HEClientParty`)."""
 
     kind: str
 
@@ -221,13 +221,13 @@ class OneShotEndpoint:
 
     Parameters
     ----------
-    party : OneShotClient
-        The client party (e.g. :class:`~privfed.secure.PlainClient`).
+    party : OneShotClientParty
+        The client party (e.g. :class:`~privfed.secure.PlainClientParty`).
     vector : array_like
         The client's flat update.
     """
 
-    def __init__(self, party: OneShotClient, vector: Any) -> None:
+    def __init__(self, party: OneShotClientParty, vector: Any) -> None:
         self.party = party
         self.vector = vector
 
@@ -254,7 +254,7 @@ class OneShotEndpoint:
                                  request.total_weight)
 
 
-def collect_uploads(transport: Transport, server: OneShotServer, meter: RoundMeter) -> bytes:
+def collect_uploads(transport: Transport, server: OneShotServerParty, meter: RoundMeter) -> bytes:
     """Request every participant's upload, hand the replies to ``server``; its aggregate.
 
     Raises
@@ -273,7 +273,7 @@ def collect_uploads(transport: Transport, server: OneShotServer, meter: RoundMet
         return server.aggregate()
 
 
-ServerT = TypeVar("ServerT", bound=OneShotServer)
+ServerT = TypeVar("ServerT", bound=OneShotServerParty)
 
 
 class OneShotAggregator(SecureAggregator, Generic[ServerT]):
@@ -285,7 +285,7 @@ class OneShotAggregator(SecureAggregator, Generic[ServerT]):
     stages = (UPLOAD_STAGE,)
 
     @abstractmethod
-    def _client(self, client_id: int) -> OneShotClient:
+    def _client(self, client_id: int) -> OneShotClientParty:
         """Client party of ``client_id``."""
 
     @abstractmethod

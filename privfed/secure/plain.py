@@ -16,7 +16,7 @@ import numpy as np
 from .base import DecodedAggregate, RoundMeter
 from .errors import MessageRejectedError
 from .identity import ClientIdentity, IdentityRegistry
-from .oneshot import OneShotAggregator, OneShotServer, collect_uploads, open_aggregate
+from .oneshot import OneShotAggregator, OneShotServerParty, collect_uploads, open_aggregate
 from .transport import Transport
 from .validation import prepare_upload
 from .wire import pack
@@ -45,7 +45,7 @@ class PayloadCodec(Protocol):
         ...
 
 
-class PlainClient:
+class PlainClientParty:
     """Client of the plain protocol: sends its vector in the clear, unsigned.
 
     Parameters
@@ -80,23 +80,23 @@ class PlainClient:
 
         ``weight`` and ``total_weight`` are public and applied by the server.
         """
-        cid = self.identity.client_id
+        client_id = self.identity.client_id
         x, _ = prepare_upload(round_id, vector, weight, total_weight, clip=self.clip,
-                              out_of_range=self.out_of_range, client_id=cid)
+                              out_of_range=self.out_of_range, client_id=client_id)
         if self.codec is None:
             payload = x.astype("<f4").tobytes()
         else:
-            payload = self.codec.encode(x, round_id, cid)
-        return pack(KIND, "upload", round_id, cid, payload)
+            payload = self.codec.encode(x, round_id, client_id)
+        return pack(KIND, "upload", round_id, client_id, payload)
 
 
-class PlainServer(OneShotServer):
+class PlainServerParty(OneShotServerParty):
     """Server of the plain protocol: computes the weighted sum in float64.
 
     Parameters
     ----------
     round_id, weights, registry, dim
-        See :class:`~privfed.secure.oneshot.OneShotServer`.
+        See :class:`~privfed.secure.oneshot.OneShotServerParty`.
     codec : PayloadCodec or None
         Decodes the uploads' payloads (``None``: float32).
     """
@@ -156,7 +156,9 @@ def decode_plain(message: bytes, round_id: int) -> DecodedAggregate:
     return DecodedAggregate(mean, w_incl, included)
 
 
-def run_plain(transport: Transport, server: PlainServer, meter: RoundMeter) -> DecodedAggregate:
+def run_plain(
+    transport: Transport, server: PlainServerParty, meter: RoundMeter
+) -> DecodedAggregate:
     """Driver of the plain protocol: request the uploads, sum them, decode the sum here.
 
     Parameters
@@ -165,7 +167,7 @@ def run_plain(transport: Transport, server: PlainServer, meter: RoundMeter) -> D
         Reaches the clients; each answers stage ``"upload"`` (a
         :class:`~privfed.secure.RoundRequest`) with its upload, e.g. through a
         :class:`~privfed.secure.OneShotEndpoint`.
-    server : PlainServer
+    server : PlainServerParty
         The round's server party; its ``weights`` name the participants.
     meter : RoundMeter
         Counts the bytes and the server's time.
@@ -185,7 +187,7 @@ def run_plain(transport: Transport, server: PlainServer, meter: RoundMeter) -> D
         return decode_plain(aggregate, server.round_id)
 
 
-class PlainAggregator(OneShotAggregator[PlainServer]):
+class PlainAggregator(OneShotAggregator[PlainServerParty]):
     """No protection: the server sees every client's vector (cost and accuracy baseline).
 
     Parameters
@@ -210,14 +212,14 @@ class PlainAggregator(OneShotAggregator[PlainServer]):
         super().__init__(clip=clip, out_of_range=out_of_range)
         self.codec = codec
 
-    def _client(self, client_id: int) -> PlainClient:
-        return PlainClient(self.identity(client_id), clip=self.clip,
+    def _client(self, client_id: int) -> PlainClientParty:
+        return PlainClientParty(self.identity(client_id), clip=self.clip,
                            out_of_range=self.out_of_range, codec=self.codec)
 
-    def _server(self, round_id: int, weights: dict[int, float], dim: int) -> PlainServer:
-        return PlainServer(round_id, weights, self.registry, dim, codec=self.codec)
+    def _server(self, round_id: int, weights: dict[int, float], dim: int) -> PlainServerParty:
+        return PlainServerParty(round_id, weights, self.registry, dim, codec=self.codec)
 
     def _drive(
-        self, transport: Transport, server: PlainServer, meter: RoundMeter
+        self, transport: Transport, server: PlainServerParty, meter: RoundMeter
     ) -> DecodedAggregate:
         return run_plain(transport, server, meter)

@@ -30,16 +30,17 @@ def _run(kind: str, rounds: int = 2):
     # Ground truth, never shown to a view: replay each client's training with its batch seed.
     deltas = {}
     for r in range(1, rounds + 1):
-        for cid in views["server"].cohorts[r]:
-            job = TrainJob(cid, r, views["server"].models[r - 1], server.batch_seed(r, cid))
-            deltas[r, cid] = server.engine.train_client(job).delta.numpy().copy()
+        for client_id in views["server"].cohorts[r]:
+            start = views["server"].models[r - 1]
+            job = TrainJob(client_id, r, start, server.batch_seed(r, client_id))
+            deltas[r, client_id] = server.engine.train_client(job).delta.numpy().copy()
     return server, views, deltas
 
 
 def test_plain_server_reads_every_update():
     server, views, deltas = _run("none")
-    for (r, cid), delta in deltas.items():
-        np.testing.assert_array_equal(views["server"].readable_update(r, cid), delta)
+    for (r, client_id), delta in deltas.items():
+        np.testing.assert_array_equal(views["server"].readable_update(r, client_id), delta)
     clients = server.engine.clients
     mean = np.mean([deltas[2, c] * clients[c].num_samples for c in range(3)], axis=0)
     total = sum(c.num_samples for c in clients) / 3
@@ -53,8 +54,8 @@ def test_he_server_sees_ciphertexts_collusion_decrypts():
     assert all(stage == "upload" for msgs in server_view.messages[1].values() for stage, _ in msgs)
     assert all(server_view.readable_update(1, c) is None for c in range(3))
     assert 2 in server_view.aggregates  # the aggregate is still released
-    for (r, cid), delta in deltas.items():
-        np.testing.assert_allclose(collusion.readable_update(r, cid), delta, atol=1e-6)
+    for (r, client_id), delta in deltas.items():
+        np.testing.assert_allclose(collusion.readable_update(r, client_id), delta, atol=1e-6)
 
 
 def test_masking_is_opaque_to_the_server():

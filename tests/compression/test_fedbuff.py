@@ -102,7 +102,7 @@ def test_local_dp_ledgers_count_exactly_the_updates_sent():
     sent, spend = fb.schedule.sent, fb.policy.client_spend
     assert sum(sent.values()) >= 12
     for client in fb.engine.clients:
-        assert spend.counts[client.cid] == sent[client.cid]
+        assert spend.counts[client.client_id] == sent[client.client_id]
     # Clients that never sent an update spent no privacy at all.
-    idle = [c.cid for c in fb.engine.clients if sent[c.cid] == 0]
+    idle = [c.client_id for c in fb.engine.clients if sent[c.client_id] == 0]
     assert idle and all(spend.epsilon(c) == 0.0 for c in idle)

@@ -49,11 +49,11 @@ class _Types(Observer):
     def __init__(self) -> None:
         self.seen: list[tuple[str, torch.dtype]] = []
 
-    def aggregate_released(self, round_idx, mean_update):
+    def aggregate_released(self, round_id, mean_update):
         assert isinstance(mean_update, torch.Tensor)
         self.seen.append(("aggregate", mean_update.dtype))
 
-    def model_released(self, round_idx, weights, spec):
+    def model_released(self, round_id, weights, spec):
         assert isinstance(weights, torch.Tensor)
         self.seen.append(("model", weights.dtype))
 

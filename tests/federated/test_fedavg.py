@@ -55,7 +55,7 @@ class _Capture(Observer):
     def __init__(self):
         self.means = []
 
-    def aggregate_released(self, round_idx, mean_update):
+    def aggregate_released(self, round_id, mean_update):
         self.means.append(mean_update.double().numpy())
 
 
@@ -66,10 +66,10 @@ def test_unequal_clients_are_weighted_by_sample_count(blobs):
     server = make_server(parts, (x, y), observers=[capture])
     start = server.weights.clone()
     deltas = []
-    for cid, (px, py) in enumerate(parts):
+    for client_id, (px, py) in enumerate(parts):
         solo = make_server([(px, py)], (x, y))
-        # Same batch seed as client `cid` in round 1 of the federation.
-        solo.batch_seed = lambda r, _c, cid=cid: 100_000 * r + cid
+        # Same batch seed as client `client_id` in round 1 of the federation.
+        solo.batch_seed = lambda r, _c, client_id=client_id: 100_000 * r + client_id
         solo.fit(1)
         deltas.append((solo.weights - start).double().numpy())
     server.fit(1)

@@ -263,24 +263,24 @@ def test_simulation_fedbuff_equals_in_process() -> None:
     torch.testing.assert_close(flower.weights, server.weights, atol=1e-5, rtol=0)
 
 
-def _train_message(cfg: ExperimentConfig, participations: int, round_idx: int = 1):
+def _train_message(cfg: ExperimentConfig, participations: int, round_id: int = 1):
     """What the ServerApp sends a client to train, with its record of the client (the
     message's content only: a flwr Message needs a running app's context)."""
     model = build_simulation(cfg).server.weights.numpy()
-    body = messages.content(model=model, release=round_idx, seed=round_idx, broadcast={},
+    body = messages.content(model=model, release=round_id, seed=round_id, broadcast={},
                             ledger={"participations": participations})
     return SimpleNamespace(content=body)
 
 
 def _upload(cfg: ExperimentConfig, state: RecordDict, participations: int,
-            round_idx: int = 1) -> np.ndarray:
+            round_id: int = 1) -> np.ndarray:
     """Train, then answer the plain protocol's upload stage: the update as the server reads
     it."""
     node = ClientNode(cfg, 1, state)
-    node.train(_train_message(cfg, participations, round_idx))
+    node.train(_train_message(cfg, participations, round_id))
     length = node.parts.workspace.spec.numel
-    request = RoundRequest(round_idx, 1.0, 3.0, length).to_bytes("none")
-    body = messages.content(round=round_idx, stage="upload", payload=request)
+    request = RoundRequest(round_id, 1.0, 3.0, length).to_bytes("none")
+    body = messages.content(round=round_id, stage="upload", payload=request)
     reply = ClientNode(cfg, 1, state).stage(SimpleNamespace(content=body))
     return np.frombuffer(unpack(bytes(reply[messages.RECORD]["payload"])).payload, "<f4")
 
@@ -297,12 +297,12 @@ def test_a_nodes_privacy_record_never_shrinks() -> None:
     state = RecordDict()
     _upload(cfg, state, participations=4)
     assert _node_count(state) == 5  # the server's 4, then this round
-    _upload(cfg, state, participations=1, round_idx=2)  # shorter than the node's own record
+    _upload(cfg, state, participations=1, round_id=2)  # shorter than the node's own record
     assert _node_count(state) == 6
-    _upload(cfg, state, participations=0, round_idx=2)  # the same round again counts once
+    _upload(cfg, state, participations=0, round_id=2)  # the same round again counts once
     assert _node_count(state) == 6
     lost = RecordDict()  # a node whose state was lost resumes from the server's record
-    _upload(cfg, lost, participations=6, round_idx=3)
+    _upload(cfg, lost, participations=6, round_id=3)
     assert _node_count(lost) == 7
     policy = build_simulation(cfg).server.policy  # the server side
     policy.record_participation(1, [1])

@@ -97,7 +97,7 @@ def release(
     """What the server steps by in ``round_id``: each client's update through the client
     halves, their sum (weights 1), the server halves, then the weighting (divided by
     ``denominator``, qK); ``length`` is the model's, for a round without clients."""
-    vectors = [pipeline.client(round_id, cid, delta) for cid, delta in updates.items()]
+    vectors = [pipeline.client(round_id, client_id, delta) for client_id, delta in updates.items()]
     total = (torch.stack(vectors).sum(0) if vectors
              else torch.zeros(pipeline.output_length(length or 0)))
     released = pipeline.server(round_id, ServerAggregate(total, 1.0, tuple(updates)))

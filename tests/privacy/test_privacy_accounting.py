@@ -162,9 +162,11 @@ def test_distributed_dp_reports_the_unamplified_epsilon_against_the_server():
     assert server <= metrics["epsilon"] <= 1.01 * server
     assert outsider <= metrics["epsilon_outsider"] <= 1.01 * outsider
     assert metrics["epsilon"] > 2 * metrics["epsilon_outsider"]  # 17.9 against 7.9
-    for cid in range(50):
-        per_client = exact_gaussian_epsilon(1.0, int(taken[cid]), 1e-5) if taken[cid] else 0.0
-        assert per_client * (1 - 1e-9) <= policy.client_spend.epsilon(cid) <= 1.01 * per_client
+    for client_id in range(50):
+        count = int(taken[client_id])
+        per_client = exact_gaussian_epsilon(1.0, count, 1e-5) if count else 0.0
+        spent = policy.client_spend.epsilon(client_id)
+        assert per_client * (1 - 1e-9) <= spent <= 1.01 * per_client
 
 
 def test_zero_noise_is_infinite_epsilon():

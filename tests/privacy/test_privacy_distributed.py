@@ -12,9 +12,9 @@ import pytest
 from privfed.config import ConfigError, load_config
 from privfed.secure import (
     MaskingAggregator,
-    MaskingClient,
+    MaskingClientParty,
     MaskingParams,
-    MaskingServer,
+    MaskingServerParty,
     ThresholdError,
     make_aggregator,
 )
@@ -64,8 +64,8 @@ def test_a_client_refuses_an_unmask_request_listing_fewer_than_k_min_survivors()
     for c in ids:
         agg.identity(c)
     params = agg.round_params(len(ids))
-    server = MaskingServer(agg.registry, params, 3, DIM, ids)
-    clients = {c: MaskingClient(agg.identity(c), agg.registry, params, 3) for c in ids}
+    server = MaskingServerParty(agg.registry, params, 3, DIM, ids)
+    clients = {c: MaskingClientParty(agg.identity(c), agg.registry, params, 3) for c in ids}
     vectors = _vectors(10)
     for c in ids:
         server.receive(clients[c].advertise(1.0, DIM))

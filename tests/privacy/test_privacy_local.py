@@ -52,21 +52,21 @@ def test_epsilon_grows_when_sampled_flat_otherwise_and_matches_dp_accounting(blo
     previous = [0.0] * 4
     for record in history.rounds:
         now = record.extra["epsilon_per_client"]
-        for cid in range(4):
-            if cid in record.clients:
-                taken[cid] += 1
-                assert now[cid] > previous[cid]
+        for client_id in range(4):
+            if client_id in record.clients:
+                taken[client_id] += 1
+                assert now[client_id] > previous[client_id]
             else:
-                assert now[cid] == previous[cid]
+                assert now[client_id] == previous[client_id]
         assert record.extra["epsilon"] == max(now)
         assert record.extra["epsilon_against"] == "server"
         previous = now
     assert 0 < min(taken.values()) < rounds  # some client sat out some round
     rate = default_sample_rate(8, 30)
     steps = local_steps_per_round(rate, 1)
-    for cid, r in taken.items():
+    for client_id, r in taken.items():
         reference = pld_epsilon(1.2, rate, r * steps, 1e-3)
-        assert reference <= previous[cid] <= 1.01 * reference
+        assert reference <= previous[client_id] <= 1.01 * reference
 
 
 def test_the_policy_charges_only_the_clients_that_take_part():
@@ -80,9 +80,9 @@ def test_the_policy_charges_only_the_clients_that_take_part():
         policy.record_participation(r, cohort)  # the same release twice counts once
         policy.record_release(r)
     metrics = policy.metrics()
-    for cid, taken in enumerate([4, 1, 1]):
+    for client_id, taken in enumerate([4, 1, 1]):
         reference = pld_epsilon(1.2, 0.25, taken * 4, 1e-3)
-        assert reference <= metrics["epsilon_per_client"][cid] <= 1.01 * reference
+        assert reference <= metrics["epsilon_per_client"][client_id] <= 1.01 * reference
     assert metrics["epsilon"] == max(metrics["epsilon_per_client"])
     assert metrics["epsilon_against"] == "server" and metrics["delta"] == 1e-3
     assert set(metrics) == {"epsilon", "epsilon_against", "epsilon_per_client", "delta", "noise"}
@@ -130,9 +130,9 @@ def test_target_epsilon_is_a_cap_when_clients_are_sampled(blobs):
     history = server.fit(40)  # twice the rounds planned: many clients hit the budget
     final = history.rounds[-1].extra["epsilon_per_client"]
     policy = server.policy
-    for cid, eps in enumerate(final):
+    for client_id, eps in enumerate(final):
         assert eps <= 2.0
-        count = int(policy.client_spend.counts[cid])
+        count = int(policy.client_spend.counts[client_id])
         reference = pld_epsilon(policy.params.noise_multiplier, policy.params.sample_rate,
                                 count * policy.params.steps_per_round, 1e-3)
         assert reference <= 2.0
@@ -156,8 +156,8 @@ def test_fedbuff_clients_stop_at_their_budget(blobs):
     assert max(server.policy.client_spend.epsilons()) <= 1.0
     sent = server.schedule.sent
     assert sent.total() > 0
-    for cid, count in sent.items():
-        assert count == server.policy.client_spend.counts[cid]
+    for client_id, count in sent.items():
+        assert count == server.policy.client_spend.counts[client_id]
     if len(history.rounds) < cfg.federation.rounds:
         assert "budget" in history.stop_reason
 
@@ -255,8 +255,8 @@ def test_hooks_once_no_module_prefix_and_flat_grads_restored(blobs):
     module = workspace.module
     trainer = DPSGDTrainer(DPSGDParams(1.0, 1.0, 0.2, 3, 8.0), TRAINING, SEEDED)
     assert module not in _hooked()  # attached on the first DP-SGD step, not before
-    for cid in range(2):
-        trainer.fit(Client(cid, x, y), workspace, workspace.data.clone(), torch.Generator())
+    for client_id in range(2):
+        trainer.fit(Client(client_id, x, y), workspace, workspace.data.clone(), torch.Generator())
     dp = DPWorkspace.of(workspace)
     assert dp is DPWorkspace.of(workspace)
     with dp.active(1.0):  # one forward and one backward hook per Linear layer, once

@@ -28,8 +28,8 @@ class _Aggregates(Observer):
     def __init__(self) -> None:
         self.means: dict[int, np.ndarray] = {}
 
-    def aggregate_released(self, round_idx: int, mean_update: np.ndarray) -> None:
-        self.means[round_idx] = np.asarray(mean_update, dtype=np.float64)
+    def aggregate_released(self, round_id: int, mean_update: np.ndarray) -> None:
+        self.means[round_id] = np.asarray(mean_update, dtype=np.float64)
 
 
 def _run(*overrides: str):

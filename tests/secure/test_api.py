@@ -14,8 +14,8 @@ from privfed.secure import (
     InvalidInputError,
     MessageRejectedError,
     PlainAggregator,
-    PlainClient,
-    PlainServer,
+    PlainClientParty,
+    PlainServerParty,
     make_aggregator,
 )
 from privfed.secure.wire import HEADER_SIZE
@@ -119,14 +119,14 @@ def test_plain_server_rejects_replay_unknown_duplicate_and_truncation(clients10)
     vectors, weights = clients10
     agg = PlainAggregator()
     ids = [agg.identity(c) for c in range(3)]
-    server = PlainServer(2, {c: weights[c] for c in range(3)}, agg.registry, 1000)
+    server = PlainServerParty(2, {c: weights[c] for c in range(3)}, agg.registry, 1000)
 
     def msg(c, rnd=2):
-        return PlainClient(ids[c]).encode(rnd, vectors[c], weights[c], server.total_weight)
+        return PlainClientParty(ids[c]).encode(rnd, vectors[c], weights[c], server.total_weight)
 
     with pytest.raises(MessageRejectedError, match=r"round 1 rejected in round 2"):
         server.receive(msg(0, rnd=1))
-    stranger = PlainClient(agg.identity(99)).encode(2, vectors[0], 1.0, 1.0)
+    stranger = PlainClientParty(agg.identity(99)).encode(2, vectors[0], 1.0, 1.0)
     with pytest.raises(MessageRejectedError, match=r"client 99, which is unknown"):
         server.receive(stranger)
     good = msg(0)

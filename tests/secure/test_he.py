@@ -11,11 +11,11 @@ from secure_testutil import weighted_mean
 from privfed.secure import (
     AuthenticationError,
     HEAggregator,
-    HEClient,
+    HEClientParty,
     HEKeyHolder,
     HEParams,
     HEPublicContext,
-    HEServer,
+    HEServerParty,
     IdentityRegistry,
     InvalidInputError,
     MessageRejectedError,
@@ -91,9 +91,9 @@ def test_min_clients_is_at_least_two_and_enforced(clients10):
 
 def test_server_context_cannot_decrypt(he_agg, clients10):
     vectors, weights = clients10
-    server = HEServer(0, weights, he_agg.registry, 1000, public=he_agg.public)
+    server = HEServerParty(0, weights, he_agg.registry, 1000, public=he_agg.public)
     assert not server.public.context.has_secret_key()
-    client = HEClient(he_agg.identity(0), he_agg.public)
+    client = HEClientParty(he_agg.identity(0), he_agg.public)
     msg = client.encode(0, vectors[0], weights[0], server.total_weight)
     server.receive(msg)
     ciphertext = server._aggregate_fields()[1]
@@ -116,11 +116,11 @@ def test_he_server_rejects_bad_messages_and_stays_usable(he_agg, clients10):
     vectors, weights = clients10
     ids = [0, 1, 2]
     w = {c: weights[c] for c in ids}
-    server = HEServer(4, w, he_agg.registry, 1000, public=he_agg.public)
-    client = {c: HEClient(he_agg.identity(c), he_agg.public) for c in ids}
+    server = HEServerParty(4, w, he_agg.registry, 1000, public=he_agg.public)
+    client = {c: HEClientParty(he_agg.identity(c), he_agg.public) for c in ids}
     msg = {c: client[c].encode(4, vectors[c], w[c], server.total_weight) for c in ids}
 
-    foreign = HEClient(he_agg.identity(0), HEKeyHolder().public)
+    foreign = HEClientParty(he_agg.identity(0), HEKeyHolder().public)
     with pytest.raises(MessageRejectedError, match="different context"):
         server.receive(foreign.encode(4, vectors[0], w[0], server.total_weight))
     tampered = bytearray(msg[0])
@@ -133,7 +133,7 @@ def test_he_server_rejects_bad_messages_and_stays_usable(he_agg, clients10):
     short = client[2].encode(4, vectors[2][:500], w[2], server.total_weight)
     with pytest.raises(MessageRejectedError, match="ciphertext 0 holds 500 values, expected 1000"):
         server.receive(short)
-    unknown = HEClient(he_agg.identity(77), he_agg.public).encode(4, vectors[0], 1.0, 1.0)
+    unknown = HEClientParty(he_agg.identity(77), he_agg.public).encode(4, vectors[0], 1.0, 1.0)
     with pytest.raises(MessageRejectedError, match="client 77, which is unknown"):
         server.receive(unknown)
     for c in ids:
@@ -154,8 +154,8 @@ def test_he_server_rejects_bad_messages_and_stays_usable(he_agg, clients10):
 def test_he_upload_signs_its_weights_and_the_server_checks_them(he_agg, clients10):
     vectors, weights = clients10
     w = {c: weights[c] for c in (0, 1)}
-    server = HEServer(12, w, he_agg.registry, 1000, public=he_agg.public)
-    client = HEClient(he_agg.identity(0), he_agg.public)
+    server = HEServerParty(12, w, he_agg.registry, 1000, public=he_agg.public)
+    client = HEClientParty(he_agg.identity(0), he_agg.public)
     with pytest.raises(MessageRejectedError, match=r"signed weight 10 of total 20, announced "
                                                    r"10 of 30"):
         server.receive(client.encode(12, vectors[0], w[0], 20.0))

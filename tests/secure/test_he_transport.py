@@ -14,11 +14,11 @@ from privfed.secure import (
     ClientIdentity,
     ConsistencyError,
     HEAggregator,
-    HEClient,
+    HEClientParty,
     HEKeygenEndpoint,
     HEParams,
     HEPublicEndpoint,
-    HEServer,
+    HEServerParty,
     IdentityRegistry,
     KeyHolderEndpoint,
     MessageRejectedError,
@@ -45,13 +45,13 @@ def he_round(agg, round_id, vectors, weights, *, key_holder=None, server_model="
     holder = KeyHolderEndpoint(agg.key_holder, agg.registry, server_model=server_model,
                                min_clients=agg.min_clients, clip=agg.clip)
     endpoints = {
-        c: StageRouter({"upload": OneShotEndpoint(HEClient(agg.identity(c), agg.public),
+        c: StageRouter({"upload": OneShotEndpoint(HEClientParty(agg.identity(c), agg.public),
                                                   vectors[c]),
                         "decrypt": holder})
         for c in vectors
     }
     transport = BytesTransport(endpoints, **options)
-    server = HEServer(round_id, weights, agg.registry, DIM, public=agg.public)
+    server = HEServerParty(round_id, weights, agg.registry, DIM, public=agg.public)
     meter = RoundMeter(vectors, None)
     decoded = run_he(transport, server, meter, key_holder=key_holder, server_model=server_model)
     return decoded, meter, transport

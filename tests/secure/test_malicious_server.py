@@ -28,15 +28,15 @@ from privfed.secure import (
     ClientIdentity,
     ConsistencyError,
     HEAggregator,
-    HEClient,
+    HEClientParty,
     HEKeyHolder,
     HEPublicContext,
-    HEServer,
+    HEServerParty,
     IdentityRegistry,
     InvalidInputError,
-    MaskingClient,
+    MaskingClientParty,
     MaskingParams,
-    MaskingServer,
+    MaskingServerParty,
     MessageRejectedError,
     ThresholdError,
 )
@@ -70,10 +70,10 @@ class LyingServer:
         self.round_id = round_id
         self.params = params
         self.clients = {
-            c: MaskingClient(identities[c], registry or self.registry, params, round_id)
+            c: MaskingClientParty(identities[c], registry or self.registry, params, round_id)
             for c in range(N)
         }
-        self.server = MaskingServer(self.registry, params, round_id, DIM, range(N))
+        self.server = MaskingServerParty(self.registry, params, round_id, DIM, range(N))
         self.adverts = {c: self.clients[c].advertise(self.weights[c], DIM) for c in range(N)}
         self.masked: dict[int, bytes] = {}
 
@@ -128,7 +128,7 @@ def test_a_threshold_below_the_threat_model_is_refused():
     with pytest.raises(InvalidInputError, match="neighbourhood|degree"):
         MaskingParams(cohort_size=100, neighbourhood=2, threshold=2)
     with pytest.raises(InvalidInputError, match="cohort_size must be fixed"):
-        MaskingClient(ClientIdentity(0), IdentityRegistry(), MaskingParams(), 0)
+        MaskingClientParty(ClientIdentity(0), IdentityRegistry(), MaskingParams(), 0)
 
 
 def test_too_few_adverts_shown_to_one_client_aborts_it(federation):
@@ -239,8 +239,9 @@ def test_key_substitution_is_detected_with_pinned_keys(federation):
     substituted = IdentityRegistry({**registry.keys,
                                     **{c: f.public_bytes for c, f in fakes.items()}})
     for pinned, expect_error in ((False, None), (True, AuthenticationError)):
-        victim = MaskingClient(identities[TARGET], registry if pinned else substituted, PARAMS, 9)
-        puppets = {c: MaskingClient(fakes[c], substituted, PARAMS, 9) for c in fakes}
+        keys = registry if pinned else substituted
+        victim = MaskingClientParty(identities[TARGET], keys, PARAMS, 9)
+        puppets = {c: MaskingClientParty(fakes[c], substituted, PARAMS, 9) for c in fakes}
         adverts = {TARGET: victim.advertise(weights[TARGET], DIM)}
         adverts |= {c: p.advertise(1.0, DIM) for c, p in puppets.items()}
         keys = pack(KIND, "keys", 9, SERVER_ID, pack_fields([adverts[c] for c in sorted(adverts)]))
@@ -250,7 +251,7 @@ def test_key_substitution_is_detected_with_pinned_keys(federation):
             with pytest.raises(AuthenticationError, match="key substitution"):
                 registry.check_relayed(substituted)
             continue
-        server = MaskingServer(substituted, PARAMS, 9, DIM, range(N))
+        server = MaskingServerParty(substituted, PARAMS, 9, DIM, range(N))
         for message in adverts.values():
             server.receive(message)
         keys = server.keys_message()
@@ -304,7 +305,7 @@ class Federation:
         """Honest signed uploads of ``ids`` for ``round_id`` (total: the announced W)."""
         total = sum(self.weights[c] for c in ids) if total is None else total
         return {
-            c: HEClient(self.identities[c], self.public).encode(
+            c: HEClientParty(self.identities[c], self.public).encode(
                 round_id, self.vectors[c], self.weights[c], total)
             for c in ids
         }
@@ -313,7 +314,7 @@ class Federation:
         """An honest server of ``cohort`` that received ``uploads``: its aggregate and what it
         forwards."""
         weights = {c: self.weights[c] for c in cohort}
-        server = HEServer(round_id, weights, self.registry, DIM, public=self.public)
+        server = HEServerParty(round_id, weights, self.registry, DIM, public=self.public)
         for msg in uploads.values():
             server.receive(msg)
         return server.aggregate(), server.accepted_uploads()
@@ -455,7 +456,7 @@ def test_upload_under_a_foreign_key_fails_the_range_check(fed):
     foreign.fingerprint = fed.public.fingerprint  # lie about the context
     uploads = fed.uploads(8)
     total = sum(fed.weights[c] for c in (0, 1, 2))
-    uploads[2] = HEClient(fed.identities[2], foreign).encode(8, fed.vectors[2],
+    uploads[2] = HEClientParty(fed.identities[2], foreign).encode(8, fed.vectors[2],
                                                              fed.weights[2], total)
     # The honest server cannot tell and accepts it. Old code: decrypted the sum to noise of
     # ~1e7 per coordinate and returned it as the mean.
@@ -509,7 +510,7 @@ def test_uploads_under_a_substituted_context_are_not_decrypted(fed, decryptions)
     # the aggregate's fingerprint, which the server sets.
     rogue = HEKeyHolder()
     uploads = fed.uploads(9)
-    uploads[1] = HEClient(fed.identities[1], rogue.public).encode(9, fed.vectors[1],
+    uploads[1] = HEClientParty(fed.identities[1], rogue.public).encode(9, fed.vectors[1],
                                                                   fed.weights[1], 6.0)
     lie = forged_aggregate(fed, 9, (0, 1, 2), homomorphic_sum(fed.public, [uploads[0],
                                                                            uploads[2]]))

@@ -10,9 +10,9 @@ from privfed.secure import (
     AuthenticationError,
     InvalidInputError,
     MaskingAggregator,
-    MaskingClient,
+    MaskingClientParty,
     MaskingParams,
-    MaskingServer,
+    MaskingServerParty,
     MessageRejectedError,
     ThresholdError,
     make_aggregator,
@@ -173,9 +173,9 @@ class Protocol:
             agg.identity(c)
         self.agg = agg
         params = agg.round_params(len(self.ids))
-        self.server = MaskingServer(agg.registry, params, round_id, DIM, self.ids)
+        self.server = MaskingServerParty(agg.registry, params, round_id, DIM, self.ids)
         self.clients = {
-            c: MaskingClient(agg.identity(c), agg.registry, params, round_id)
+            c: MaskingClientParty(agg.identity(c), agg.registry, params, round_id)
             for c in self.ids
         }
 

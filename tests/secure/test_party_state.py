@@ -22,9 +22,9 @@ from privfed.secure import (
     ClientIdentity,
     IdentityRegistry,
     InvalidInputError,
-    MaskingClient,
+    MaskingClientParty,
     MaskingParams,
-    MaskingServer,
+    MaskingServerParty,
     MessageRejectedError,
 )
 from privfed.secure.masking import Ring, decode_masking
@@ -59,10 +59,10 @@ def parties():
     return keys, registry, vectors, weights
 
 
-def restore(keys, registry, c: int, state: bytes) -> MaskingClient:
+def restore(keys, registry, c: int, state: bytes) -> MaskingClientParty:
     """What a fresh process does: rebuild the identity, then the client, from bytes."""
     identity = ClientIdentity.from_private_bytes(c, keys[c])
-    client = MaskingClient.from_bytes(state, identity, registry, PARAMS)
+    client = MaskingClientParty.from_bytes(state, identity, registry, PARAMS)
     assert client.to_bytes() == state  # lossless: restoring and saving again is the identity
     return client
 
@@ -140,11 +140,11 @@ def test_identity_key_file_is_private_and_restores_the_key(tmp_path):
 # ---------------------------------------------------------------------------- masking client
 def test_full_round_restoring_every_client_before_every_stage(parties):
     keys, registry, vectors, weights = parties
-    server = MaskingServer(registry, PARAMS, ROUND, DIM, IDS)
+    server = MaskingServerParty(registry, PARAMS, ROUND, DIM, IDS)
     state = {}
     for c in IDS:
         identity = ClientIdentity.from_private_bytes(c, keys[c])
-        state[c] = MaskingClient(identity, registry, PARAMS, ROUND).to_bytes()
+        state[c] = MaskingClientParty(identity, registry, PARAMS, ROUND).to_bytes()
 
     def stage(clients, expected: str, act) -> None:
         for c in clients:
@@ -184,7 +184,7 @@ def test_full_round_restoring_every_client_before_every_stage(parties):
 def test_restored_client_keeps_stage_checks(parties):
     keys, registry, _, _ = parties
     identity = ClientIdentity.from_private_bytes(0, keys[0])
-    client = MaskingClient(identity, registry, PARAMS, ROUND)
+    client = MaskingClientParty(identity, registry, PARAMS, ROUND)
     client.advertise(1.0, DIM)
     restored = restore(keys, registry, 0, client.to_bytes())
     with pytest.raises(MessageRejectedError, match="stage 'advertise' called at stage 'share'"):
@@ -193,24 +193,25 @@ def test_restored_client_keeps_stage_checks(parties):
 
 def test_restoring_with_wrong_identity_or_params_raises(parties):
     keys, registry, _, _ = parties
-    client = MaskingClient(ClientIdentity.from_private_bytes(0, keys[0]), registry, PARAMS, 1)
+    client = MaskingClientParty(ClientIdentity.from_private_bytes(0, keys[0]), registry, PARAMS, 1)
     state = client.to_bytes()
     other = ClientIdentity.from_private_bytes(1, keys[1])
     with pytest.raises(MessageRejectedError,
                        match="saved by client 0, cannot be restored with the identity of client 1"):
-        MaskingClient.from_bytes(state, other, registry, PARAMS)
+        MaskingClientParty.from_bytes(state, other, registry, PARAMS)
     with pytest.raises(MessageRejectedError, match="saved with other MaskingParams"):
-        MaskingClient.from_bytes(state, client.identity, registry,
+        MaskingClientParty.from_bytes(state, client.identity, registry,
                                  MaskingParams(ring_bits=16, cohort_size=len(IDS)))
 
 
 def saved_after_masked(keys, registry, vectors, weights) -> bytes:
     """State of client 0 after a masked input (the longest state: all fields filled)."""
     clients = {
-        c: MaskingClient(ClientIdentity.from_private_bytes(c, keys[c]), registry, PARAMS, ROUND)
+        c: MaskingClientParty(ClientIdentity.from_private_bytes(c, keys[c]), registry, PARAMS,
+                              ROUND)
         for c in IDS
     }
-    server = MaskingServer(registry, PARAMS, ROUND, DIM, IDS)
+    server = MaskingServerParty(registry, PARAMS, ROUND, DIM, IDS)
     for c in IDS:
         server.receive(clients[c].advertise(weights[c], DIM))
     keys_message = server.keys_message()
@@ -227,20 +228,20 @@ def test_truncated_or_garbage_state_is_rejected(parties):
     identity = ClientIdentity.from_private_bytes(0, keys[0])
 
     def load(data):
-        return MaskingClient.from_bytes(data, identity, registry, PARAMS)
+        return MaskingClientParty.from_bytes(data, identity, registry, PARAMS)
 
     assert load(state).stage == "consistency"
     for cut in range(len(state)):
-        with pytest.raises(MessageRejectedError, match="invalid saved MaskingClient state"):
+        with pytest.raises(MessageRejectedError, match="invalid saved MaskingClientParty state"):
             load(state[:cut])
     for pos in range(len(state)):
         corrupted = bytearray(state)
         corrupted[pos] ^= 0x01
-        with pytest.raises(MessageRejectedError, match="invalid saved MaskingClient state"):
+        with pytest.raises(MessageRejectedError, match="invalid saved MaskingClientParty state"):
             load(bytes(corrupted))
     rng = np.random.default_rng(0)
     for garbage in (b"", b"garbage", rng.bytes(len(state)), b"PFMC\x01" + rng.bytes(300)):
-        with pytest.raises(MessageRejectedError, match="invalid saved MaskingClient state"):
+        with pytest.raises(MessageRejectedError, match="invalid saved MaskingClientParty state"):
             load(garbage)
     with pytest.raises(MessageRejectedError, match="format version 3, this code reads 2"):
         load(state[:4] + b"\x03" + state[5:])
@@ -256,7 +257,7 @@ def test_consistent_checksum_but_inconsistent_content_is_rejected(parties):
     identity = ClientIdentity.from_private_bytes(0, keys[0])
 
     def load(data):
-        return MaskingClient.from_bytes(data, identity, registry, PARAMS)
+        return MaskingClientParty.from_bytes(data, identity, registry, PARAMS)
 
     def set_field(index, value):
         def edit(fields):

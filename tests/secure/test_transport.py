@@ -14,14 +14,14 @@ from privfed.secure import (
     InvalidInputError,
     LocalTransport,
     MaskingAggregator,
-    MaskingClient,
+    MaskingClientParty,
     MaskingEndpoint,
-    MaskingServer,
+    MaskingServerParty,
     MessageRejectedError,
     OneShotEndpoint,
     PlainAggregator,
-    PlainClient,
-    PlainServer,
+    PlainClientParty,
+    PlainServerParty,
     RoundMeter,
     RoundRequest,
     StageRouter,
@@ -48,10 +48,10 @@ def assert_same_round(decoded, meter, result):
 
 def plain_round(agg, round_id, vectors, weights, transport_cls=BytesTransport, **options):
     """The plain driver over a BytesTransport for ``agg``'s clients; (decoded, meter, transport)."""
-    endpoints = {c: OneShotEndpoint(PlainClient(agg.identity(c), codec=agg.codec), vectors[c])
+    endpoints = {c: OneShotEndpoint(PlainClientParty(agg.identity(c), codec=agg.codec), vectors[c])
                  for c in vectors}
     transport = transport_cls(endpoints, **options)
-    server = PlainServer(round_id, weights, agg.registry, DIM, codec=agg.codec)
+    server = PlainServerParty(round_id, weights, agg.registry, DIM, codec=agg.codec)
     meter = RoundMeter(vectors, None)
     return run_plain(transport, server, meter), meter, transport
 
@@ -74,10 +74,10 @@ class RestoringEndpoint:
     def __init__(self, identity, registry, params, round_id, vector):
         self.identity, self.registry, self.params = identity, registry, params
         self.vector = np.asarray(vector, dtype="<f4")
-        self.state = MaskingClient(identity, registry, params, round_id).to_bytes()
+        self.state = MaskingClientParty(identity, registry, params, round_id).to_bytes()
 
     def respond(self, stage, message):
-        party = MaskingClient.from_bytes(self.state, self.identity, self.registry, self.params)
+        party = MaskingClientParty.from_bytes(self.state, self.identity, self.registry, self.params)
         reply = MaskingEndpoint(party, self.vector).respond(stage, message)
         self.state = party.to_bytes()
         return reply
@@ -90,7 +90,7 @@ def masking_round(agg, round_id, vectors, weights, **options):
     endpoints = {c: RestoringEndpoint(agg.identity(c), registry, params, round_id, vectors[c])
                  for c in vectors}
     transport = BytesTransport(endpoints, **options)
-    server = MaskingServer(registry, params, round_id, DIM, sorted(vectors))
+    server = MaskingServerParty(registry, params, round_id, DIM, sorted(vectors))
     meter = RoundMeter(vectors, None)
     return run_masking(transport, server, weights, meter), meter, transport
 
@@ -220,8 +220,8 @@ def test_the_server_rejects_what_the_codec_decodes_badly(clients10):
     ident = agg.identity(0)
     for round_id, pattern in [(0, r"decoded shape \(999,\), expected \(1000,\)"),
                               (1, "vector has NaN/Inf")]:
-        server = PlainServer(round_id, {0: 1.0}, agg.registry, DIM, codec=Bad())
-        message = PlainClient(ident, codec=Bad()).encode(round_id, vectors[0], 1.0, 1.0)
+        server = PlainServerParty(round_id, {0: 1.0}, agg.registry, DIM, codec=Bad())
+        message = PlainClientParty(ident, codec=Bad()).encode(round_id, vectors[0], 1.0, 1.0)
         with pytest.raises(MessageRejectedError, match=pattern):
             server.receive(message)
     with pytest.raises(ThresholdError, match="no client message to aggregate"):
@@ -249,7 +249,7 @@ def test_endpoints_refuse_other_stages_rounds_and_lengths(clients10):
     vectors, weights = clients10
     agg = MaskingAggregator()
     params = agg.round_params(N)
-    party = MaskingClient(agg.identity(0), agg.registry, params, 3)
+    party = MaskingClientParty(agg.identity(0), agg.registry, params, 3)
     endpoint = MaskingEndpoint(party, vectors[0])
     with pytest.raises(MessageRejectedError, match="request for round 4"):
         endpoint.respond("advertise", RoundRequest(4, 1.0, 1.0, DIM).to_bytes("masking"))
@@ -259,7 +259,7 @@ def test_endpoints_refuse_other_stages_rounds_and_lengths(clients10):
         endpoint.respond("upload", b"")
     with pytest.raises(MessageRejectedError, match="stage 'share' called at stage 'advertise'"):
         endpoint.respond("share", b"")
-    plain = OneShotEndpoint(PlainClient(agg.identity(0)), vectors[0])
+    plain = OneShotEndpoint(PlainClientParty(agg.identity(0)), vectors[0])
     with pytest.raises(MessageRejectedError, match="expects 5 values"):
         plain.respond("upload", RoundRequest(0, 1.0, 1.0, 5).to_bytes("none"))
     with pytest.raises(MessageRejectedError, match="no endpoint for stage 'decrypt'"):

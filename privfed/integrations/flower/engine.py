@@ -129,7 +129,7 @@ class FlowerEngine:
         bodies = {node: messages.content() for node in nodes}
         replies = self.transport.ask_nodes(messages.REGISTER, bodies, 0)
         for node, record in replies.items():
-            self.directory.add(node, int(record["cid"]), float(record["weight"]),
+            self.directory.add(node, int(record["client_id"]), float(record["weight"]),
                                bytes(record["verify_key"]))
         missing = sorted(set(range(wanted)) - set(self.directory.node_of))
         if missing:
@@ -158,7 +158,7 @@ class FlowerEngine:
             for job in jobs
         }
         replies = self.transport.ask(messages.TRAIN, bodies, jobs[0].release_id)
-        return [_report(cid, record) for cid, record in sorted(replies.items())]
+        return [_report(client_id, record) for client_id, record in sorted(replies.items())]
 
     def aggregate(
         self, round_id: int, weights: Mapping[int, float], length: int,

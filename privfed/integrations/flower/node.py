@@ -139,7 +139,7 @@ class ClientNode:
         """Tell the server who this node is: client id, aggregation weight (the sample count
         for plain FedAvg; 1 under DP, where the count is private), verification key."""
         return messages.content(
-            cid=self.client_id,
+            client_id=self.client_id,
             weight=self.parts.weighting.weight(self.client.num_samples),
             verify_key=self.identity.public_bytes,
         )
@@ -157,20 +157,20 @@ class ClientNode:
             longer of its own record and the server's).
         """
         fields = messages.fields(message)
-        release_id, cid = int(fields["release"]), self.client_id
-        self.policy.merge_client_ledger(cid, messages.json_field(fields, "ledger"))
-        if not self.policy.may_participate(cid):
-            raise BudgetSpent(f"client {cid}: one more update would exceed its privacy "
+        release_id, client_id = int(fields["release"]), self.client_id
+        self.policy.merge_client_ledger(client_id, messages.json_field(fields, "ledger"))
+        if not self.policy.may_participate(client_id):
+            raise BudgetSpent(f"client {client_id}: one more update would exceed its privacy "
                               "budget; it does not train")
-        self.policy.record_participation(release_id, [cid])
+        self.policy.record_participation(release_id, [client_id])
         self.state[_LEDGER] = ConfigRecord({
-            "ledger": json.dumps(self.policy.client_ledger(cid)).encode(),
+            "ledger": json.dumps(self.policy.client_ledger(client_id)).encode(),
         })
         params = torch.from_numpy(messages.model(message).copy())
         generator = torch.Generator().manual_seed(int(fields["seed"]))
         update = self.parts.trainer.fit(self.client, self.parts.workspace, params, generator)
         if not torch.isfinite(update.delta).all():
-            raise TrainingDivergedError(f"client {cid}'s update has NaN/Inf values: local "
+            raise TrainingDivergedError(f"client {client_id}'s update has NaN/Inf values: local "
                                         "training diverged; lower federation.lr or the noise")
         self.state[_PENDING] = ConfigRecord({
             "delta": update.delta.numpy().astype("<f4").tobytes(),

@@ -23,22 +23,22 @@ from privfed.federated import Aggregate, RoundSkipped
 from privfed.federated.engine import ServerHook
 from privfed.secure import (
     ClientIdentity,
-    HEClient,
+    HEClientParty,
     HEKeygenEndpoint,
     HEKeyHolder,
     HEParams,
     HEPublicContext,
     HEPublicEndpoint,
-    HEServer,
+    HEServerParty,
     IdentityRegistry,
     KeyHolderEndpoint,
-    MaskingClient,
+    MaskingClientParty,
     MaskingEndpoint,
     MaskingParams,
-    MaskingServer,
+    MaskingServerParty,
     OneShotEndpoint,
-    PlainClient,
-    PlainServer,
+    PlainClientParty,
+    PlainServerParty,
     RoundMeter,
     RoundRequest,
     ThresholdError,
@@ -121,14 +121,14 @@ class ServerProtocol:
         transport.round_id, transport.client_seconds = round_id, 0.0
         try:
             if settings.kind == "masking":
-                server = MaskingServer(registry, settings.masking, round_id, length, weights)
+                server = MaskingServerParty(registry, settings.masking, round_id, length, weights)
                 decoded = run_masking(transport, server, weights, meter)
             elif settings.kind == "he":
-                server = HEServer(round_id, weights, registry, length, public=self.he_public)
+                server = HEServerParty(round_id, weights, registry, length, public=self.he_public)
                 decoded = run_he(transport, server, meter, key_holder=HE_KEY_HOLDER,
                                  server_model=settings.server_model)
             else:
-                server = PlainServer(round_id, weights, registry, length, codec=settings.codec)
+                server = PlainServerParty(round_id, weights, registry, length, codec=settings.codec)
                 decoded = run_plain(transport, server, meter)
         except ThresholdError as err:
             raise RoundSkipped(str(err)) from None
@@ -184,7 +184,7 @@ class NodeProtocol:
         if stage == "advertise":
             registry = self._registry(unpack_registry(relayed_registry or b""))
             round_id = RoundRequest.from_bytes(message, MASKING_KIND).round_id
-            party = MaskingClient(self.identity, registry, self.settings.masking, round_id)
+            party = MaskingClientParty(self.identity, registry, self.settings.masking, round_id)
             record["registry"] = pack_registry(registry)
             record["vector"] = np.asarray(vector, "<f4").tobytes()
         else:
@@ -192,7 +192,7 @@ class NodeProtocol:
                 raise ConfigError(f"client {self.identity.client_id}: masking stage {stage!r} "
                                   "before the advertise stage")
             registry = unpack_registry(bytes(record["registry"]))
-            party = MaskingClient.from_bytes(bytes(record["party"]), self.identity, registry,
+            party = MaskingClientParty.from_bytes(bytes(record["party"]), self.identity, registry,
                                              self.settings.masking)
         vector = np.frombuffer(bytes(record["vector"]), dtype="<f4")
         reply = MaskingEndpoint(party, vector).respond(stage, message)
@@ -210,15 +210,15 @@ class NodeProtocol:
         self.pinned.check_relayed(relayed)
         return self.pinned
 
-    def _one_shot_party(self, record: ConfigRecord) -> PlainClient | HEClient:
+    def _one_shot_party(self, record: ConfigRecord) -> PlainClientParty | HEClientParty:
         settings = self.settings
         options = {"clip": settings.clip, "out_of_range": settings.out_of_range}
         if settings.kind == "he":
             if "public" not in record:
                 raise ConfigError(f"client {self.identity.client_id} received no CKKS public "
                                   "context")
-            return HEClient(self.identity, HEPublicContext(bytes(record["public"])), **options)
-        return PlainClient(self.identity, codec=settings.codec, **options)
+            return HEClientParty(self.identity, HEPublicContext(bytes(record["public"])), **options)
+        return PlainClientParty(self.identity, codec=settings.codec, **options)
 
     def _he_setup_or_decrypt(self, stage: str, message: bytes, record: ConfigRecord) -> bytes:
         settings = self.settings

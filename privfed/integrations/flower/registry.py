@@ -32,21 +32,21 @@ class NodeDirectory:
     @property
     def cid_of(self) -> dict[int, int]:
         """Flower node id -> privfed client id."""
-        return {node: cid for cid, node in self.node_of.items()}
+        return {node: client_id for client_id, node in self.node_of.items()}
 
-    def add(self, node_id: int, cid: int, weight: float, verify_key: bytes) -> None:
-        """Register node ``node_id`` as client ``cid``.
+    def add(self, node_id: int, client_id: int, weight: float, verify_key: bytes) -> None:
+        """Register node ``node_id`` as client ``client_id``.
 
         Raises
         ------
         ValueError
-            When another node already registered as client ``cid``.
+            When another node already registered as client ``client_id``.
         """
-        if cid in self.node_of and self.node_of[cid] != node_id:
+        if client_id in self.node_of and self.node_of[client_id] != node_id:
             raise ValueError(
-                f"two SuperNodes ({self.node_of[cid]} and {node_id}) have partition-id={cid}; "
-                "give every SuperNode its own --node-config partition-id"
+                f"two SuperNodes ({self.node_of[client_id]} and {node_id}) have "
+                f"partition-id={client_id}; give every SuperNode its own --node-config partition-id"
             )
-        self.node_of[cid] = node_id
-        self.weight[cid] = weight
-        self.registry.keys[cid] = verify_key
+        self.node_of[client_id] = node_id
+        self.weight[client_id] = weight
+        self.registry.keys[client_id] = verify_key

@@ -65,19 +65,19 @@ from .endpoints import (
 )
 from .key_holder import HEKeyHolder
 from .material import FINGERPRINT_SIZE, KIND, HEParams, HEPublicContext
-from .parties import HEClient, HEServer
+from .parties import HEClientParty, HEServerParty
 
 __all__ = [
     "FINGERPRINT_SIZE",
     "KIND",
     "HEAggregator",
-    "HEClient",
+    "HEClientParty",
     "HEKeyHolder",
     "HEKeygenEndpoint",
     "HEParams",
     "HEPublicContext",
     "HEPublicEndpoint",
-    "HEServer",
+    "HEServerParty",
     "KeyHolderEndpoint",
     "open_decrypt_request",
     "pack_decrypt_request",

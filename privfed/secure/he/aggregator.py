@@ -14,10 +14,10 @@ from .driver import run_he
 from .endpoints import DECRYPT_STAGE, KeyHolderEndpoint
 from .key_holder import HEKeyHolder
 from .material import KIND, HEParams, HEPublicContext
-from .parties import HEClient, HEServer
+from .parties import HEClientParty, HEServerParty
 
 
-class HEAggregator(OneShotAggregator[HEServer]):
+class HEAggregator(OneShotAggregator[HEServerParty]):
     """CKKS secure aggregation; the server only adds ciphertexts.
 
     Key material is generated once (at construction) and reused across rounds. The clients
@@ -78,13 +78,13 @@ class HEAggregator(OneShotAggregator[HEServer]):
                 f"clip={self.clip:g} exceeds the CKKS range limit {self.public.params.max_abs:g}"
             )
 
-    def _client(self, client_id: int) -> HEClient:
-        return HEClient(
+    def _client(self, client_id: int) -> HEClientParty:
+        return HEClientParty(
             self.identity(client_id), self.public, clip=self.clip, out_of_range=self.out_of_range
         )
 
-    def _server(self, round_id: int, weights: dict[int, float], dim: int) -> HEServer:
-        return HEServer(round_id, weights, self.registry, dim, public=self.public)
+    def _server(self, round_id: int, weights: dict[int, float], dim: int) -> HEServerParty:
+        return HEServerParty(round_id, weights, self.registry, dim, public=self.public)
 
     def _endpoints(self, vectors: dict[int, np.ndarray]) -> dict[int, ClientEndpoint]:
         """Each client uploads, and answers ``"decrypt"`` if it is picked as key holder."""
@@ -99,5 +99,7 @@ class HEAggregator(OneShotAggregator[HEServer]):
             for c, v in vectors.items()
         }
 
-    def _drive(self, transport: Transport, server: HEServer, meter: RoundMeter) -> DecodedAggregate:
+    def _drive(
+        self, transport: Transport, server: HEServerParty, meter: RoundMeter
+    ) -> DecodedAggregate:
         return run_he(transport, server, meter, server_model=self.server_model)

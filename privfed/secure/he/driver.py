@@ -15,7 +15,7 @@ from privfed.secure.wire import SERVER_MODELS
 
 from .endpoints import DECRYPT_STAGE, KEYGEN_STAGE, PUBLIC_STAGE, pack_decrypt_request, pack_public
 from .material import HEParams, HEPublicContext
-from .parties import HEServer
+from .parties import HEServerParty
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def set_up_he(
     Returns
     -------
     HEPublicContext
-        The key holder's public context (what the server builds each :class:`HEServer` with).
+        The key holder's public context (what the server builds each :class:`HEServerParty` with).
 
     Raises
     ------
@@ -80,7 +80,7 @@ def set_up_he(
 
 def run_he(
     transport: Transport,
-    server: HEServer,
+    server: HEServerParty,
     meter: RoundMeter,
     *,
     key_holder: int | None = None,
@@ -98,9 +98,9 @@ def run_he(
     transport : Transport
         Reaches the clients; each answers stage ``"upload"`` (a
         :class:`~privfed.secure.RoundRequest`), e.g. through a
-        :class:`~privfed.secure.OneShotEndpoint` over an :class:`HEClient`; the key holder
+        :class:`~privfed.secure.OneShotEndpoint` over an :class:`HEClientParty`; the key holder
         answers ``"decrypt"`` (e.g. :class:`KeyHolderEndpoint`).
-    server : HEServer
+    server : HEServerParty
         The round's server party; its ``weights`` name the participants.
     meter : RoundMeter
         Counts the bytes and times.
@@ -133,7 +133,7 @@ def run_he(
         return _decrypted(reply, server, holder)
 
 
-def _decrypted(reply: bytes | None, server: HEServer, holder: int) -> DecodedAggregate:
+def _decrypted(reply: bytes | None, server: HEServerParty, holder: int) -> DecodedAggregate:
     """The key holder's decoded mean, if it is the one of ``server``'s aggregate."""
     why = "no reply"
     if reply is not None:

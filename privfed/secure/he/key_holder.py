@@ -161,7 +161,7 @@ class HEKeyHolder:
         round_id : int
         uploads : Sequence[bytes] or None
             The round's signed uploads the server says it summed, exactly as the clients sent
-            them (e.g. :meth:`OneShotServer.accepted_uploads`); ``None``: trust the server
+            them (e.g. :meth:`OneShotServerParty.accepted_uploads`); ``None``: trust the server
             (honest-but-curious model).
         registry : IdentityRegistry, optional
             The clients' long-term verification keys (required with ``uploads``). Only as

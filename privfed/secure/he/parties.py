@@ -8,14 +8,14 @@ import tenseal as ts
 
 from privfed.secure.errors import InvalidInputError, MessageRejectedError
 from privfed.secure.identity import ClientIdentity
-from privfed.secure.oneshot import OneShotServer
+from privfed.secure.oneshot import OneShotServerParty
 from privfed.secure.validation import prepare_upload, prepare_vector
 from privfed.secure.wire import pack_fields, seal, unpack_fields
 
 from .material import KIND, HEPublicContext, _pack_upload_head, _unpack_upload_head
 
 
-class HEClient:
+class HEClientParty:
     """Client of the HE protocol: encrypts ``(w_k / W) * x`` with the public key.
 
     Parameters
@@ -79,13 +79,13 @@ class HEClient:
         return seal(self.identity, KIND, "upload", round_id, pack_fields([head, *cts]))
 
 
-class HEServer(OneShotServer):
+class HEServerParty(OneShotServerParty):
     """Server of the HE protocol: adds ciphertexts under a public context (cannot decrypt).
 
     Parameters
     ----------
     round_id, weights, registry, dim
-        See :class:`~privfed.secure.oneshot.OneShotServer`.
+        See :class:`~privfed.secure.oneshot.OneShotServerParty`.
     public : HEPublicContext
         Public key material; it holds no secret key.
     """

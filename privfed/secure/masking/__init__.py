@@ -2,20 +2,20 @@
 with optional SecAgg+ neighbourhoods (Bell et al. 2020) derived from a threat model."""
 
 from .aggregator import MaskingAggregator
-from .client import MaskingClient
+from .client import MaskingClientParty
 from .driver import run_masking
 from .endpoint import MaskingEndpoint
 from .params import SERVER_MODELS, MaskingParams, default_threshold, neighbours
 from .quantize import Ring
 from .security import RoundParameters, ThreatModel, min_threshold, round_parameters
-from .server import MaskingServer, decode_masking
+from .server import MaskingServerParty, decode_masking
 
 __all__ = [
     "MaskingAggregator",
-    "MaskingClient",
+    "MaskingClientParty",
     "MaskingEndpoint",
     "MaskingParams",
-    "MaskingServer",
+    "MaskingServerParty",
     "SERVER_MODELS",
     "Ring",
     "RoundParameters",

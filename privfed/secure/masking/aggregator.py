@@ -7,11 +7,11 @@ import numpy as np
 from privfed.secure.base import DecodedAggregate, RoundMeter, SecureAggregator
 from privfed.secure.transport import LocalTransport
 
-from .client import MaskingClient
+from .client import MaskingClientParty
 from .driver import run_masking
 from .endpoint import STAGES, MaskingEndpoint
 from .params import MaskingParams
-from .server import MaskingServer
+from .server import MaskingServerParty
 
 
 class MaskingAggregator(SecureAggregator):
@@ -81,10 +81,10 @@ corrupt_fraction, dropout_fraction, security_bits, server_model
         registry = self.registry
         params = self.round_params(len(ids))
         with meter.timed("aggregate"):
-            server = MaskingServer(registry, params, round_id, vectors[ids[0]].size, ids)
+            server = MaskingServerParty(registry, params, round_id, vectors[ids[0]].size, ids)
         with meter.timed("encode"):
             endpoints = {
-                c: MaskingEndpoint(MaskingClient(self.identity(c), registry, params, round_id),
+                c: MaskingEndpoint(MaskingClientParty(self.identity(c), registry, params, round_id),
                                    vectors[c])
                 for c in ids
             }

@@ -1,8 +1,8 @@
 """Client side of the masking protocol (Bonawitz et al. 2017, optional SecAgg+ graph).
 
-One :class:`MaskingClient` object serves one round: all key material is fresh per round.
-Its state can be saved between stages with :meth:`MaskingClient.to_bytes` and restored with
-:meth:`MaskingClient.from_bytes`, so each stage may run in a new process.
+One :class:`MaskingClientParty` object serves one round: all key material is fresh per round.
+Its state can be saved between stages with :meth:`MaskingClientParty.to_bytes` and restored with
+:meth:`MaskingClientParty.from_bytes`, so each stage may run in a new process.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def pair_sign(owner: int, peer: int) -> int:
     return 1 if owner < peer else -1
 
 
-class MaskingClient:
+class MaskingClientParty:
     """One client for one round of masked secure aggregation.
 
     Call, in order, :meth:`advertise`, :meth:`share_keys`, :meth:`masked_input`,
@@ -135,7 +135,7 @@ class MaskingClient:
         identity: ClientIdentity,
         registry: IdentityRegistry,
         params: MaskingParams,
-    ) -> MaskingClient:
+    ) -> MaskingClientParty:
         """Restore a client saved by :meth:`to_bytes`, ready for its next stage.
 
         Parameters
@@ -151,7 +151,7 @@ class MaskingClient:
 
         Returns
         -------
-        MaskingClient
+        MaskingClientParty
             A client in the saved stage, with the saved keys, seeds, adverts and shares.
 
         Raises
@@ -164,7 +164,7 @@ class MaskingClient:
         try:
             return restore_client(cls, data, identity, registry, params)
         except MessageRejectedError as exc:
-            raise MessageRejectedError(f"invalid saved MaskingClient state: {exc}") from None
+            raise MessageRejectedError(f"invalid saved MaskingClientParty state: {exc}") from None
 
     def _require(self, stage: str) -> None:
         if self._stage != stage:

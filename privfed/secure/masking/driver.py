@@ -11,12 +11,12 @@ from privfed.secure.payloads import RoundRequest
 from privfed.secure.transport import Transport
 
 from .messages import KIND
-from .server import MaskingServer, decode_masking
+from .server import MaskingServerParty, decode_masking
 
 
 def run_masking(
     transport: Transport,
-    server: MaskingServer,
+    server: MaskingServerParty,
     weights: Mapping[int, float],
     meter: RoundMeter,
 ) -> DecodedAggregate:
@@ -35,7 +35,7 @@ def run_masking(
     ----------
     transport : Transport
         Reaches the clients.
-    server : MaskingServer
+    server : MaskingServerParty
         The round's server party (at stage ``"advertise"``).
     weights : Mapping[int, float]
         The participants (``server.participants``) and their public weights.

@@ -1,4 +1,4 @@
-"""The masking client's endpoint: one :class:`MaskingClient` answering each stage's message."""
+"""The masking client's endpoint: one :class:`MaskingClientParty` answering each stage's message."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 from privfed.secure.errors import MessageRejectedError
 from privfed.secure.payloads import RoundRequest
 
-from .client import MaskingClient
+from .client import MaskingClientParty
 from .messages import KIND
 
 STAGES = ("advertise", "share", "masked", "consistency", "unmask")
@@ -18,19 +18,19 @@ class MaskingEndpoint:
     """Client endpoint of the masking protocol.
 
     The party carries the round's state; between two stages it may be saved
-    (:meth:`MaskingClient.to_bytes`) and a new endpoint built on the restored party
-    (:meth:`MaskingClient.from_bytes`), e.g. on a node that runs each message in a new
+    (:meth:`MaskingClientParty.to_bytes`) and a new endpoint built on the restored party
+    (:meth:`MaskingClientParty.from_bytes`), e.g. on a node that runs each message in a new
     process.
 
     Parameters
     ----------
-    party : MaskingClient
+    party : MaskingClientParty
         The client's party for the round, at the stage the next message is for.
     vector : np.ndarray
         The client's flat float update (used at stage ``"masked"``).
     """
 
-    def __init__(self, party: MaskingClient, vector: np.ndarray) -> None:
+    def __init__(self, party: MaskingClientParty, vector: np.ndarray) -> None:
         self.party = party
         self.vector = vector
 
@@ -40,14 +40,14 @@ class MaskingEndpoint:
         ``"advertise"`` answers a :class:`~privfed.secure.RoundRequest` (its weight and
         length are advertised); ``"share"``, ``"masked"``, ``"consistency"`` and ``"unmask"``
         answer the server's keys, forward, survivors and unmask-request messages through
-        :meth:`MaskingClient.share_keys`, :meth:`~MaskingClient.masked_input`,
-        :meth:`~MaskingClient.consistency` and :meth:`~MaskingClient.unmask`.
+        :meth:`MaskingClientParty.share_keys`, :meth:`~MaskingClientParty.masked_input`,
+        :meth:`~MaskingClientParty.consistency` and :meth:`~MaskingClientParty.unmask`.
 
         Raises
         ------
         MessageRejectedError
             An unknown stage, a stage out of order, a request for another round or vector
-            length; and whatever the party raises (see :class:`MaskingClient`).
+            length; and whatever the party raises (see :class:`MaskingClientParty`).
         """
         party = self.party
         if stage == "advertise":

@@ -3,7 +3,7 @@
 The server never holds a secret that opens a single client's masked input: for each client
 it recovers either the self-mask seed (client survived) or the pairwise-key seed (client
 dropped), never both, and only from at least ``t`` shares. Against a malicious server this
-rests on the clients' own checks (see :class:`~privfed.secure.masking.MaskingClient`); the
+rests on the clients' own checks (see :class:`~privfed.secure.masking.MaskingClientParty`); the
 server's checks here protect the honest clients' result from malformed client messages.
 """
 
@@ -42,7 +42,7 @@ _RING_META = struct.Struct("<IId")
 _F64 = struct.Struct("<d")
 
 
-class MaskingServer:
+class MaskingServerParty:
     """Server of one round of masked secure aggregation.
 
     Receive each stage's client messages with :meth:`receive`, then close the stage with

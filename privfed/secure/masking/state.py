@@ -23,7 +23,7 @@ from .messages import Advert, commit, pack_addressed, unpack_addressed
 from .params import SERVER_MODELS, MaskingParams
 
 if TYPE_CHECKING:
-    from .client import MaskingClient
+    from .client import MaskingClientParty
 
 __all__ = ["STAGES", "restore_client", "save_client"]
 
@@ -62,9 +62,9 @@ def _params_bytes(params: MaskingParams) -> bytes:
     )
 
 
-def save_client(client: MaskingClient) -> bytes:
+def save_client(client: MaskingClientParty) -> bytes:
     """The complete state of ``client`` at whatever stage it is (see
-    :meth:`MaskingClient.to_bytes`)."""
+    :meth:`MaskingClientParty.to_bytes`)."""
     later = STAGES.index(client._stage) >= STAGES.index("masked")
     advert = b"" if client._stage == "advertise" else client.advert.to_bytes()
     adverts = {c: a.to_bytes() for c, a in client._adverts.items()}
@@ -95,14 +95,14 @@ def save_client(client: MaskingClient) -> bytes:
 
 
 def restore_client(
-    cls: type[MaskingClient],
+    cls: type[MaskingClientParty],
     data: bytes,
     identity: ClientIdentity,
     registry: IdentityRegistry,
     params: MaskingParams,
-) -> MaskingClient:
+) -> MaskingClientParty:
     """A ``cls`` instance restored from :func:`save_client`'s bytes (see
-    :meth:`MaskingClient.from_bytes`); raises MessageRejectedError naming the problem."""
+    :meth:`MaskingClientParty.from_bytes`); raises MessageRejectedError naming the problem."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MessageRejectedError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -110,7 +110,7 @@ def restore_client(
         raise MessageRejectedError(f"only {len(data)} bytes")
     magic, version = _STATE_PREFIX.unpack_from(data)
     if magic != STATE_MAGIC:
-        raise MessageRejectedError(f"not a MaskingClient state (magic={magic!r})")
+        raise MessageRejectedError(f"not a MaskingClientParty state (magic={magic!r})")
     if version != STATE_VERSION:
         raise MessageRejectedError(f"format version {version}, this code reads {STATE_VERSION}")
     body, digest = data[:-_DIGEST_SIZE], data[-_DIGEST_SIZE:]
@@ -206,7 +206,7 @@ def restore_client(
     return client
 
 
-def _check_own_advert(client: MaskingClient) -> None:
+def _check_own_advert(client: MaskingClientParty) -> None:
     """Check that the restored advert matches the restored keys and seed."""
     if (
         client.advert.enc_pk != public_bytes(client._enc_key)
