@@ -4,7 +4,8 @@ Quantisation and top-k change what a client's upload looks like on the wire, not
 the pipeline hands on, so they are not update stages: :class:`CodecPayload` is a payload
 codec for ``privfed.secure``'s plain protocol (``PlainClientParty(codec=...)``,
 ``PlainServerParty(codec=...)``), which then sends ``encode``'s bytes instead of float32
-values and sums ``decode``'s vectors. It fits the duck-typed ``privfed.secure.PayloadCodec`` protocol::
+values and sums ``decode``'s vectors. It fits the duck-typed ``privfed.secure.PayloadCodec``
+protocol::
 
     encode(vector, round_id, client_id) -> bytes
     decode(payload, dim, round_id) -> numpy.ndarray   # float64, length dim
