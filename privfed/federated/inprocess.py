@@ -11,14 +11,13 @@ from privfed.federated.engine import (
     Aggregate,
     AggregationProtocol,
     ServerHook,
-    TrainingDivergedError,
     TrainJob,
     TrainReport,
 )
 from privfed.federated.params import FlatParameters
 from privfed.federated.policy import ParticipationPolicy
 from privfed.federated.stages import Pipeline
-from privfed.federated.trainer import LocalTrainer
+from privfed.federated.trainer import LocalTrainer, check_finite
 from privfed.federated.weighting import SampleWeighting, Weighting
 
 __all__ = ["InProcessEngine"]
@@ -92,12 +91,7 @@ class InProcessEngine:
         generator = torch.Generator().manual_seed(job.seed)
         client = self.clients[job.client_id]
         update = self.trainer.fit(client, self.workspace, job.params, generator)
-        if not torch.isfinite(update.delta).all():
-            raise TrainingDivergedError(
-                f"release {job.release_id}: client {job.client_id}'s update has NaN/Inf "
-                f"values, so local training diverged; lower federation.lr or the noise"
-            )
-        return update
+        return check_finite(update, job.release_id)
 
     def train(self, jobs: Sequence[TrainJob]) -> list[TrainReport]:
         """Train each job's client from its model; keep its update until :meth:`aggregate`.

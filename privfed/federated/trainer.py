@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from privfed.federated.client import Client, ClientUpdate, LocalTraining
+from privfed.federated.engine import TrainingDivergedError
 from privfed.federated.params import FlatParameters
 
-__all__ = ["LocalTrainer", "SGDTrainer"]
+__all__ = ["LocalTrainer", "SGDTrainer", "check_finite"]
 
 
 class LocalTrainer(Protocol):
@@ -39,6 +40,25 @@ class LocalTrainer(Protocol):
         generator : torch.Generator
             Source of the batch order (and of seeded noise).
         """
+
+
+def check_finite(update: ClientUpdate, release_id: int) -> ClientUpdate:
+    """Return ``update`` if its delta is finite, where every trained update is checked.
+
+    One pass over the delta: its float32 sum is NaN or infinite when any coordinate is (and
+    when finite coordinates overflow float32's range, itself a divergence).
+
+    Raises
+    ------
+    TrainingDivergedError
+        The delta holds NaN or infinite values: local training diverged.
+    """
+    if not torch.isfinite(update.delta.sum()):
+        raise TrainingDivergedError(
+            f"release {release_id}: client {update.client_id}'s update has NaN/Inf values, so "
+            f"local training diverged; lower federation.lr or the noise"
+        )
+    return update
 
 
 class SGDTrainer:

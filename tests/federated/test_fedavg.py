@@ -124,3 +124,18 @@ def test_diverging_local_training_stops_with_a_clear_error(blobs):
     server = make_server([(x * 1e30, y)], (x, y), training=LocalTraining(1, 16, lr=1e30))
     with pytest.raises(TrainingDivergedError, match="client 0's update has NaN/Inf.*federation.lr"):
         server.fit(2)
+
+
+@pytest.mark.parametrize("bad", [[float("nan")], [float("inf")], [-float("inf")],
+                                 [float("inf"), -float("inf")]])
+def test_one_non_finite_coordinate_is_divergence(bad):
+    """The one-pass check (a float32 sum) catches any NaN/Inf, also +inf and -inf together."""
+    from privfed.federated import ClientUpdate, TrainingDivergedError
+    from privfed.federated.trainer import check_finite
+
+    delta = torch.zeros(1000)
+    delta[torch.arange(len(bad)) * 311 + 5] = torch.tensor(bad)
+    with pytest.raises(TrainingDivergedError, match="client 4's update has NaN/Inf"):
+        check_finite(ClientUpdate(4, delta, 10, 0.1, 1), release_id=3)
+    fine = ClientUpdate(4, torch.full((1000,), 3e30), 10, 0.1, 1)
+    assert check_finite(fine, release_id=3) is fine

@@ -42,7 +42,8 @@ from privfed.experiment import (
     build_parts,
     load_partitioned,
 )
-from privfed.federated import BudgetSpent, Client, TrainingDivergedError
+from privfed.federated import BudgetSpent, Client
+from privfed.federated.trainer import check_finite
 from privfed.secure import ClientIdentity, IdentityRegistry
 
 from . import messages
@@ -169,9 +170,7 @@ class ClientNode:
         params = torch.from_numpy(messages.model(message).copy())
         generator = torch.Generator().manual_seed(int(fields["seed"]))
         update = self.parts.trainer.fit(self.client, self.parts.workspace, params, generator)
-        if not torch.isfinite(update.delta).all():
-            raise TrainingDivergedError(f"client {client_id}'s update has NaN/Inf values: local "
-                                        "training diverged; lower federation.lr or the noise")
+        check_finite(update, release_id)
         self.state[_PENDING] = ConfigRecord({
             "delta": update.delta.numpy().astype("<f4").tobytes(),
             "broadcast": bytes(fields["broadcast"]) if "broadcast" in fields else b"{}",
