@@ -87,6 +87,7 @@ class ClipStage(UpdateStage):
         if adaptive is not None and math.isinf(clip_norm):
             raise ValueError("privacy.adaptive_clipping needs a finite initial privacy.clip_norm")
         self.clip_norm = clip_norm
+        self._initial = clip_norm
         self.expected_clients = expected_clients
         self.adaptive = adaptive
 
@@ -123,8 +124,19 @@ class ClipStage(UpdateStage):
         return {"clip_norm": self.clip_norm}
 
     def load_broadcast(self, values: Mapping[str, float]) -> None:
-        """Clip with the server's current S."""
-        self.clip_norm = float(values["clip_norm"])
+        """Clip with the server's current S.
+
+        Raises
+        ------
+        ValueError
+            The server sent no S, or one no honest server sends: not > 0, NaN, or infinite
+            where the configured S is finite (the client would stop clipping).
+        """
+        clip_norm = float(values.get("clip_norm", math.nan))
+        if not 0 < clip_norm < math.inf and not (clip_norm == math.inf == self._initial):
+            raise ValueError(f"the server's broadcast privacy.clip_norm must be > 0 and "
+                             f"finite (the configured one is {self._initial}), got {clip_norm}")
+        self.clip_norm = clip_norm
 
     def metrics(self) -> dict[str, Any]:
         """``clip_norm``: the S of the next round."""

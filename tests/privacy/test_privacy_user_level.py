@@ -156,6 +156,21 @@ def test_a_client_clips_with_the_broadcast_clip_norm():
                                torch.tensor([s, 0.0, -0.5]))
 
 
+@pytest.mark.parametrize("lie", [0.0, -1.0, float("nan"), float("inf"), None])
+def test_a_client_refuses_a_clip_norm_no_honest_server_broadcasts(lie):
+    """From the client's seat: a lying server's S of inf would stop the clipping (and the
+    sensitivity the noise is calibrated for); 0, negative, NaN or missing is refused too."""
+    node, _ = central(noise_multiplier=1.0, clip_norm=0.1, sample_rate=1.0, num_clients=2,
+                      adaptive=AdaptiveClipping(0.5, 0.2, 2.0))
+    values = {} if lie is None else {"clip_norm": lie}
+    with pytest.raises(ValueError, match="broadcast privacy.clip_norm must be > 0 and finite"):
+        node.load_broadcast({"clip": values})
+    assert node.stages[0].clip_norm == 0.1  # unchanged
+    unclipped = ClipStage(math.inf, 2.0)  # configured without a clip (noise 0): inf is honest
+    unclipped.load_broadcast({"clip_norm": math.inf})
+    assert unclipped.clip_norm == math.inf
+
+
 def test_clip_stage_without_adaptation_changes_no_aggregate():
     clip = ClipStage(1.0, 4.0)
     aggregate = ServerAggregate(torch.ones(3), 1.0, (0, 1))
