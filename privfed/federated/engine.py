@@ -162,6 +162,3 @@ class Engine(Protocol):
         RoundSkipped
             The protocol could not release the sum.
         """
-
-    def model_bytes(self, length: int) -> int:
-        """Bytes the server sends to deliver a model of ``length`` parameters."""

@@ -82,10 +82,6 @@ class InProcessEngine:
         """The weighting's public weight of ``client_id``."""
         return self.weighting.weight(self.clients[client_id].num_samples)
 
-    def model_bytes(self, length: int) -> int:
-        """A float32 model of ``length`` parameters."""
-        return 4 * length
-
     def train_client(self, job: TrainJob) -> ClientUpdate:
         """Train one client (its update is not kept); see :meth:`train`."""
         generator = torch.Generator().manual_seed(job.seed)

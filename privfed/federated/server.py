@@ -109,7 +109,7 @@ class Server:
     @property
     def model_bytes(self) -> int:
         """Size of the global model as float32 on the wire."""
-        return self.engine.model_bytes(self.weights.numel())
+        return self.weights.numel() * self.weights.element_size()
 
     def fit(self, rounds: int, on_round: Callable[[RoundRecord], None] | None = None) -> History:
         """Run ``rounds`` more rounds; evaluate after the last one whatever ``eval_every``.

@@ -50,6 +50,7 @@ from .he import (
     run_he,
     set_up_he,
 )
+from .he.endpoints import DECRYPT_STAGE, KEYGEN_STAGE, PUBLIC_STAGE
 from .identity import ClientIdentity, IdentityRegistry, pack_registry, unpack_registry
 from .masking import (
     MaskingAggregator,
@@ -59,7 +60,8 @@ from .masking import (
     MaskingServerParty,
     run_masking,
 )
-from .oneshot import OneShotEndpoint
+from .masking.endpoint import STAGES as MASKING_STAGES
+from .oneshot import UPLOAD_STAGE, OneShotEndpoint
 from .payloads import RoundRequest, pack_decoded, unpack_decoded
 from .plain import (
     PayloadCodec,
@@ -71,8 +73,15 @@ from .plain import (
 )
 from .transport import ClientEndpoint, LocalTransport, StageRouter, Transport
 
+CLIENT_STAGES = (UPLOAD_STAGE, *MASKING_STAGES, KEYGEN_STAGE, PUBLIC_STAGE, DECRYPT_STAGE)
+"""Every stage a client endpoint answers, for a transport that routes by stage."""
+INPUT_STAGES = (UPLOAD_STAGE, MASKING_STAGES[0])
+"""The stages at which a client hands its update to its protocol's party."""
+
 __all__ = [
     "AGGREGATORS",
+    "CLIENT_STAGES",
+    "INPUT_STAGES",
     "AggregationResult",
     "AuthenticationError",
     "ClientEndpoint",

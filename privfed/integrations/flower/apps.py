@@ -31,6 +31,7 @@ from privfed.config import ConfigError, ExperimentConfig, config_from_dict
 from privfed.experiment import build_parts, build_server, load_configured_dataset
 from privfed.federated import History, Observer, RoundRecord, Server
 from privfed.rundir import Trainer, train_run
+from privfed.secure import CLIENT_STAGES
 
 from . import messages
 from .engine import FlowerEngine, FlowerOptions
@@ -58,7 +59,7 @@ FAILED = "[privfed] failed:"
 _ROUTES: dict[str, Callable[[ClientNode, Message], RecordDict]] = {
     messages.REGISTER: ClientNode.register,
     messages.TRAIN: ClientNode.train,
-    **{messages.stage_type(stage): ClientNode.stage for stage in messages.PROTOCOL_STAGES},
+    **{messages.stage_type(stage): ClientNode.stage for stage in CLIENT_STAGES},
 }
 
 

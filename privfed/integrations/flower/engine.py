@@ -100,10 +100,6 @@ class FlowerEngine:
         """The weight the client's node registered with (its sample count, or 1 under DP)."""
         return self.directory.weight[client_id]
 
-    def model_bytes(self, length: int) -> int:
-        """A float32 model of ``length`` parameters."""
-        return 4 * length
-
     # ------------------------------------------------------------------ set-up
     def connect(self) -> None:
         """Wait for the SuperNodes, learn which client each is, and set up the protocol

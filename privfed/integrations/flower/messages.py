@@ -22,13 +22,11 @@ MODEL = "privfed.model"
 # Message types: "<category>.<action>", routed by the ClientApp.
 REGISTER = "query.register"
 TRAIN = "train.fit"
-PROTOCOL_STAGES = ("upload", "advertise", "share", "masked", "consistency", "unmask",
-                   "decrypt", "he_keygen", "he_public")
-"""The secure protocols' stages; each travels as message type ``query.<stage>``."""
 
 
 def stage_type(stage: str) -> str:
-    """The message type of protocol stage ``stage``."""
+    """The message type of protocol stage ``stage`` (one of
+    :data:`privfed.secure.CLIENT_STAGES`)."""
     return f"query.{stage}"
 
 

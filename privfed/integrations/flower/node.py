@@ -44,7 +44,7 @@ from privfed.experiment import (
 )
 from privfed.federated import BudgetSpent, Client
 from privfed.federated.trainer import check_finite
-from privfed.secure import ClientIdentity, IdentityRegistry
+from privfed.secure import INPUT_STAGES, ClientIdentity, IdentityRegistry
 
 from . import messages
 from .protocol import NodeProtocol
@@ -191,7 +191,7 @@ class ClientNode:
         stage, round_id = str(fields["stage"]), int(fields["round"])
         started = time.perf_counter()
         vector, registry = None, None
-        if self.protocol.first_stage(stage):
+        if stage in INPUT_STAGES:
             vector, registry = self._send_pending(round_id)
         payload = self.protocol.respond(stage, bytes(fields["payload"]), vector, registry)
         return messages.content(payload=payload, seconds_encode=time.perf_counter() - started)

@@ -164,11 +164,6 @@ class NodeProtocol:
         self.pinned = pinned
         self.state = state
 
-    @staticmethod
-    def first_stage(stage: str) -> bool:
-        """Whether ``stage`` is where the client hands its update to the protocol."""
-        return stage in ("upload", "advertise")
-
     def respond(self, stage: str, message: bytes, vector: np.ndarray | None,
                 relayed_registry: bytes | None) -> bytes:
         """This client's reply to the server's ``message`` of ``stage``.

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from privfed.secure import IdentityRegistry
-from privfed.secure.identity import pack_registry, unpack_registry
 
-__all__ = ["NodeDirectory", "pack_registry", "unpack_registry"]
+__all__ = ["NodeDirectory"]
 
 
 @dataclass

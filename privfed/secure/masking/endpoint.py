@@ -9,8 +9,9 @@ from privfed.secure.payloads import RoundRequest
 
 from .client import MaskingClientParty
 from .messages import KIND
+from .state import STAGES as _STATE_STAGES
 
-STAGES = ("advertise", "share", "masked", "consistency", "unmask")
+STAGES = _STATE_STAGES[:-1]
 """The clients' reply stages, in protocol order (``"consistency"``: malicious server model)."""
 
 
