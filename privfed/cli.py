@@ -19,6 +19,7 @@ from privfed import jsonsafe
 from privfed.config import ConfigError, ExperimentConfig, load_config
 from privfed.data import ChecksumError, DataFormatError, DatasetNotFoundError
 from privfed.federated import RoundRecord, TrainingDivergedError
+from privfed.federated.metrics import beats_majority
 from privfed.keys_cli import register as register_key_commands
 from privfed.rundir import describe_epsilon, flower_simulation, run_dir_for, train_run
 
@@ -284,6 +285,9 @@ def _run(config: ExperimentConfig, console: Console) -> int:
             status = f"loss {_fmt(record.train_loss, '.3f')}"
             if record.test_accuracy is not None:
                 status += f"  acc {record.test_accuracy:.4f}"
+            pooled = (record.federated or {}).get("pooled")
+            if pooled:
+                status += f"  federated acc {pooled['accuracy']:.4f}"
             progress.update(task, description="rounds", advance=1, status=status)
 
         result = train_run(config, run_dir, on_round=on_round)
@@ -301,6 +305,7 @@ def _summary_table(summary: dict) -> Table:
         ("clients x rounds", f"{summary['num_clients']} x {summary['rounds']}"),
         ("parameters", f"{summary['num_params']:,}"),
         ("final test accuracy", _fmt(summary["final_accuracy"], ".4f")),
+        *_utility_rows(summary),
         ("privacy", _privacy_cell(summary)),
         ("secure aggregation", summary["secure_aggregation"]),
         ("final test loss", _fmt(summary["final_loss"], ".4f")),
@@ -310,8 +315,36 @@ def _summary_table(summary: dict) -> Table:
                                      f"{summary['bytes_down_total']:,}"),
     ]
     for name, value in rows:
-        table.add_row(name, value)
+        if value != "-":  # e.g. no central test set: federated evaluation only
+            table.add_row(name, value)
     return table
+
+
+def _utility_rows(summary: dict) -> list[tuple[str, str]]:
+    """The clinician's metrics of the central test set and of the last federated
+    evaluation, each beside the majority-class baseline (flagged when not beaten)."""
+    rows = []
+    for label, metrics in (("test", summary.get("test_metrics")),
+                           ("federated", (summary.get("federated_metrics") or {}).get("pooled"))):
+        if not metrics:
+            continue
+        if label == "federated":
+            rows.append(("federated accuracy (pooled)", _fmt(metrics["accuracy"], ".4f")))
+        rows.append((f"{label}: balanced acc / ROC AUC / F1",
+                     f"{_fmt(metrics['balanced_accuracy'], '.4f')} / "
+                     f"{_fmt(metrics['roc_auc'], '.4f')} / {_fmt(metrics['f1_macro'], '.4f')}"))
+        if metrics.get("sensitivity") is not None:
+            rows.append((f"{label}: sensitivity / specificity",
+                         f"{_fmt(metrics['sensitivity'], '.4f')} / "
+                         f"{_fmt(metrics['specificity'], '.4f')}"))
+        flag = "" if beats_majority(metrics) else "  [red]model does NOT beat it[/]"
+        rows.append((f"{label}: majority-class baseline",
+                     f"{metrics['majority_baseline']:.4f}{flag}"))
+    worst = (summary.get("federated_metrics") or {}).get("worst")
+    if worst:
+        rows.append(("worst client (accuracy)", f"client {worst['client']}: "
+                                                f"{worst['accuracy']:.4f}"))
+    return rows
 
 
 def _privacy_cell(summary: dict) -> str:

@@ -17,9 +17,16 @@ import numpy as np
 import torch
 
 from privfed.aggregation import SecureAggregation
+from privfed.clientdata import (
+    ClientArrays,
+    DataSchema,
+    client_arrays,
+    load_configured_dataset,
+    load_partitioned,
+)
 from privfed.compression import build_compression
 from privfed.config import ConfigError, ExperimentConfig
-from privfed.data import Dataset, load_dataset, make_partitioner
+from privfed.data import Dataset
 from privfed.federated import (
     BatchOrder,
     Client,
@@ -44,15 +51,22 @@ from privfed.federated import (
     derive_seed,
     make_server_optimizer,
 )
+from privfed.federated.engine import EvaluationProtocol
+from privfed.federated.federated_eval import FederatedEvaluation
+from privfed.federated.metrics import EvaluationCounts
 from privfed.models import build_model
 from privfed.privacy import NoisePolicy, build_privacy
 from privfed.privacy.ledger import planned_participations
 from privfed.secure import SecureAggregator, make_aggregator
 
 __all__ = [
+    "EVALUATION_COUNT_BOUND",
     "FederationParts",
     "Simulation",
     "build_client",
+    "build_evaluation",
+    "client_from_arrays",
+    "evaluation_scale",
     "build_parts",
     "build_secure_aggregator",
     "build_server",
@@ -69,6 +83,11 @@ _BATCH_ORDER_STREAM = 2
 _PRIVACY_STREAM = 3
 _COMPRESSION_STREAM = 4
 _LATENCY_STREAM = 5
+_EVALUATION_STREAM = 7
+
+EVALUATION_COUNT_BOUND = 2**16
+"""Under a secure aggregator, the most validation examples a client may evaluate on: each
+count is sent divided by it (times the aggregator's input bound, if below 1)."""
 
 
 @dataclass
@@ -87,6 +106,8 @@ class FederationParts:
     weighting : Weighting
     payload_codec : object or None
         The plain protocol's wire codec (quantisation, top-k), if any.
+    num_classes : int
+        The model's number of classes.
     """
 
     workspace: FlatParameters
@@ -96,6 +117,7 @@ class FederationParts:
     policy: ParticipationPolicy
     weighting: Weighting
     payload_codec: Any
+    num_classes: int
 
 
 
@@ -122,42 +144,13 @@ class Simulation:
         return self.server.fit(self.config.federation.rounds, on_round=on_round)
 
 
-def load_configured_dataset(config: ExperimentConfig) -> Dataset:
-    """The dataset of ``config.data`` (name, directory, split and scaling)."""
-    data = config.data
-    return load_dataset(data.dataset, data_dir=data.data_dir, split_seed=data.split_seed,
-                        test_fraction=data.test_fraction, scaling=data.scaling)
-
-
-def load_partitioned(
-    config: ExperimentConfig, dataset: Dataset | None = None
-) -> tuple[Dataset, list[np.ndarray]]:
-    """The config's dataset (or ``dataset``) and each client's training indices.
-
-    Raises
-    ------
-    ConfigError
-        When the partition does not fit the data (e.g. more clients than samples).
-    privfed.data.DatasetNotFoundError
-        When a dataset that needs files is not in the data directory and cannot be fetched.
-    """
-    data = config.data
-    if dataset is None:
-        dataset = load_configured_dataset(config)
-    try:
-        partitioner = make_partitioner(data.partition, **data.partitioner_params())
-        partitions = partitioner.split(dataset.y_train, data.num_clients, seed=config.seed)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    return dataset, list(partitions)
-
-
-def build_parts(config: ExperimentConfig, dataset: Dataset) -> FederationParts:
+def build_parts(config: ExperimentConfig, data: Dataset | DataSchema) -> FederationParts:
     """The model, sampler, trainer, pipeline, policy and weighting of ``config``.
 
     Every parameter comes from the config and public values (the number of clients, the
-    dataset's size and shape), never from one client's data, so the server and every
-    Flower node build the same parts.
+    data's shape, a simulation's mean client size), never from one client's data, so the
+    server and every Flower node build the same parts. ``data`` is the simulation's pooled
+    dataset, or the :class:`~privfed.clientdata.DataSchema` a deployment declares.
 
     Raises
     ------
@@ -165,8 +158,9 @@ def build_parts(config: ExperimentConfig, dataset: Dataset) -> FederationParts:
         E.g. a model Opacus cannot train, or a target epsilon out of reach.
     """
     fed, seed, num_clients = config.federation, config.seed, config.data.num_clients
+    schema = data if isinstance(data, DataSchema) else DataSchema.of(data, num_clients)
     try:
-        model = build_model(config.model.name, dataset.input_shape, dataset.num_classes,
+        model = build_model(config.model.name, schema.input_shape, schema.num_classes,
                             seed=seed, **config.model.options())
     except ValueError as err:
         raise ConfigError(str(err)) from None
@@ -181,7 +175,7 @@ def build_parts(config: ExperimentConfig, dataset: Dataset) -> FederationParts:
             poisson=sampler.poisson, num_params=workspace.spec.numel, rounds=fed.rounds,
             training=training, noise=NoisePolicy(config.privacy.secure_mode,
                                                  derive_seed(seed, _PRIVACY_STREAM)),
-            reference_size=max(1, len(dataset.y_train) // num_clients),
+            reference_size=_reference_size(config, schema),
             participations=_planned_participations(config, sampler), module=workspace.module,
         )
     except ValueError as err:
@@ -196,21 +190,24 @@ def build_parts(config: ExperimentConfig, dataset: Dataset) -> FederationParts:
         workspace=workspace, sampler=sampler, trainer=privacy.trainer,
         pipeline=Pipeline([*privacy.stages, *compression.stages]), policy=privacy.policy,
         weighting=privacy.weighting, payload_codec=compression.payload_codec,
+        num_classes=schema.num_classes,
     )
 
 
-def secure_params(config: ExperimentConfig, parts: FederationParts) -> dict[str, Any]:
+def secure_params(
+    config: ExperimentConfig, parts: FederationParts, *, codec: bool = True
+) -> dict[str, Any]:
     """The secure protocol's parameters, as every party holds them: ``config.secure``'s;
     under distributed DP the clients refuse to let a sum of fewer than K_min clients be
     decoded (``min_clients``); masking plans for the config's cohort; the plain protocol
-    carries the compression's payload codec."""
+    carries the compression's payload codec (unless ``codec`` is False)."""
     params = config.secure.aggregator_params()
     min_cohort = parts.policy.min_cohort
     if min_cohort > 1 and config.secure.kind in ("he", "masking"):
         params["min_clients"] = min_cohort
     if config.secure.kind == "masking":
         params["cohort_size"] = config.planned_cohort_size()
-    if parts.payload_codec is not None:
+    if codec and parts.payload_codec is not None:
         params["codec"] = parts.payload_codec
     return params
 
@@ -238,36 +235,77 @@ def build_server(
     config: ExperimentConfig,
     parts: FederationParts,
     engine: Engine,
-    dataset: Dataset,
+    dataset: Dataset | None,
     observers: Sequence[Observer] = (),
 ) -> Server:
-    """The server of ``config`` over ``engine`` (in-process or Flower)."""
+    """The server of ``config`` over ``engine`` (in-process or Flower); it evaluates on
+    ``dataset``'s test part where there is one (a deployment's server has no dataset)."""
     fed = config.federation
+    test = None
+    if dataset is not None and dataset.num_test:
+        test = (torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test))
+    federated = None
+    if fed.federated_eval_every:
+        counts = EvaluationCounts(parts.num_classes)
+        federated = FederatedEvaluation(counts, every=fed.federated_eval_every,
+                                        fraction=fed.federated_eval_fraction,
+                                        seed=derive_seed(config.seed, _EVALUATION_STREAM))
     return Server(
         parts.workspace, engine,
         sampler=parts.sampler,
         optimizer=make_server_optimizer(fed.server_optimizer, **fed.server_optimizer_params()),
-        test_data=(torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)),
+        test_data=test,
         batch_seed=BatchOrder(config.seed, _BATCH_ORDER_STREAM),
         schedule=build_schedule(config, parts.sampler),
         pipeline=parts.pipeline, weighting=parts.weighting, policy=parts.policy,
-        eval_every=fed.eval_every, observers=observers,
+        eval_every=fed.eval_every, federated_evaluation=federated, observers=observers,
     )
+
+
+def evaluation_scale(config: ExperimentConfig) -> float:
+    """The factor each client's evaluation counts are sent with: 1 in the clear; under HE
+    or masking ``min(1, input bound) / EVALUATION_COUNT_BOUND``, so every entry stays within
+    the protocol's input range."""
+    secure = config.secure
+    if secure.kind == "none":
+        return 1.0
+    bound = secure.clip if secure.clip is not None else 1.0
+    return min(1.0, bound) / EVALUATION_COUNT_BOUND
+
+
+def build_evaluation(
+    config: ExperimentConfig, parts: FederationParts, aggregator: SecureAggregator
+) -> EvaluationProtocol:
+    """Federated evaluation's protocol: ``aggregator``, or, where it carries a lossy payload
+    codec (quantisation, top-k), the same protocol without it."""
+    if parts.payload_codec is not None:
+        aggregator = make_aggregator(config.secure.kind,
+                                     **secure_params(config, parts, codec=False))
+    return EvaluationProtocol(SecureAggregation(aggregator), scale=evaluation_scale(config),
+                              reveals_clients=config.secure.kind == "none")
 
 
 def build_client(
     config: ExperimentConfig, dataset: Dataset, partition: np.ndarray, client_id: int,
     extra: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Client:
-    """Client ``client_id`` holding the examples ``partition`` of ``dataset`` (plus
-    ``extra`` examples appended, e.g. audit canaries)."""
-    index = torch.from_numpy(np.asarray(partition))
-    x = torch.from_numpy(dataset.x_train)[index]
-    y = torch.from_numpy(dataset.y_train)[index]
+    """Client ``client_id`` holding the examples ``partition`` of ``dataset`` (less its
+    validation hold-out, :func:`privfed.clientdata.client_arrays`), plus ``extra`` examples
+    appended for training (e.g. audit canaries)."""
+    return client_from_arrays(client_arrays(config, dataset, partition, client_id),
+                              client_id, extra)
+
+
+def client_from_arrays(
+    arrays: ClientArrays, client_id: int, extra: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Client:
+    """A :class:`~privfed.federated.Client` of one client's arrays."""
+    x, y = torch.from_numpy(arrays.x), torch.from_numpy(arrays.y)
     if extra is not None:
         x = torch.cat([x, torch.as_tensor(extra[0], dtype=x.dtype)])
         y = torch.cat([y, torch.as_tensor(extra[1], dtype=y.dtype)])
-    return Client(client_id, x, y)
+    validation = (torch.from_numpy(arrays.x_val), torch.from_numpy(arrays.y_val))
+    return Client(client_id, x, y, validation)
 
 
 def build_simulation(
@@ -299,18 +337,35 @@ def build_simulation(
         When the configuration does not fit the data (e.g. more clients than samples).
     privfed.data.DatasetNotFoundError
         When a dataset that needs files is not in the data directory and cannot be fetched.
+    privfed.data.DataFormatError
+        When a site's file is malformed.
     """
     dataset, partitions = load_partitioned(config, dataset)
     parts = build_parts(config, dataset)
     clients = [build_client(config, dataset, p, client_id, (extra or {}).get(client_id))
                for client_id, p in enumerate(partitions)]
+    aggregator = aggregator or build_secure_aggregator(config, parts)
     engine = InProcessEngine(
         parts.workspace, clients, trainer=parts.trainer,
-        aggregation=SecureAggregation(aggregator or build_secure_aggregator(config, parts)),
+        aggregation=SecureAggregation(aggregator),
         pipeline=parts.pipeline, weighting=parts.weighting, policy=parts.policy,
+        evaluation=build_evaluation(config, parts, aggregator),
     )
     server = build_server(config, parts, engine, dataset, observers)
     return Simulation(config, dataset, partitions, server)
+
+
+def _reference_size(config: ExperimentConfig, schema: DataSchema) -> int:
+    """The public client size DP-SGD is calibrated for: the simulation's mean; a
+    deployment, where no party knows it, needs ``privacy.sample_rate`` instead."""
+    if schema.reference_size is not None:
+        return schema.reference_size
+    privacy = config.privacy
+    if privacy.mechanism == "local" and privacy.sample_rate is None:
+        raise ConfigError("privacy.mechanism = 'local' in a deployment needs "
+                          "privacy.sample_rate (DP-SGD's sampling rate q, the same at every "
+                          "site): no party knows the sites' sizes to derive it from")
+    return 2**31 - 1
 
 
 def _secret_sampling(config: ExperimentConfig) -> Callable[[int], np.ndarray] | None:

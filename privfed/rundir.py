@@ -153,7 +153,7 @@ def train_run(
     RunResult
     """
     server, history = train(config, observers, on_round)
-    summary = summarize(config, history, server.weights.numel())
+    summary = summarize(config, history, server.weights.numel(), server.test_metrics())
     target = write_run(run_dir_for(config) if run_dir is None else run_dir, config, history,
                        summary, model=server.workspace.spec.unflatten(server.weights))
     return RunResult(target, config, server, history, summary)
@@ -171,8 +171,13 @@ def run_dir_for(config: ExperimentConfig, engine: str = "inprocess") -> Path:
     return Path(config.output_dir) / f"{run_name(config)}{suffix}"
 
 
-def summarize(config: ExperimentConfig, history: History, num_params: int) -> dict[str, Any]:
-    """The headline figures of a finished run, as plain JSON-able data."""
+def summarize(
+    config: ExperimentConfig, history: History, num_params: int,
+    test_metrics: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The headline figures of a finished run, as plain JSON-able data: utility (the
+    central test set's ``test_metrics`` and the last federated evaluation, each with the
+    majority-class baseline), privacy and cost."""
     rounds = len(history.rounds)
     participations = sum(len(r.clients) for r in history.rounds)
     last = history.evaluated()[-1] if history.evaluated() else None
@@ -186,6 +191,8 @@ def summarize(config: ExperimentConfig, history: History, num_params: int) -> di
         "rounds": rounds,
         "final_accuracy": last.test_accuracy if last else None,
         "final_loss": last.test_loss if last else None,
+        "test_metrics": dict(test_metrics) if test_metrics is not None else None,
+        "federated_metrics": _last_federated(history),
         "seconds_total": history.total("seconds"),
         "seconds_per_round": history.total("seconds") / rounds if rounds else None,
         "bytes_up_total": int(history.total("bytes_up")),
@@ -198,6 +205,15 @@ def summarize(config: ExperimentConfig, history: History, num_params: int) -> di
            for stage in ("encode", "aggregate", "decode")},
         **_privacy_summary(config, history),
     }
+
+
+def _last_federated(history: History) -> dict[str, Any] | None:
+    """The last federated evaluation's pooled metrics and worst client (None if none)."""
+    runs = [r.federated for r in history.rounds if r.federated and r.federated["pooled"]]
+    if not runs:
+        return None
+    return {"pooled": runs[-1]["pooled"], "worst": runs[-1]["worst"],
+            "clients": len(runs[-1]["included"])}
 
 
 def _privacy_summary(config: ExperimentConfig, history: History) -> dict[str, Any]:

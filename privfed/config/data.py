@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from privfed.config.validation import ConfigError, Range, Rule, check_choice, check_rules
 from privfed.data import DATASETS, PARTITIONERS
 from privfed.data.scaling import SCALINGS
 
-__all__ = ["RULES", "DataConfig"]
+__all__ = ["FILE_FORMATS", "RULES", "SITE_SCALINGS", "DataConfig"]
+
+FILE_FORMATS = ("csv", "parquet", "image_folder", "npz", "python")
+"""``data.dataset`` values that read a site's own files (``data.path``, ``data.client_paths``)."""
+
+SITE_SCALINGS = ("site", "unit", "centered", "none")
+"""Scalings of a site's own files: "site" standardises each client's data with statistics of
+that client's own training data (never pooled); "unit" and "centered" use the public pixel
+range (images only); "none" leaves the values."""
 
 RULES: dict[str, Rule] = {
     "num_clients": Range(1),
@@ -19,6 +27,8 @@ RULES: dict[str, Rule] = {
     "samples_per_client": Range(1),
     "test_fraction": Range(0, 1, low_open=True, high_open=True),
     "split_seed": Range(0, 2**32 - 1),
+    "validation_fraction": Range(0, 1, high_open=True),
+    "channels": Range(1, 3),
 }
 """The rule of each numeric ``[data]`` field; the names are checked against the registries
 of ``privfed.data`` (which a user can extend)."""
@@ -56,7 +66,40 @@ class DataConfig:
         Seed of that train/test split (fixed, independent of the experiment seed), in
         [0, 2**32 - 1].
     scaling : str or None
-        "standard", "unit" or "none"; None uses the dataset's default.
+        Built-in datasets: "standard", "unit" or "none"; a site's files: one of
+        :data:`SITE_SCALINGS`. None uses the default ("site" for a site's files).
+    path : str or None
+        A site's own data (``dataset`` one of :data:`FILE_FORMATS`): the CSV / Parquet /
+        ``.npz`` file, the image folder (``root/<class>/<image>``), or for "python" the
+        import path ``package.module:function``. Partitioned like a built-in dataset, or by
+        ``group_column`` (partition "natural").
+    client_paths : list of str or None
+        One file per client (partition "natural"): client ``i`` holds ``client_paths[i]``.
+    test_path : str or None
+        An optional central test set in the same format. Without it a single ``path`` split
+        by a partitioner holds out ``test_fraction``; a natural partition has no central
+        test set (use federated evaluation).
+    label_column : str
+        Tabular files: the label's column.
+    feature_columns : list of str or None
+        Tabular files: the feature columns (categorical ones included); None: every column
+        but the label and the group column. A deployment's server needs them listed.
+    categorical : dict of str to list of str
+        Tabular files: each categorical column's categories, one-hot encoded in this order.
+    classes : list of str or None
+        The label values in class order; None: the sorted labels found (class folders for
+        images). A deployment's server needs them listed.
+    group_column : str or None
+        Tabular files: the column naming each row's client (partition "natural").
+    image_size : list of int or None
+        Images: ``[height, width]`` every image is resized to.
+    channels : int or None
+        Images: 1 (grayscale) or 3 (RGB); None: from the files.
+    options : dict
+        "python": keyword arguments of the function.
+    validation_fraction : float
+        Share of each client's training data it holds out for federated evaluation, in
+        [0, 1); 0 holds out nothing.
     """
 
     dataset: str = "digits"
@@ -70,18 +113,80 @@ class DataConfig:
     test_fraction: float = 0.2
     split_seed: int = 0
     scaling: str | None = None
+    path: str | None = None
+    client_paths: list[str] | None = None
+    test_path: str | None = None
+    label_column: str = "label"
+    feature_columns: list[str] | None = None
+    categorical: dict[str, list[str]] = field(default_factory=dict)
+    classes: list[str] | None = None
+    group_column: str | None = None
+    image_size: list[int] | None = None
+    channels: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    validation_fraction: float = 0.0
 
     def __post_init__(self) -> None:
-        check_choice("data.dataset", self.dataset, DATASETS)
-        check_choice("data.partition", self.partition, PARTITIONERS)
-        if self.scaling is not None:
-            check_choice("data.scaling", self.scaling, SCALINGS)
+        check_choice("data.dataset", self.dataset, [*DATASETS, *FILE_FORMATS])
+        check_choice("data.partition", self.partition, [*PARTITIONERS, "natural"])
         check_rules("data", self, RULES)
+        if self.is_site_data:
+            self._check_site_fields()
+        else:
+            self._check_builtin_fields()
         if self.samples_per_client is not None and self.partition != "iid":
             raise ConfigError(
                 f"data.samples_per_client applies only to partition 'iid', "
                 f"not {self.partition!r}"
             )
+
+    @property
+    def is_site_data(self) -> bool:
+        """Whether the data is a site's own files rather than a built-in dataset."""
+        return self.dataset in FILE_FORMATS
+
+    @property
+    def site_scaling(self) -> str:
+        """The scaling of a site's files ("site" unless ``scaling`` says otherwise)."""
+        return self.scaling or "site"
+
+    def _check_builtin_fields(self) -> None:
+        if self.scaling is not None:
+            check_choice("data.scaling", self.scaling, SCALINGS)
+        if self.partition == "natural":
+            raise ConfigError("data.partition = 'natural' needs a site's own files "
+                              f"(data.dataset one of {list(FILE_FORMATS)}), not "
+                              f"{self.dataset!r}")
+        site_only = ("path", "client_paths", "test_path", "group_column", "feature_columns",
+                     "classes", "image_size", "channels")
+        for name in site_only:
+            if getattr(self, name) is not None:
+                raise ConfigError(f"data.{name} applies only to a site's own files "
+                                  f"(data.dataset one of {list(FILE_FORMATS)}), not "
+                                  f"{self.dataset!r}")
+
+    def _check_site_fields(self) -> None:
+        check_choice("data.scaling", self.site_scaling, SITE_SCALINGS)
+        if (self.path is None) == (self.client_paths is None):
+            raise ConfigError(f"data.dataset = {self.dataset!r} reads a site's files: set "
+                              "exactly one of data.path (one file) and data.client_paths "
+                              "(one file per client)")
+        natural = self.client_paths is not None or self.group_column is not None
+        if natural != (self.partition == "natural"):
+            raise ConfigError("data.partition = 'natural' goes with data.client_paths or "
+                              "data.group_column (a client per file or per group), got "
+                              f"partition {self.partition!r}")
+        if self.client_paths is not None and len(self.client_paths) != self.num_clients:
+            raise ConfigError(f"data.client_paths names {len(self.client_paths)} files but "
+                              f"data.num_clients = {self.num_clients}: one file per client")
+        if self.image_size is not None and (
+                len(self.image_size) != 2 or min(self.image_size) < 1):
+            raise ConfigError(f"data.image_size must be [height, width] with both >= 1, got "
+                              f"{self.image_size}")
+        if self.classes is not None and len(set(self.classes)) != len(self.classes) or (
+                self.classes is not None and len(self.classes) < 2):
+            raise ConfigError(f"data.classes must list at least 2 distinct labels, got "
+                              f"{self.classes}")
 
     def partitioner_params(self) -> dict[str, Any]:
         """The keyword arguments of the configured partitioner."""

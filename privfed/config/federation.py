@@ -33,6 +33,8 @@ RULES: dict[str, Rule] = {
     "server_beta2": _DECAY,
     "server_tau": _POSITIVE,
     "eval_every": Range(1),
+    "federated_eval_every": Range(0),
+    "federated_eval_fraction": Range(0, 1, low_open=True),
     "buffer_size": Range(1),
     "concurrency": Range(1),
     "latency_spread": _NON_NEGATIVE,
@@ -68,6 +70,12 @@ class FederationConfig:
         FedAdam moment decays, each in [0, 1), and adaptivity, > 0.
     eval_every : int
         Evaluate the global model every this many rounds (and after the last), >= 1.
+    federated_eval_every : int
+        Federated evaluation (sampled clients evaluate the global model on their held-out
+        ``data.validation_fraction``, the counts aggregated like updates) every this many
+        rounds and after the last; 0 (the default) turns it off.
+    federated_eval_fraction : float
+        Share of the clients sampled for each federated evaluation, in (0, 1].
     buffer_size : int or None
         None: synchronous rounds. K >= 1: asynchronous buffered aggregation (FedBuff, Nguyen
         et al. 2022): the server steps whenever K updates have arrived, and ``rounds`` counts
@@ -96,6 +104,8 @@ class FederationConfig:
     server_beta2: float = 0.99
     server_tau: float = 1e-3
     eval_every: int = 1
+    federated_eval_every: int = 0
+    federated_eval_fraction: float = 1.0
     buffer_size: int | None = None
     concurrency: int | None = None
     latency_spread: float = 0.0

@@ -128,6 +128,12 @@ def _coerce(field_name: str, value: Any, kind: Any) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{field_name} must be a list, got {value!r}")
         return [_coerce(f"{field_name}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{field_name} must be a table, got {value!r}")
+        return {str(k): _coerce(f"{field_name}.{k}", v, args[1]) for k, v in value.items()}
+    if kind is Any:
+        return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is int and isinstance(value, bool):

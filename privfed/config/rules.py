@@ -22,13 +22,23 @@ def check_cross_section(config: ExperimentConfig) -> None:
 
     Rules: compression with secure aggregation and DP (:func:`check_compatible`); FedBuff's
     concurrency and DP; user-level DP's client sampling; distributed DP's need of secure
-    aggregation; the masking protocol's ring and threat model for the planned cohort.
+    aggregation; the masking protocol's ring and threat model for the planned cohort;
+    federated evaluation's need of held-out data.
     """
     check_compatible(config.compression, config.secure.kind, config.privacy.mechanism)
     _check_fedbuff(config)
+    _check_federated_eval(config)
     _check_user_level(config)
     if config.secure.kind == "masking":
         _check_masking(config)
+
+
+def _check_federated_eval(config: ExperimentConfig) -> None:
+    if config.federation.federated_eval_every and not config.data.validation_fraction:
+        raise ConfigError(
+            f"federation.federated_eval_every = {config.federation.federated_eval_every} "
+            "evaluates on the clients' held-out data, but data.validation_fraction = 0 holds "
+            "none out: set data.validation_fraction in (0, 1)")
 
 
 def _check_fedbuff(config: ExperimentConfig) -> None:

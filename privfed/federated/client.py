@@ -80,16 +80,25 @@ class Client:
     x, y : torch.Tensor
         The client's training examples and integer labels (the client's shard, not a copy
         of the whole dataset).
+    validation : (torch.Tensor, torch.Tensor), optional
+        Examples and labels the client holds out from training, for federated evaluation.
     """
 
-    def __init__(self, client_id: int, x: torch.Tensor, y: torch.Tensor) -> None:
+    def __init__(
+        self, client_id: int, x: torch.Tensor, y: torch.Tensor,
+        validation: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
         if len(x) != len(y):
             raise ValueError(f"client {client_id}: {len(x)} examples but {len(y)} labels")
         if len(x) == 0:
             raise ValueError(f"client {client_id} has no training data")
+        if validation is not None and len(validation[0]) != len(validation[1]):
+            raise ValueError(f"client {client_id}: {len(validation[0])} validation examples "
+                             f"but {len(validation[1])} labels")
         self.client_id = client_id
         self.x = x
         self.y = y
+        self.validation = validation if validation is not None and len(validation[1]) else None
 
     @property
     def num_samples(self) -> int:

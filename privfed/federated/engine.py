@@ -10,12 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
-__all__ = ["Aggregate", "AggregationProtocol", "Engine", "RoundSkipped", "TrainJob",
-           "TrainReport", "TrainingDivergedError"]
+__all__ = ["EVALUATION_ROUND_BASE", "Aggregate", "AggregationProtocol", "Engine",
+           "EvaluationProtocol", "EvaluationResult", "RoundSkipped", "TrainJob", "TrainReport",
+           "TrainingDivergedError", "evaluation_round_id"]
+
+EVALUATION_ROUND_BASE = 2**40
+"""Federated evaluation runs the aggregation protocol under round ids from here on, so that
+no protocol run of an evaluation shares a round id (keys, nonces, a key holder's one
+decryption per round) with a training round."""
+
+
+def evaluation_round_id(round_id: int) -> int:
+    """The protocol round id of the federated evaluation after training round ``round_id``."""
+    return EVALUATION_ROUND_BASE + round_id
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -127,6 +138,50 @@ class AggregationProtocol(Protocol):
         """
 
 
+@dataclass(frozen=True)
+class EvaluationProtocol:
+    """How the clients' evaluation counts reach the server.
+
+    Attributes
+    ----------
+    aggregation : AggregationProtocol
+        The configured secure aggregator, without any lossy payload codec.
+    scale : float
+        Each client sends ``counts * scale`` (1 in the clear; under a secure aggregator a
+        public factor that keeps every entry within its input range).
+    reveals_clients : bool
+        Whether the server sees each client's counts (plain aggregation), so that it may
+        record each client's metrics and the worst client's.
+    """
+
+    aggregation: AggregationProtocol
+    scale: float = 1.0
+    reveals_clients: bool = True
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What the server learns from one federated evaluation.
+
+    Attributes
+    ----------
+    total : numpy.ndarray
+        float64 sum of the included clients' count vectors (integers, rounded).
+    per_client : dict of int to numpy.ndarray
+        Each client's vector, where the protocol reveals them; else empty.
+    included : tuple of int
+        The clients whose counts are in ``total``.
+    bytes_up, bytes_down : int
+        Bytes of the protocol run, all clients together.
+    """
+
+    total: Any
+    per_client: dict[int, Any]
+    included: tuple[int, ...]
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+
 class Engine(Protocol):
     """Where the clients train and how their updates are aggregated.
 
@@ -156,6 +211,21 @@ class Engine(Protocol):
         on_server_message: ServerHook | None = None,
     ) -> Aggregate:
         """Aggregate the pending update of every client in ``weights`` with those weights.
+
+        Raises
+        ------
+        RoundSkipped
+            The protocol could not release the sum.
+        """
+
+    def evaluate(
+        self, round_id: int, client_ids: Sequence[int], params: torch.Tensor,
+        counts: Any,
+    ) -> EvaluationResult:
+        """Federated evaluation: each client in ``client_ids`` that holds validation data
+        evaluates the flat float32 model ``params`` on it and sends its counts
+        (``counts.from_logits``, :class:`privfed.federated.metrics.EvaluationCounts`)
+        through the evaluation protocol; the server learns their sum.
 
         Raises
         ------

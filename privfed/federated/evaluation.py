@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "predict_logits"]
 
 
 @torch.no_grad()
@@ -29,3 +29,11 @@ def evaluate(
         loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
         correct += int((logits.argmax(dim=1) == target).sum())
     return loss_sum / len(y), correct / len(y)
+
+
+@torch.no_grad()
+def predict_logits(module: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+    """The ``(N, C)`` float32 logits of ``module`` on ``x``, in eval mode."""
+    module.eval()
+    return torch.cat([module(x[start : start + batch_size])
+                      for start in range(0, len(x), batch_size)])

@@ -29,6 +29,11 @@ class RoundRecord:
         Wall-clock time of the round, evaluation excluded.
     bytes_up, bytes_down : int
         Bytes sent client->server and server->client in the round, all clients together.
+    federated : dict or None
+        Federated evaluation after the round (None where not run): ``"pooled"`` metrics
+        from the summed counts, ``"clients"`` (each client's, where the aggregation reveals
+        them), ``"worst"`` (the client with the lowest accuracy and its metrics), and
+        ``"included"`` (the clients counted).
     extra : dict
         Further JSON-able per-round figures from plug-ins (privacy budget, timings...).
     """
@@ -41,6 +46,7 @@ class RoundRecord:
     bytes_down: int
     test_loss: float | None = None
     test_accuracy: float | None = None
+    federated: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

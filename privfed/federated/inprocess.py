@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 
 from privfed.federated.client import Client, ClientUpdate
 from privfed.federated.engine import (
     Aggregate,
     AggregationProtocol,
+    EvaluationProtocol,
+    EvaluationResult,
     ServerHook,
     TrainJob,
     TrainReport,
+    evaluation_round_id,
 )
+from privfed.federated.evaluation import predict_logits
 from privfed.federated.params import FlatParameters
 from privfed.federated.policy import ParticipationPolicy
 from privfed.federated.stages import Pipeline
@@ -49,6 +55,9 @@ class InProcessEngine:
         Gives each client's public aggregation weight; default FedAvg's ``n_k``.
     policy : ParticipationPolicy, optional
         Whether a client reports its training loss and sample count (read once).
+    evaluation : EvaluationProtocol, optional
+        How federated evaluation's counts are aggregated; default: ``aggregation`` in the
+        clear.
     """
 
     def __init__(
@@ -61,6 +70,7 @@ class InProcessEngine:
         pipeline: Pipeline | None = None,
         weighting: Weighting | None = None,
         policy: ParticipationPolicy | None = None,
+        evaluation: EvaluationProtocol | None = None,
     ) -> None:
         if [c.client_id for c in clients] != list(range(len(clients))):
             raise ValueError("clients must be given in order of their ids 0..K-1")
@@ -71,6 +81,7 @@ class InProcessEngine:
         self.pipeline = pipeline or Pipeline()
         self.weighting = weighting or SampleWeighting()
         self._releases_statistics = (policy or ParticipationPolicy()).releases_statistics
+        self.evaluation = evaluation or EvaluationProtocol(aggregation)
         self.pending: dict[int, torch.Tensor] = {}
 
     @property
@@ -121,3 +132,57 @@ class InProcessEngine:
         vectors = {c: self.pipeline.client(round_id, c, self.pending.pop(c))
                    for c in sorted(weights)}
         return self.aggregation.aggregate(round_id, vectors, weights, on_server_message)
+
+    def evaluate(
+        self, round_id: int, client_ids: Sequence[int], params: torch.Tensor, counts: Any,
+    ) -> EvaluationResult:
+        """Each listed client with validation data evaluates ``params`` on it; the counts
+        go through the evaluation protocol (see :class:`~privfed.federated.Engine`).
+
+        Raises
+        ------
+        RoundSkipped
+            The protocol could not release the sum.
+        """
+        self.workspace.load(params)
+        vectors = {}
+        for client_id in sorted(client_ids):
+            held = self.clients[client_id].validation
+            if held is not None:
+                logits = predict_logits(self.workspace.module, held[0])
+                vectors[client_id] = counts.from_logits(logits, held[1])
+        return aggregate_counts(self.evaluation, round_id, vectors, counts)
+
+
+def aggregate_counts(
+    evaluation: EvaluationProtocol, round_id: int, vectors: Mapping[int, np.ndarray],
+    counts: Any,
+) -> EvaluationResult:
+    """The sum of the clients' float64 count ``vectors``: added in float64 where the server
+    sees each vector anyway (plain aggregation), else through the evaluation protocol with
+    equal weights under the evaluation round id of ``round_id``.
+
+    Raises
+    ------
+    RoundSkipped
+        The protocol could not release the sum.
+    """
+    if not vectors:
+        return EvaluationResult(np.zeros(0), {}, ())
+    if evaluation.reveals_clients:
+        size = sum(v.size for v in vectors.values()) * 8
+        return EvaluationResult(np.sum(list(vectors.values()), axis=0), dict(vectors),
+                                tuple(sorted(vectors)), bytes_up=size)
+    scaled = {c: torch.from_numpy(counts.encode(v, evaluation.scale))
+              for c, v in vectors.items()}
+    aggregate = evaluation.aggregation.aggregate(
+        evaluation_round_id(round_id), scaled, dict.fromkeys(vectors, 1.0))
+    return result_of(aggregate, counts, evaluation.scale)
+
+
+def result_of(aggregate: Aggregate, counts: Any, scale: float) -> EvaluationResult:
+    """The summed counts of a protocol's equal-weight ``aggregate`` of the clients' encoded
+    vectors (:meth:`~privfed.federated.metrics.EvaluationCounts.encode`)."""
+    total = counts.decode(aggregate.mean.double().numpy() * len(aggregate.included), scale)
+    return EvaluationResult(total, {}, aggregate.included, sum(aggregate.bytes_up.values()),
+                            sum(aggregate.bytes_down.values()))

@@ -13,7 +13,8 @@ Vector layout for ``C`` classes and ``B`` bins (``K = 1`` score class, class 1, 
 ======================================  ==================================================
 ``[t*C + p]``, ``0 <= t, p < C``        confusion matrix: examples of true class ``t``
                                         predicted ``p = argmax(logits)`` (first maximum)
-``[C*C]``                               summed cross-entropy loss, nats
+``[C*C]``                               summed cross-entropy loss, nats, each example's
+                                        capped at ``LOSS_CAP``
 ``[C*C + 1]``                           sample count ``n``
 ``[C*C + 2 + k*B + b]``                 positives: examples of true class ``c_k`` whose
                                         class-``c_k`` score falls in bin ``b``
@@ -62,6 +63,10 @@ __all__ = [
 
 DEFAULT_BINS = 512
 LOG_ODDS_LIMIT = 1e4
+LOSS_CAP = 100.0
+"""Each example's cross-entropy in the vector is capped at this many nats (a true-class
+probability of e^-100), so every entry has a public bound per example
+(:meth:`EvaluationCounts.per_example_bound`), which a secure aggregator's input range needs."""
 _U_LIMIT = math.asinh(LOG_ODDS_LIMIT)
 _LOWER_IS_BETTER = frozenset({"loss"})
 _HIGHER_IS_BETTER = frozenset(
@@ -141,7 +146,8 @@ class EvaluationCounts:
         vector = np.zeros(self.length, dtype=np.float64)
         predicted = logits.argmax(dim=1).numpy()
         vector[: c * c] = np.bincount(y * c + predicted, minlength=c * c)
-        vector[c * c] = F.cross_entropy(logits, labels, reduction="sum").item()
+        losses = F.cross_entropy(logits, labels, reduction="none").clamp(max=LOSS_CAP)
+        vector[c * c] = losses.sum().item()
         vector[c * c + 1] = len(y)
         cells = self.bin_index(_log_odds(logits, self.score_classes).numpy())
         cells += np.arange(k) * bins
@@ -165,6 +171,31 @@ class EvaluationCounts:
         if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             raise ValueError(f"labels must lie in [0, {self.num_classes})")
         return logits.detach().cpu().double(), labels.detach().cpu()
+
+    def per_example_bound(self) -> np.ndarray:
+        """The largest amount one example adds to each entry: 1, and ``LOSS_CAP`` for the
+        loss; float64, shape ``(length,)``."""
+        bound = np.ones(self.length)
+        bound[self.num_classes**2] = LOSS_CAP
+        return bound
+
+    def encode(self, vector: np.ndarray, scale: float) -> np.ndarray:
+        """``vector`` as a client sends it through a secure aggregator: each entry divided
+        by its per-example bound, times ``scale``, as float32 (so a client of at most
+        ``1 / scale`` examples sends entries in ``[0, 1]``)."""
+        return (vector / self.per_example_bound() * scale).astype(np.float32)
+
+    def decode(self, total: np.ndarray, scale: float) -> np.ndarray:
+        """Inverse of :meth:`encode` on a sum of encoded vectors, rounded (:meth:`rounded`)."""
+        return self.rounded(np.asarray(total, np.float64) / scale * self.per_example_bound())
+
+    def rounded(self, vector: np.ndarray) -> np.ndarray:
+        """``vector`` (a sum that went through a lossy aggregator) with every count rounded
+        to the nearest integer; the loss sum is kept as it is."""
+        out = np.rint(np.asarray(vector, dtype=np.float64))
+        loss = self.num_classes**2
+        out[loss] = vector[loss]
+        return out
 
     def split(
         self, vector: np.ndarray

@@ -21,8 +21,10 @@ from typing import Any
 import torch
 
 from privfed.federated.engine import Aggregate, Engine, RoundSkipped, TrainReport
-from privfed.federated.evaluation import evaluate
+from privfed.federated.evaluation import evaluate, predict_logits
+from privfed.federated.federated_eval import FederatedEvaluation
 from privfed.federated.history import History, RoundRecord
+from privfed.federated.metrics_exact import exact_metrics
 from privfed.federated.observers import Observer
 from privfed.federated.optimizers import ServerOptimizer
 from privfed.federated.params import FlatParameters
@@ -51,8 +53,9 @@ class Server:
         :class:`~privfed.federated.inprocess.InProcessEngine`.
     sampler : ClientSampler
     optimizer : ServerOptimizer
-    test_data : (torch.Tensor, torch.Tensor)
-        Held-out examples and labels for evaluating the global model.
+    test_data : (torch.Tensor, torch.Tensor) or None
+        A central test set for evaluating the global model; None: none (a federation of
+        sites' own data may have none, and evaluates on the clients).
     batch_seed : callable
         ``(round, client id) -> int``, the seed of the client's batch order.
     schedule : Schedule, optional
@@ -66,6 +69,9 @@ class Server:
         Privacy accounting and budgets; default none.
     eval_every : int, default 1
         Evaluate the global model every this many rounds (and always after the last).
+    federated_evaluation : FederatedEvaluation, optional
+        Evaluate on the clients' held-out data too (see
+        :class:`~privfed.federated.federated_eval.FederatedEvaluation`); default: not.
     observers : sequence of Observer, optional
     """
 
@@ -76,13 +82,14 @@ class Server:
         *,
         sampler: ClientSampler,
         optimizer: ServerOptimizer,
-        test_data: tuple[torch.Tensor, torch.Tensor],
+        test_data: tuple[torch.Tensor, torch.Tensor] | None,
         batch_seed: BatchSeed,
         schedule: Schedule | None = None,
         pipeline: Pipeline | None = None,
         weighting: Weighting | None = None,
         policy: ParticipationPolicy | None = None,
         eval_every: int = 1,
+        federated_evaluation: FederatedEvaluation | None = None,
         observers: Sequence[Observer] = (),
     ) -> None:
         if sampler.num_clients != engine.num_clients:
@@ -101,6 +108,7 @@ class Server:
         self.weighting = weighting or SampleWeighting()
         self.policy = policy or ParticipationPolicy()
         self.eval_every = eval_every
+        self.federated_evaluation = federated_evaluation
         self.observers = list(observers)
         self.weights = workspace.data.detach().clone()
         self.history = History()
@@ -160,16 +168,42 @@ class Server:
             obs.model_released(self.round, self.weights, self.workspace.spec)
         record = self._record(cohort, aggregate, started, {**cohort.notes, **notes})
         if evaluate_now or record.round % self.eval_every == 0:
-            record.test_loss, record.test_accuracy = self.evaluate()
+            self._evaluate_central(record)
+        federated = self.federated_evaluation
+        if federated is not None and (evaluate_now or federated.due(record.round)):
+            record.federated = federated.run(self, record.round)
         self.history.append(record)
         for obs in self.observers:
             obs.round_finished(record)
         return record
 
     def evaluate(self) -> tuple[float, float]:
-        """Loss and accuracy of the current global model on the test data."""
+        """Loss and accuracy of the current global model on the central test data.
+
+        Raises
+        ------
+        ValueError
+            Without a central test set.
+        """
+        if self.test_data is None:
+            raise ValueError("this server has no central test set")
         self.workspace.load(self.weights)
         return evaluate(self.workspace.module, *self.test_data)
+
+    def test_metrics(self) -> dict[str, Any] | None:
+        """The current global model's classification metrics on the central test set
+        (:func:`privfed.federated.metrics.exact_metrics`, scikit-learn's), or None without
+        one."""
+        if self.test_data is None:
+            return None
+        self.workspace.load(self.weights)
+        logits = predict_logits(self.workspace.module, self.test_data[0])
+        return exact_metrics(self.test_data[1].numpy(), torch.softmax(logits.double(), 1).numpy())
+
+    def _evaluate_central(self, record: RoundRecord) -> None:
+        """The central test set's loss and accuracy, where there is one."""
+        if self.test_data is not None:
+            record.test_loss, record.test_accuracy = self.evaluate()
 
     def _aggregate(self, cohort: Cohort) -> tuple[Aggregate, dict[str, Any]]:
         """The engine's aggregate of the cohort, released to the observers."""
@@ -215,9 +249,13 @@ class Server:
 
     def _evaluate_last(self) -> None:
         """Evaluate the final model if the last round run was not evaluated."""
-        if self.history.rounds and self.history.rounds[-1].test_accuracy is None:
-            last = self.history.rounds[-1]
-            last.test_loss, last.test_accuracy = self.evaluate()
+        if not self.history.rounds:
+            return
+        last = self.history.rounds[-1]
+        if last.test_accuracy is None:
+            self._evaluate_central(last)
+        if self.federated_evaluation is not None and last.federated is None:
+            last.federated = self.federated_evaluation.run(self, last.round)
 
     def _notify_received(self, client_id: int, stage: str, message: bytes) -> None:
         for obs in self.observers:

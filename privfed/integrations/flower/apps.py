@@ -9,7 +9,9 @@ Run-config keys (``flwr run --run-config``): ``privfed-config`` (the experiment 
 TOML text), ``output-dir`` (where the ServerApp writes the run directory),
 ``stage-timeout`` and ``connect-timeout`` (seconds, see :class:`FlowerOptions`). SuperNode
 node-config keys: ``partition-id`` (which client of the federation the node is), optionally
-``data-dir`` (where that node finds the dataset files), and, to pin the sites' keys instead
+``data-dir`` (where that node finds a built-in dataset's files) or ``data-path`` (the site's
+own data file, read with the config's ``[data]`` format, label column and declared
+features; the node then reads nothing else), and, to pin the sites' keys instead
 of trusting the server to relay them, ``pinned-keys`` (a JSON file ``client id -> Ed25519
 public key``, see :meth:`privfed.secure.IdentityRegistry.from_file`) with ``identity-key``
 (this site's PEM private key, see :meth:`privfed.secure.ClientIdentity.to_file`).
@@ -27,8 +29,9 @@ from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from privfed.clientdata import declared_schema, load_configured_dataset
 from privfed.config import ConfigError, ExperimentConfig, config_from_dict
-from privfed.experiment import build_parts, build_server, load_configured_dataset
+from privfed.experiment import build_parts, build_server
 from privfed.federated import History, Observer, RoundRecord, Server
 from privfed.rundir import Trainer, train_run
 from privfed.secure import CLIENT_STAGES
@@ -59,6 +62,7 @@ FAILED = "[privfed] failed:"
 _ROUTES: dict[str, Callable[[ClientNode, Message], RecordDict]] = {
     messages.REGISTER: ClientNode.register,
     messages.TRAIN: ClientNode.train,
+    messages.EVALUATE: ClientNode.evaluate,
     **{messages.stage_type(stage): ClientNode.stage for stage in CLIENT_STAGES},
 }
 
@@ -92,15 +96,20 @@ def _options(run_config: Mapping[str, Any]) -> FlowerOptions:
 
 def over_grid(grid: Grid, options: FlowerOptions) -> Trainer:
     """A :data:`privfed.rundir.Trainer` that trains a config over ``grid``: the server's
-    parts on a :class:`FlowerEngine`, whose clients are the grid's SuperNodes."""
+    parts on a :class:`FlowerEngine`, whose clients are the grid's SuperNodes. With a
+    site's own files the server opens no data file: it builds from the config's declared
+    schema (:func:`privfed.clientdata.declared_schema`) and evaluates on the clients."""
 
     def train(
         config: ExperimentConfig,
         observers: Sequence[Observer] = (),
         on_round: Callable[[RoundRecord], None] | None = None,
     ) -> tuple[Server, History]:
-        dataset = load_configured_dataset(config)
-        parts = build_parts(config, dataset)
+        if config.data.is_site_data:  # the sites hold the data; the server reads none
+            dataset, parts = None, build_parts(config, declared_schema(config))
+        else:
+            dataset = load_configured_dataset(config)
+            parts = build_parts(config, dataset)
         engine = FlowerEngine(grid, config, parts, options)
         server = build_server(config, parts, engine, dataset, observers)
         engine.connect()
@@ -223,6 +232,7 @@ def _handler(
             federation, int(node_config["partition-id"]), context.state,
             identity_key=node_config.get("identity-key"),
             pinned_keys=node_config.get("pinned-keys"),
+            data_path=node_config.get("data-path"),
         )
         return Message(action(node, message), reply_to=message)
 

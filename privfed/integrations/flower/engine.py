@@ -13,12 +13,15 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+import torch
 from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
 from privfed.config import ConfigError, ExperimentConfig
-from privfed.experiment import FederationParts
+from privfed.experiment import FederationParts, evaluation_scale
 from privfed.federated import (
     Aggregate,
     ParticipationPolicy,
@@ -26,7 +29,8 @@ from privfed.federated import (
     TrainJob,
     TrainReport,
 )
-from privfed.federated.engine import ServerHook
+from privfed.federated.engine import EvaluationResult, ServerHook, evaluation_round_id
+from privfed.federated.inprocess import result_of
 
 from . import messages
 from .protocol import ServerProtocol
@@ -169,6 +173,37 @@ class FlowerEngine:
         """
         return self.protocol.aggregate(self.transport, round_id, weights, length,
                                        on_server_message)
+
+
+    def evaluate(
+        self, round_id: int, client_ids: Sequence[int], params: torch.Tensor, counts: Any,
+    ) -> EvaluationResult:
+        """Federated evaluation on the nodes: each evaluates the model on its held-out data;
+        in the clear the replies carry the counts, else the protocol sums them (under the
+        evaluation round id, without the payload codec).
+
+        Raises
+        ------
+        RoundSkipped
+            Too few nodes answered for the protocol to release the sum.
+        """
+        protocol_round = evaluation_round_id(round_id)
+        registry = self.protocol.registry_message() if self.config.secure.kind == "masking" \
+            else None
+        bodies = {c: messages.content(model=params.numpy(), registry=registry)
+                  for c in client_ids}
+        replies = self.transport.ask(messages.EVALUATE, bodies, protocol_round)
+        ready = sorted(c for c, record in replies.items() if bool(record["has_data"]))
+        if not ready:
+            return EvaluationResult(np.zeros(0), {}, ())
+        if self.config.secure.kind == "none":
+            vectors = {c: np.frombuffer(bytes(replies[c]["counts"]), "<f8") for c in ready}
+            return EvaluationResult(np.sum(list(vectors.values()), axis=0), vectors,
+                                    tuple(ready), bytes_up=8 * counts.length * len(ready))
+        aggregate = self.protocol.aggregate(self.transport, protocol_round,
+                                            dict.fromkeys(ready, 1.0), counts.length, None,
+                                            evaluation=True)
+        return result_of(aggregate, counts, evaluation_scale(self.config))
 
 
 def _report(client_id: int, record: ConfigRecord) -> TrainReport:

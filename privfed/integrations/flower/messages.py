@@ -22,6 +22,7 @@ MODEL = "privfed.model"
 # Message types: "<category>.<action>", routed by the ClientApp.
 REGISTER = "query.register"
 TRAIN = "train.fit"
+EVALUATE = "evaluate.counts"
 
 
 def stage_type(stage: str) -> str:

@@ -1,8 +1,9 @@
 """privfed's client on a Flower SuperNode: one federation client per node.
 
-A node builds only its own client (its partition of the data), its trainer, its update
-pipeline and its participation policy from the config (:func:`privfed.experiment.build_parts`
-and :func:`~privfed.experiment.build_client`); never the federation.
+A node builds only its own client (its own data file, or in a simulation its partition of
+the data), its trainer, its update pipeline and its participation policy from the config
+(:func:`privfed.experiment.build_parts` and :func:`~privfed.experiment.build_client`); never
+the federation.
 
 Flower runs a ClientApp in a fresh process for every message (a simulation actor serves
 many nodes), so nothing of a client may live in memory between messages. What must outlive
@@ -22,7 +23,8 @@ sent to the SuperLink:
   was trained under;
 * ``privfed.stages``: the pipeline's per-client state (e.g. the error-feedback residual);
 * ``privfed.protocol``: the secure protocol's party state between its stages (keys, shares,
-  the CKKS context and, on the key holder, the secret key).
+  the CKKS context and, on the key holder, the secret key);
+* ``privfed.evaluation``: federated evaluation's counts, until the protocol sends them.
 """
 
 from __future__ import annotations
@@ -35,14 +37,20 @@ import numpy as np
 import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 
+from privfed.clientdata import declared_schema, file_spec, load_site
 from privfed.config import ConfigError, ExperimentConfig
 from privfed.experiment import (
     FederationParts,
     build_client,
     build_parts,
+    client_from_arrays,
+    evaluation_scale,
     load_partitioned,
 )
 from privfed.federated import BudgetSpent, Client
+from privfed.federated.engine import EVALUATION_ROUND_BASE
+from privfed.federated.evaluation import predict_logits
+from privfed.federated.metrics import EvaluationCounts
 from privfed.federated.trainer import check_finite
 from privfed.secure import INPUT_STAGES, ClientIdentity, IdentityRegistry
 
@@ -51,24 +59,40 @@ from .protocol import NodeProtocol
 
 __all__ = ["ClientNode"]
 
-_IDENTITY, _LEDGER, _PENDING, _STAGES = (
+_IDENTITY, _LEDGER, _PENDING, _STAGES, _EVALUATION = (
     "privfed.identity", "privfed.ledger", "privfed.pending", "privfed.stages",
+    "privfed.evaluation",
 )
 
 
 _SITES: dict[str, tuple[Any, list, FederationParts]] = {}
 
 
-def _site(config: ExperimentConfig) -> tuple[Any, list, FederationParts]:
-    """The dataset, partition indices and public parts of ``config``, built once per
-    process (a simulation actor serves many nodes; a deployment starts one process per
-    message). Every client's state is loaded from its node's state for each message."""
+def _simulated_site(config: ExperimentConfig) -> tuple[Any, list, FederationParts]:
+    """The pooled dataset, partition indices and public parts of ``config``, built once per
+    process (a simulation actor serves many nodes). Every client's state is loaded from its
+    node's state for each message."""
     key = config.to_toml()
     if key not in _SITES:
         _SITES.clear()
         dataset, partitions = load_partitioned(config)
-        _SITES[key] = (dataset, partitions, build_parts(config, dataset))
+        schema = declared_schema(config) if config.data.is_site_data else dataset
+        _SITES[key] = (dataset, partitions, build_parts(config, schema))
     return _SITES[key]
+
+
+def _client(
+    config: ExperimentConfig, client_id: int, data_path: str | None
+) -> tuple[Client, FederationParts]:
+    """This node's client and parts: from its own file (``data_path``, a deployed site,
+    with the parts of the config's declared schema), else its partition of the config's
+    dataset (a simulation)."""
+    if data_path is None:
+        dataset, partitions, parts = _simulated_site(config)
+        return build_client(config, dataset, partitions[client_id], client_id), parts
+    spec = file_spec(config.data, data_path)
+    arrays = load_site(config, spec, client_id)
+    return client_from_arrays(arrays, client_id), build_parts(config, declared_schema(config))
 
 
 class ClientNode:
@@ -89,6 +113,9 @@ class ClientNode:
         JSON file of every site's public key, exchanged out of band. With it the node
         verifies every signed message against these keys and aborts a round whose relayed
         keys differ (key substitution); without it, it trusts the keys the server relays.
+    data_path : str, optional
+        This site's own data file (format and columns from ``config.data``); the node reads
+        only it. Default: its partition of the config's dataset (a simulation).
     """
 
     def __init__(
@@ -99,6 +126,7 @@ class ClientNode:
         *,
         identity_key: str | None = None,
         pinned_keys: str | None = None,
+        data_path: str | None = None,
     ) -> None:
         num_clients = config.data.num_clients
         if not 0 <= partition_id < num_clients:
@@ -109,9 +137,7 @@ class ClientNode:
         self.config = config
         self.client_id = partition_id
         self.state = state
-        dataset, partitions, self.parts = _site(config)
-        self.client: Client = build_client(config, dataset, partitions[partition_id],
-                                           partition_id)
+        self.client, self.parts = _client(config, partition_id, data_path)
         self.policy = self.parts.policy
         self.policy.merge_client_ledger(self.client_id, self._json(_LEDGER, "ledger"))
         self.identity = self._identity(identity_key)
@@ -183,6 +209,28 @@ class ClientNode:
             train_loss=update.train_loss if released else None,
         )
 
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, message: Message) -> RecordDict:
+        """Evaluate the message's model on this client's held-out data. In the clear the
+        reply carries the counts; under HE or masking they wait (scaled, see
+        :func:`privfed.experiment.evaluation_scale`) for the protocol's first stage."""
+        fields = messages.fields(message)
+        held = self.client.validation
+        if held is None:
+            return messages.content(has_data=False)
+        workspace = self.parts.workspace
+        workspace.load(torch.from_numpy(messages.model(message).copy()))
+        counts = EvaluationCounts(self.parts.num_classes)
+        vector = counts.from_logits(predict_logits(workspace.module, held[0]), held[1])
+        if self.config.secure.kind == "none":
+            return messages.content(has_data=True, counts=vector.astype("<f8").tobytes())
+        scaled = counts.encode(vector, evaluation_scale(self.config)).astype("<f4")
+        self.state[_EVALUATION] = ConfigRecord({
+            "vector": scaled.tobytes(),
+            "registry": bytes(fields["registry"]) if "registry" in fields else b"",
+        })
+        return messages.content(has_data=True)
+
     # ------------------------------------------------------------------ protocol stages
     def stage(self, message: Message) -> RecordDict:
         """Answer one stage of the secure protocol; the first stage sends the pending update
@@ -191,9 +239,12 @@ class ClientNode:
         stage, round_id = str(fields["stage"]), int(fields["round"])
         started = time.perf_counter()
         vector, registry = None, None
+        evaluation = round_id >= EVALUATION_ROUND_BASE
         if stage in INPUT_STAGES:
-            vector, registry = self._send_pending(round_id)
-        payload = self.protocol.respond(stage, bytes(fields["payload"]), vector, registry)
+            vector, registry = (self._send_counts() if evaluation
+                                else self._send_pending(round_id))
+        payload = self.protocol.respond(stage, bytes(fields["payload"]), vector, registry,
+                                        evaluation=evaluation)
         return messages.content(payload=payload, seconds_encode=time.perf_counter() - started)
 
     def _send_pending(self, round_id: int) -> tuple[np.ndarray, bytes]:
@@ -213,6 +264,15 @@ class ClientNode:
         })
         del self.state[_PENDING]
         return vector.numpy(), bytes(pending["registry"])
+
+    def _send_counts(self) -> tuple[np.ndarray, bytes]:
+        """The evaluation counts kept by :meth:`evaluate`, and the relayed keys."""
+        if _EVALUATION not in self.state:
+            raise ConfigError(f"client {self.client_id}: asked to send evaluation counts "
+                              "before evaluating")
+        kept = self.state[_EVALUATION]
+        del self.state[_EVALUATION]
+        return np.frombuffer(bytes(kept["vector"]), "<f4").copy(), bytes(kept["registry"])
 
     def _json(self, key: str, field: str) -> dict:
         return messages.json_field(self.state[key], field) if key in self.state else {}

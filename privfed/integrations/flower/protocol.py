@@ -107,9 +107,10 @@ class ServerProtocol:
 
     def aggregate(
         self, transport: FlowerTransport, round_id: int, weights: Mapping[int, float],
-        length: int, on_server_message: ServerHook | None,
+        length: int, on_server_message: ServerHook | None, *, evaluation: bool = False,
     ) -> Aggregate:
-        """Run the round's stages with the clients in ``weights``.
+        """Run the round's stages with the clients in ``weights`` (``evaluation``: the
+        clients' evaluation counts, which go without the lossy payload codec).
 
         Raises
         ------
@@ -128,7 +129,8 @@ class ServerProtocol:
                 decoded = run_he(transport, server, meter, key_holder=HE_KEY_HOLDER,
                                  server_model=settings.server_model)
             else:
-                server = PlainServerParty(round_id, weights, registry, length, codec=settings.codec)
+                codec = None if evaluation else settings.codec
+                server = PlainServerParty(round_id, weights, registry, length, codec=codec)
                 decoded = run_plain(transport, server, meter)
         except ThresholdError as err:
             raise RoundSkipped(str(err)) from None
@@ -165,17 +167,19 @@ class NodeProtocol:
         self.state = state
 
     def respond(self, stage: str, message: bytes, vector: np.ndarray | None,
-                relayed_registry: bytes | None) -> bytes:
+                relayed_registry: bytes | None, *, evaluation: bool = False) -> bytes:
         """This client's reply to the server's ``message`` of ``stage``.
 
         ``vector`` is the client's update (first stage only); ``relayed_registry`` the keys
-        the server relayed with the training request (masking).
+        the server relayed with the training request (masking); ``evaluation``: the vector
+        is evaluation counts, sent without the lossy payload codec.
         """
         record = self._record()
         if stage in ("he_keygen", "he_public", "decrypt"):
             return self._he_setup_or_decrypt(stage, message, record)
         if stage == "upload":
-            return OneShotEndpoint(self._one_shot_party(record), vector).respond(stage, message)
+            party = self._one_shot_party(record, codec=not evaluation)
+            return OneShotEndpoint(party, vector).respond(stage, message)
         if stage == "advertise":
             registry = self._registry(unpack_registry(relayed_registry or b""))
             round_id = RoundRequest.from_bytes(message, MASKING_KIND).round_id
@@ -205,7 +209,8 @@ class NodeProtocol:
         self.pinned.check_relayed(relayed)
         return self.pinned
 
-    def _one_shot_party(self, record: ConfigRecord) -> PlainClientParty | HEClientParty:
+    def _one_shot_party(self, record: ConfigRecord,
+                        codec: bool = True) -> PlainClientParty | HEClientParty:
         settings = self.settings
         options = {"clip": settings.clip, "out_of_range": settings.out_of_range}
         if settings.kind == "he":
@@ -213,7 +218,8 @@ class NodeProtocol:
                 raise ConfigError(f"client {self.identity.client_id} received no CKKS public "
                                   "context")
             return HEClientParty(self.identity, HEPublicContext(bytes(record["public"])), **options)
-        return PlainClientParty(self.identity, codec=settings.codec, **options)
+        return PlainClientParty(self.identity, codec=settings.codec if codec else None,
+                                **options)
 
     def _he_setup_or_decrypt(self, stage: str, message: bytes, record: ConfigRecord) -> bytes:
         settings = self.settings
