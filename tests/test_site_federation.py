@@ -1,0 +1,190 @@
+"""A federation of sites' own files: natural partitions, per-site scaling, federated
+evaluation (pooled, per client, through secure aggregation), and errors that train nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.datasets import load_breast_cancer
+from sklearn.metrics import accuracy_score
+
+from privfed.cli import main
+from privfed.clientdata import declared_schema, load_partitioned
+from privfed.config import ConfigError, ExperimentConfig, config_from_dict
+from privfed.experiment import build_simulation
+from privfed.federated.evaluation import predict_logits
+from privfed.federated.metrics import EvaluationCounts
+
+FEATURES = ["mean_radius", "mean_texture", "mean_area", "mean_smoothness", "scanner"]
+SITE_SIZES = {"a": 0.6, "b": 0.3, "c": 0.1}
+
+
+def _table() -> pd.DataFrame:
+    data = load_breast_cancer(as_frame=True).frame
+    table = pd.DataFrame({
+        "mean_radius": data["mean radius"], "mean_texture": data["mean texture"],
+        "mean_area": data["mean area"], "mean_smoothness": data["mean smoothness"],
+    })
+    table["scanner"] = np.random.default_rng(1).choice(["A", "B"], size=len(table))
+    table["diagnosis"] = np.where(data["target"] == 0, "malignant", "benign")
+    table["site"] = np.random.default_rng(0).choice(list(SITE_SIZES), size=len(table),
+                                                    p=list(SITE_SIZES.values()))
+    return table
+
+
+@pytest.fixture(scope="module")
+def site_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One CSV with a site column, and the same rows as one CSV per site."""
+    root = tmp_path_factory.mktemp("sites")
+    table = _table()
+    files = {"all": root / "all.csv"}
+    table.to_csv(files["all"], index=False)
+    for site in SITE_SIZES:
+        files[site] = root / f"hospital_{site}.csv"
+        table[table["site"] == site].drop(columns="site").to_csv(files[site], index=False)
+    return files
+
+
+def site_config(files: dict[str, Path], **sections: dict[str, Any]) -> ExperimentConfig:
+    """Three hospitals, one file each, logistic regression, federated evaluation."""
+    raw: dict[str, Any] = {
+        "name": "sites",
+        "data": {"dataset": "csv", "partition": "natural", "num_clients": 3,
+                 "client_paths": [str(files[s]) for s in SITE_SIZES],
+                 "label_column": "diagnosis", "feature_columns": FEATURES,
+                 "categorical": {"scanner": ["A", "B"]}, "classes": ["benign", "malignant"],
+                 "validation_fraction": 0.25},
+        "model": {"name": "logistic"},
+        "federation": {"rounds": 3, "lr": 0.5, "federated_eval_every": 1},
+    }
+    for section, values in sections.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    return config_from_dict(raw)
+
+
+def test_a_group_column_partitions_like_one_file_per_client(site_files) -> None:
+    per_file = site_config(site_files)
+    grouped = site_config(site_files, data={"client_paths": None, "path": str(site_files["all"]),
+                                            "group_column": "site"})
+    data_a, parts_a = load_partitioned(per_file)
+    data_b, parts_b = load_partitioned(grouped)
+    assert [len(p) for p in parts_a] == [len(p) for p in parts_b]
+    for pa, pb in zip(parts_a, parts_b, strict=True):
+        np.testing.assert_array_equal(data_a.x_train[pa], data_b.x_train[pb])
+        np.testing.assert_array_equal(data_a.y_train[pa], data_b.y_train[pb])
+    assert data_a.input_shape == (len(FEATURES) - 1 + 2,)  # scanner one-hot: A, B
+    assert data_a.num_test == 0  # a natural partition has no central test set
+
+
+def test_each_client_standardises_with_its_own_training_statistics(site_files) -> None:
+    engine = build_simulation(site_config(site_files)).server.engine
+    means = []
+    for client in engine.clients:
+        x = client.x.double()
+        np.testing.assert_allclose(x.mean(0).numpy(), 0.0, atol=1e-5)
+        std = x.std(0, unbiased=False).numpy()
+        np.testing.assert_allclose(std[std > 0], 1.0, rtol=1e-4)
+        raw_val_mean = client.validation[0].double().mean(0).numpy()
+        means.append(raw_val_mean)
+    # the held-out part is scaled with the client's training statistics, not its own
+    assert not np.allclose(means[0], 0.0, atol=1e-3)
+
+
+def _held_out_accuracy(engine, weights: torch.Tensor) -> float:
+    engine.workspace.load(weights)
+    xs = torch.cat([c.validation[0] for c in engine.clients])
+    ys = torch.cat([c.validation[1] for c in engine.clients])
+    predicted = predict_logits(engine.workspace.module, xs).argmax(1)
+    return accuracy_score(ys.numpy(), predicted.numpy())
+
+
+def test_pooled_accuracy_is_that_of_the_concatenated_hold_outs_and_worst_is_the_min(
+        site_files) -> None:
+    simulation = build_simulation(site_config(site_files))
+    history = simulation.run()
+    record = history.rounds[-1].federated
+    server = simulation.server
+    assert record["pooled"]["accuracy"] == _held_out_accuracy(server.engine, server.weights)
+    per_client = {int(c): m["accuracy"] for c, m in record["clients"].items()}
+    assert sorted(per_client) == [0, 1, 2]
+    assert record["worst"]["accuracy"] == min(per_client.values())
+    assert record["worst"]["client"] == min(per_client, key=per_client.get)
+    assert record["pooled"]["n"] == sum(len(c.validation[1]) for c in server.engine.clients)
+    assert history.rounds[-1].test_accuracy is None  # no central test set
+
+
+@pytest.mark.parametrize("kind", ["masking", "he"])
+def test_secure_aggregation_gives_the_same_counts_and_hides_each_client(site_files,
+                                                                       kind) -> None:
+    plain = build_simulation(site_config(site_files)).server
+    secure = build_simulation(site_config(site_files, secure={"kind": kind})).server
+    counts = EvaluationCounts(2)
+    weights = plain.weights.clone()
+    expected = plain.engine.evaluate(7, [0, 1, 2], weights, counts)
+    got = secure.engine.evaluate(7, [0, 1, 2], weights, counts)
+    loss = counts.num_classes**2
+    mask = np.arange(counts.length) != loss
+    np.testing.assert_array_equal(got.total[mask], expected.total[mask])
+    # masking: stochastic rounding adds < one step (clip 10 / 2**31) per client to each of
+    # the K = 3 encoded entries (loss / 100 / 2**16, averaged over K), so the decoded sum
+    # moves by < K**2 * step * 2**16 * 100 = 0.28 nats; CKKS is far more precise.
+    assert got.total[loss] == pytest.approx(expected.total[loss], abs=0.28)
+    assert got.per_client == {} and len(expected.per_client) == 3
+    assert got.included == (0, 1, 2)
+
+
+def test_the_summary_flags_a_model_that_does_not_beat_the_majority(site_files, tmp_path,
+                                                                   capsys) -> None:
+    config = tmp_path / "sites.toml"
+    config.write_text(site_config(site_files, federation={"lr": 1e-9, "rounds": 1}).to_toml())
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "majority-class baseline" in out and "does NOT beat it" in out
+
+
+def test_a_malformed_site_file_is_named_and_nothing_is_trained(site_files, tmp_path,
+                                                              capsys) -> None:
+    broken = tmp_path / "hospital_b.csv"
+    table = pd.read_csv(site_files["b"])
+    table.loc[[3, 7], "mean_area"] = np.nan
+    table.to_csv(broken, index=False)
+    paths = [str(site_files["a"]), str(broken), str(site_files["c"])]
+    config = tmp_path / "sites.toml"
+    config.write_text(site_config(site_files, data={"client_paths": paths}).to_toml())
+    runs = tmp_path / "runs"
+    assert main(["run", str(config), "--output-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert "hospital_b.csv" in err and "mean_area" in err and "2" in err
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_a_deployment_needs_the_schema_declared(site_files) -> None:
+    declared = declared_schema(site_config(site_files))
+    assert declared.input_shape == (len(FEATURES) + 1,) and declared.num_classes == 2
+    with pytest.raises(ConfigError, match=r"data\.feature_columns, data\.classes"):
+        declared_schema(site_config(site_files, data={"feature_columns": None,
+                                                      "classes": None}))
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"path": "x.csv"}, r"exactly one of data\.path .* and data\.client_paths"),
+    ({"client_paths": ["a.csv", "b.csv"]}, r"names 2 files but data\.num_clients = 3"),
+    ({"partition": "iid"}, r"data\.partition = 'natural' goes with data\.client_paths"),
+    ({"scaling": "standard"}, r"data\.scaling: .*'site'"),
+    ({"validation_fraction": 0.0}, r"federated_eval_every = 1 .* validation_fraction = 0"),
+])
+def test_site_settings_are_checked_when_the_config_is_read(site_files, data, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        site_config(site_files, data=data)
+
+
+def test_site_settings_do_not_apply_to_a_built_in_dataset() -> None:
+    with pytest.raises(ConfigError, match=r"data\.path applies only to a site's own files"):
+        config_from_dict({"data": {"dataset": "digits", "path": "x.csv"}})
+    with pytest.raises(ConfigError, match=r"'natural' needs a site's own files"):
+        config_from_dict({"data": {"dataset": "digits", "partition": "natural"}})
