@@ -9,12 +9,14 @@ engine; the Flower engine puts them on Flower nodes.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from privfed.aggregation import SecureAggregation
 from privfed.compression import build_compression
@@ -44,9 +46,11 @@ from privfed.federated import (
     derive_seed,
     make_server_optimizer,
 )
+from privfed.federated.device import resolve_device
 from privfed.models import build_model
 from privfed.privacy import NoisePolicy, build_privacy
 from privfed.privacy.ledger import planned_participations
+from privfed.privacy.modules import check_dp_module
 from privfed.secure import SecureAggregator, make_aggregator
 
 __all__ = [
@@ -78,7 +82,8 @@ class FederationParts:
     Attributes
     ----------
     workspace : FlatParameters
-        The model (initialised from the config's seed), bound to flat buffers.
+        The model (initialised from the config's seed, or the caller's model), bound to
+        flat buffers on :attr:`device`.
     sampler : ClientSampler
     trainer : LocalTrainer
     pipeline : Pipeline
@@ -87,6 +92,9 @@ class FederationParts:
     weighting : Weighting
     payload_codec : object or None
         The plain protocol's wire codec (quantisation, top-k), if any.
+    device : torch.device
+        Where the models train and are evaluated (``federation.device`` resolved); updates
+        and the global weights stay on the CPU.
     """
 
     workspace: FlatParameters
@@ -96,7 +104,7 @@ class FederationParts:
     policy: ParticipationPolicy
     weighting: Weighting
     payload_codec: Any
-
+    device: torch.device = torch.device("cpu")
 
 
 @dataclass
@@ -152,25 +160,33 @@ def load_partitioned(
     return dataset, list(partitions)
 
 
-def build_parts(config: ExperimentConfig, dataset: Dataset) -> FederationParts:
+def build_parts(
+    config: ExperimentConfig, dataset: Dataset, *, model: nn.Module | None = None
+) -> FederationParts:
     """The model, sampler, trainer, pipeline, policy and weighting of ``config``.
 
     Every parameter comes from the config and public values (the number of clients, the
     dataset's size and shape), never from one client's data, so the server and every
     Flower node build the same parts.
 
+    Parameters
+    ----------
+    config : ExperimentConfig
+    dataset : Dataset
+    model : torch.nn.Module, optional
+        Train a deep copy of this model (its current weights are the initial global model)
+        instead of building ``config.model``; the config's ``model`` section then only names
+        it in the run directory.
+
     Raises
     ------
     ConfigError
-        E.g. a model Opacus cannot train, or a target epsilon out of reach.
+        E.g. ``federation.device`` not available here, a model that cannot be built, a model
+        Opacus cannot train (without ``model.fix_for_dp``), or a target epsilon out of reach.
     """
     fed, seed, num_clients = config.federation, config.seed, config.data.num_clients
-    try:
-        model = build_model(config.model.name, dataset.input_shape, dataset.num_classes,
-                            seed=seed, **config.model.options())
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    workspace = bind_flat_parameters(model)
+    device = resolve_device(fed.device)
+    workspace = bind_flat_parameters(_initial_model(config, dataset, model), device)
     training = LocalTraining(fed.local_epochs, fed.batch_size, fed.lr, fed.mu)
     sampler = ClientSampler(num_clients, fed.fraction, derive_seed(seed, _SAMPLER_STREAM),
                             poisson=fed.client_sampling == "poisson",
@@ -195,8 +211,26 @@ def build_parts(config: ExperimentConfig, dataset: Dataset) -> FederationParts:
     return FederationParts(
         workspace=workspace, sampler=sampler, trainer=privacy.trainer,
         pipeline=Pipeline([*privacy.stages, *compression.stages]), policy=privacy.policy,
-        weighting=privacy.weighting, payload_codec=compression.payload_codec,
+        weighting=privacy.weighting, payload_codec=compression.payload_codec, device=device,
     )
+
+
+def _initial_model(
+    config: ExperimentConfig, dataset: Dataset, model: nn.Module | None
+) -> nn.Module:
+    """``config.model`` built for ``dataset`` (or a deep copy of ``model``), checked (and,
+    with ``model.fix_for_dp``, fixed) for Opacus under DP-SGD."""
+    if model is None:
+        try:
+            model = build_model(config.model.name, dataset.input_shape, dataset.num_classes,
+                                seed=config.seed, **config.model.build_options())
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+    else:
+        model = copy.deepcopy(model)
+    if config.privacy.mechanism == "local":
+        model = check_dp_module(model, fix=config.model.fix_for_dp)
+    return model
 
 
 def secure_params(config: ExperimentConfig, parts: FederationParts) -> dict[str, Any]:
@@ -241,18 +275,22 @@ def build_server(
     dataset: Dataset,
     observers: Sequence[Observer] = (),
 ) -> Server:
-    """The server of ``config`` over ``engine`` (in-process or Flower)."""
+    """The server of ``config`` over ``engine`` (in-process or Flower); it evaluates on
+    ``parts.device`` and keeps the global weights on the CPU."""
     fed = config.federation
-    return Server(
+    server = Server(
         parts.workspace, engine,
         sampler=parts.sampler,
         optimizer=make_server_optimizer(fed.server_optimizer, **fed.server_optimizer_params()),
-        test_data=(torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)),
+        test_data=(torch.from_numpy(dataset.x_test).to(parts.device),
+                   torch.from_numpy(dataset.y_test).to(parts.device)),
         batch_seed=BatchOrder(config.seed, _BATCH_ORDER_STREAM),
         schedule=build_schedule(config, parts.sampler),
         pipeline=parts.pipeline, weighting=parts.weighting, policy=parts.policy,
         eval_every=fed.eval_every, observers=observers,
     )
+    server.weights = server.weights.cpu()  # the Server copied them on the workspace's device
+    return server
 
 
 def build_client(
@@ -277,6 +315,7 @@ def build_simulation(
     dataset: Dataset | None = None,
     extra: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
     aggregator: SecureAggregator | None = None,
+    model: nn.Module | None = None,
 ) -> Simulation:
     """Load the data, partition it, and build the federation on the in-process engine.
 
@@ -292,6 +331,9 @@ def build_simulation(
     aggregator : privfed.secure.SecureAggregator, optional
         Use this aggregator instead of the one ``config.secure`` describes; e.g. plain
         aggregation for an attacker's reference models.
+    model : torch.nn.Module, optional
+        Train a deep copy of this model instead of building ``config.model`` (see
+        :func:`build_parts`).
 
     Raises
     ------
@@ -301,7 +343,7 @@ def build_simulation(
         When a dataset that needs files is not in the data directory and cannot be fetched.
     """
     dataset, partitions = load_partitioned(config, dataset)
-    parts = build_parts(config, dataset)
+    parts = build_parts(config, dataset, model=model)
     clients = [build_client(config, dataset, p, client_id, (extra or {}).get(client_id))
                for client_id, p in enumerate(partitions)]
     engine = InProcessEngine(
@@ -338,6 +380,11 @@ def run_experiment(
     *,
     observers: Sequence[Observer] = (),
     on_round: Callable[[RoundRecord], None] | None = None,
+    model: nn.Module | None = None,
 ) -> History:
-    """Build the federation described by ``config`` and train it; return its history."""
-    return build_simulation(config, observers).run(on_round)
+    """Build the federation described by ``config`` and train it; return its history.
+
+    ``model``, if given, is trained (a deep copy, from its current weights) instead of
+    ``config.model``, which then only names it (see :func:`build_parts`).
+    """
+    return build_simulation(config, observers, model=model).run(on_round)
