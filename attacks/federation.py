@@ -174,9 +174,11 @@ def predict_logits(fed: TrainedFederation, x: np.ndarray) -> np.ndarray:
 
 
 def model_logits(server: Server, weights: torch.Tensor, x: np.ndarray) -> np.ndarray:
-    """Logits of the model ``weights`` (flat) on ``x``, computed in the server's workspace."""
+    """Logits of the model ``weights`` (flat) on ``x``, computed in the server's workspace
+    (on its device); float64 on the CPU."""
     server.workspace.load(weights)
-    module = server.workspace.module
+    module, device = server.workspace.module, server.workspace.device
     module.eval()
     with torch.no_grad():
-        return module(torch.from_numpy(np.asarray(x, dtype=np.float32))).double().numpy()
+        inputs = torch.from_numpy(np.asarray(x, dtype=np.float32)).to(device)
+        return module(inputs).double().cpu().numpy()

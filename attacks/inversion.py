@@ -77,20 +77,25 @@ def _model_gradient(
     workspace: FlatParameters, params: dict[str, torch.Tensor], x: torch.Tensor, label: int
 ) -> list[torch.Tensor]:
     out = functional_call(workspace.module, params, (x,))
-    loss = F.cross_entropy(out, torch.tensor([label]))
+    loss = F.cross_entropy(out, torch.tensor([label], device=x.device))
     return list(torch.autograd.grad(loss, list(params.values()), create_graph=True))
 
 
 def _params(workspace: FlatParameters, weights: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {
-        k: v.detach().requires_grad_(True)
-        for k, v in workspace.spec.unflatten(weights.detach().clone()).items()
-    }
+    """The flat ``weights`` as named leaf tensors on the workspace's device."""
+    flat = weights.detach().to(workspace.device, copy=True)
+    return {k: v.detach().requires_grad_(True) for k, v in workspace.spec.unflatten(flat).items()}
 
 
-def _start(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+def _targets(workspace: FlatParameters, gradient: torch.Tensor) -> list[torch.Tensor]:
+    """The observed flat ``gradient`` per parameter, on the workspace's device."""
+    return list(workspace.spec.unflatten(gradient.to(workspace.device)).values())
+
+
+def _start(shape: tuple[int, ...], seed: int, device: torch.device) -> torch.Tensor:
+    """The seeded uniform starting point (drawn on the CPU whatever the device)."""
     gen = torch.Generator().manual_seed(seed)
-    return torch.rand((1, *shape), generator=gen).requires_grad_(True)
+    return torch.rand((1, *shape), generator=gen).to(device).requires_grad_(True)
 
 
 def dlg(
@@ -122,8 +127,8 @@ def dlg(
         Seed of the random starting point, uniform in [0, 1].
     """
     params = _params(workspace, weights)
-    targets = list(workspace.spec.unflatten(gradient).values())
-    x = _start(input_shape, seed)
+    targets = _targets(workspace, gradient)
+    x = _start(input_shape, seed, workspace.device)
     opt = torch.optim.LBFGS([x], lr=1.0, max_iter=20, history_size=50,
                             line_search_fn="strong_wolfe")
 
@@ -139,7 +144,7 @@ def dlg(
         loss = opt.step(closure)
         if not torch.isfinite(loss) or loss.item() < 1e-12:
             break
-    return Reconstruction(x.detach()[0].numpy(), label, float(loss.detach()))
+    return Reconstruction(x.detach()[0].cpu().numpy(), label, float(loss.detach()))
 
 
 def inverting_gradients(
@@ -170,9 +175,9 @@ def inverting_gradients(
         The input range; the dummy is projected into it after every step.
     """
     params = _params(workspace, weights)
-    targets = list(workspace.spec.unflatten(gradient).values())
+    targets = _targets(workspace, gradient)
     target_norm = torch.sqrt(sum((t**2).sum() for t in targets))
-    x = _start(input_shape, seed)
+    x = _start(input_shape, seed, workspace.device)
     opt = torch.optim.Adam([x], lr=lr)
     milestones = [int(iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
@@ -189,7 +194,7 @@ def inverting_gradients(
         sched.step()
         with torch.no_grad():
             x.clamp_(*box)
-    return Reconstruction(x.detach()[0].numpy(), label, float(loss.detach()))
+    return Reconstruction(x.detach()[0].cpu().numpy(), label, float(loss.detach()))
 
 
 def _total_variation(x: torch.Tensor) -> torch.Tensor:

@@ -188,22 +188,24 @@ def update_alignment_scores(
 def per_example_gradients(
     workspace: FlatParameters, weights: torch.Tensor, x: np.ndarray, y: np.ndarray
 ) -> torch.Tensor:
-    """``(N, P)`` flat loss gradients of each example at the flat ``weights``."""
-    module, spec = workspace.module, workspace.spec
-    params = {k: v.detach() for k, v in spec.unflatten(weights.detach().clone()).items()}
+    """``(N, P)`` flat loss gradients of each example at the flat ``weights``, computed on
+    the workspace's device; a float32 CPU tensor."""
+    module, spec, device = workspace.module, workspace.spec, workspace.device
+    flat = weights.detach().to(device, copy=True)
+    params = {k: v.detach() for k, v in spec.unflatten(flat).items()}
 
     def loss(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
         out = functional_call(module, p, (xi.unsqueeze(0),))
         return F.cross_entropy(out, yi.unsqueeze(0))
 
-    xt = torch.as_tensor(np.asarray(x, np.float32))
-    yt = torch.as_tensor(np.asarray(y, np.int64))
+    xt = torch.as_tensor(np.asarray(x, np.float32)).to(device)
+    yt = torch.as_tensor(np.asarray(y, np.int64)).to(device)
     parts = []
     for start in range(0, len(xt), 256):
         g = vmap(grad(loss), in_dims=(None, 0, 0))(params, xt[start:start + 256],
                                                    yt[start:start + 256])
         parts.append(torch.cat([g[n].reshape(g[n].shape[0], -1) for n in spec.names], dim=1))
-    return torch.cat(parts)
+    return torch.cat(parts).cpu()
 
 
 @dataclass

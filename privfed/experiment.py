@@ -9,12 +9,14 @@ engine; the Flower engine puts them on Flower nodes.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from privfed.aggregation import SecureAggregation
 from privfed.clientdata import (
@@ -54,9 +56,11 @@ from privfed.federated import (
 from privfed.federated.engine import EvaluationProtocol
 from privfed.federated.federated_eval import FederatedEvaluation
 from privfed.federated.metrics import EvaluationCounts
+from privfed.federated.device import resolve_device
 from privfed.models import build_model
 from privfed.privacy import NoisePolicy, build_privacy
 from privfed.privacy.ledger import planned_participations
+from privfed.privacy.modules import check_dp_module
 from privfed.secure import SecureAggregator, make_aggregator
 
 __all__ = [
@@ -97,7 +101,8 @@ class FederationParts:
     Attributes
     ----------
     workspace : FlatParameters
-        The model (initialised from the config's seed), bound to flat buffers.
+        The model (initialised from the config's seed, or the caller's model), bound to
+        flat buffers on :attr:`device`.
     sampler : ClientSampler
     trainer : LocalTrainer
     pipeline : Pipeline
@@ -108,6 +113,9 @@ class FederationParts:
         The plain protocol's wire codec (quantisation, top-k), if any.
     num_classes : int
         The model's number of classes.
+    device : torch.device
+        Where the models train and are evaluated (``federation.device`` resolved); updates
+        and the global weights stay on the CPU.
     """
 
     workspace: FlatParameters
@@ -118,6 +126,7 @@ class FederationParts:
     weighting: Weighting
     payload_codec: Any
     num_classes: int
+    device: torch.device = torch.device("cpu")
 
 
 
@@ -144,7 +153,9 @@ class Simulation:
         return self.server.fit(self.config.federation.rounds, on_round=on_round)
 
 
-def build_parts(config: ExperimentConfig, data: Dataset | DataSchema) -> FederationParts:
+def build_parts(
+    config: ExperimentConfig, data: Dataset | DataSchema, *, model: nn.Module | None = None
+) -> FederationParts:
     """The model, sampler, trainer, pipeline, policy and weighting of ``config``.
 
     Every parameter comes from the config and public values (the number of clients, the
@@ -152,19 +163,25 @@ def build_parts(config: ExperimentConfig, data: Dataset | DataSchema) -> Federat
     server and every Flower node build the same parts. ``data`` is the simulation's pooled
     dataset, or the :class:`~privfed.clientdata.DataSchema` a deployment declares.
 
+    Parameters
+    ----------
+    config : ExperimentConfig
+    data : Dataset or DataSchema
+    model : torch.nn.Module, optional
+        Train a deep copy of this model (its current weights are the initial global model)
+        instead of building ``config.model``; the config's ``model`` section then only names
+        it in the run directory.
+
     Raises
     ------
     ConfigError
-        E.g. a model Opacus cannot train, or a target epsilon out of reach.
+        E.g. ``federation.device`` not available here, a model that cannot be built, a model
+        Opacus cannot train (without ``model.fix_for_dp``), or a target epsilon out of reach.
     """
     fed, seed, num_clients = config.federation, config.seed, config.data.num_clients
     schema = data if isinstance(data, DataSchema) else DataSchema.of(data, num_clients)
-    try:
-        model = build_model(config.model.name, schema.input_shape, schema.num_classes,
-                            seed=seed, **config.model.options())
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    workspace = bind_flat_parameters(model)
+    device = resolve_device(fed.device)
+    workspace = bind_flat_parameters(_initial_model(config, schema, model), device)
     training = LocalTraining(fed.local_epochs, fed.batch_size, fed.lr, fed.mu)
     sampler = ClientSampler(num_clients, fed.fraction, derive_seed(seed, _SAMPLER_STREAM),
                             poisson=fed.client_sampling == "poisson",
@@ -190,8 +207,26 @@ def build_parts(config: ExperimentConfig, data: Dataset | DataSchema) -> Federat
         workspace=workspace, sampler=sampler, trainer=privacy.trainer,
         pipeline=Pipeline([*privacy.stages, *compression.stages]), policy=privacy.policy,
         weighting=privacy.weighting, payload_codec=compression.payload_codec,
-        num_classes=schema.num_classes,
+        num_classes=schema.num_classes, device=device,
     )
+
+
+def _initial_model(
+    config: ExperimentConfig, schema: DataSchema, model: nn.Module | None
+) -> nn.Module:
+    """``config.model`` built for the data's ``schema`` (or a deep copy of ``model``),
+    checked (and, with ``model.fix_for_dp``, fixed) for Opacus under DP-SGD."""
+    if model is None:
+        try:
+            model = build_model(config.model.name, schema.input_shape, schema.num_classes,
+                                seed=config.seed, **config.model.build_options())
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+    else:
+        model = copy.deepcopy(model)
+    if config.privacy.mechanism == "local":
+        model = check_dp_module(model, fix=config.model.fix_for_dp)
+    return model
 
 
 def secure_params(
@@ -239,11 +274,13 @@ def build_server(
     observers: Sequence[Observer] = (),
 ) -> Server:
     """The server of ``config`` over ``engine`` (in-process or Flower); it evaluates on
-    ``dataset``'s test part where there is one (a deployment's server has no dataset)."""
+    ``dataset``'s test part where there is one (a deployment's server has no dataset), on
+    ``parts.device``; the global weights stay on the CPU."""
     fed = config.federation
     test = None
     if dataset is not None and dataset.num_test:
-        test = (torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test))
+        test = (torch.from_numpy(dataset.x_test).to(parts.device),
+                torch.from_numpy(dataset.y_test).to(parts.device))
     federated = None
     if fed.federated_eval_every:
         counts = EvaluationCounts(parts.num_classes)
@@ -315,6 +352,7 @@ def build_simulation(
     dataset: Dataset | None = None,
     extra: Mapping[int, tuple[np.ndarray, np.ndarray]] | None = None,
     aggregator: SecureAggregator | None = None,
+    model: nn.Module | None = None,
 ) -> Simulation:
     """Load the data, partition it, and build the federation on the in-process engine.
 
@@ -330,6 +368,9 @@ def build_simulation(
     aggregator : privfed.secure.SecureAggregator, optional
         Use this aggregator instead of the one ``config.secure`` describes; e.g. plain
         aggregation for an attacker's reference models.
+    model : torch.nn.Module, optional
+        Train a deep copy of this model instead of building ``config.model`` (see
+        :func:`build_parts`).
 
     Raises
     ------
@@ -341,7 +382,7 @@ def build_simulation(
         When a site's file is malformed.
     """
     dataset, partitions = load_partitioned(config, dataset)
-    parts = build_parts(config, dataset)
+    parts = build_parts(config, dataset, model=model)
     clients = [build_client(config, dataset, p, client_id, (extra or {}).get(client_id))
                for client_id, p in enumerate(partitions)]
     aggregator = aggregator or build_secure_aggregator(config, parts)
@@ -393,6 +434,11 @@ def run_experiment(
     *,
     observers: Sequence[Observer] = (),
     on_round: Callable[[RoundRecord], None] | None = None,
+    model: nn.Module | None = None,
 ) -> History:
-    """Build the federation described by ``config`` and train it; return its history."""
-    return build_simulation(config, observers).run(on_round)
+    """Build the federation described by ``config`` and train it; return its history.
+
+    ``model``, if given, is trained (a deep copy, from its current weights) instead of
+    ``config.model``, which then only names it (see :func:`build_parts`).
+    """
+    return build_simulation(config, observers, model=model).run(on_round)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from privfed import jsonsafe
 from privfed.config import ExperimentConfig
@@ -78,9 +79,16 @@ def train_in_process(
     config: ExperimentConfig,
     observers: Sequence[Observer] = (),
     on_round: Callable[[RoundRecord], None] | None = None,
+    *,
+    model: nn.Module | None = None,
 ) -> tuple[TrainedServer, History]:
-    """The default :data:`Trainer`: the whole federation in this process."""
-    simulation = build_simulation(config, observers)
+    """The default :data:`Trainer`: the whole federation in this process.
+
+    ``model``, if given, is trained instead of ``config.model`` (which then only names it in
+    the run directory); give it to :func:`train_run` as
+    ``train=functools.partial(train_in_process, model=model)``.
+    """
+    simulation = build_simulation(config, observers, model=model)
     return simulation.server, simulation.run(on_round)
 
 

@@ -91,10 +91,12 @@ class ExperimentConfig:
 
     def short_hash(self) -> str:
         """8 hex digits identifying everything that affects the results (the audit's
-        settings included; not where the data and the outputs live)."""
+        settings included; not where the data and the outputs live, nor which device
+        computes)."""
         payload = self.to_dict()
         payload.pop("output_dir")
         payload["data"].pop("data_dir")
+        payload["federation"].pop("device")
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:8]
 

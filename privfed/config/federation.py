@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from privfed.config.validation import OneOf, Range, Rule, check_rules
+from privfed.config.validation import ConfigError, OneOf, Range, Rule, check_rules
 
-__all__ = ["CLIENT_SAMPLINGS", "FederationConfig", "RULES", "SERVER_OPTIMIZERS"]
+__all__ = ["CLIENT_SAMPLINGS", "DEVICES", "FederationConfig", "RULES", "SERVER_OPTIMIZERS",
+           "check_device"]
 
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")
 """The server optimizers of ``privfed.federated.optimizers``, by name."""
 
 CLIENT_SAMPLINGS = ("fixed", "poisson")
+
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+"""The forms of ``federation.device`` (N: a CUDA device index, 0, 1, ...)."""
+
+_DEVICE_FORM = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 _SERVER_LR_DEFAULT = {"fedavg": 1.0, "fedavgm": 1.0, "fedadam": 0.01}
 _POSITIVE = Range(0, low_open=True)
@@ -88,6 +95,12 @@ class FederationConfig:
     staleness_exponent : float
         FedBuff: an update s versions stale is weighted by (1 + s) ** -staleness_exponent;
         >= 0.
+    device : str
+        Where local training, evaluation and the attacks' models run: "auto" (CUDA if
+        available, else MPS, else the CPU), "cpu", "cuda", "cuda:N" or "mps". The form is
+        checked here; whether this machine has it, when the federation is built
+        (:func:`privfed.federated.device.resolve_device`). Updates travel as CPU vectors
+        whatever the device.
     """
 
     rounds: int = 30
@@ -110,9 +123,11 @@ class FederationConfig:
     concurrency: int | None = None
     latency_spread: float = 0.0
     staleness_exponent: float = 0.5
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         check_rules("federation", self, RULES)
+        check_device("federation.device", self.device)
 
     def server_optimizer_params(self) -> dict[str, float]:
         """Keyword arguments of the configured server optimizer."""
@@ -124,3 +139,11 @@ class FederationConfig:
             "fedadam": {"lr": lr, "beta1": self.server_beta1, "beta2": self.server_beta2,
                         "tau": self.server_tau},
         }[self.server_optimizer]
+
+
+def check_device(field_name: str, value: object) -> None:
+    """Raise :class:`ConfigError` naming ``field_name`` unless ``value`` is one of the
+    :data:`DEVICES` forms ("auto", "cpu", "cuda", "cuda:N", "mps")."""
+    if not isinstance(value, str) or _DEVICE_FORM.fullmatch(value) is None:
+        raise ConfigError(f"{field_name}: unknown device {value!r}; allowed: "
+                          f"{', '.join(DEVICES)} (N: a CUDA device index, e.g. cuda:0)")

@@ -33,7 +33,9 @@ def evaluate(
 
 @torch.no_grad()
 def predict_logits(module: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
-    """The ``(N, C)`` float32 logits of ``module`` on ``x``, in eval mode."""
+    """The ``(N, C)`` float32 logits of ``module`` on ``x``, in eval mode, computed on the
+    module's device and returned on the CPU."""
     module.eval()
-    return torch.cat([module(x[start : start + batch_size])
+    device = next(module.parameters()).device
+    return torch.cat([module(x[start : start + batch_size].to(device)).cpu()
                       for start in range(0, len(x), batch_size)])

@@ -96,7 +96,8 @@ class FlatParameters:
         The model; each parameter's ``.data`` is a view of :attr:`data`.
     spec : ParamSpec
     data : torch.Tensor
-        Flat float32 vector of all parameters. Writing into it changes the model.
+        Flat float32 vector of all parameters, on the model's :attr:`device`. Writing into
+        it changes the model.
     grad : torch.Tensor
         Flat float32 vector that each parameter's ``.grad`` is a view of. Zero it with
         ``grad.zero_()``; never set parameters' grads to ``None`` (that breaks the views).
@@ -107,12 +108,19 @@ class FlatParameters:
     data: torch.Tensor
     grad: torch.Tensor
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model and its flat buffers live."""
+        return self.data.device
+
     def load(self, vector: torch.Tensor) -> None:
-        """Copy a flat vector into the model's parameters."""
+        """Copy a flat vector (on any device) into the model's parameters."""
         self.data.copy_(vector)
 
 
-def bind_flat_parameters(module: nn.Module) -> FlatParameters:
+def bind_flat_parameters(
+    module: nn.Module, device: torch.device | str | None = None
+) -> FlatParameters:
     """Re-home ``module``'s parameters and gradients into two contiguous flat buffers.
 
     The parameter values are preserved. Afterwards ``module`` trains as usual (autograd
@@ -122,12 +130,16 @@ def bind_flat_parameters(module: nn.Module) -> FlatParameters:
     Parameters
     ----------
     module : torch.nn.Module
-        A float32 model on the CPU.
+        A float32 model.
+    device : torch.device or str, optional
+        Move ``module`` (parameters and buffers) there first; default: where it is.
 
     Returns
     -------
     FlatParameters
     """
+    if device is not None:
+        module.to(device)
     spec = ParamSpec.from_module(module)
     params = [p for p in module.parameters() if p.requires_grad]
     data = torch.cat([p.detach().reshape(-1).to(torch.float32) for p in params])

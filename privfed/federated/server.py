@@ -110,7 +110,7 @@ class Server:
         self.eval_every = eval_every
         self.federated_evaluation = federated_evaluation
         self.observers = list(observers)
-        self.weights = workspace.data.detach().clone()
+        self.weights = workspace.data.detach().to("cpu", copy=True)
         self.history = History()
         self.round = 0
 
@@ -198,7 +198,8 @@ class Server:
             return None
         self.workspace.load(self.weights)
         logits = predict_logits(self.workspace.module, self.test_data[0])
-        return exact_metrics(self.test_data[1].numpy(), torch.softmax(logits.double(), 1).numpy())
+        labels = self.test_data[1].cpu().numpy()
+        return exact_metrics(labels, torch.softmax(logits.double(), 1).numpy())
 
     def _evaluate_central(self, record: RoundRecord) -> None:
         """The central test set's loss and accuracy, where there is one."""

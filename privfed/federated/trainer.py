@@ -34,9 +34,14 @@ class LocalTrainer(Protocol):
         ----------
         client : Client
         workspace : FlatParameters
-            The model to train in; its weights are overwritten.
+            The model to train in, on its device; its weights are overwritten.
         global_params : torch.Tensor
-            Flat float32 global model the round starts from (not modified).
+            Flat float32 global model the round starts from (not modified), on the CPU.
+
+        Returns
+        -------
+        ClientUpdate
+            Its ``delta`` a flat float32 CPU tensor, whatever the workspace's device.
         generator : torch.Generator
             Source of the batch order (and of seeded noise).
         """
@@ -82,10 +87,13 @@ class SGDTrainer:
         global_params: torch.Tensor,
         generator: torch.Generator,
     ) -> ClientUpdate:
-        """See :meth:`LocalTrainer.fit`."""
+        """See :meth:`LocalTrainer.fit`; trains on ``workspace.device`` (the client's data
+        is moved there), and returns the delta as a CPU vector."""
         training = self.training
-        workspace.load(global_params)
+        anchor = global_params.to(workspace.device)
+        workspace.load(anchor)
         module, weights, grad = workspace.module, workspace.data, workspace.grad
+        x, y = client.x.to(workspace.device), client.y.to(workspace.device)
         module.train()
         n, batch = client.num_samples, training.batch_size
         loss_sum, steps = 0.0, 0
@@ -94,17 +102,17 @@ class SGDTrainer:
             for start in range(0, n, batch):
                 index = order[start : start + batch]
                 grad.zero_()
-                loss = F.cross_entropy(module(client.x[index]), client.y[index])
+                loss = F.cross_entropy(module(x[index]), y[index])
                 loss.backward()
                 with torch.no_grad():
                     if training.mu:
-                        grad.add_(weights - global_params, alpha=training.mu)
+                        grad.add_(weights - anchor, alpha=training.mu)
                     weights.add_(grad, alpha=-training.lr)
                 loss_sum += loss.item()
                 steps += 1
         return ClientUpdate(
             client_id=client.client_id,
-            delta=weights - global_params,
+            delta=(weights - anchor).cpu(),
             num_samples=n,
             train_loss=loss_sum / steps,
             steps=steps,

@@ -32,7 +32,7 @@ from privfed.privacy.policies import DistributedPolicy, RecordLevelPolicy, UserL
 from privfed.privacy.randomness import NoisePolicy
 from privfed.privacy.skellam import skellam_sum_epsilon
 
-__all__ = ["PrivacyParts", "build_privacy", "check_model"]
+__all__ = ["PrivacyParts", "build_privacy"]
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,8 @@ def build_privacy(
         for; a client sampled more often stops at its budget); default
         :func:`~privfed.privacy.ledger.planned_participations` of ``rounds`` at rate q.
     module : torch.nn.Module
-        The model ("local": checked to be trainable by Opacus).
+        The model ("local": checked to be trainable by Opacus, see
+        :func:`~privfed.privacy.modules.check_dp_module`; fix it before binding it).
 
     Returns
     -------
@@ -129,20 +130,6 @@ def build_privacy(
                              training, noise, participations)
 
 
-def check_model(module: torch.nn.Module) -> None:
-    """Raise a ValueError naming each layer Opacus cannot compute per-example gradients for."""
-    from opacus.validators import ModuleValidator
-
-    errors = ModuleValidator.validate(module, strict=False)
-    if errors:
-        details = "; ".join(str(e) for e in errors)
-        raise ValueError(
-            f"privacy.mechanism 'local': the model has layers Opacus cannot train with "
-            f"DP-SGD: {details}. opacus.validators.ModuleValidator.fix(model) replaces them "
-            f"(e.g. BatchNorm -> GroupNorm)"
-        )
-
-
 def _build_local(
     config: PrivacyConfig,
     num_clients: int,
@@ -153,9 +140,10 @@ def _build_local(
     participations: int,
 ) -> PrivacyParts:
     """DP-SGD at every client, accounted per client; weight 1, divided by the count."""
+    from privfed.privacy.modules import check_dp_module
     from privfed.privacy.trainer import DPSGDTrainer
 
-    check_model(module)
+    check_dp_module(module, fix=False)
     rate = config.sample_rate or default_sample_rate(training.batch_size, reference_size)
     steps = local_steps_per_round(rate, training.epochs)
     if config.delta >= 1 / reference_size:

@@ -120,6 +120,7 @@ class _SourcedNoiseOptimizer(DPOptimizerFastGradientClipping):
         std = self.noise_multiplier * self.max_grad_norm
         sizes = [p.summed_grad.numel() for p in self.params]
         draws = self.noise.normal(std, sum(sizes)) if std else torch.zeros(sum(sizes))
+        draws = draws.to(self.params[0].device)
         for p, noise in zip(self.params, torch.split(draws, sizes), strict=True):
             p.grad = (p.summed_grad + noise.view_as(p.summed_grad)).view_as(p)
 
@@ -161,18 +162,21 @@ class DPSGDTrainer:
         ----------
         client : Client
         workspace : FlatParameters
-            The model to train in (hooked on first use, see :meth:`DPWorkspace.of`).
+            The model to train in, on its device (hooked on first use, see
+            :meth:`DPWorkspace.of`); the client's data is moved there.
         global_params : torch.Tensor
-            Flat float32 global model (not modified).
+            Flat float32 global model (not modified), on the CPU.
         generator : torch.Generator
             Source of the batches, and of the noise when the noise is seeded.
 
         Returns
         -------
         ClientUpdate
-            ``train_loss`` is NaN when every batch was empty.
+            ``delta`` a flat float32 CPU tensor; ``train_loss`` is NaN when every batch was
+            empty.
         """
         dp, params, training = DPWorkspace.of(workspace), self.params, self.training
+        anchor = global_params.to(workspace.device)
         source = self.noise.around(generator)
         optimizer = _SourcedNoiseOptimizer(
             torch.optim.SGD(dp.params, lr=training.lr / params.normaliser),
@@ -183,27 +187,27 @@ class DPSGDTrainer:
             noise=source,
         )
         if training.mu:
-            optimizer.attach_step_hook(
-                _proximal_hook(dp, training.mu * params.normaliser, global_params))
+            optimizer.attach_step_hook(_proximal_hook(dp, training.mu * params.normaliser, anchor))
         criterion = DPLossFastGradientClipping(
             dp.hooks, optimizer, nn.CrossEntropyLoss(reduction="sum"), loss_reduction="sum"
         )
-        workspace.load(global_params)
+        workspace.load(anchor)
         module = workspace.module
+        x, y = client.x.to(workspace.device), client.y.to(workspace.device)
         module.train()
         loss_sum, seen = 0.0, 0
         with dp.active(params.max_grad_norm):
             for _ in range(params.steps_per_round):
                 index = source.subsample(client.num_samples, params.sample_rate)
                 optimizer.zero_grad()
-                loss = criterion(module(client.x[index]), client.y[index])
+                loss = criterion(module(x[index]), y[index])
                 loss.backward()
                 optimizer.step()
                 loss_sum += loss.item()
                 seen += len(index)
         return ClientUpdate(
             client_id=client.client_id,
-            delta=workspace.data - global_params,
+            delta=(workspace.data - anchor).cpu(),
             num_samples=client.num_samples,
             train_loss=loss_sum / seen if seen else math.nan,
             steps=params.steps_per_round,

@@ -60,7 +60,8 @@ def test_outsider_subtracts_central_noise_only_when_seeded(secure, recovered):
     clients = cfg.data.num_clients
     truth = seen.means[1] * clients  # the server's clipped sum (weights are 1)
     initial = server.workspace.spec.flatten(dict(build_model(
-        cfg.model.name, (1, 8, 8), 10, seed=cfg.seed, **cfg.model.options()).named_parameters()))
+        cfg.model.name, (1, 8, 8), 10, seed=cfg.seed,
+        **cfg.model.build_options()).named_parameters()))
     size = initial.numel()
     noise = _attacker_noise(cfg, _CENTRAL_NOISE_STREAM, 1, std=0.5, size=size)
     estimate = (server.weights.double() - initial.double()) * clients - noise
