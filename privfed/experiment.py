@@ -53,10 +53,10 @@ from privfed.federated import (
     derive_seed,
     make_server_optimizer,
 )
+from privfed.federated.device import resolve_device
 from privfed.federated.engine import EvaluationProtocol
 from privfed.federated.federated_eval import FederatedEvaluation
 from privfed.federated.metrics import EvaluationCounts
-from privfed.federated.device import resolve_device
 from privfed.models import build_model
 from privfed.privacy import NoisePolicy, build_privacy
 from privfed.privacy.ledger import planned_participations
