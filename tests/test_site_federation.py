@@ -139,12 +139,16 @@ def test_secure_aggregation_gives_the_same_counts_and_hides_each_client(site_fil
 
 
 def test_the_summary_flags_a_model_that_does_not_beat_the_majority(site_files, tmp_path,
-                                                                   capsys) -> None:
+                                                                   capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # one table row per line
     config = tmp_path / "sites.toml"
-    config.write_text(site_config(site_files, federation={"lr": 1e-9, "rounds": 1}).to_toml())
+    noise_only = site_config(site_files, data={"feature_columns": ["scanner"]},  # random A/B
+                             federation={"rounds": 1})
+    config.write_text(noise_only.to_toml())
     assert main(["run", str(config), "--output-dir", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
-    assert "majority-class baseline" in out and "does NOT beat it" in out
+    flagged = [line for line in out.splitlines() if "majority-class baseline" in line]
+    assert len(flagged) == 1 and "does NOT beat it" in flagged[0]
 
 
 def test_a_malformed_site_file_is_named_and_nothing_is_trained(site_files, tmp_path,
@@ -176,7 +180,10 @@ def test_a_deployment_needs_the_schema_declared(site_files) -> None:
     ({"client_paths": ["a.csv", "b.csv"]}, r"names 2 files but data\.num_clients = 3"),
     ({"partition": "iid"}, r"data\.partition = 'natural' goes with data\.client_paths"),
     ({"scaling": "standard"}, r"data\.scaling: .*'site'"),
-    ({"validation_fraction": 0.0}, r"federated_eval_every = 1 .* validation_fraction = 0"),
+    ({"channels": 2}, r"data\.channels must be 1 \(grayscale\) or 3 \(RGB\), got 2"),
+    ({"image_size": [28]}, r"data\.image_size must be \[height, width\]"),
+    ({"classes": ["a", "a"]}, r"data\.classes must list at least 2 distinct labels"),
+    ({"validation_fraction": 0.0}, r"federated_eval_every = 1 .*validation_fraction = 0 holds none"),
 ])
 def test_site_settings_are_checked_when_the_config_is_read(site_files, data, message) -> None:
     with pytest.raises(ConfigError, match=message):

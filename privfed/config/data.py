@@ -28,7 +28,6 @@ RULES: dict[str, Rule] = {
     "test_fraction": Range(0, 1, low_open=True, high_open=True),
     "split_seed": Range(0, 2**32 - 1),
     "validation_fraction": Range(0, 1, high_open=True),
-    "channels": Range(1, 3),
 }
 """The rule of each numeric ``[data]`` field; the names are checked against the registries
 of ``privfed.data`` (which a user can extend)."""
@@ -127,8 +126,8 @@ class DataConfig:
     validation_fraction: float = 0.0
 
     def __post_init__(self) -> None:
-        check_choice("data.dataset", self.dataset, [*DATASETS, *FILE_FORMATS])
-        check_choice("data.partition", self.partition, [*PARTITIONERS, "natural"])
+        check_choice("data.dataset", self.dataset, sorted([*DATASETS, *FILE_FORMATS]))
+        check_choice("data.partition", self.partition, sorted([*PARTITIONERS, "natural"]))
         check_rules("data", self, RULES)
         if self.is_site_data:
             self._check_site_fields()
@@ -183,10 +182,13 @@ class DataConfig:
                 len(self.image_size) != 2 or min(self.image_size) < 1):
             raise ConfigError(f"data.image_size must be [height, width] with both >= 1, got "
                               f"{self.image_size}")
-        if self.classes is not None and len(set(self.classes)) != len(self.classes) or (
-                self.classes is not None and len(self.classes) < 2):
+        if self.classes is not None and (
+                len(set(self.classes)) != len(self.classes) or len(self.classes) < 2):
             raise ConfigError(f"data.classes must list at least 2 distinct labels, got "
                               f"{self.classes}")
+        if self.channels not in (None, 1, 3):
+            raise ConfigError(f"data.channels must be 1 (grayscale) or 3 (RGB), got "
+                              f"{self.channels}")
 
     def partitioner_params(self) -> dict[str, Any]:
         """The keyword arguments of the configured partitioner."""
