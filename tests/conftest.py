@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.site_helpers import site_files  # noqa: F401 - three hospitals' CSV files
+
 torch.set_num_threads(1)
 
 

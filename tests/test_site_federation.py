@@ -3,68 +3,19 @@ evaluation (pooled, per client, through secure aggregation), and errors that tra
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.datasets import load_breast_cancer
 from sklearn.metrics import accuracy_score
 
 from privfed.cli import main
 from privfed.clientdata import declared_schema, load_partitioned
-from privfed.config import ConfigError, ExperimentConfig, config_from_dict
+from privfed.config import ConfigError, config_from_dict
 from privfed.experiment import build_simulation
 from privfed.federated.evaluation import predict_logits
 from privfed.federated.metrics import EvaluationCounts
-
-FEATURES = ["mean_radius", "mean_texture", "mean_area", "mean_smoothness", "scanner"]
-SITE_SIZES = {"a": 0.6, "b": 0.3, "c": 0.1}
-
-
-def _table() -> pd.DataFrame:
-    data = load_breast_cancer(as_frame=True).frame
-    table = pd.DataFrame({
-        "mean_radius": data["mean radius"], "mean_texture": data["mean texture"],
-        "mean_area": data["mean area"], "mean_smoothness": data["mean smoothness"],
-    })
-    table["scanner"] = np.random.default_rng(1).choice(["A", "B"], size=len(table))
-    table["diagnosis"] = np.where(data["target"] == 0, "malignant", "benign")
-    table["site"] = np.random.default_rng(0).choice(list(SITE_SIZES), size=len(table),
-                                                    p=list(SITE_SIZES.values()))
-    return table
-
-
-@pytest.fixture(scope="module")
-def site_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One CSV with a site column, and the same rows as one CSV per site."""
-    root = tmp_path_factory.mktemp("sites")
-    table = _table()
-    files = {"all": root / "all.csv"}
-    table.to_csv(files["all"], index=False)
-    for site in SITE_SIZES:
-        files[site] = root / f"hospital_{site}.csv"
-        table[table["site"] == site].drop(columns="site").to_csv(files[site], index=False)
-    return files
-
-
-def site_config(files: dict[str, Path], **sections: dict[str, Any]) -> ExperimentConfig:
-    """Three hospitals, one file each, logistic regression, federated evaluation."""
-    raw: dict[str, Any] = {
-        "name": "sites",
-        "data": {"dataset": "csv", "partition": "natural", "num_clients": 3,
-                 "client_paths": [str(files[s]) for s in SITE_SIZES],
-                 "label_column": "diagnosis", "feature_columns": FEATURES,
-                 "categorical": {"scanner": ["A", "B"]}, "classes": ["benign", "malignant"],
-                 "validation_fraction": 0.25},
-        "model": {"name": "logistic"},
-        "federation": {"rounds": 3, "lr": 0.5, "federated_eval_every": 1},
-    }
-    for section, values in sections.items():
-        raw[section] = {**raw.get(section, {}), **values}
-    return config_from_dict(raw)
+from tests.site_helpers import FEATURES, site_config
 
 
 def test_a_group_column_partitions_like_one_file_per_client(site_files) -> None:
@@ -183,7 +134,8 @@ def test_a_deployment_needs_the_schema_declared(site_files) -> None:
     ({"channels": 2}, r"data\.channels must be 1 \(grayscale\) or 3 \(RGB\), got 2"),
     ({"image_size": [28]}, r"data\.image_size must be \[height, width\]"),
     ({"classes": ["a", "a"]}, r"data\.classes must list at least 2 distinct labels"),
-    ({"validation_fraction": 0.0}, r"federated_eval_every = 1 .*validation_fraction = 0 holds none"),
+    ({"validation_fraction": 0.0},
+     r"federated_eval_every = 1 .*validation_fraction = 0 holds none"),
 ])
 def test_site_settings_are_checked_when_the_config_is_read(site_files, data, message) -> None:
     with pytest.raises(ConfigError, match=message):
