@@ -31,8 +31,8 @@ from attacks.membership import evaluate_membership, membership_experiment, updat
 from attacks.plots import plot_reconstructions, plot_roc
 from attacks.views import CollusionView, ServerView, UploadReader, applicable_attacks
 from privfed import jsonsafe
+from privfed.clientdata import load_configured_dataset
 from privfed.config import AuditSizes, ExperimentConfig
-from privfed.experiment import load_configured_dataset
 
 __all__ = ["run_audit"]
 

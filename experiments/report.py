@@ -16,9 +16,9 @@ import numpy as np  # noqa: E402
 
 from attacks.audit import format_confidence  # noqa: E402
 from experiments.audits import common_confidence  # noqa: E402
+from privfed.clientdata import load_partitioned  # noqa: E402
 from privfed.config import ExperimentConfig  # noqa: E402
 from privfed.data import label_histogram  # noqa: E402
-from privfed.experiment import load_partitioned  # noqa: E402
 
 __all__ = ["plot_cost_per_aggregator", "plot_empirical_epsilon", "plot_label_histograms",
            "plot_vs_epsilon", "write_report"]

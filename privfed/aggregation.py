@@ -15,7 +15,11 @@ import torch
 from privfed.federated.engine import Aggregate, RoundSkipped, ServerHook
 from privfed.secure import AggregationResult, SecureAggregator, ThresholdError
 
-__all__ = ["SecureAggregation", "to_aggregate"]
+__all__ = ["EVALUATION_COUNT_BOUND", "SecureAggregation", "evaluation_scale", "to_aggregate"]
+
+EVALUATION_COUNT_BOUND = 2**16
+"""Under a secure aggregator, the most held-out examples a client may evaluate on: each count
+is sent divided by it (times the aggregator's input bound, where that is below 1)."""
 
 
 def to_aggregate(result: AggregationResult) -> Aggregate:
@@ -61,3 +65,28 @@ class SecureAggregation:
         except ThresholdError as err:
             raise RoundSkipped(str(err)) from None
         return to_aggregate(result)
+
+
+def evaluation_scale(kind: str, clip: float | None) -> float:
+    """The factor federated evaluation's counts are sent with
+    (:meth:`privfed.federated.metrics.EvaluationCounts.encode`).
+
+    Parameters
+    ----------
+    kind : {"none", "he", "masking"}
+        ``secure.kind``.
+    clip : float or None
+        ``secure.clip``, the largest value the protocol accepts (None: its default, at
+        least 1).
+
+    Returns
+    -------
+    float
+        1 in the clear (the counts go as they are); under HE or masking
+        ``min(1, clip) / EVALUATION_COUNT_BOUND``, so that every encoded entry of a client
+        with at most :data:`EVALUATION_COUNT_BOUND` examples lies in ``[0, min(1, clip)]``.
+    """
+    if kind == "none":
+        return 1.0
+    bound = clip if clip is not None else 1.0
+    return min(1.0, bound) / EVALUATION_COUNT_BOUND

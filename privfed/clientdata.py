@@ -13,18 +13,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from privfed.config import ConfigError, ExperimentConfig
 from privfed.config.data import DataConfig
 from privfed.data import Dataset, load_dataset, make_partitioner
 from privfed.data.files import FileSpec, stratified_holdout
 from privfed.data.sites import load_site_dataset, standardize_client
-from privfed.federated import derive_seed
+from privfed.federated import Client, derive_seed
 
 __all__ = [
     "ClientArrays",
     "DataSchema",
+    "build_client",
     "client_arrays",
+    "client_from_arrays",
     "declared_schema",
     "file_spec",
     "load_configured_dataset",
@@ -143,6 +146,29 @@ def client_arrays(
     if data.is_site_data and data.site_scaling == "site":
         x, x_val = standardize_client(x, x_val)
     return ClientArrays(x, y, x_val, y_val)
+
+
+def build_client(
+    config: ExperimentConfig, dataset: Dataset, partition: np.ndarray, client_id: int,
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Client:
+    """Client ``client_id`` holding the examples ``partition`` of ``dataset`` (less its
+    validation hold-out, :func:`privfed.clientdata.client_arrays`), plus ``extra`` examples
+    appended for training (e.g. audit canaries)."""
+    return client_from_arrays(client_arrays(config, dataset, partition, client_id),
+                              client_id, extra)
+
+
+def client_from_arrays(
+    arrays: ClientArrays, client_id: int, extra: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Client:
+    """A :class:`~privfed.federated.Client` of one client's arrays."""
+    x, y = torch.from_numpy(arrays.x), torch.from_numpy(arrays.y)
+    if extra is not None:
+        x = torch.cat([x, torch.as_tensor(extra[0], dtype=x.dtype)])
+        y = torch.cat([y, torch.as_tensor(extra[1], dtype=y.dtype)])
+    validation = (torch.from_numpy(arrays.x_val), torch.from_numpy(arrays.y_val))
+    return Client(client_id, x, y, validation)
 
 
 def load_site(config: ExperimentConfig, spec: FileSpec, client_id: int) -> ClientArrays:

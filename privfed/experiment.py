@@ -18,20 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from privfed.aggregation import SecureAggregation
-from privfed.clientdata import (
-    ClientArrays,
-    DataSchema,
-    client_arrays,
-    load_configured_dataset,
-    load_partitioned,
-)
+from privfed.aggregation import SecureAggregation, evaluation_scale
+from privfed.clientdata import DataSchema, build_client, load_partitioned
 from privfed.compression import build_compression
 from privfed.config import ConfigError, ExperimentConfig
 from privfed.data import Dataset
 from privfed.federated import (
     BatchOrder,
-    Client,
     ClientSampler,
     Engine,
     FedBuff,
@@ -64,20 +57,14 @@ from privfed.privacy.modules import check_dp_module
 from privfed.secure import SecureAggregator, make_aggregator
 
 __all__ = [
-    "EVALUATION_COUNT_BOUND",
     "FederationParts",
     "Simulation",
-    "build_client",
     "build_evaluation",
-    "client_from_arrays",
-    "evaluation_scale",
     "build_parts",
     "build_secure_aggregator",
     "build_server",
     "build_simulation",
     "secure_params",
-    "load_configured_dataset",
-    "load_partitioned",
     "run_experiment",
 ]
 
@@ -88,10 +75,6 @@ _PRIVACY_STREAM = 3
 _COMPRESSION_STREAM = 4
 _LATENCY_STREAM = 5
 _EVALUATION_STREAM = 7
-
-EVALUATION_COUNT_BOUND = 2**16
-"""Under a secure aggregator, the most validation examples a client may evaluate on: each
-count is sent divided by it (times the aggregator's input bound, if below 1)."""
 
 
 @dataclass
@@ -192,7 +175,7 @@ def build_parts(
             poisson=sampler.poisson, num_params=workspace.spec.numel, rounds=fed.rounds,
             training=training, noise=NoisePolicy(config.privacy.secure_mode,
                                                  derive_seed(seed, _PRIVACY_STREAM)),
-            reference_size=_reference_size(config, schema),
+            reference_size=schema.reference_size,
             participations=_planned_participations(config, sampler), module=workspace.module,
         )
     except ValueError as err:
@@ -299,17 +282,6 @@ def build_server(
     )
 
 
-def evaluation_scale(config: ExperimentConfig) -> float:
-    """The factor each client's evaluation counts are sent with: 1 in the clear; under HE
-    or masking ``min(1, input bound) / EVALUATION_COUNT_BOUND``, so every entry stays within
-    the protocol's input range."""
-    secure = config.secure
-    if secure.kind == "none":
-        return 1.0
-    bound = secure.clip if secure.clip is not None else 1.0
-    return min(1.0, bound) / EVALUATION_COUNT_BOUND
-
-
 def build_evaluation(
     config: ExperimentConfig, parts: FederationParts, aggregator: SecureAggregator
 ) -> EvaluationProtocol:
@@ -318,31 +290,9 @@ def build_evaluation(
     if parts.payload_codec is not None:
         aggregator = make_aggregator(config.secure.kind,
                                      **secure_params(config, parts, codec=False))
-    return EvaluationProtocol(SecureAggregation(aggregator), scale=evaluation_scale(config),
+    return EvaluationProtocol(SecureAggregation(aggregator),
+                              scale=evaluation_scale(config.secure.kind, config.secure.clip),
                               reveals_clients=config.secure.kind == "none")
-
-
-def build_client(
-    config: ExperimentConfig, dataset: Dataset, partition: np.ndarray, client_id: int,
-    extra: tuple[np.ndarray, np.ndarray] | None = None,
-) -> Client:
-    """Client ``client_id`` holding the examples ``partition`` of ``dataset`` (less its
-    validation hold-out, :func:`privfed.clientdata.client_arrays`), plus ``extra`` examples
-    appended for training (e.g. audit canaries)."""
-    return client_from_arrays(client_arrays(config, dataset, partition, client_id),
-                              client_id, extra)
-
-
-def client_from_arrays(
-    arrays: ClientArrays, client_id: int, extra: tuple[np.ndarray, np.ndarray] | None = None,
-) -> Client:
-    """A :class:`~privfed.federated.Client` of one client's arrays."""
-    x, y = torch.from_numpy(arrays.x), torch.from_numpy(arrays.y)
-    if extra is not None:
-        x = torch.cat([x, torch.as_tensor(extra[0], dtype=x.dtype)])
-        y = torch.cat([y, torch.as_tensor(extra[1], dtype=y.dtype)])
-    validation = (torch.from_numpy(arrays.x_val), torch.from_numpy(arrays.y_val))
-    return Client(client_id, x, y, validation)
 
 
 def build_simulation(
@@ -394,19 +344,6 @@ def build_simulation(
     )
     server = build_server(config, parts, engine, dataset, observers)
     return Simulation(config, dataset, partitions, server)
-
-
-def _reference_size(config: ExperimentConfig, schema: DataSchema) -> int:
-    """The public client size DP-SGD is calibrated for: the simulation's mean; a
-    deployment, where no party knows it, needs ``privacy.sample_rate`` instead."""
-    if schema.reference_size is not None:
-        return schema.reference_size
-    privacy = config.privacy
-    if privacy.mechanism == "local" and privacy.sample_rate is None:
-        raise ConfigError("privacy.mechanism = 'local' in a deployment needs "
-                          "privacy.sample_rate (DP-SGD's sampling rate q, the same at every "
-                          "site): no party knows the sites' sizes to derive it from")
-    return 2**31 - 1
 
 
 def _secret_sampling(config: ExperimentConfig) -> Callable[[int], np.ndarray] | None:

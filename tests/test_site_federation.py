@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score
 from privfed.cli import main
 from privfed.clientdata import declared_schema, load_partitioned
 from privfed.config import ConfigError, config_from_dict
-from privfed.experiment import build_simulation
+from privfed.experiment import build_parts, build_simulation
 from privfed.federated.evaluation import predict_logits
 from privfed.federated.metrics import EvaluationCounts
 from tests.site_helpers import FEATURES, site_config
@@ -147,3 +147,13 @@ def test_site_settings_do_not_apply_to_a_built_in_dataset() -> None:
         config_from_dict({"data": {"dataset": "digits", "path": "x.csv"}})
     with pytest.raises(ConfigError, match=r"'natural' needs a site's own files"):
         config_from_dict({"data": {"dataset": "digits", "partition": "natural"}})
+
+
+def test_local_dp_in_a_deployment_needs_a_stated_sample_rate(site_files) -> None:
+    config = site_config(site_files, privacy={"mechanism": "local", "epsilon": 8.0,
+                                              "delta": 1e-3})
+    with pytest.raises(ConfigError, match=r"needs privacy\.sample_rate"):
+        build_parts(config, declared_schema(config))
+    stated = site_config(site_files, privacy={"mechanism": "local", "epsilon": 8.0,
+                                              "delta": 1e-3, "sample_rate": 0.1})
+    assert build_parts(stated, declared_schema(stated)).trainer.params.sample_rate == 0.1

@@ -182,7 +182,17 @@ class EvaluationCounts:
     def encode(self, vector: np.ndarray, scale: float) -> np.ndarray:
         """``vector`` as a client sends it through a secure aggregator: each entry divided
         by its per-example bound, times ``scale``, as float32 (so a client of at most
-        ``1 / scale`` examples sends entries in ``[0, 1]``)."""
+        ``1 / scale`` examples sends entries in ``[0, 1]``).
+
+        Raises
+        ------
+        ValueError
+            When the vector counts more than ``1 / scale`` examples.
+        """
+        n = vector[self.num_classes**2 + 1]
+        if n * scale > 1:
+            raise ValueError(f"federated evaluation under secure aggregation takes at most "
+                             f"{1 / scale:.0f} held-out examples per client, got {n:.0f}")
         return (vector / self.per_example_bound() * scale).astype(np.float32)
 
     def decode(self, total: np.ndarray, scale: float) -> np.ndarray:

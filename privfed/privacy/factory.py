@@ -71,7 +71,7 @@ def build_privacy(
     rounds: int,
     training: LocalTraining,
     noise: NoisePolicy,
-    reference_size: int,
+    reference_size: int | None,
     participations: int | None = None,
     module: torch.nn.Module,
 ) -> PrivacyParts:
@@ -98,9 +98,10 @@ def build_privacy(
     training : LocalTraining
     noise : NoisePolicy
         Where the mechanisms' noise and sampling come from.
-    reference_size : int
+    reference_size : int or None
         The public reference client size of local DP's default sample rate
-        (:func:`~privfed.privacy.dpsgd.default_sample_rate`).
+        (:func:`~privfed.privacy.dpsgd.default_sample_rate`); None where no party knows one
+        (a deployment of sites' own data), which then needs ``privacy.sample_rate``.
     participations : int, optional
         The rounds a client is planned to take part in (what a target epsilon is calibrated
         for; a client sampled more often stops at its budget); default
@@ -136,7 +137,7 @@ def _build_local(
     module: torch.nn.Module,
     training: LocalTraining,
     noise: NoisePolicy,
-    reference_size: int,
+    reference_size: int | None,
     participations: int,
 ) -> PrivacyParts:
     """DP-SGD at every client, accounted per client; weight 1, divided by the count."""
@@ -144,9 +145,13 @@ def _build_local(
     from privfed.privacy.trainer import DPSGDTrainer
 
     check_dp_module(module, fix=False)
+    if config.sample_rate is None and reference_size is None:
+        raise ValueError("privacy.mechanism = 'local' in a deployment of sites' own data needs "
+                         "privacy.sample_rate (DP-SGD's sampling rate q, the same at every "
+                         "site): no party knows the sites' sizes to derive it from")
     rate = config.sample_rate or default_sample_rate(training.batch_size, reference_size)
     steps = local_steps_per_round(rate, training.epochs)
-    if config.delta >= 1 / reference_size:
+    if reference_size is not None and config.delta >= 1 / reference_size:
         warnings.warn(
             f"privacy.delta = {config.delta} >= 1/n = {1 / reference_size:.3g} for the "
             f"reference client size {reference_size}: such a delta allows leaking whole records",

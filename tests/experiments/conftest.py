@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from privfed import jsonsafe
+from privfed.clientdata import load_configured_dataset
 from privfed.config import ExperimentConfig, load_config
-from privfed.experiment import load_configured_dataset
 from privfed.federated import evaluate
 from privfed.models import build_model
 from privfed.rundir import RUN_FILES

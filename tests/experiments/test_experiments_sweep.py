@@ -56,7 +56,7 @@ def test_an_interruption_inside_a_run_leaves_no_partial_directory(grid, tmp_path
     sweep_dir = tmp_path / "sweep"
     run_sweep(points[:1], sweep_dir)
 
-    def interrupted(config, observers=()):
+    def interrupted(config, observers=(), **options):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(rundir_module, "build_simulation", interrupted)
@@ -87,10 +87,10 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(grid, tmp_path, monke
     points = load_grid(grid)
     real = rundir_module.build_simulation
 
-    def fail_seed_0(config, observers=()):
+    def fail_seed_0(config, observers=(), **options):
         if config.seed == 0:
             raise RuntimeError("boom")
-        return real(config, observers)
+        return real(config, observers, **options)
 
     monkeypatch.setattr(rundir_module, "build_simulation", fail_seed_0)
     outcome = run_sweep(points, tmp_path / "sweep")

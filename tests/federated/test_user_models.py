@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from privfed.cli import main
+from privfed.clientdata import load_configured_dataset
 from privfed.config import ConfigError, load_config
 from privfed.config.model import ModelConfig
-from privfed.experiment import build_parts, build_simulation, load_configured_dataset
+from privfed.experiment import build_parts, build_simulation
 from privfed.models import build_model
 from privfed.rundir import train_in_process, train_run
 

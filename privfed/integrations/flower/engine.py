@@ -20,8 +20,9 @@ import torch
 from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
+from privfed.aggregation import evaluation_scale
 from privfed.config import ConfigError, ExperimentConfig
-from privfed.experiment import FederationParts, evaluation_scale
+from privfed.experiment import FederationParts
 from privfed.federated import (
     Aggregate,
     ParticipationPolicy,
@@ -203,7 +204,8 @@ class FlowerEngine:
         aggregate = self.protocol.aggregate(self.transport, protocol_round,
                                             dict.fromkeys(ready, 1.0), counts.length, None,
                                             evaluation=True)
-        return result_of(aggregate, counts, evaluation_scale(self.config))
+        secure = self.config.secure
+        return result_of(aggregate, counts, evaluation_scale(secure.kind, secure.clip))
 
 
 def _report(client_id: int, record: ConfigRecord) -> TrainReport:

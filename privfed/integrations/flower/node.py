@@ -2,7 +2,7 @@
 
 A node builds only its own client (its own data file, or in a simulation its partition of
 the data), its trainer, its update pipeline and its participation policy from the config
-(:func:`privfed.experiment.build_parts` and :func:`~privfed.experiment.build_client`); never
+(:func:`privfed.experiment.build_parts` and :func:`privfed.clientdata.build_client`); never
 the federation.
 
 Flower runs a ClientApp in a fresh process for every message (a simulation actor serves
@@ -37,16 +37,17 @@ import numpy as np
 import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from privfed.clientdata import declared_schema, file_spec, load_site
-from privfed.config import ConfigError, ExperimentConfig
-from privfed.experiment import (
-    FederationParts,
+from privfed.aggregation import evaluation_scale
+from privfed.clientdata import (
     build_client,
-    build_parts,
     client_from_arrays,
-    evaluation_scale,
+    declared_schema,
+    file_spec,
     load_partitioned,
+    load_site,
 )
+from privfed.config import ConfigError, ExperimentConfig
+from privfed.experiment import FederationParts, build_parts
 from privfed.federated import BudgetSpent, Client
 from privfed.federated.engine import EVALUATION_ROUND_BASE
 from privfed.federated.evaluation import predict_logits
@@ -213,7 +214,7 @@ class ClientNode:
     def evaluate(self, message: Message) -> RecordDict:
         """Evaluate the message's model on this client's held-out data. In the clear the
         reply carries the counts; under HE or masking they wait (scaled, see
-        :func:`privfed.experiment.evaluation_scale`) for the protocol's first stage."""
+        :func:`privfed.aggregation.evaluation_scale`) for the protocol's first stage."""
         fields = messages.fields(message)
         held = self.client.validation
         if held is None:
@@ -224,7 +225,8 @@ class ClientNode:
         vector = counts.from_logits(predict_logits(workspace.module, held[0]), held[1])
         if self.config.secure.kind == "none":
             return messages.content(has_data=True, counts=vector.astype("<f8").tobytes())
-        scaled = counts.encode(vector, evaluation_scale(self.config)).astype("<f4")
+        secure = self.config.secure
+        scaled = counts.encode(vector, evaluation_scale(secure.kind, secure.clip)).astype("<f4")
         self.state[_EVALUATION] = ConfigRecord({
             "vector": scaled.tobytes(),
             "registry": bytes(fields["registry"]) if "registry" in fields else b"",
