@@ -13,6 +13,7 @@ from privfed.cli import main
 from privfed.clientdata import declared_schema, load_partitioned
 from privfed.config import ConfigError, config_from_dict
 from privfed.experiment import build_parts, build_simulation
+from privfed.federated import RoundSkipped
 from privfed.federated.evaluation import predict_logits
 from privfed.federated.metrics import EvaluationCounts
 from tests.site_helpers import FEATURES, site_config
@@ -157,3 +158,17 @@ def test_local_dp_in_a_deployment_needs_a_stated_sample_rate(site_files) -> None
     stated = site_config(site_files, privacy={"mechanism": "local", "epsilon": 8.0,
                                               "delta": 1e-3, "sample_rate": 0.1})
     assert build_parts(stated, declared_schema(stated)).trainer.params.sample_rate == 0.1
+
+
+def test_an_evaluation_the_protocol_cannot_release_is_skipped_not_fatal(site_files,
+                                                                        monkeypatch) -> None:
+    simulation = build_simulation(site_config(site_files))
+
+    def too_few(*args, **kwargs):
+        raise RoundSkipped("only 1 client responded, fewer than the threshold t=3")
+
+    monkeypatch.setattr(simulation.server.engine, "evaluate", too_few)
+    history = simulation.run()
+    assert len(history.rounds) == 3
+    record = history.rounds[-1].federated
+    assert record["pooled"] is None and "threshold" in record["skipped"]

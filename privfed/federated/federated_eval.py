@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from privfed.federated.engine import EvaluationResult, RoundSkipped
 from privfed.federated.metrics import EvaluationCounts, metrics_from_counts, worst_client
 
 if TYPE_CHECKING:
@@ -62,13 +63,21 @@ class FederatedEvaluation:
 
     def run(self, server: Server, round_id: int) -> dict[str, Any]:
         """Evaluate the server's current model on a sampled cohort; the JSON-able record
-        (see :attr:`privfed.federated.RoundRecord.federated`)."""
+        (see :attr:`privfed.federated.RoundRecord.federated`; ``"skipped"`` says why the
+        protocol released no sum, if it did not)."""
         engine = server.engine
         cohort = self.cohort(round_id, engine.num_clients)
-        result = engine.evaluate(round_id, cohort, server.weights, self.counts)
+        try:
+            result = engine.evaluate(round_id, cohort, server.weights, self.counts)
+        except RoundSkipped as err:  # e.g. too few clients to unmask: skip, never abort
+            result = EvaluationResult(np.zeros(0), {}, ())
+            skipped = str(err)
+        else:
+            skipped = None
         record: dict[str, Any] = {
             "included": list(result.included), "bytes_up": result.bytes_up,
             "bytes_down": result.bytes_down, "pooled": None, "clients": {}, "worst": None,
+            "skipped": skipped,
         }
         if not result.included:
             return record

@@ -32,8 +32,9 @@ class RoundRecord:
     federated : dict or None
         Federated evaluation after the round (None where not run): ``"pooled"`` metrics
         from the summed counts, ``"clients"`` (each client's, where the aggregation reveals
-        them), ``"worst"`` (the client with the lowest accuracy and its metrics), and
-        ``"included"`` (the clients counted).
+        them), ``"worst"`` (the client with the lowest accuracy and its metrics),
+        ``"included"`` (the clients counted) and ``"skipped"`` (why the protocol released
+        no sum, or None).
     extra : dict
         Further JSON-able per-round figures from plug-ins (privacy budget, timings...).
     """
