@@ -32,7 +32,7 @@ from attacks.plots import plot_reconstructions, plot_roc
 from attacks.views import CollusionView, ServerView, UploadReader, applicable_attacks
 from privfed import jsonsafe
 from privfed.clientdata import load_configured_dataset
-from privfed.config import AuditSizes, ExperimentConfig
+from privfed.config import AuditSizes, ConfigError, ExperimentConfig
 
 __all__ = ["run_audit"]
 
@@ -60,7 +60,18 @@ def run_audit(
         The leakage report (also in ``leakage.json``): ``config_hash`` (of ``config``, the
         audit's settings included), ``views`` (what applies and why), ``membership``,
         ``inversion``, ``epsilon_audit``, ``seconds`` per attack.
+
+    Raises
+    ------
+    ConfigError
+        For a federation of sites' own files (the attacks need a built-in dataset).
     """
+    if config.data.is_site_data:
+        raise ConfigError(
+            f"privfed audit needs a built-in dataset, not data.dataset = "
+            f"{config.data.dataset!r}: its attacks pool member and non-member examples and "
+            "train reference models on them, which a federation of sites' own files does not "
+            "allow (audit the same configuration on a public dataset of the same kind)")
     sizes = config.audit.sizes()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

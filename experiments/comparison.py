@@ -24,6 +24,7 @@ from experiments.sweep import is_done
 from privfed import jsonsafe
 from privfed.config import ExperimentConfig, config_from_dict
 from privfed.config.loading import apply_overrides
+from privfed.federated.metrics import beats_majority
 from privfed.rundir import describe_epsilon, run_name, train_run
 
 __all__ = ["CONFIGURATIONS", "Comparison", "comparison_configs", "run_comparison",
@@ -73,6 +74,8 @@ class Comparison:
         return {
             "configuration": self.label,
             "accuracy": s["final_accuracy"],
+            "majority_baseline": (s.get("test_metrics") or {}).get("majority_baseline"),
+            "beats_majority": s.get("test_metrics") is None or beats_majority(s["test_metrics"]),
             "epsilon": math.inf if s["privacy_mechanism"] == "none" else s["epsilon"],
             "epsilon_unit": s["privacy_unit"] or "-",
             "epsilon_against": s.get("epsilon_against"),
@@ -154,6 +157,9 @@ def write_comparison_report(results: Sequence[Comparison], out_dir: str | Path) 
     ]
     for row in rows:
         lines.append("| " + " | ".join(format_cells(row)) + " |")
+    trivial = [r["configuration"] for r in rows if not r["beats_majority"]]
+    if trivial:
+        lines += ["", f"**Does not beat the majority-class baseline**: {', '.join(trivial)}."]
     violations = [r["configuration"] for r in rows if r["dp_violation"]]
     if violations:
         lines += ["", f"**LIKELY DP BUG**: the audit's lower bound exceeds epsilon for "
@@ -175,7 +181,8 @@ def format_cells(row: dict[str, Any]) -> list[str]:
     psnr = row["server_inversion_psnr_db"]
     return [
         row["configuration"],
-        f"{row['accuracy']:.3f}",
+        f"{row['accuracy']:.3f}" + ("" if row["beats_majority"] else
+                                    f" (<= majority {row['majority_baseline']:.3f})"),
         row["epsilon_text"],
         f"{row['mia_auc']:.3f}",
         f"{row['mia_tpr_at_1pct_fpr']:.3f}",

@@ -172,3 +172,11 @@ def test_an_evaluation_the_protocol_cannot_release_is_skipped_not_fatal(site_fil
     assert len(history.rounds) == 3
     record = history.rounds[-1].federated
     assert record["pooled"] is None and "threshold" in record["skipped"]
+
+
+def test_the_audit_refuses_sites_own_files_with_a_reason(site_files, tmp_path) -> None:
+    from attacks.runner import run_audit
+
+    with pytest.raises(ConfigError, match=r"privfed audit needs a built-in dataset"):
+        run_audit(site_config(site_files), tmp_path)
+    assert not (tmp_path / "leakage.json").exists()

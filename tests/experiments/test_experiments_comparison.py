@@ -116,3 +116,14 @@ def test_leakage_is_read_back_with_its_infinities(tmp_path):
     assert back["inversion"]["single"]["mean_psnr_db"] == math.inf
     assert back["config"] == "inf"
     assert audits.leakage_figures(back)["server_inversion_psnr_db"] == math.inf
+
+
+def test_the_table_flags_a_configuration_that_does_not_beat_the_majority():
+    from experiments.comparison import format_cells
+
+    row = {"configuration": "local DP", "accuracy": 0.62, "beats_majority": False,
+           "majority_baseline": 0.627, "epsilon_text": "1.00 record", "mia_auc": 0.5,
+           "mia_tpr_at_1pct_fpr": 0.01, "epsilon_lower": None, "server_inversion_psnr_db": None,
+           "seconds_per_round": 0.1, "bytes_up_per_client_round": 2048.0}
+    assert format_cells(row)[1] == "0.620 (<= majority 0.627)"
+    assert format_cells({**row, "beats_majority": True})[1] == "0.620"
