@@ -16,8 +16,6 @@ training part only.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_digits
-from sklearn.model_selection import train_test_split
 
 from privfed.data.dataset import Dataset, LoadRequest
 from privfed.data.scaling import apply_scaling, check_scaling
@@ -28,6 +26,8 @@ DIGITS_MAX_VALUE = 16.0
 def _split(
     x: np.ndarray, y: np.ndarray, request: LoadRequest
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split  # scikit-learn loads when used
+
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=request.test_fraction, stratify=y, random_state=request.split_seed
     )
@@ -50,6 +50,8 @@ def load_digits_dataset(request: LoadRequest) -> Dataset:
     scaling = check_scaling(
         request.scaling, default="standard", allowed=("standard", "unit", "none"), dataset="digits"
     )
+    from sklearn.datasets import load_digits
+
     x, y = load_digits(return_X_y=True)
     x_train, x_test, y_train, y_test = _split(x, y, request)
     x_train, x_test = apply_scaling(scaling, x_train, x_test, axes=(0,), max_value=DIGITS_MAX_VALUE)
@@ -80,6 +82,8 @@ def load_breast_cancer_dataset(request: LoadRequest) -> Dataset:
     scaling = check_scaling(
         request.scaling, default="standard", allowed=("standard", "none"), dataset="breast_cancer"
     )
+    from sklearn.datasets import load_breast_cancer
+
     x, y = load_breast_cancer(return_X_y=True)
     x_train, x_test, y_train, y_test = _split(x, y, request)
     x_train, x_test = apply_scaling(scaling, x_train, x_test, axes=(0,), max_value=None)

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 __all__ = [
     "DEFAULT_BINS",
     "LOG_ODDS_LIMIT",
+    "LOSS_CAP",
     "EvaluationCounts",
     "Metrics",
     "auc_binning_bound",

@@ -15,21 +15,19 @@ site's own training data: :class:`Standardizer`, :func:`stratified_holdout`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 
-from privfed.data.files.images import load_image_folder, load_npz
-from privfed.data.files.importpath import load_python
 from privfed.data.files.preprocess import Standardizer, stratified_holdout
 from privfed.data.files.spec import FORMATS, FileSpec, SiteArrays
-from privfed.data.files.tabular import load_tabular
 
-_LOADERS: dict[str, Callable[[FileSpec], SiteArrays]] = {
-    "csv": load_tabular,
-    "parquet": load_tabular,
-    "image_folder": load_image_folder,
-    "npz": load_npz,
-    "python": load_python,
+_LOADERS: dict[str, str] = {
+    "csv": "tabular:load_tabular",
+    "parquet": "tabular:load_tabular",
+    "image_folder": "images:load_image_folder",
+    "npz": "images:load_npz",
+    "python": "importpath:load_python",
 }
+"""Each format's loader, imported when first used (pandas and Pillow only where needed)."""
 
 
 def load_file(spec: FileSpec) -> SiteArrays:
@@ -51,7 +49,9 @@ def load_file(spec: FileSpec) -> SiteArrays:
     DataFormatError
         If the file is missing or malformed (see the format's loader).
     """
-    return _LOADERS[spec.format](spec)
+    module, function = _LOADERS[spec.format].split(":")
+    loader = getattr(importlib.import_module(f"privfed.data.files.{module}"), function)
+    return loader(spec)
 
 
 __all__ = [
@@ -60,9 +60,5 @@ __all__ = [
     "SiteArrays",
     "Standardizer",
     "load_file",
-    "load_image_folder",
-    "load_npz",
-    "load_python",
-    "load_tabular",
     "stratified_holdout",
 ]

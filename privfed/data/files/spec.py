@@ -9,7 +9,7 @@ both match class ``"1"``), and errors report row numbers through
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -342,8 +342,7 @@ def encode_labels(
         )
         classes = tuple(str(v) for v in found)
     strings = value_strings(values)
-    index = {name: i for i, name in enumerate(classes)}
-    y = np.array([index.get(s, -1) for s in strings], dtype=np.int64)
+    y = codes_in(strings, classes)
     unknown = y < 0
     if unknown.any():
         bad = sorted(set(strings[unknown].tolist()))
@@ -352,3 +351,9 @@ def encode_labels(
             f"{list(classes)} ({describe_rows(unknown, tabular=tabular)})"
         )
     return y, classes
+
+
+def codes_in(strings: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Each of ``strings``' index in ``names`` (int64), -1 where it is none of them."""
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index.get(s, -1) for s in strings], dtype=np.int64)

@@ -19,6 +19,7 @@ from privfed.data.files.spec import (
     TABULAR_FORMATS,
     FileSpec,
     SiteArrays,
+    codes_in,
     describe_rows,
     encode_labels,
     value_strings,
@@ -118,8 +119,7 @@ def _numeric(series: pd.Series, col: str, path: Path) -> np.ndarray:
 
 def _one_hot(series: pd.Series, col: str, categories: tuple[str, ...], path: Path) -> np.ndarray:
     strings = value_strings(series.to_numpy())
-    index = {cat: i for i, cat in enumerate(categories)}
-    codes = np.array([index.get(s, -1) for s in strings], dtype=np.int64)
+    codes = codes_in(strings, categories)
     outside = codes < 0
     if outside.any():
         bad = sorted(set(strings[outside].tolist()))

@@ -33,6 +33,7 @@ from privfed.clientdata import declared_schema, load_configured_dataset
 from privfed.config import ConfigError, ExperimentConfig, config_from_dict
 from privfed.experiment import build_parts, build_server
 from privfed.federated import History, Observer, RoundRecord, Server
+from privfed.federated.metrics import format_metrics
 from privfed.rundir import Trainer, train_run
 from privfed.secure import CLIENT_STAGES
 
@@ -147,6 +148,10 @@ def _print_round(record: RoundRecord) -> None:
     loss = "-" if record.train_loss is None else f"{record.train_loss:.4f}"
     print(f"[privfed] round {record.round}: {len(record.clients)} clients  loss {loss}"
           f"{accuracy}  {record.seconds:.2f} s", flush=True)
+    pooled = (record.federated or {}).get("pooled")
+    if pooled:
+        print(f"[privfed] round {record.round} federated evaluation: "
+              f"{format_metrics(pooled)}", flush=True)
 
 
 def make_server_app(
