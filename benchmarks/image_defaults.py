@@ -15,7 +15,8 @@ NAME=PATH`` reads dataset NAME from one file instead (e.g. a re-assembled MedMNI
 
 Per config and seed it prints the final global model's test accuracy, the majority-class
 baseline (the test share of the most frequent training class: what a model that never learns
-scores) and the ROC AUC of the model's softmax on the test set (binary: of the positive class;
+scores), how many points the accuracy is above it (negative: the model learned nothing
+useful) and the ROC AUC of the model's softmax on the test set (binary: of the positive class;
 multi-class: the unweighted mean of the one-vs-rest AUCs, as MedMNIST's evaluator computes
 it), then the mean over seeds beside MedMNIST v2's published centralised figures: ResNet-18 at
 28x28 and the best ACC and AUC of any method in Yang et al., "MedMNIST v2 - A large-scale
@@ -148,6 +149,11 @@ def load_data(config: ExperimentConfig, files: dict[str, str], data_dir: str | N
     return load_dataset(data.dataset, data_dir=source, scaling=data.scaling, download=False)
 
 
+def points(difference: float) -> str:
+    """An accuracy difference in percentage points, signed: ``+10.7 pts``."""
+    return f"{100 * difference:+.1f} pts"
+
+
 def format_row(cells: Sequence[object]) -> str:
     """One markdown table row."""
     return "| " + " | ".join(str(cell) for cell in cells) + " |"
@@ -173,7 +179,8 @@ def summary_rows(results: Sequence[Result]) -> list[str]:
             name, runs[0].rounds, len(runs),
             f"{statistics.mean(acc):.3f} ({min(acc):.3f}..{max(acc):.3f})",
             f"{statistics.mean(auc):.3f} ({min(auc):.3f}..{max(auc):.3f})",
-            f"{runs[0].majority:.3f}", *published_cells(runs[0].dataset),
+            f"{runs[0].majority:.3f}", points(min(acc) - runs[0].majority),
+            *published_cells(runs[0].dataset),
         ]))
     return rows
 
@@ -200,28 +207,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     files = dict(item.split("=", 1) for item in args.file)
     paths = [p if p.exists() else CONFIG_DIR / p for p in args.configs] or image_configs()
     results: list[Result] = []
-    print(format_row(["config", "seed", "rounds", "accuracy", "majority", "ROC AUC", "seconds"]))
-    print(format_row(["---"] * 7))
+    print(format_row(["config", "seed", "rounds", "accuracy", "majority", "over majority",
+                      "ROC AUC", "seconds"]))
+    print(format_row(["---"] * 8))
     for path in paths:
         shipped = load_config(path, args.set)
         try:
             dataset = load_data(shipped, files, args.data_dir)
         except DatasetNotFoundError as err:
-            print(f"skipped {path.name}: no {shipped.data.dataset} data ({err})")
+            print(f"skipped {path.name}: {str(err).splitlines()[0]}")
             continue
         for seed in args.seeds:
             result = train_and_score(load_config(path, [*args.set, f"seed={seed}"]), dataset,
                                      path.stem)
             results.append(result)
             print(format_row([result.config, seed, result.rounds, f"{result.accuracy:.3f}",
-                              f"{result.majority:.3f}", f"{result.auc:.3f}",
-                              f"{result.seconds:.0f}"]), flush=True)
+                              f"{result.majority:.3f}", points(result.accuracy - result.majority),
+                              f"{result.auc:.3f}", f"{result.seconds:.0f}"]), flush=True)
     if results:
         print()
         print(format_row(["config", "rounds", "seeds", "accuracy mean (min..max)",
-                          "ROC AUC mean (min..max)", "majority",
+                          "ROC AUC mean (min..max)", "majority", "worst seed over majority",
                           "MedMNIST v2 ResNet-18 (28) ACC / AUC", "MedMNIST v2 best ACC / AUC"]))
-        print(format_row(["---"] * 8))
+        print(format_row(["---"] * 9))
         print("\n".join(summary_rows(results)))
 
 
