@@ -16,9 +16,11 @@ with a :class:`~privfed.data.errors.DataIntegrityWarning`.
 The official ``train`` split becomes ``x_train`` and ``test`` becomes
 ``x_test``; ``val`` is not used and nothing is merged, so ``split_seed`` and
 ``test_fraction`` do not apply. Images are ``(N, C, 28, 28)`` float32; default
-scaling ``"unit"`` (pixels / 255), ``"standard"`` uses per-channel training
-statistics, ``"none"`` keeps raw 0..255 values. ``chestmnist`` is multi-label
-and not supported.
+scaling ``"centered"`` (pixels / 255 mapped to [-1, 1], MedMNIST's reference
+``Normalize(mean=0.5, std=0.5)``; no statistics of anyone's data), ``"unit"``
+is pixels / 255, ``"standard"`` uses per-channel statistics of the pooled
+training set, ``"none"`` keeps raw 0..255 values. ``chestmnist`` is
+multi-label and not supported.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ ZENODO_RECORD_URL = "https://zenodo.org/records/10519652/files"
 SUBDIR = "medmnist"
 IMAGE_SIZE = 28
 PIXEL_MAX = 255.0
+DEFAULT_SCALING = "centered"
 UNSUPPORTED = {
     "chestmnist": "chestmnist is multi-label (14 binary findings per image); "
     "privfed.data supports single-label classification only",
@@ -205,7 +208,8 @@ def load_medmnist(request: LoadRequest) -> Dataset:
         If a downloaded file does not match its official MD5.
     """
     spec = MEDMNIST_SPECS[request.name]
-    scaling = check_scaling(request.scaling, default="unit", allowed=SCALINGS, dataset=spec.name)
+    scaling = check_scaling(request.scaling, default=DEFAULT_SCALING, allowed=SCALINGS,
+                            dataset=spec.name)
     root = resolve_data_dir(request.data_dir)
     if root.is_file():
         path = root

@@ -14,9 +14,10 @@ content equals an official value.
 
 Both datasets have an official test split (60000 train / 10000 test), so
 ``split_seed`` and ``test_fraction`` do not apply. Images are returned as
-``(N, 1, 28, 28)`` float32; default scaling ``"unit"`` (pixels / 255),
-``"standard"`` uses the training mean and standard deviation, ``"none"`` keeps
-raw 0..255 values.
+``(N, 1, 28, 28)`` float32; default scaling ``"centered"`` (pixels / 255
+mapped to [-1, 1]; no statistics of anyone's data), ``"unit"`` is pixels / 255,
+``"standard"`` uses the mean and standard deviation of the pooled training
+set, ``"none"`` keeps raw 0..255 values.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from privfed.data.scaling import SCALINGS, apply_scaling, check_scaling
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
 PIXEL_MAX = 255.0
+DEFAULT_SCALING = "centered"
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,8 @@ def load_idx_dataset(request: LoadRequest) -> Dataset:
         If a downloaded file does not match its official MD5.
     """
     spec = IDX_SPECS[request.name]
-    scaling = check_scaling(request.scaling, default="unit", allowed=SCALINGS, dataset=spec.name)
+    scaling = check_scaling(request.scaling, default=DEFAULT_SCALING, allowed=SCALINGS,
+                            dataset=spec.name)
     paths = ensure_files(
         spec.name,
         spec.remote_files(),

@@ -1,10 +1,17 @@
-"""Feature scaling fitted on the training part only."""
+"""Feature scaling: fixed public constants, or statistics of the training part only.
+
+``"centered"`` and ``"unit"`` use only the known range of the raw features (0..255 for
+8-bit pixels), so they need no statistics of anyone's data and suit federated image data.
+``"standard"`` uses the pooled training mean and standard deviation: fine for the embedded
+tabular sets, but in a federation those statistics come from every client's private data.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-SCALINGS = ("standard", "unit", "none")
+SCALINGS = ("centered", "standard", "unit", "none")
+"""Every scaling name; a dataset supports a subset of them (see :func:`check_scaling`)."""
 
 
 def check_scaling(
@@ -92,6 +99,28 @@ def divide(train: np.ndarray, test: np.ndarray, max_value: float) -> tuple[np.nd
     return train.astype(np.float32) / scale, test.astype(np.float32) / scale
 
 
+def center(train: np.ndarray, test: np.ndarray, max_value: float) -> tuple[np.ndarray, np.ndarray]:
+    """Map ``[0, max_value]`` linearly onto ``[-1, 1]``.
+
+    With ``max_value = 255`` this is MedMNIST's reference preprocessing,
+    ``ToTensor()`` then ``Normalize(mean=0.5, std=0.5)``: ``x / 255 * 2 - 1``.
+
+    Parameters
+    ----------
+    train, test : numpy.ndarray
+        Raw arrays.
+    max_value : float
+        Known maximum raw value (255 for 8-bit pixels).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(2 * train / max_value - 1, 2 * test / max_value - 1)`` as float32.
+    """
+    half = np.float32(max_value / 2)
+    return train.astype(np.float32) / half - 1, test.astype(np.float32) / half - 1
+
+
 def apply_scaling(
     scaling: str,
     train: np.ndarray,
@@ -104,14 +133,14 @@ def apply_scaling(
 
     Parameters
     ----------
-    scaling : {"standard", "unit", "none"}
+    scaling : {"centered", "standard", "unit", "none"}
         Scaling to apply.
     train, test : numpy.ndarray
         Raw arrays.
     axes : tuple of int
         Reduction axes for ``"standard"``.
     max_value : float or None
-        Divisor for ``"unit"``; must be given when ``scaling == "unit"``.
+        Known maximum raw value for ``"unit"`` and ``"centered"``; must be given for them.
 
     Returns
     -------
@@ -120,10 +149,10 @@ def apply_scaling(
     """
     if scaling == "standard":
         return standardize(train, test, axes)
-    if scaling == "unit":
+    if scaling in ("unit", "centered"):
         if max_value is None:
-            raise ValueError("scaling='unit' needs a known maximum value")
-        return divide(train, test, max_value)
+            raise ValueError(f"scaling={scaling!r} needs a known maximum value")
+        return (divide if scaling == "unit" else center)(train, test, max_value)
     if scaling == "none":
         return train.astype(np.float32), test.astype(np.float32)
     raise ValueError(f"scaling={scaling!r} is unknown; allowed: {', '.join(map(repr, SCALINGS))}")

@@ -82,7 +82,7 @@ def test_rgb_becomes_channels_first_and_standard_is_per_channel(tmp_path: Path) 
     assert raw.input_shape == (3, 28, 28)
     assert raw.x_train.flags.c_contiguous and raw.x_train.flags.writeable
     np.testing.assert_array_equal(raw.x_train[5, 2], arrays["train_images"][5, :, :, 2])
-    unit = load_dataset("bloodmnist", data_dir=tmp_path, download=False)
+    unit = load_dataset("bloodmnist", data_dir=tmp_path, download=False, scaling="unit")
     np.testing.assert_array_equal(unit.x_test, raw.x_test / np.float32(255))
     std = load_dataset("bloodmnist", data_dir=tmp_path, download=False, scaling="standard")
     np.testing.assert_allclose(std.x_train.mean(axis=(0, 2, 3)), 0, atol=1e-5)

@@ -89,10 +89,10 @@ def test_round_trip_gzip_and_raw(tmp_path: Path, gz: bool, subdir: str) -> None:
     np.testing.assert_array_equal(data.y_test, arrays[STEMS[3]])
 
 
-def test_scalings_unit_default_and_standard(tmp_path: Path) -> None:
+def test_scalings_unit_and_standard(tmp_path: Path) -> None:
     arrays = make_arrays()
     write_files(tmp_path / "fashion_mnist", arrays, gz=True)
-    unit = load_dataset("fashion_mnist", data_dir=tmp_path, download=False)
+    unit = load_dataset("fashion_mnist", data_dir=tmp_path, download=False, scaling="unit")
     np.testing.assert_array_equal(unit.x_train[:, 0], arrays[STEMS[0]] / np.float32(255))
     std = load_dataset("fashion_mnist", data_dir=tmp_path, download=False, scaling="standard")
     assert abs(std.x_train.mean()) < 1e-5 and abs(std.x_train.std() - 1) < 1e-4
