@@ -65,7 +65,8 @@ class DataConfig:
         Seed of that train/test split (fixed, independent of the experiment seed), in
         [0, 2**32 - 1].
     scaling : str or None
-        Built-in datasets: "standard", "unit" or "none"; a site's files: one of
+        Built-in datasets: "centered" (pixels to [-1, 1], the image default), "standard"
+        (the embedded datasets' default), "unit" or "none"; a site's files: one of
         :data:`SITE_SCALINGS`. None uses the default ("site" for a site's files).
     path : str or None
         A site's own data (``dataset`` one of :data:`FILE_FORMATS`): the CSV / Parquet /

@@ -37,12 +37,11 @@ from privfed.data.dataset import Dataset, LoadRequest
 from privfed.data.download import md5_file
 from privfed.data.errors import DataFormatError, DataIntegrityWarning
 from privfed.data.locate import RemoteFile, ensure_files, resolve_data_dir
-from privfed.data.scaling import SCALINGS, apply_scaling, check_scaling
+from privfed.data.scaling import PIXEL_MAX, SCALINGS, apply_scaling, check_scaling
 
 ZENODO_RECORD_URL = "https://zenodo.org/records/10519652/files"
 SUBDIR = "medmnist"
 IMAGE_SIZE = 28
-PIXEL_MAX = 255.0
 DEFAULT_SCALING = "centered"
 UNSUPPORTED = {
     "chestmnist": "chestmnist is multi-label (14 binary findings per image); "

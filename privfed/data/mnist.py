@@ -34,11 +34,10 @@ from privfed.data.download import md5_bytes, md5_file
 from privfed.data.errors import DataFormatError, DataIntegrityWarning
 from privfed.data.idx import IMAGES_MAGIC, LABELS_MAGIC, parse_idx, read_idx_bytes
 from privfed.data.locate import RemoteFile, ensure_files, resolve_data_dir
-from privfed.data.scaling import SCALINGS, apply_scaling, check_scaling
+from privfed.data.scaling import PIXEL_MAX, SCALINGS, apply_scaling, check_scaling
 
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
-PIXEL_MAX = 255.0
 DEFAULT_SCALING = "centered"
 
 

@@ -45,10 +45,11 @@ def load_dataset(
     test_fraction : float
         Fraction held out for testing, in ``(0, 1)``. Only for ``digits`` and
         ``breast_cancer``; datasets with an official test split ignore it.
-    scaling : {"standard", "unit", "none"} or None
+    scaling : {"centered", "standard", "unit", "none"} or None
         ``None`` selects the default: ``"standard"`` for the embedded datasets,
-        ``"unit"`` (pixels / 255) for image files. Statistics are always fitted
-        on the training part only. ``breast_cancer`` rejects ``"unit"``.
+        ``"centered"`` (pixels / 127.5 - 1, a public constant) for image files.
+        Statistics ("standard") are always fitted on the training part only.
+        ``breast_cancer`` rejects ``"unit"`` and ``"centered"``.
     download : bool
         Whether missing files may be downloaded (with checksum verification).
 

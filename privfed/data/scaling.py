@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from privfed.data.files.preprocess import Standardizer
+
 SCALINGS = ("centered", "standard", "unit", "none")
+PIXEL_MAX = 255.0
+"""The largest value of an 8-bit pixel: the public range of "unit" and "centered"."""
 """Every scaling name; a dataset supports a subset of them (see :func:`check_scaling`)."""
 
 
@@ -70,14 +74,8 @@ def standardize(
     tuple of numpy.ndarray
         Standardised ``(train, test)`` as float32.
     """
-    mean = train.mean(axis=axes, dtype=np.float64, keepdims=True)
-    std = train.std(axis=axes, dtype=np.float64, keepdims=True)
-    std[std == 0.0] = 1.0
-    mean32, std32 = mean.astype(np.float32), std.astype(np.float32)
-    return (
-        (train.astype(np.float32) - mean32) / std32,
-        (test.astype(np.float32) - mean32) / std32,
-    )
+    scaler = Standardizer.fit(train, axes)
+    return scaler.apply(train), scaler.apply(test)
 
 
 def divide(train: np.ndarray, test: np.ndarray, max_value: float) -> tuple[np.ndarray, np.ndarray]:

@@ -19,10 +19,10 @@ import numpy as np
 from privfed.data.dataset import Dataset
 from privfed.data.errors import DataFormatError
 from privfed.data.files import FileSpec, SiteArrays, Standardizer, load_file, stratified_holdout
+from privfed.data.scaling import PIXEL_MAX, apply_scaling
 
-__all__ = ["PIXEL_SCALINGS", "load_site_dataset", "standardize_client", "scale_pixels"]
+__all__ = ["PIXEL_SCALINGS", "load_site_dataset", "standardize_client"]
 
-PIXEL_MAX = 255.0
 PIXEL_SCALINGS = ("unit", "centered")
 """Scalings by the public pixel range: "unit" to [0, 1], "centered" to [-1, 1]."""
 
@@ -98,20 +98,13 @@ def standardize_client(x: np.ndarray, validation: np.ndarray | None) -> tuple[
     return scaler.apply(x), None if validation is None else scaler.apply(validation)
 
 
-def scale_pixels(scaling: str, x: np.ndarray) -> np.ndarray:
-    """Raw 0..255 pixels by the public range: "unit" to [0, 1], "centered" to [-1, 1]."""
-    if scaling == "unit":
-        return (x / np.float32(PIXEL_MAX)).astype(np.float32)
-    return (x / np.float32(PIXEL_MAX / 2) - np.float32(1.0)).astype(np.float32)
-
-
 def _scale(scaling: str, x: np.ndarray, x_test: np.ndarray, *, images: bool) -> tuple[
         np.ndarray, np.ndarray]:
     if scaling in PIXEL_SCALINGS:
         if not images:
             raise DataFormatError(f"data.scaling = {scaling!r} scales pixels (0..255) and "
                                   "applies to images only; use 'site' or 'none' for a table")
-        return scale_pixels(scaling, x), scale_pixels(scaling, x_test)
+        return apply_scaling(scaling, x, x_test, axes=(0, 2, 3), max_value=PIXEL_MAX)
     if scaling == "site" and len(x_test):
         return x, standardize_client(x_test, None)[0]
     return x, x_test
