@@ -341,19 +341,29 @@ def encode_labels(
             values.astype(np.int64) if values.dtype.kind in "iuf" else values.astype(str)
         )
         classes = tuple(str(v) for v in found)
-    strings = value_strings(values)
-    y = codes_in(strings, classes)
-    unknown = y < 0
-    if unknown.any():
-        bad = sorted(set(strings[unknown].tolist()))
-        raise DataFormatError(
-            f"{where}: label value(s) {', '.join(map(repr, bad[:10]))} not in classes "
-            f"{list(classes)} ({describe_rows(unknown, tabular=tabular)})"
-        )
+    y = codes_in(value_strings(values), classes, where=f"{where}: label",
+                 allowed="not in classes", tabular=tabular)
     return y, classes
 
 
-def codes_in(strings: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    """Each of ``strings``' index in ``names`` (int64), -1 where it is none of them."""
+def codes_in(
+    strings: np.ndarray, names: Sequence[str], *, where: str, allowed: str, tabular: bool
+) -> np.ndarray:
+    """Each of ``strings``' index in ``names`` (int64).
+
+    Raises
+    ------
+    DataFormatError
+        ``"{where} value(s) ... {allowed} [names] (rows)"`` when a string is none of
+        ``names``.
+    """
     index = {name: i for i, name in enumerate(names)}
-    return np.array([index.get(s, -1) for s in strings], dtype=np.int64)
+    codes = np.array([index.get(s, -1) for s in strings], dtype=np.int64)
+    outside = codes < 0
+    if outside.any():
+        bad = sorted(set(strings[outside].tolist()))
+        raise DataFormatError(
+            f"{where} value(s) {', '.join(map(repr, bad[:10]))} {allowed} {list(names)} "
+            f"({describe_rows(outside, tabular=tabular)})"
+        )
+    return codes

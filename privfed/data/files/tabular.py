@@ -118,16 +118,9 @@ def _numeric(series: pd.Series, col: str, path: Path) -> np.ndarray:
 
 
 def _one_hot(series: pd.Series, col: str, categories: tuple[str, ...], path: Path) -> np.ndarray:
-    strings = value_strings(series.to_numpy())
-    codes = codes_in(strings, categories)
-    outside = codes < 0
-    if outside.any():
-        bad = sorted(set(strings[outside].tolist()))
-        raise DataFormatError(
-            f"{path}: column {col!r} has value(s) {', '.join(map(repr, bad[:_SHOWN_VALUES]))} "
-            f"outside its declared categories {list(categories)} "
-            f"({describe_rows(outside, tabular=True)})"
-        )
+    codes = codes_in(value_strings(series.to_numpy()), categories,
+                     where=f"{path}: column {col!r} has",
+                     allowed="outside its declared categories", tabular=True)
     return np.eye(len(categories), dtype=np.float64)[codes]
 
 
