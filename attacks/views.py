@@ -23,6 +23,7 @@ import torch
 
 from privfed.config import ExperimentConfig
 from privfed.federated import Observer, Pipeline, Server
+from privfed.federated.engine import evaluation_stage
 from privfed.federated.params import ParamSpec
 from privfed.secure.identity import SIGNATURE_SIZE
 from privfed.secure.wire import unpack, unpack_fields
@@ -128,8 +129,11 @@ class ServerView(Observer):
         self.cohorts[round_id] = list(client_ids)
 
     def server_received(self, round_id: int, client_id: int, stage: str, message: bytes) -> None:
-        """Keep the bytes; decode an upload where the server can."""
+        """Keep the bytes; decode an upload where the server can. Federated evaluation's
+        messages (its counts, not an update) are kept and not decoded."""
         self.messages[round_id][client_id].append((stage, bytes(message)))
+        if stage.startswith(evaluation_stage()):
+            return
         envelope = unpack(message)
         if envelope.stage == "upload":
             self.updates[round_id][client_id] = self._decode_upload(

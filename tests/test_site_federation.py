@@ -180,3 +180,55 @@ def test_the_audit_refuses_sites_own_files_with_a_reason(site_files, tmp_path) -
     with pytest.raises(ConfigError, match=r"privfed audit needs a built-in dataset"):
         run_audit(site_config(site_files), tmp_path)
     assert not (tmp_path / "leakage.json").exists()
+
+
+class _Inbox:
+    """An observer keeping every message the server receives, as the server receives it."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[int, int, str, bytes]] = []
+
+    def server_received(self, round_id: int, client_id: int, stage: str, message: bytes):
+        self.received.append((round_id, client_id, stage, bytes(message)))
+
+    def __getattr__(self, name: str):  # the other Observer events: nothing to keep
+        return lambda *args, **kwargs: None
+
+
+@pytest.mark.parametrize("kind", ["none", "masking"])
+def test_what_the_server_receives_of_a_clients_counts(site_files, kind) -> None:
+    """The server's view of federated evaluation. In the clear it reads each client's counts
+    from its message (so the per-client metrics it records are what it sees). Under masking
+    no message holds a client's counts, encoded or not, and evaluating the same model twice
+    gives different masked vectors: what the server receives of the data is masked by fresh
+    randomness, not a function of the counts."""
+    inbox = _Inbox()
+    config = site_config(site_files, secure={"kind": kind},
+                         federation={"rounds": 1, "federated_eval_every": 1})
+    simulation = build_simulation(config, observers=[inbox])
+    simulation.run()
+    server, counts = simulation.server, EvaluationCounts(2)
+    engine = server.engine
+    vectors = {}
+    for client in engine.clients:
+        logits = predict_logits(engine.workspace.module, client.validation[0])
+        vectors[client.client_id] = counts.from_logits(logits, client.validation[1])
+    runs = []
+    for _ in range(2):
+        inbox.received.clear()
+        engine.evaluate(1, [0, 1, 2], server.weights, counts, server.received_hook())
+        runs.append([m for m in inbox.received if m[2].startswith("evaluation")])
+    assert {client for _, client, _, _ in runs[0]} == {0, 1, 2}
+    for _, client, stage, message in runs[0]:
+        plain = vectors[client].astype("<f8").tobytes()
+        encoded = counts.encode(vectors[client], 1 / 2**16).astype("<f4").tobytes()
+        if kind == "none":
+            assert stage == "evaluation" and message == plain
+        else:
+            assert stage.startswith("evaluation:") and plain not in message
+            assert encoded not in message
+    carrying = "evaluation" if kind == "none" else "evaluation:masked"  # the data's stage
+    first, second = ([m[3] for m in run if m[2] == carrying] for run in runs)
+    assert len(first) == len(second) == 3
+    same = [a == b for a, b in zip(first, second, strict=True)]
+    assert all(same) if kind == "none" else not any(same)

@@ -16,7 +16,8 @@ import torch
 
 __all__ = ["EVALUATION_ROUND_BASE", "Aggregate", "AggregationProtocol", "Engine",
            "EvaluationProtocol", "EvaluationResult", "RoundSkipped", "TrainJob", "TrainReport",
-           "TrainingDivergedError", "evaluation_round_id"]
+           "TrainingDivergedError", "evaluation_hook", "evaluation_round_id",
+           "evaluation_stage"]
 
 EVALUATION_ROUND_BASE = 2**40
 """Federated evaluation runs the aggregation protocol under round ids from here on, so that
@@ -27,6 +28,20 @@ decryption per round) with a training round."""
 def evaluation_round_id(round_id: int) -> int:
     """The protocol round id of the federated evaluation after training round ``round_id``."""
     return EVALUATION_ROUND_BASE + round_id
+
+
+def evaluation_stage(stage: str = "") -> str:
+    """The name observers see for a message of federated evaluation: ``"evaluation"`` (the
+    counts in the clear) or ``"evaluation:<protocol stage>"``, never a training stage's."""
+    return f"evaluation:{stage}" if stage else "evaluation"
+
+
+def evaluation_hook(on_server_message: ServerHook | None) -> ServerHook | None:
+    """``on_server_message`` with each protocol stage renamed by :func:`evaluation_stage`."""
+    if on_server_message is None:
+        return None
+    return lambda client, stage, message: on_server_message(client, evaluation_stage(stage),
+                                                            message)
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -220,12 +235,14 @@ class Engine(Protocol):
 
     def evaluate(
         self, round_id: int, client_ids: Sequence[int], params: torch.Tensor,
-        counts: Any,
+        counts: Any, on_server_message: ServerHook | None = None,
     ) -> EvaluationResult:
         """Federated evaluation: each client in ``client_ids`` that holds validation data
         evaluates the flat float32 model ``params`` on it and sends its counts
         (``counts.from_logits``, :class:`privfed.federated.metrics.EvaluationCounts`)
-        through the evaluation protocol; the server learns their sum.
+        through the evaluation protocol; the server learns their sum. Each message the
+        server receives goes to ``on_server_message`` under a stage named
+        ``evaluation_stage(stage)``.
 
         Raises
         ------

@@ -68,7 +68,8 @@ class FederatedEvaluation:
         engine = server.engine
         cohort = self.cohort(round_id, engine.num_clients)
         try:
-            result = engine.evaluate(round_id, cohort, server.weights, self.counts)
+            result = engine.evaluate(round_id, cohort, server.weights, self.counts,
+                                     server.received_hook())
         except RoundSkipped as err:  # e.g. too few clients to unmask: skip, never abort
             result = EvaluationResult(np.zeros(0), {}, ())
             skipped = str(err)

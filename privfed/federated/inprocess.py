@@ -17,7 +17,9 @@ from privfed.federated.engine import (
     ServerHook,
     TrainJob,
     TrainReport,
+    evaluation_hook,
     evaluation_round_id,
+    evaluation_stage,
 )
 from privfed.federated.evaluation import predict_logits
 from privfed.federated.params import FlatParameters
@@ -135,6 +137,7 @@ class InProcessEngine:
 
     def evaluate(
         self, round_id: int, client_ids: Sequence[int], params: torch.Tensor, counts: Any,
+        on_server_message: ServerHook | None = None,
     ) -> EvaluationResult:
         """Each listed client with validation data evaluates ``params`` on it; the counts
         go through the evaluation protocol (see :class:`~privfed.federated.Engine`).
@@ -151,12 +154,12 @@ class InProcessEngine:
             if held is not None:
                 logits = predict_logits(self.workspace.module, held[0])
                 vectors[client_id] = counts.from_logits(logits, held[1])
-        return aggregate_counts(self.evaluation, round_id, vectors, counts)
+        return aggregate_counts(self.evaluation, round_id, vectors, counts, on_server_message)
 
 
 def aggregate_counts(
     evaluation: EvaluationProtocol, round_id: int, vectors: Mapping[int, np.ndarray],
-    counts: Any,
+    counts: Any, on_server_message: ServerHook | None = None,
 ) -> EvaluationResult:
     """The sum of the clients' float64 count ``vectors``: added in float64 where the server
     sees each vector anyway (plain aggregation), else through the evaluation protocol with
@@ -170,14 +173,26 @@ def aggregate_counts(
     if not vectors:
         return EvaluationResult(np.zeros(0), {}, ())
     if evaluation.reveals_clients:
-        size = sum(v.size for v in vectors.values()) * 8
-        return EvaluationResult(np.sum(list(vectors.values()), axis=0), dict(vectors),
-                                tuple(sorted(vectors)), bytes_up=size)
+        return sum_in_the_clear(vectors, on_server_message)
     scaled = {c: torch.from_numpy(counts.encode(v, evaluation.scale))
               for c, v in vectors.items()}
     aggregate = evaluation.aggregation.aggregate(
-        evaluation_round_id(round_id), scaled, dict.fromkeys(vectors, 1.0))
+        evaluation_round_id(round_id), scaled, dict.fromkeys(vectors, 1.0),
+        evaluation_hook(on_server_message))
     return result_of(aggregate, counts, evaluation.scale)
+
+
+def sum_in_the_clear(
+    vectors: Mapping[int, np.ndarray], on_server_message: ServerHook | None = None
+) -> EvaluationResult:
+    """The float64 sum of count vectors the server receives in the clear (each one also
+    goes to ``on_server_message`` as the little-endian float64 bytes it arrives as)."""
+    for client_id, vector in sorted(vectors.items()):
+        if on_server_message is not None:
+            on_server_message(client_id, evaluation_stage(), vector.astype("<f8").tobytes())
+    size = sum(v.size for v in vectors.values()) * 8
+    return EvaluationResult(np.sum(list(vectors.values()), axis=0), dict(vectors),
+                            tuple(sorted(vectors)), bytes_up=size)
 
 
 def result_of(aggregate: Aggregate, counts: Any, scale: float) -> EvaluationResult:

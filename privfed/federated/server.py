@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from privfed.federated.engine import Aggregate, Engine, RoundSkipped, TrainReport
+from privfed.federated.engine import Aggregate, Engine, RoundSkipped, ServerHook, TrainReport
 from privfed.federated.evaluation import evaluate, predict_logits
 from privfed.federated.federated_eval import FederatedEvaluation
 from privfed.federated.history import History, RoundRecord
@@ -212,7 +212,7 @@ class Server:
         notes: dict[str, Any] = {}
         aggregate = Aggregate.empty(length)
         if cohort.weights:
-            hook = self._notify_received if self.observers else None
+            hook = self.received_hook()
             try:
                 aggregate = self.engine.aggregate(cohort.round_id, cohort.weights, length, hook)
             except RoundSkipped as err:  # e.g. one client under masking: skip, never abort
@@ -257,6 +257,11 @@ class Server:
             self._evaluate_central(last)
         if self.federated_evaluation is not None and last.federated is None:
             last.federated = self.federated_evaluation.run(self, last.round)
+
+    def received_hook(self) -> ServerHook | None:
+        """What the engine calls with each message the server receives (for the
+        observers' ``server_received``); None without observers."""
+        return self._notify_received if self.observers else None
 
     def _notify_received(self, client_id: int, stage: str, message: bytes) -> None:
         for obs in self.observers:

@@ -30,8 +30,13 @@ from privfed.federated import (
     TrainJob,
     TrainReport,
 )
-from privfed.federated.engine import EvaluationResult, ServerHook, evaluation_round_id
-from privfed.federated.inprocess import result_of
+from privfed.federated.engine import (
+    EvaluationResult,
+    ServerHook,
+    evaluation_hook,
+    evaluation_round_id,
+)
+from privfed.federated.inprocess import result_of, sum_in_the_clear
 
 from . import messages
 from .protocol import ServerProtocol
@@ -178,6 +183,7 @@ class FlowerEngine:
 
     def evaluate(
         self, round_id: int, client_ids: Sequence[int], params: torch.Tensor, counts: Any,
+        on_server_message: ServerHook | None = None,
     ) -> EvaluationResult:
         """Federated evaluation on the nodes: each evaluates the model on its held-out data;
         in the clear the replies carry the counts, else the protocol sums them (under the
@@ -199,10 +205,10 @@ class FlowerEngine:
             return EvaluationResult(np.zeros(0), {}, ())
         if self.config.secure.kind == "none":
             vectors = {c: np.frombuffer(bytes(replies[c]["counts"]), "<f8") for c in ready}
-            return EvaluationResult(np.sum(list(vectors.values()), axis=0), vectors,
-                                    tuple(ready), bytes_up=8 * counts.length * len(ready))
+            return sum_in_the_clear(vectors, on_server_message)
         aggregate = self.protocol.aggregate(self.transport, protocol_round,
-                                            dict.fromkeys(ready, 1.0), counts.length, None,
+                                            dict.fromkeys(ready, 1.0), counts.length,
+                                            evaluation_hook(on_server_message),
                                             evaluation=True)
         secure = self.config.secure
         return result_of(aggregate, counts, evaluation_scale(secure.kind, secure.clip))
