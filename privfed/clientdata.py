@@ -17,7 +17,7 @@ import torch
 
 from privfed.config import ConfigError, ExperimentConfig
 from privfed.config.data import DataConfig
-from privfed.data import Dataset, load_dataset, make_partitioner
+from privfed.data import DataFormatError, Dataset, load_dataset, make_partitioner
 from privfed.data.files import FileSpec, stratified_holdout
 from privfed.data.sites import load_site_dataset, standardize_client
 from privfed.federated import Client, derive_seed
@@ -186,9 +186,9 @@ def load_site(config: ExperimentConfig, spec: FileSpec, client_id: int) -> Clien
                                    split_seed=data.split_seed, scaling=data.site_scaling)
     schema = declared_schema(config)
     if dataset.input_shape != schema.input_shape:
-        raise ConfigError(f"{spec.path}: its examples have shape {dataset.input_shape} but the "
-                          f"config declares {schema.input_shape} (data.feature_columns, "
-                          "data.categorical, data.image_size, data.channels)")
+        raise DataFormatError(f"{spec.path}: its examples have shape {dataset.input_shape}, the "
+                              f"config declares {schema.input_shape} (data.feature_columns, "
+                              "data.categorical, data.image_size, data.channels)")
     return client_arrays(config, dataset, np.arange(dataset.num_train), client_id)
 
 

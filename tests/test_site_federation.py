@@ -232,3 +232,21 @@ def test_what_the_server_receives_of_a_clients_counts(site_files, kind) -> None:
     assert len(first) == len(second) == 3
     same = [a == b for a, b in zip(first, second, strict=True)]
     assert all(same) if kind == "none" else not any(same)
+
+
+def test_a_site_whose_file_does_not_fit_the_declared_schema_is_named(site_files,
+                                                                     tmp_path) -> None:
+    from privfed.clientdata import file_spec, load_site
+    from privfed.data import DataFormatError
+
+    table = pd.read_csv(site_files["a"]).drop(columns="mean_area")
+    path = tmp_path / "hospital_a.csv"
+    table.to_csv(path, index=False)
+    config = site_config(site_files)
+    fewer = site_config(site_files, data={"feature_columns": [f for f in FEATURES
+                                                              if f != "mean_area"]})
+    with pytest.raises(DataFormatError, match=r"hospital_a\.csv.*mean_area"):
+        load_site(config, file_spec(config.data, str(path)), 0)  # a named column is missing
+    held = load_site(fewer, file_spec(fewer.data, str(path)), 0)
+    assert held.x.shape[1] == len(FEATURES)  # 3 numeric + scanner one-hot (A, B)
+    assert len(held.y_val) == round(0.25 * len(table))

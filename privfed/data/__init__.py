@@ -7,6 +7,10 @@ and the MedMNIST 2D sets are read from the data directory
 
 Partitioning: :func:`make_partitioner` with names in :data:`PARTITIONERS`,
 and :func:`label_histogram` for per-client label counts.
+
+A site's own files (CSV, Parquet, image folders, ``.npz``, a Python function):
+:mod:`privfed.data.files` reads one file, :mod:`privfed.data.sites` a federation's files
+with their natural partition.
 """
 
 from privfed.data.dataset import Dataset
