@@ -146,6 +146,8 @@ def test_site_settings_are_checked_when_the_config_is_read(site_files, data, mes
 def test_site_settings_do_not_apply_to_a_built_in_dataset() -> None:
     with pytest.raises(ConfigError, match=r"data\.path applies only to a site's own files"):
         config_from_dict({"data": {"dataset": "digits", "path": "x.csv"}})
+    with pytest.raises(ConfigError, match=r"data\.categorical applies only to a site's"):
+        config_from_dict({"data": {"dataset": "digits", "categorical": {"sex": ["f", "m"]}}})
     with pytest.raises(ConfigError, match=r"'natural' needs a site's own files"):
         config_from_dict({"data": {"dataset": "digits", "partition": "natural"}})
 
@@ -250,3 +252,19 @@ def test_a_site_whose_file_does_not_fit_the_declared_schema_is_named(site_files,
     held = load_site(fewer, file_spec(fewer.data, str(path)), 0)
     assert held.x.shape[1] == len(FEATURES)  # 3 numeric + scanner one-hot (A, B)
     assert len(held.y_val) == round(0.25 * len(table))
+
+
+def test_a_deployments_local_dp_is_calibrated_by_dp_accountings_pld(site_files) -> None:
+    """The walkthrough's deployed config (ε = 8 at δ = 1e-3, stated q = 0.1): the noise the
+    server and every site build from the declared schema gives, by an independent PLD
+    computation, an epsilon at most the target and close to it; the run reports that."""
+    from tests.privacy._reference import pld_epsilon
+
+    config = site_config(site_files, privacy={"mechanism": "local", "epsilon": 8.0,
+                                              "delta": 1e-3, "sample_rate": 0.1})
+    params = build_parts(config, declared_schema(config)).trainer.params
+    steps = config.federation.rounds * params.steps_per_round
+    reference = pld_epsilon(params.noise_multiplier, 0.1, steps, 1e-3)
+    assert 7.5 < reference <= 8.0 + 1e-6
+    history = build_simulation(config).run()
+    assert history.rounds[-1].extra["epsilon"] == pytest.approx(reference, rel=1e-3)

@@ -159,8 +159,8 @@ class DataConfig:
                               f"{self.dataset!r}")
         site_only = ("path", "client_paths", "test_path", "group_column", "feature_columns",
                      "classes", "image_size", "channels")
-        for name in site_only:
-            if getattr(self, name) is not None:
+        for name in (*site_only, "categorical", "options"):
+            if getattr(self, name):
                 raise ConfigError(f"data.{name} applies only to a site's own files "
                                   f"(data.dataset one of {list(FILE_FORMATS)}), not "
                                   f"{self.dataset!r}")
