@@ -341,6 +341,7 @@ def build_simulation(
         aggregation=SecureAggregation(aggregator),
         pipeline=parts.pipeline, weighting=parts.weighting, policy=parts.policy,
         evaluation=build_evaluation(config, parts, aggregator),
+        vectorise=config.federation.vectorise,
     )
     server = build_server(config, parts, engine, dataset, observers)
     return Simulation(config, dataset, partitions, server)

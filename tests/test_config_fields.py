@@ -66,6 +66,8 @@ INVALID = [
     ("federation.rounds=true", r"federation.rounds must be an integer"),
     ("federation.fraction=0", r"federation.fraction must be in \(0, 1\], got 0.0"),
     ("federation.fraction=1.5", r"federation.fraction must be in \(0, 1\], got 1.5"),
+    ("federation.vectorise=\"yes\"",
+     r"federation.vectorise must be of type bool, got str 'yes'"),
     ("federation.device=gpu",
      r"federation.device: unknown device 'gpu'; allowed: auto, cpu, cuda, cuda:N, mps"),
     ("federation.federated_eval_every=-1",

@@ -101,6 +101,13 @@ class FederationConfig:
         checked here; whether this machine has it, when the federation is built
         (:func:`privfed.federated.device.resolve_device`). Updates travel as CPU vectors
         whatever the device.
+    vectorise : bool
+        True (the default): in the simulation, train a round's clients as one batched
+        computation where the model allows it (a stack of Linear layers and elementwise
+        activations, e.g. the logistic regression and the MLP; see
+        :mod:`privfed.federated.cohort`), plain SGD and DP-SGD alike. The mechanism is the
+        same (each client's own batches, noise and steps); the updates agree with training
+        the clients one after another (False) to float32 rounding, not bit for bit.
     """
 
     rounds: int = 30
@@ -124,6 +131,7 @@ class FederationConfig:
     latency_spread: float = 0.0
     staleness_exponent: float = 0.5
     device: str = "auto"
+    vectorise: bool = True
 
     def __post_init__(self) -> None:
         check_rules("federation", self, RULES)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from privfed.federated.client import Client, ClientUpdate
+from privfed.federated.cohort import StackedModel, cohort_chunks, default_memory_budget
 from privfed.federated.engine import (
     Aggregate,
     AggregationProtocol,
@@ -25,7 +26,7 @@ from privfed.federated.evaluation import predict_logits
 from privfed.federated.params import FlatParameters
 from privfed.federated.policy import ParticipationPolicy
 from privfed.federated.stages import Pipeline
-from privfed.federated.trainer import LocalTrainer, check_finite
+from privfed.federated.trainer import CohortTrainer, LocalTrainer, check_finite
 from privfed.federated.weighting import SampleWeighting, Weighting
 
 __all__ = ["InProcessEngine"]
@@ -60,6 +61,14 @@ class InProcessEngine:
     evaluation : EvaluationProtocol, optional
         How federated evaluation's counts are aggregated; default: ``aggregation`` in the
         clear.
+    vectorise : bool, default True
+        Train a round's clients as one batched computation
+        (:mod:`privfed.federated.cohort`) where the trainer and the model allow it; False:
+        one after another. The updates agree to float32 rounding.
+    memory_budget : int, optional
+        Bytes of one batched chunk's working set (parameters, gradients, activations); a
+        larger cohort is trained in chunks. Default: sized for the CPU's caches, or larger
+        on a GPU (:func:`privfed.federated.cohort.default_memory_budget`).
     """
 
     def __init__(
@@ -73,6 +82,8 @@ class InProcessEngine:
         weighting: Weighting | None = None,
         policy: ParticipationPolicy | None = None,
         evaluation: EvaluationProtocol | None = None,
+        vectorise: bool = True,
+        memory_budget: int | None = None,
     ) -> None:
         if [c.client_id for c in clients] != list(range(len(clients))):
             raise ValueError("clients must be given in order of their ids 0..K-1")
@@ -85,6 +96,9 @@ class InProcessEngine:
         self._releases_statistics = (policy or ParticipationPolicy()).releases_statistics
         self.evaluation = evaluation or EvaluationProtocol(aggregation)
         self.pending: dict[int, torch.Tensor] = {}
+        self.memory_budget = memory_budget or default_memory_budget(workspace.device)
+        self.stacked = StackedModel.of(workspace) if vectorise and isinstance(
+            trainer, CohortTrainer) else None
 
     @property
     def num_clients(self) -> int:
@@ -96,11 +110,10 @@ class InProcessEngine:
         return self.weighting.weight(self.clients[client_id].num_samples)
 
     def train_client(self, job: TrainJob) -> ClientUpdate:
-        """Train one client (its update is not kept); see :meth:`train`."""
-        generator = torch.Generator().manual_seed(job.seed)
-        client = self.clients[job.client_id]
-        update = self.trainer.fit(client, self.workspace, job.params, generator)
-        return check_finite(update, job.release_id)
+        """Train one client (its update is not kept); see :meth:`train`. Batched with a
+        cohort of one where :attr:`stacked` allows (plain SGD then gives the update the
+        client gets in any chunk of :meth:`train`, bit for bit)."""
+        return self._fit([job])[0]
 
     def train(self, jobs: Sequence[TrainJob]) -> list[TrainReport]:
         """Train each job's client from its model; keep its update until :meth:`aggregate`.
@@ -110,8 +123,7 @@ class InProcessEngine:
         """
         reports = []
         released = self._releases_statistics
-        for job in jobs:
-            update = self.train_client(job)
+        for job, update in zip(jobs, self._updates(jobs), strict=True):
             self.pending[job.client_id] = update.delta
             reports.append(TrainReport(
                 job.client_id, update.steps,
@@ -119,6 +131,31 @@ class InProcessEngine:
                 train_loss=update.train_loss if released else None,
             ))
         return reports
+
+    def _updates(self, jobs: Sequence[TrainJob]) -> list[ClientUpdate]:
+        """The jobs' updates, batched in chunks of the memory budget."""
+        if self.stacked is None:
+            return self._fit(jobs)
+        clients = [self.clients[job.client_id] for job in jobs]
+        trainer: CohortTrainer = self.trainer  # type: ignore[assignment]
+        per_client = self.stacked.bytes_per_client(
+            max(trainer.batch_bound(c.num_samples) for c in clients), clients[0].x[0].numel())
+        return [update for chunk in cohort_chunks(len(jobs), per_client, self.memory_budget)
+                for update in self._fit([jobs[i] for i in chunk])]
+
+    def _fit(self, jobs: Sequence[TrainJob]) -> list[ClientUpdate]:
+        """The jobs' checked updates: one batched computation where :attr:`stacked`
+        allows, else one client after another."""
+        generators = [torch.Generator().manual_seed(job.seed) for job in jobs]
+        clients = [self.clients[job.client_id] for job in jobs]
+        if self.stacked is None:
+            updates = [self.trainer.fit(client, self.workspace, job.params, generator)
+                       for client, job, generator in zip(clients, jobs, generators, strict=True)]
+        else:
+            trainer: CohortTrainer = self.trainer  # type: ignore[assignment]
+            starts = torch.stack([job.params for job in jobs]).to(self.workspace.device)
+            updates = trainer.fit_cohort(self.stacked, clients, starts, generators)
+        return [check_finite(u, job.release_id) for u, job in zip(updates, jobs, strict=True)]
 
     def aggregate(
         self, round_id: int, weights: Mapping[int, float], length: int,

@@ -6,16 +6,18 @@ A trainer is the only place local optimisation happens; DP-SGD is another traine
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 
 from privfed.federated.client import Client, ClientUpdate, LocalTraining
+from privfed.federated.cohort import StackedModel, fit_cohort_sgd
 from privfed.federated.engine import TrainingDivergedError
 from privfed.federated.params import FlatParameters
 
-__all__ = ["LocalTrainer", "SGDTrainer", "check_finite"]
+__all__ = ["CohortTrainer", "LocalTrainer", "SGDTrainer", "check_finite"]
 
 
 class LocalTrainer(Protocol):
@@ -45,6 +47,44 @@ class LocalTrainer(Protocol):
         generator : torch.Generator
             Source of the batch order (and of seeded noise).
         """
+
+
+@runtime_checkable
+class CohortTrainer(Protocol):
+    """A trainer that can also train a round's clients as one batched computation
+    (:mod:`privfed.federated.cohort`), giving the updates :meth:`LocalTrainer.fit` gives up
+    to float32 rounding."""
+
+    def fit_cohort(
+        self,
+        model: StackedModel,
+        clients: Sequence[Client],
+        starts: torch.Tensor,
+        generators: Sequence[torch.Generator],
+    ) -> list[ClientUpdate]:
+        """Train every client at once.
+
+        Parameters
+        ----------
+        model : StackedModel
+            The shared model, stacked.
+        clients : sequence of Client
+            K clients.
+        starts : torch.Tensor
+            ``(K, P)`` float32: client k's starting model in row k, on the device to train
+            on (not modified).
+        generators : sequence of torch.Generator
+            Client k's generator, as :meth:`LocalTrainer.fit` would receive it.
+
+        Returns
+        -------
+        list of ClientUpdate
+            In the order of ``clients``; deltas are flat float32 CPU vectors.
+        """
+
+    def batch_bound(self, num_samples: int) -> int:
+        """The most examples a batch of a client with ``num_samples`` examples can hold
+        (for sizing a batched chunk's memory)."""
 
 
 def check_finite(update: ClientUpdate, release_id: int) -> ClientUpdate:
@@ -117,3 +157,18 @@ class SGDTrainer:
             train_loss=loss_sum / steps,
             steps=steps,
         )
+
+    def fit_cohort(
+        self,
+        model: StackedModel,
+        clients: Sequence[Client],
+        starts: torch.Tensor,
+        generators: Sequence[torch.Generator],
+    ) -> list[ClientUpdate]:
+        """See :meth:`CohortTrainer.fit_cohort`: the same batches and steps as :meth:`fit`
+        (:func:`~privfed.federated.cohort.fit_cohort_sgd`)."""
+        return fit_cohort_sgd(model, self.training, clients, starts, generators)
+
+    def batch_bound(self, num_samples: int) -> int:
+        """``min(num_samples, batch_size)``."""
+        return min(num_samples, self.training.batch_size)

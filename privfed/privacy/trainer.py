@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import warnings
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,7 +27,9 @@ from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from torch import nn
 
 from privfed.federated.client import Client, ClientUpdate, LocalTraining
+from privfed.federated.cohort import StackedModel
 from privfed.federated.params import FlatParameters
+from privfed.privacy.cohort import fit_cohort_dpsgd
 from privfed.privacy.dpsgd import DPSGDParams
 from privfed.privacy.randomness import NoisePolicy, NoiseSource
 
@@ -212,6 +214,24 @@ class DPSGDTrainer:
             train_loss=loss_sum / seen if seen else math.nan,
             steps=params.steps_per_round,
         )
+
+    def fit_cohort(
+        self,
+        model: StackedModel,
+        clients: Sequence[Client],
+        starts: torch.Tensor,
+        generators: Sequence[torch.Generator],
+    ) -> list[ClientUpdate]:
+        """:meth:`fit` for every client at once
+        (:class:`~privfed.federated.trainer.CohortTrainer`): each client's batches and
+        noise come from its own source, as in :meth:`fit`
+        (:func:`~privfed.privacy.cohort.fit_cohort_dpsgd`)."""
+        sources = [self.noise.around(generator) for generator in generators]
+        return fit_cohort_dpsgd(model, self.params, self.training, clients, starts, sources)
+
+    def batch_bound(self, num_samples: int) -> int:
+        """``num_samples``: a Poisson batch may hold every record."""
+        return num_samples
 
 
 def _proximal_hook(

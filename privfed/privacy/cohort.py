@@ -1,0 +1,147 @@
+"""Local DP-SGD of a round's clients as one batched computation.
+
+The mechanism is :class:`~privfed.privacy.trainer.DPSGDTrainer`'s, client by client: the
+same Poisson batches and the same Gaussian noise, drawn from each client's own
+:class:`~privfed.privacy.randomness.NoiseSource` in the same order (batch of step 1, noise of
+step 1, batch of step 2, ...), the same per-example clipping (Opacus's factor
+``min(1, C / (norm + 1e-6))``) and the same step. Only the arithmetic is batched: the clients'
+models run as one :class:`~privfed.federated.cohort.StackedModel`, and each Linear layer's
+per-example gradient norms and clipped sums come from its inputs and output gradients
+(:mod:`privfed.privacy.perexample`) without materialising a per-example gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from privfed.federated.client import Client, ClientUpdate, LocalTraining
+from privfed.federated.cohort import StackedModel, cross_entropy_grad, gather_cohort
+from privfed.privacy.dpsgd import DPSGDParams
+from privfed.privacy.randomness import NoiseSource
+
+__all__ = ["fit_cohort_dpsgd"]
+
+
+def fit_cohort_dpsgd(
+    model: StackedModel,
+    params: DPSGDParams,
+    training: LocalTraining,
+    clients: Sequence[Client],
+    starts: torch.Tensor,
+    sources: Sequence[NoiseSource],
+) -> list[ClientUpdate]:
+    """``params.steps_per_round`` DP-SGD steps of every client at once.
+
+    Parameters
+    ----------
+    model : StackedModel
+    params : DPSGDParams
+        The public mechanism, the same at every client.
+    training : LocalTraining
+        The learning rate and FedProx's mu.
+    clients : sequence of Client
+        K clients.
+    starts : torch.Tensor
+        ``(K, P)`` float32 starting models, on the device to train on (not modified).
+    sources : sequence of NoiseSource
+        Client k's batches and noise (its own; no other party can derive a secure one).
+
+    Returns
+    -------
+    list of ClientUpdate
+        What :meth:`DPSGDTrainer.fit` returns for each client, up to float32 rounding.
+    """
+    with torch.no_grad():
+        return _fit_cohort_dpsgd(model, params, training, clients, starts, sources)
+
+
+def _fit_cohort_dpsgd(
+    model: StackedModel,
+    params: DPSGDParams,
+    training: LocalTraining,
+    clients: Sequence[Client],
+    starts: torch.Tensor,
+    sources: Sequence[NoiseSource],
+) -> list[ClientUpdate]:
+    device = starts.device
+    data = gather_cohort(clients, device)
+    sizes = [c.num_samples for c in clients]
+    views = model.unstack(starts)
+    anchors = model.views(starts)
+    std = params.noise_multiplier * params.max_grad_norm
+    loss_sum = torch.zeros(len(clients), dtype=torch.float64)
+    seen = torch.zeros(len(clients), dtype=torch.int64)
+    for _ in range(params.steps_per_round):
+        local, mask = _poisson_batches(sources, sizes, params.sample_rate, device)
+        if mask.shape[1]:
+            grads, losses = _clipped_sums(model, views, data, local, mask,
+                                          params.max_grad_norm)
+            loss_sum += losses.cpu().double()
+            seen += mask.sum(1).cpu()
+        else:
+            grads = [torch.zeros_like(v) for v in views]
+        noise = _noise(sources, std, model.numel, device)
+        for view, anchor, grad, draw in zip(views, anchors, grads, model.views(noise),
+                                            strict=True):
+            grad.add_(draw)
+            if training.mu:
+                grad.add_(view - anchor, alpha=training.mu * params.normaliser)
+            view.sub_(grad, alpha=training.lr / params.normaliser)
+    deltas = (model.stack(views) - starts).cpu()
+    return [
+        ClientUpdate(client_id=c.client_id, delta=delta, num_samples=c.num_samples,
+                     train_loss=float(total / count) if count else math.nan,
+                     steps=params.steps_per_round)
+        for c, delta, total, count in zip(clients, deltas, loss_sum.tolist(), seen.tolist(),
+                                          strict=True)
+    ]
+
+
+def _poisson_batches(
+    sources: Sequence[NoiseSource], sizes: Sequence[int], rate: float, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each client's Poisson batch from its own source, padded: ``(K, B)`` local indices
+    (0 where padded) and a ``(K, B)`` mask, B the largest batch (possibly 0)."""
+    picks = [source.subsample(n, rate) for source, n in zip(sources, sizes, strict=True)]
+    width = max(len(p) for p in picks)
+    local = torch.zeros(len(picks), width, dtype=torch.int64)
+    mask = torch.zeros(len(picks), width, dtype=torch.bool)
+    for k, pick in enumerate(picks):
+        local[k, : len(pick)] = pick
+        mask[k, : len(pick)] = True
+    return local.to(device), mask.to(device)
+
+
+def _noise(sources: Sequence[NoiseSource], std: float, numel: int,
+           device: torch.device) -> torch.Tensor:
+    """``(K, P)``: client k's draw of N(0, std^2) for every parameter, from its source (one
+    draw of P values per step, as :meth:`DPSGDTrainer.fit` draws it)."""
+    if not std:
+        return torch.zeros(len(sources), numel, device=device)
+    return torch.stack([source.normal(std, numel) for source in sources]).to(device)
+
+
+def _clipped_sums(
+    model: StackedModel, views: Sequence[torch.Tensor], data, local: torch.Tensor,
+    mask: torch.Tensor, max_grad_norm: float,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each client's sum of clipped per-example gradients (laid out as ``views``) and its
+    summed loss, ``(K,)``."""
+    x, y = data.batch(local, mask)
+    weights = mask.float()
+    logits, tape = model.forward(views, x)
+    losses, grad = cross_entropy_grad(logits, y, weights)
+    inputs = model.linear_inputs(tape)
+    out_grads = model.output_grads(views, tape, grad)
+    sq_norms = torch.zeros_like(weights)
+    for layer, a, g in zip(model.linears, inputs, out_grads, strict=True):
+        g_sq = g.square().sum(-1)
+        sq_norms += a.square().sum(-1) * g_sq
+        if layer.bias_offset is not None:
+            sq_norms += g_sq
+    factors = (max_grad_norm / (sq_norms.sqrt() + 1e-6)).clamp(max=1.0) * weights
+    clipped = model.param_grads(inputs, [g * factors.unsqueeze(-1) for g in out_grads])
+    return clipped, losses.sum(1)
