@@ -23,10 +23,10 @@ from privfed.secure.wire import expect, open_signed, seal, unpack, unpack_fields
 
 from .crypto import (
     SEED_SIZE,
+    MaskSum,
     agree,
     hkdf,
     open_share,
-    prg,
     public_bytes,
     seal_share,
     x25519_from_seed,
@@ -106,6 +106,7 @@ class MaskingClientParty:
         self._self_seed = os.urandom(SEED_SIZE)
         self._adverts: dict[int, Advert] = {}
         self._held: dict[int, tuple[int, bytes, bytes]] = {}
+        self._share_keys: dict[int, bytes] = {}
 
     # ------------------------------------------------------------------ persistence
     @property
@@ -235,8 +236,7 @@ class MaskingClientParty:
             if peer == self.id:
                 self._held[self.id] = (pos + 1, b_shares[pos], m_shares[pos])
                 continue
-            key = agree(self._enc_key, adverts[peer].enc_pk, b"share-enc", self.round_id,
-                        self.id, peer)
+            key = self._share_key(peer)
             plain = share_plaintext(self.id, peer, pos + 1, b_shares[pos], m_shares[pos])
             out[peer] = seal_share(key, plain, share_aad(self.round_id, self.id, peer))
         return seal(self.identity, KIND, "share", self.round_id, pack_addressed(out))
@@ -259,8 +259,7 @@ class MaskingClientParty:
         for sender, blob in received.items():
             if sender not in self._peers:
                 raise MessageRejectedError(f"client {self.id}: share from non-neighbour {sender}")
-            key = agree(self._enc_key, self._adverts[sender].enc_pk, b"share-enc",
-                        self.round_id, self.id, sender)
+            key = self._share_key(sender)
             plain = open_share(key, blob, share_aad(self.round_id, sender, self.id),
                                f"client {sender}")
             held[sender] = parse_share_plaintext(plain, sender, self.id)
@@ -274,15 +273,12 @@ class MaskingClientParty:
         ring = Ring(self.params.ring_bits, self.params.clip, len(self._adverts))
         total = sum(a.weight for a in self._adverts.values())
         y = ring.quantize(x * (self.advert.weight / total))
-        y += prg(self_mask_key(self._self_seed, self.round_id, self.id), y.size, ring.dtype)
+        masks = MaskSum(y)
+        masks.add(self_mask_key(self._self_seed, self.round_id, self.id))
         for peer in sorted(held):
             key = agree(self._mask_key, self._adverts[peer].mask_pk, b"pair-mask",
                         self.round_id, self.id, peer)
-            stream = prg(key, y.size, ring.dtype)
-            if pair_sign(self.id, peer) > 0:
-                y += stream
-            else:
-                y -= stream
+            masks.add(key, pair_sign(self.id, peer))
         return seal(self.identity, KIND, "masked", self.round_id, ring.to_bytes(y))
 
     def consistency(self, survivors_message: bytes) -> bytes:
@@ -339,6 +335,15 @@ class MaskingClientParty:
             else:
                 reveals[owner] = (KEY_SEED, index, m_share)
         return seal(self.identity, KIND, "unmask", self.round_id, pack_reveals(reveals))
+
+    def _share_key(self, peer: int) -> bytes:
+        """The AEAD key of the shares exchanged with ``peer``, agreed once per round."""
+        key = self._share_keys.get(peer)
+        if key is None:
+            key = agree(self._enc_key, self._adverts[peer].enc_pk, b"share-enc",
+                        self.round_id, self.id, peer)
+            self._share_keys[peer] = key
+        return key
 
     def _check_survivors(self, ids: tuple[int, ...]) -> frozenset[int]:
         """Check a survivor set against this client's view; raise before any state change."""

@@ -151,6 +151,7 @@ def restore_client(
     client._self_seed = self_seed
     client._adverts = {}
     client._held = {}
+    client._share_keys = {}
     if stage == "advertise":
         if advert_raw:
             raise MessageRejectedError("stage 'advertise' with an advert")
