@@ -19,7 +19,15 @@ from privfed.secure.validation import (
     check_weight,
     prepare_vector,
 )
-from privfed.secure.wire import expect, open_signed, seal, unpack, unpack_fields, unpack_ids
+from privfed.secure.wire import (
+    expect,
+    open_signed,
+    seal,
+    sender_of,
+    unpack,
+    unpack_fields,
+    unpack_ids,
+)
 
 from .crypto import (
     SEED_SIZE,
@@ -229,15 +237,16 @@ class MaskingClientParty:
             )
         self._stage = "masked"
         self._adverts, self._peers, self._threshold = adverts, peers, plan.threshold
-        b_shares = split_secret(self._self_seed, plan.threshold, len(group))
-        m_shares = split_secret(self._key_seed, plan.threshold, len(group))
+        # Both seeds in one sharing: each 16-byte block has its own random polynomial.
+        shares = split_secret(self._self_seed + self._key_seed, plan.threshold, len(group))
         out = {}
-        for pos, peer in enumerate(group):
+        for pos, (peer, share) in enumerate(zip(group, shares, strict=True)):
+            b_share, m_share = share[:SEED_SIZE], share[SEED_SIZE:]
             if peer == self.id:
-                self._held[self.id] = (pos + 1, b_shares[pos], m_shares[pos])
+                self._held[self.id] = (pos + 1, b_share, m_share)
                 continue
             key = self._share_key(peer)
-            plain = share_plaintext(self.id, peer, pos + 1, b_shares[pos], m_shares[pos])
+            plain = share_plaintext(self.id, peer, pos + 1, b_share, m_share)
             out[peer] = seal_share(key, plain, share_aad(self.round_id, self.id, peer))
         return seal(self.identity, KIND, "share", self.round_id, pack_addressed(out))
 
@@ -309,7 +318,9 @@ class MaskingClientParty:
 
         Never reveals both for the same client, and answers at most once per round. Against
         a malicious server the request must carry the survivor set this client signed and
-        at least ``t`` valid signatures on it from members of this client's group.
+        at least ``t`` valid signatures on it from members of this client's group (under
+        SecAgg+ the signatures of clients outside the group are not read: they count for
+        nothing here).
 
         Raises
         ------
@@ -388,6 +399,8 @@ class MaskingClientParty:
         group = self._peers | {self.id}
         signers: set[int] = set()
         for signed in fields[1:]:
+            if sender_of(signed) not in group:
+                continue  # SecAgg+: only the group's signatures count (Bell et al. 2020)
             env = open_signed(signed, self.registry, kind=KIND, stage="consistency",
                               round_id=self.round_id, allowed=self._adverts)
             if env.payload != signed_set or env.sender not in survivors:
