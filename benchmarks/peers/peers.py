@@ -52,7 +52,9 @@ from torch import nn
 from privfed.data import load_dataset, make_partitioner
 
 HERE = Path(__file__).resolve().parent
-MNIST_DIR = HERE.parents[2] / "shared" / "data" / "mnist"
+MNIST_DIR = next((p / "shared" / "data" / "mnist" for p in HERE.parents[2:]
+                  if (p / "shared" / "data" / "mnist").is_dir()), HERE.parents[2] / "shared")
+"""The nearest ``shared/data/mnist`` above the repository (``../shared`` of a checkout)."""
 WORKLOADS = {  # name: (dataset, clients, cohort, rounds)
     "W1": ("digits", 10, 10, 30),
     "W2": ("digits", 100, 10, 30),
