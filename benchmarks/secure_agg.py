@@ -9,6 +9,9 @@ Usage::
 For HE, per-client cost does not depend on the number of clients, so at most
 ``--he-clients`` clients are run and the server time is extrapolated linearly to ``n``
 (rows marked ``*``). Masking and plain always run all ``n`` clients.
+
+``--scaling`` runs the complete graph and SecAgg+ side by side with the plain aggregator in
+the same run; :func:`masking_scaling` returns its rows for other benchmarks to call.
 """
 
 from __future__ import annotations
