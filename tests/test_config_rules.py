@@ -135,3 +135,18 @@ def test_masking_threat_model_is_checked_against_the_planned_cohort():
         load_config(None, [*base, "secure.threshold=5"])  # 2t must exceed n + c = 11
     assert load_config(None, [*base, "secure.cohort_size=20"]).planned_cohort_size() == 20
     assert load_config(None, [*base, "federation.buffer_size=4"]).planned_cohort_size() == 4
+
+
+def test_masking_default_graph_follows_the_cohort_and_enters_the_identity():
+    """Unset, secure.neighbourhood_degree means the complete graph up to 200 clients per
+    round and SecAgg+ above; a run's identity names the graph the default picked."""
+    def config(clients, *more):
+        return load_config(None, ["secure.kind='masking'", f"data.num_clients={clients}",
+                                  "federation.fraction=1.0", *more])
+
+    small, large = config(200), config(201)
+    assert small.secure.aggregator_params()["neighbourhood"] == "auto"
+    assert large.short_hash() == config(201, "secure.neighbourhood_degree='secagg+'").short_hash()
+    assert large.short_hash() != config(201, "secure.neighbourhood_degree='full'").short_hash()
+    assert small.short_hash() != config(200, "secure.neighbourhood_degree='secagg+'").short_hash()
+    assert small.to_dict()["secure"]["neighbourhood_degree"] is None

@@ -97,8 +97,20 @@ class ExperimentConfig:
         payload.pop("output_dir")
         payload["data"].pop("data_dir")
         payload["federation"].pop("device")
+        if self.secure.kind == "masking" and self.secure.neighbourhood_degree is None:
+            payload["secure"]["neighbourhood_degree"] = self._default_graph()
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+    def _default_graph(self) -> str | None:
+        """The masking graph an unset ``secure.neighbourhood_degree`` picks, as hashed: None
+        where it is the complete graph (what unset meant before SecAgg+ became the default
+        above ``FULL_GRAPH_MAX_COHORT`` clients, so those runs keep their identity), else
+        the graph's name (the identity of the same config with it set explicitly)."""
+        from privfed.secure.masking.params import default_neighbourhood
+
+        graph = default_neighbourhood(self.planned_cohort_size())
+        return None if graph == "full" else graph
 
 
 def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from privfed.secure import AuthenticationError
-from privfed.secure.masking.crypto import open_share, prg, seal_share
+from privfed.secure.masking.crypto import MaskSum, open_share, prg, seal_share
 from privfed.secure.masking.quantize import Ring
 from privfed.secure.masking.shamir import combine_secret, split_secret
 
@@ -27,6 +27,25 @@ def test_prg_is_deterministic_per_key():
     a, b = prg(key, 1000, np.uint32), prg(key, 1000, np.uint32)
     np.testing.assert_array_equal(a, b)
     assert (a != prg(os.urandom(32), 1000, np.uint32)).mean() > 0.99
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint32, np.uint64])
+def test_mask_sum_equals_the_signed_sum_of_prg_streams(dtype):
+    """One reused keystream buffer gives the ring sum of the separate streams, wrapping."""
+    keys = [os.urandom(32) for _ in range(5)]
+    signs = [1, -1, -1, 1, -1]
+    acc = np.arange(1001).astype(dtype)
+    expected = acc.copy()
+    for key, sign in zip(keys, signs, strict=True):
+        stream = prg(key, acc.size, dtype)
+        expected = expected + stream if sign > 0 else expected - stream
+    masks = MaskSum(acc)
+    for key, sign in zip(keys, signs, strict=True):
+        masks.add(key, sign)
+    np.testing.assert_array_equal(acc, expected)
+    for key, sign in zip(keys, signs, strict=True):
+        masks.add(key, -sign)
+    np.testing.assert_array_equal(acc, np.arange(1001).astype(dtype))
 
 
 def test_aead_binds_associated_data():

@@ -274,3 +274,26 @@ def test_honest_rounds_still_decode_under_the_malicious_model(federation):
     for c in range(N):
         lying.server.receive(lying.clients[c].unmask(request))
     assert lying.server.aggregate()
+
+
+def test_secagg_plus_counts_only_the_group_signatures(federation):
+    """Under SecAgg+ a client's decision rests on its group's signatures alone: a forged
+    signature of a non-neighbour is not read, a forged neighbour's signature aborts."""
+    params = MaskingParams(cohort_size=N, neighbourhood="secagg+")
+    assert params.planned().degree < N - 1
+    lying = LyingServer(federation, params=params)
+    lying.run_to_masked()
+    signatures = {c: lying.clients[c].consistency(lying.survivors(range(N))) for c in range(N)}
+    client = lying.clients[2]
+    outsider = min(set(range(N)) - client._peers - {2})
+    neighbour = min(client._peers)
+
+    def forged(c):
+        return signatures[c][:-1] + bytes([signatures[c][-1] ^ 1])
+
+    with pytest.raises(AuthenticationError):
+        client.unmask(lying.request(range(N), [*signatures.values(), forged(neighbour)]))
+    assert client.stage == "unmask"
+    others = [s for c, s in signatures.items() if c != outsider]
+    reply = client.unmask(lying.request(range(N), [*others, forged(outsider)]))
+    assert set(unpack_reveals(unpack(reply).payload[:-64], 2)) == client._peers | {2}

@@ -293,3 +293,20 @@ def test_a_round_larger_than_planned_raises_the_threshold():
         sparse.for_view(200)
     with pytest.raises(ThresholdError, match="fewer than the 9 that SecAgg"):
         sparse.for_view(8)
+
+
+def test_secagg_plus_round_of_sixty_with_dropouts_decodes_exactly():
+    """A sparse graph's round (k = 26 of 59 peers) recovers the dropped clients' pairwise
+    masks from their neighbours' shares alone."""
+    n = 60
+    rng = np.random.default_rng(5)
+    vectors = {c: rng.uniform(-1, 1, 200) for c in range(n)}
+    weights = {c: float(c % 7 + 1) for c in range(n)}
+    agg = make_aggregator("masking", neighbourhood="secagg+")
+    plan = agg.round_params(n).planned()
+    assert not plan.complete
+    result = agg.aggregate(4, vectors, weights, dropouts={"masked": [3, 40]})
+    assert result.dropped == (3, 40)
+    check_exact(result, vectors, weights)
+    assert max(result.bytes_down.values()) < make_aggregator("masking").aggregate(
+        4, vectors, weights).bytes_down[0]

@@ -16,7 +16,12 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from privfed.secure.errors import InvalidInputError, ThresholdError
-from privfed.secure.masking import neighbours
+from privfed.secure.masking import (
+    FULL_GRAPH_MAX_COHORT,
+    MaskingParams,
+    default_neighbourhood,
+    neighbours,
+)
 from privfed.secure.masking.security import (
     RoundParameters,
     ThreatModel,
@@ -483,3 +488,36 @@ def test_round_parameters_properties():
     )
     assert r.group_size == 11 and not r.complete and r.neighbourhood == 10
     assert RoundParameters(5, 4, 4, -math.inf, -math.inf).complete
+
+
+# --------------------------------------------------------------------------------------------
+# The default graph: complete up to FULL_GRAPH_MAX_COHORT clients, SecAgg+ above
+
+
+@pytest.mark.parametrize("n", [2, 10, 100, FULL_GRAPH_MAX_COHORT])
+def test_default_graph_is_complete_up_to_the_cutoff(n):
+    assert MaskingParams().neighbourhood == "auto"
+    assert default_neighbourhood(n) == "full"
+    plan = MaskingParams(cohort_size=n).planned()
+    assert plan.complete and plan == round_parameters(n, DEFAULT)
+
+
+@pytest.mark.parametrize("n", [FULL_GRAPH_MAX_COHORT + 1, 500, 2000])
+def test_default_graph_above_the_cutoff_is_secagg_plus_within_the_bounds(n):
+    assert default_neighbourhood(n) == "secagg+"
+    plan = MaskingParams(cohort_size=n).planned()
+    assert not plan.complete and plan == round_parameters(n, DEFAULT, degree="secagg+")
+    priv, corr = exact_probabilities(n, plan.degree, plan.threshold, DEFAULT)
+    assert at_most_2_pow(priv, DEFAULT.security_bits)
+    assert at_most_2_pow(corr, DEFAULT.correctness_bits)
+
+
+def test_default_graph_is_chosen_for_the_planned_cohort():
+    """min_clients raises the planned cohort; more adverts than planned never switch the
+    graph (a server cannot choose it by showing more clients)."""
+    cutoff = FULL_GRAPH_MAX_COHORT
+    assert MaskingParams(cohort_size=cutoff - 50, min_clients=cutoff + 50).graph == "secagg+"
+    assert MaskingParams(cohort_size=cutoff).for_view(cutoff + 50).complete
+    assert not MaskingParams(cohort_size=cutoff + 1).for_view(cutoff + 50).complete
+    with pytest.raises(InvalidInputError, match="neighbourhood='auto' needs"):
+        _ = MaskingParams().graph

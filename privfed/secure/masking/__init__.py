@@ -5,12 +5,20 @@ from .aggregator import MaskingAggregator
 from .client import MaskingClientParty
 from .driver import run_masking
 from .endpoint import MaskingEndpoint
-from .params import SERVER_MODELS, MaskingParams, default_threshold, neighbours
+from .params import (
+    FULL_GRAPH_MAX_COHORT,
+    SERVER_MODELS,
+    MaskingParams,
+    default_neighbourhood,
+    default_threshold,
+    neighbours,
+)
 from .quantize import Ring
 from .security import RoundParameters, ThreatModel, min_threshold, round_parameters
 from .server import MaskingServerParty, decode_masking
 
 __all__ = [
+    "FULL_GRAPH_MAX_COHORT",
     "MaskingAggregator",
     "MaskingClientParty",
     "MaskingEndpoint",
@@ -21,6 +29,7 @@ __all__ = [
     "RoundParameters",
     "ThreatModel",
     "decode_masking",
+    "default_neighbourhood",
     "default_threshold",
     "min_threshold",
     "neighbours",

@@ -45,7 +45,7 @@ corrupt_fraction, dropout_fraction, security_bits, server_model
         clip: float = 10.0,
         out_of_range: str = "error",
         threshold: int | None = None,
-        neighbourhood: str | int = "full",
+        neighbourhood: str | int = "auto",
         min_clients: int = 2,
         cohort_size: int | None = None,
         corrupt_fraction: float = 0.1,

@@ -19,14 +19,22 @@ from privfed.secure.validation import (
     check_weight,
     prepare_vector,
 )
-from privfed.secure.wire import expect, open_signed, seal, unpack, unpack_fields, unpack_ids
+from privfed.secure.wire import (
+    expect,
+    open_signed,
+    seal,
+    sender_of,
+    unpack,
+    unpack_fields,
+    unpack_ids,
+)
 
 from .crypto import (
     SEED_SIZE,
+    MaskSum,
     agree,
     hkdf,
     open_share,
-    prg,
     public_bytes,
     seal_share,
     x25519_from_seed,
@@ -106,6 +114,7 @@ class MaskingClientParty:
         self._self_seed = os.urandom(SEED_SIZE)
         self._adverts: dict[int, Advert] = {}
         self._held: dict[int, tuple[int, bytes, bytes]] = {}
+        self._share_keys: dict[int, bytes] = {}
 
     # ------------------------------------------------------------------ persistence
     @property
@@ -228,16 +237,16 @@ class MaskingClientParty:
             )
         self._stage = "masked"
         self._adverts, self._peers, self._threshold = adverts, peers, plan.threshold
-        b_shares = split_secret(self._self_seed, plan.threshold, len(group))
-        m_shares = split_secret(self._key_seed, plan.threshold, len(group))
+        # Both seeds in one sharing: each 16-byte block has its own random polynomial.
+        shares = split_secret(self._self_seed + self._key_seed, plan.threshold, len(group))
         out = {}
-        for pos, peer in enumerate(group):
+        for pos, (peer, share) in enumerate(zip(group, shares, strict=True)):
+            b_share, m_share = share[:SEED_SIZE], share[SEED_SIZE:]
             if peer == self.id:
-                self._held[self.id] = (pos + 1, b_shares[pos], m_shares[pos])
+                self._held[self.id] = (pos + 1, b_share, m_share)
                 continue
-            key = agree(self._enc_key, adverts[peer].enc_pk, b"share-enc", self.round_id,
-                        self.id, peer)
-            plain = share_plaintext(self.id, peer, pos + 1, b_shares[pos], m_shares[pos])
+            key = self._share_key(peer)
+            plain = share_plaintext(self.id, peer, pos + 1, b_share, m_share)
             out[peer] = seal_share(key, plain, share_aad(self.round_id, self.id, peer))
         return seal(self.identity, KIND, "share", self.round_id, pack_addressed(out))
 
@@ -259,8 +268,7 @@ class MaskingClientParty:
         for sender, blob in received.items():
             if sender not in self._peers:
                 raise MessageRejectedError(f"client {self.id}: share from non-neighbour {sender}")
-            key = agree(self._enc_key, self._adverts[sender].enc_pk, b"share-enc",
-                        self.round_id, self.id, sender)
+            key = self._share_key(sender)
             plain = open_share(key, blob, share_aad(self.round_id, sender, self.id),
                                f"client {sender}")
             held[sender] = parse_share_plaintext(plain, sender, self.id)
@@ -274,15 +282,12 @@ class MaskingClientParty:
         ring = Ring(self.params.ring_bits, self.params.clip, len(self._adverts))
         total = sum(a.weight for a in self._adverts.values())
         y = ring.quantize(x * (self.advert.weight / total))
-        y += prg(self_mask_key(self._self_seed, self.round_id, self.id), y.size, ring.dtype)
+        masks = MaskSum(y)
+        masks.add(self_mask_key(self._self_seed, self.round_id, self.id))
         for peer in sorted(held):
             key = agree(self._mask_key, self._adverts[peer].mask_pk, b"pair-mask",
                         self.round_id, self.id, peer)
-            stream = prg(key, y.size, ring.dtype)
-            if pair_sign(self.id, peer) > 0:
-                y += stream
-            else:
-                y -= stream
+            masks.add(key, pair_sign(self.id, peer))
         return seal(self.identity, KIND, "masked", self.round_id, ring.to_bytes(y))
 
     def consistency(self, survivors_message: bytes) -> bytes:
@@ -313,7 +318,9 @@ class MaskingClientParty:
 
         Never reveals both for the same client, and answers at most once per round. Against
         a malicious server the request must carry the survivor set this client signed and
-        at least ``t`` valid signatures on it from members of this client's group.
+        at least ``t`` valid signatures on it from members of this client's group (under
+        SecAgg+ the signatures of clients outside the group are not read: they count for
+        nothing here).
 
         Raises
         ------
@@ -339,6 +346,15 @@ class MaskingClientParty:
             else:
                 reveals[owner] = (KEY_SEED, index, m_share)
         return seal(self.identity, KIND, "unmask", self.round_id, pack_reveals(reveals))
+
+    def _share_key(self, peer: int) -> bytes:
+        """The AEAD key of the shares exchanged with ``peer``, agreed once per round."""
+        key = self._share_keys.get(peer)
+        if key is None:
+            key = agree(self._enc_key, self._adverts[peer].enc_pk, b"share-enc",
+                        self.round_id, self.id, peer)
+            self._share_keys[peer] = key
+        return key
 
     def _check_survivors(self, ids: tuple[int, ...]) -> frozenset[int]:
         """Check a survivor set against this client's view; raise before any state change."""
@@ -383,6 +399,8 @@ class MaskingClientParty:
         group = self._peers | {self.id}
         signers: set[int] = set()
         for signed in fields[1:]:
+            if sender_of(signed) not in group:
+                continue  # SecAgg+: only the group's signatures count (Bell et al. 2020)
             env = open_signed(signed, self.registry, kind=KIND, stage="consistency",
                               round_id=self.round_id, allowed=self._adverts)
             if env.payload != signed_set or env.sender not in survivors:

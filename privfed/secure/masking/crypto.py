@@ -68,6 +68,38 @@ def prg(key: bytes, count: int, dtype: np.dtype) -> np.ndarray:
     return np.frombuffer(stream, dtype=dtype.newbyteorder("<"), count=count)
 
 
+class MaskSum:
+    """Adds and subtracts :func:`prg` streams into one vector in place, in one pass.
+
+    Every stream is written into the same keystream buffer (ChaCha20 ``update_into``) and
+    folded into the vector at once, so no per-stream array is allocated: adding ``m`` masks of
+    ``count`` elements costs ``m`` keystream passes and ``m`` in-place additions. The result
+    equals ``acc + sum(sign * prg(key, count, dtype))`` in the ring.
+
+    Parameters
+    ----------
+    acc : np.ndarray
+        The vector to mask or unmask (unsigned ring dtype); modified in place.
+    """
+
+    def __init__(self, acc: np.ndarray) -> None:
+        self.acc = acc
+        nbytes = acc.size * acc.dtype.itemsize
+        self._zeros = bytes(nbytes)
+        self._buffer = bytearray(nbytes)
+        self._stream = np.frombuffer(self._buffer, dtype=acc.dtype.newbyteorder("<"),
+                                     count=acc.size)
+
+    def add(self, key: bytes, sign: int = 1) -> None:
+        """``acc += sign * prg(key)`` (``sign`` is +1 or -1), modulo the ring."""
+        encryptor = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
+        encryptor.update_into(self._zeros, self._buffer)
+        if sign > 0:
+            self.acc += self._stream
+        else:
+            self.acc -= self._stream
+
+
 def seal_share(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
     """Encrypt with ChaCha20-Poly1305 under a fresh random nonce; returns ``nonce | ct``."""
     nonce = os.urandom(NONCE_SIZE)

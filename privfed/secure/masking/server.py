@@ -21,7 +21,7 @@ from privfed.secure.validation import check_round_id
 from privfed.secure.wire import SERVER_ID, open_signed, pack, pack_fields, pack_ids
 
 from .client import pair_sign, self_mask_key
-from .crypto import agree, prg, public_bytes, x25519_from_seed
+from .crypto import MaskSum, agree, public_bytes, x25519_from_seed
 from .messages import (
     KEY_SEED,
     KIND,
@@ -269,22 +269,19 @@ class MaskingServerParty:
         assert self.ring is not None
         seeds = combine_secrets(collected, self.threshold)
         total = np.zeros(self.dim, dtype=self.ring.dtype)
+        masks = MaskSum(total)
         for c in survivors:
             if commit(seeds[c], self.round_id, c) != self.adverts[c].commitment:
                 raise MessageRejectedError(f"recovered self-mask seed of client {c} is wrong")
             total += self._masked[c]
-            total -= prg(self_mask_key(seeds[c], self.round_id, c), self.dim, self.ring.dtype)
+            masks.add(self_mask_key(seeds[c], self.round_id, c), -1)
         for v in dropped:
             key = x25519_from_seed(seeds[v], self.round_id, v)
             if public_bytes(key) != self.adverts[v].mask_pk:
                 raise MessageRejectedError(f"recovered mask key of client {v} is wrong")
             for u in sorted(self._graph[v] & set(survivors)):
                 pair = agree(key, self.adverts[u].mask_pk, b"pair-mask", self.round_id, u, v)
-                stream = prg(pair, self.dim, self.ring.dtype)
-                if pair_sign(u, v) > 0:
-                    total -= stream
-                else:
-                    total += stream
+                masks.add(pair, -pair_sign(u, v))
         announced = sum(a.weight for a in self.adverts.values())
         included = sum(self.adverts[c].weight for c in survivors)
         meta = _RING_META.pack(self.ring.bits, self.ring.clients, self.ring.clip)

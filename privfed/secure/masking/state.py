@@ -36,7 +36,7 @@ _STATE_HEAD = struct.Struct("<QIB")  # round id, client id, stage index
 # ring bits, clip, out_of_range, threshold, neighbourhood, min_clients, cohort_size,
 # corrupt fraction, dropout fraction, security bits, server model
 _STATE_PARAMS = struct.Struct("<BdBQqQQddIB")
-_NEIGHBOURHOOD_CODES = {"full": 0, "secagg+": -1}
+_NEIGHBOURHOOD_CODES = {"full": 0, "secagg+": -1, "auto": -2}
 _STATE_ROUND = struct.Struct("<I")  # threshold
 _STATE_HELD = struct.Struct("<IH")  # share owner, Shamir index
 _STATE_FIELDS = 11
@@ -151,6 +151,7 @@ def restore_client(
     client._self_seed = self_seed
     client._adverts = {}
     client._held = {}
+    client._share_keys = {}
     if stage == "advertise":
         if advert_raw:
             raise MessageRejectedError("stage 'advertise' with an advert")
