@@ -56,7 +56,8 @@ def clip_factors(norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
         Same shape and dtype as ``norms``, values in ``(0, 1]``; example i's clipped gradient
         ``factors_i * grad_i`` has norm at most C.
     """
-    return (max_grad_norm / (norms + CLIP_EPSILON)).clamp(max=1.0)
+    # ``C / x`` as PyTorch evaluates it for a float C (``x.reciprocal() * C``), in place.
+    return (norms + CLIP_EPSILON).reciprocal_().mul_(max_grad_norm).clamp_(max=1.0)
 
 
 def linear_sq_norms(a: torch.Tensor, g: torch.Tensor, bias: bool) -> torch.Tensor:

@@ -78,6 +78,13 @@ def test_per_example_clipped_gradients_equal_opacus(name):
     torch.testing.assert_close(total, expected.sum(0), rtol=1e-5, atol=1e-6)
 
 
+def test_clip_factors_are_opacus_formula_bit_for_bit():
+    norms = torch.cat([torch.zeros(1), torch.logspace(-8, 3, 200)])
+    for max_grad_norm in (0.1, 1.0, 7.3):
+        expected = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)  # get_clipping_coef
+        assert torch.equal(clip_factors(norms, max_grad_norm), expected)
+
+
 def test_linear_functions_take_leading_dimensions():
     """A leading dimension K stacks independent problems: each slice gives what it gives
     alone, with its own factors; mismatched shapes are errors."""
