@@ -193,9 +193,10 @@ class DPSGDTrainer:
         ----------
         client : Client
         workspace : FlatParameters
-            The model to train in, on its device (hooked on first use, see
-            :meth:`DPWorkspace.of`); the client's data is moved there. Afterwards its
-            gradient buffer is zero and the parameters' gradients are views of it.
+            The model to train in, on its device (on the Opacus path hooked on first use,
+            see :meth:`DPWorkspace.of`; the fast path's hooks live only inside this call);
+            the client's data is moved there. Afterwards its gradient buffer is zero and
+            the parameters' gradients are views of it.
         global_params : torch.Tensor
             Flat float32 global model (not modified), on the CPU.
         generator : torch.Generator
