@@ -1,12 +1,13 @@
 """Differential privacy for federated learning.
 
-Local record-level DP-SGD through Opacus (:class:`DPSGDTrainer`, accounted per client by
-:class:`RecordLevelPolicy`); central and distributed user-level DP-FedAvg as update stages
-(:class:`ClipStage` with adaptive clipping, :class:`CentralNoiseStage`,
-:class:`DistributedNoiseStage`) accounted by :class:`UserLevelPolicy` and
-:class:`DistributedPolicy`; accounting (dp-accounting's PLD, Opacus's PRV and RDP) with
-per-client participation ledgers and budgets; and the mechanisms' noise sources (secure, or
-seeded from the config). :func:`build_privacy` builds the configured mechanism's parts.
+Local record-level DP-SGD, clipped in closed form or through Opacus (:class:`DPSGDTrainer`,
+accounted per client by :class:`RecordLevelPolicy`); central and distributed user-level
+DP-FedAvg as update stages (:class:`ClipStage` with adaptive clipping,
+:class:`CentralNoiseStage`, :class:`DistributedNoiseStage`) accounted by
+:class:`UserLevelPolicy` and :class:`DistributedPolicy`; accounting (dp-accounting's PLD,
+Opacus's PRV and RDP) with per-client participation ledgers and budgets; and the mechanisms'
+noise sources (secure, or seeded from the config). :func:`build_privacy` builds the
+configured mechanism's parts.
 
 Names are imported on first use, so importing this package loads neither Opacus nor the
 crypto packages.

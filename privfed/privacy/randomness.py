@@ -94,8 +94,11 @@ class SeededNoise(NoiseSource):
         return self._numpy
 
     def normal(self, std: torch.Tensor | float, size: int) -> torch.Tensor:
-        std = torch.as_tensor(std, dtype=torch.float32).expand(size)
-        return torch.normal(torch.zeros(size), std, generator=self.torch_generator)
+        # Bit for bit torch.normal(zeros, std): PyTorch draws N(0, 1) and multiplies by std;
+        # doing it here skips the zeros and the broadcast (a third of a DP-SGD step's draw).
+        if not isinstance(std, float | int):
+            std = torch.as_tensor(std, dtype=torch.float32)
+        return torch.randn(size, generator=self.torch_generator).mul_(std)
 
     def subsample(self, n: int, rate: float) -> torch.Tensor:
         # What Opacus's UniformWithReplacementSampler draws for one batch.

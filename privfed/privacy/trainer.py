@@ -1,10 +1,19 @@
-"""Local record-level DP: the DP-SGD trainer, through Opacus.
+"""Local record-level DP: the DP-SGD trainer, on a fast path or through Opacus.
 
-Every client trains in the one shared workspace model. :class:`DPWorkspace` attaches
-Opacus's ghost-clipping hooks (``GradSampleHooksFastGradientClipping``, the "ghost"
-grad-sample mode: per-example gradient norms without materialising per-example gradients,
-then a second backward pass on the clipped loss) to that model exactly once, on the first
-DP-SGD step; the model is not wrapped, so parameter names never gain a ``_module.`` prefix.
+Every client trains in the one shared workspace model. Two backends compute the same
+mechanism (the same batches, clipping, noise draw and step):
+
+* ``"fast"``: :class:`~privfed.privacy.fastclip.PerExampleClipper` -- one forward and one
+  backward pass to the layers' outputs, per-example norms and clipped sums in closed form
+  (:mod:`privfed.privacy.perexample`), one flat update of the workspace. Models whose
+  trainable parameters all belong to ``nn.Linear`` / ``nn.Conv2d`` layers (privfed's
+  built-in models).
+* ``"opacus"``: the reference, for any model Opacus can train. :class:`DPWorkspace` attaches
+  Opacus's ghost-clipping hooks (``GradSampleHooksFastGradientClipping``, the "ghost"
+  grad-sample mode: per-example gradient norms without materialising per-example gradients,
+  then a second backward pass on the clipped loss) to that model exactly once, on the first
+  DP-SGD step; the model is not wrapped, so parameter names never gain a ``_module.``
+  prefix.
 
 :class:`DPSGDTrainer` is a :class:`~privfed.federated.trainer.LocalTrainer`: it trains any
 client under the public :class:`~privfed.privacy.dpsgd.DPSGDParams`; the record-level
@@ -31,9 +40,14 @@ from privfed.federated.cohort import StackedModel
 from privfed.federated.params import FlatParameters
 from privfed.privacy.cohort import fit_cohort_dpsgd
 from privfed.privacy.dpsgd import DPSGDParams
+from privfed.privacy.fastclip import FastPathError, PerExampleClipper
+from privfed.privacy.perexample import clip_factors
 from privfed.privacy.randomness import NoisePolicy, NoiseSource
 
-__all__ = ["DPSGDTrainer", "DPWorkspace"]
+__all__ = ["BACKENDS", "DPSGDTrainer", "DPWorkspace"]
+
+BACKENDS = ("auto", "fast", "opacus")
+"""The allowed values of :class:`DPSGDTrainer`'s ``backend``."""
 
 _WORKSPACES: weakref.WeakKeyDictionary[torch.nn.Module, DPWorkspace] = (
     weakref.WeakKeyDictionary()
@@ -139,12 +153,29 @@ class DPSGDTrainer:
         Secure: batches and noise from a fresh
         :class:`~privfed.privacy.randomness.SecureNoise` per round; seeded: from the
         generator passed to :meth:`fit`.
+    backend : {"auto", "fast", "opacus"}, default "auto"
+        "fast": per-example clipping in closed form (:mod:`privfed.privacy.fastclip`);
+        "opacus": Opacus's ghost clipping, the reference; "auto": "fast" when the model
+        qualifies (every trainable parameter in a Linear or Conv2d layer, see
+        :func:`~privfed.privacy.fastclip.fast_path_obstacles`), else "opacus". Both compute
+        the same update (to float rounding) from the same random draws.
+
+    Raises
+    ------
+    ValueError
+        ``backend`` is not one of :data:`BACKENDS`.
     """
 
-    def __init__(self, params: DPSGDParams, training: LocalTraining, noise: NoisePolicy) -> None:
+    def __init__(
+        self, params: DPSGDParams, training: LocalTraining, noise: NoisePolicy,
+        backend: str = "auto",
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"DP-SGD backend must be one of {list(BACKENDS)}, got {backend!r}")
         self.params = params
         self.training = training
         self.noise = noise
+        self.backend = backend
 
     def fit(
         self,
@@ -164,8 +195,10 @@ class DPSGDTrainer:
         ----------
         client : Client
         workspace : FlatParameters
-            The model to train in, on its device (hooked on first use, see
-            :meth:`DPWorkspace.of`); the client's data is moved there.
+            The model to train in, on its device (on the Opacus path hooked on first use,
+            see :meth:`DPWorkspace.of`; the fast path's hooks live only inside this call);
+            the client's data is moved there. Afterwards its gradient buffer is zero and
+            the parameters' gradients are views of it.
         global_params : torch.Tensor
             Flat float32 global model (not modified), on the CPU.
         generator : torch.Generator
@@ -176,10 +209,80 @@ class DPSGDTrainer:
         ClientUpdate
             ``delta`` a flat float32 CPU tensor; ``train_loss`` is NaN when every batch was
             empty.
+
+        Raises
+        ------
+        ValueError
+            ``backend="fast"`` and the model does not qualify; the message names the layer.
         """
-        dp, params, training = DPWorkspace.of(workspace), self.params, self.training
         anchor = global_params.to(workspace.device)
+        x, y = client.x.to(workspace.device), client.y.to(workspace.device)
+        clipper = self._fast_clipper(workspace.module, x)
+        workspace.load(anchor)
+        workspace.module.train()
         source = self.noise.around(generator)
+        if clipper is None:
+            loss_sum, seen = self._opacus_steps(workspace, anchor, x, y, source)
+        else:
+            loss_sum, seen = self._fast_steps(clipper, workspace, anchor, x, y, source)
+        return ClientUpdate(
+            client_id=client.client_id,
+            delta=(workspace.data - anchor).cpu(),
+            num_samples=client.num_samples,
+            train_loss=loss_sum / seen if seen else math.nan,
+            steps=self.params.steps_per_round,
+        )
+
+    def _fast_clipper(self, module: nn.Module, x: torch.Tensor) -> PerExampleClipper | None:
+        """The fast path's clipper for ``module`` on inputs like ``x``; None for Opacus."""
+        if self.backend == "opacus":
+            return None
+        try:
+            clipper = PerExampleClipper.of(module)
+            clipper.check_forward(x)
+        except FastPathError:
+            if self.backend == "fast":
+                raise
+            return None
+        return clipper
+
+    def _fast_steps(
+        self, clipper: PerExampleClipper, workspace: FlatParameters, anchor: torch.Tensor,
+        x: torch.Tensor, y: torch.Tensor, source: NoiseSource,
+    ) -> tuple[float, int]:
+        """The steps on the fast path: ``w -= lr / normaliser * (Σ clipped + noise [+ prox])``
+        as one flat update; the noise is one draw of ``NoiseSource.normal`` per step, split
+        over the parameters in spec order (as the Opacus path draws it)."""
+        params, training = self.params, self.training
+        criterion = nn.CrossEntropyLoss(reduction="sum")
+        views = list(workspace.spec.unflatten(workspace.grad).values())
+        std = params.noise_multiplier * params.max_grad_norm
+        loss_sum, seen = 0.0, 0
+        with clipper.recording() as tape:
+            for _ in range(params.steps_per_round):
+                index = source.subsample(len(x), params.sample_rate)
+                loss = criterion(workspace.module(x[index]), y[index])
+                grads = tape.gradients(loss)
+                factors = clip_factors(grads.sq_norms.sqrt(), params.max_grad_norm)
+                grads.sums(factors, out=views)
+                if std:
+                    noise = source.normal(std, workspace.spec.numel)
+                    workspace.grad.add_(noise.to(workspace.device))
+                if training.mu:
+                    workspace.grad.add_(workspace.data - anchor,
+                                        alpha=training.mu * params.normaliser)
+                workspace.data.add_(workspace.grad, alpha=-training.lr / params.normaliser)
+                loss_sum += loss.item()
+                seen += len(index)
+        workspace.grad.zero_()
+        return loss_sum, seen
+
+    def _opacus_steps(
+        self, workspace: FlatParameters, anchor: torch.Tensor, x: torch.Tensor,
+        y: torch.Tensor, source: NoiseSource,
+    ) -> tuple[float, int]:
+        """The steps through Opacus's ghost clipping (the reference path)."""
+        dp, params, training = DPWorkspace.of(workspace), self.params, self.training
         optimizer = _SourcedNoiseOptimizer(
             torch.optim.SGD(dp.params, lr=training.lr / params.normaliser),
             noise_multiplier=params.noise_multiplier,
@@ -193,27 +296,17 @@ class DPSGDTrainer:
         criterion = DPLossFastGradientClipping(
             dp.hooks, optimizer, nn.CrossEntropyLoss(reduction="sum"), loss_reduction="sum"
         )
-        workspace.load(anchor)
-        module = workspace.module
-        x, y = client.x.to(workspace.device), client.y.to(workspace.device)
-        module.train()
         loss_sum, seen = 0.0, 0
         with dp.active(params.max_grad_norm):
             for _ in range(params.steps_per_round):
-                index = source.subsample(client.num_samples, params.sample_rate)
+                index = source.subsample(len(x), params.sample_rate)
                 optimizer.zero_grad()
-                loss = criterion(module(x[index]), y[index])
+                loss = criterion(workspace.module(x[index]), y[index])
                 loss.backward()
                 optimizer.step()
                 loss_sum += loss.item()
                 seen += len(index)
-        return ClientUpdate(
-            client_id=client.client_id,
-            delta=(workspace.data - anchor).cpu(),
-            num_samples=client.num_samples,
-            train_loss=loss_sum / seen if seen else math.nan,
-            steps=params.steps_per_round,
-        )
+        return loss_sum, seen
 
     def fit_cohort(
         self,

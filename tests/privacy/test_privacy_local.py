@@ -1,4 +1,4 @@
-"""Local DP-SGD through Opacus: public parameters, per-client ledgers, budgets, plumbing."""
+"""Local DP-SGD (fast path and Opacus): public parameters, per-client ledgers, budgets, plumbing."""
 
 import math
 
@@ -253,7 +253,8 @@ def test_hooks_once_no_module_prefix_and_flat_grads_restored(blobs):
     x, y = blobs
     workspace = _mlp()
     module = workspace.module
-    trainer = DPSGDTrainer(DPSGDParams(1.0, 1.0, 0.2, 3, 8.0), TRAINING, SEEDED)
+    trainer = DPSGDTrainer(DPSGDParams(1.0, 1.0, 0.2, 3, 8.0), TRAINING, SEEDED,
+                           backend="opacus")  # the fast path attaches no Opacus hooks
     assert module not in _hooked()  # attached on the first DP-SGD step, not before
     for client_id in range(2):
         trainer.fit(Client(client_id, x, y), workspace, workspace.data.clone(), torch.Generator())
