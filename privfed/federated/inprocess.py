@@ -97,8 +97,8 @@ class InProcessEngine:
         self.evaluation = evaluation or EvaluationProtocol(aggregation)
         self.pending: dict[int, torch.Tensor] = {}
         self.memory_budget = memory_budget or default_memory_budget(workspace.device)
-        self.stacked = StackedModel.of(workspace) if vectorise and isinstance(
-            trainer, CohortTrainer) else None
+        batched = vectorise and isinstance(trainer, CohortTrainer) and trainer.supports_cohort
+        self.stacked = StackedModel.of(workspace) if batched else None
 
     @property
     def num_clients(self) -> int:

@@ -86,6 +86,11 @@ class CohortTrainer(Protocol):
         """The most examples a batch of a client with ``num_samples`` examples can hold
         (for sizing a batched chunk's memory)."""
 
+    @property
+    def supports_cohort(self) -> bool:
+        """Whether :meth:`fit_cohort` may be used (a trainer may be asked for one particular
+        computation, e.g. a reference library's)."""
+
 
 def check_finite(update: ClientUpdate, release_id: int) -> ClientUpdate:
     """Return ``update`` if its delta is finite, where every trained update is checked.
@@ -172,3 +177,5 @@ class SGDTrainer:
     def batch_bound(self, num_samples: int) -> int:
         """``min(num_samples, batch_size)``."""
         return min(num_samples, self.training.batch_size)
+
+    supports_cohort = True

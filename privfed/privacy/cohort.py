@@ -4,8 +4,9 @@ The mechanism is :class:`~privfed.privacy.trainer.DPSGDTrainer`'s, client by cli
 same Poisson batches and the same Gaussian noise, drawn from each client's own
 :class:`~privfed.privacy.randomness.NoiseSource` in the same order (batch of step 1, noise of
 step 1, batch of step 2, ...), the same per-example clipping (Opacus's factor
-``min(1, C / (norm + 1e-6))``) and the same step. Only the arithmetic is batched: the clients'
-models run as one :class:`~privfed.federated.cohort.StackedModel`, and each Linear layer's
+``min(1, C / (norm + 1e-6))``, :func:`~privfed.privacy.perexample.clip_factors`) and the
+same step. Only the arithmetic is batched: the clients' models run as one
+:class:`~privfed.federated.cohort.StackedModel`, and each Linear layer's
 per-example gradient norms and clipped sums come from its inputs and output gradients
 (:mod:`privfed.privacy.perexample`) without materialising a per-example gradient.
 """
@@ -20,6 +21,7 @@ import torch
 from privfed.federated.client import Client, ClientUpdate, LocalTraining
 from privfed.federated.cohort import StackedModel, cross_entropy_grad, gather_cohort
 from privfed.privacy.dpsgd import DPSGDParams
+from privfed.privacy.perexample import clip_factors, linear_clipped_grads, linear_sq_norms
 from privfed.privacy.randomness import NoiseSource
 
 __all__ = ["fit_cohort_dpsgd"]
@@ -136,12 +138,11 @@ def _clipped_sums(
     losses, grad = cross_entropy_grad(logits, y, weights)
     inputs = model.linear_inputs(tape)
     out_grads = model.output_grads(views, tape, grad)
-    sq_norms = torch.zeros_like(weights)
+    sq_norms = sum(linear_sq_norms(a, g, layer.bias_offset is not None)
+                   for layer, a, g in zip(model.linears, inputs, out_grads, strict=True))
+    factors = clip_factors(sq_norms.sqrt(), max_grad_norm) * weights
+    clipped = []
     for layer, a, g in zip(model.linears, inputs, out_grads, strict=True):
-        g_sq = g.square().sum(-1)
-        sq_norms += a.square().sum(-1) * g_sq
-        if layer.bias_offset is not None:
-            sq_norms += g_sq
-    factors = (max_grad_norm / (sq_norms.sqrt() + 1e-6)).clamp(max=1.0) * weights
-    clipped = model.param_grads(inputs, [g * factors.unsqueeze(-1) for g in out_grads])
+        weight, bias = linear_clipped_grads(a, g, factors, layer.bias_offset is not None)
+        clipped += [weight] if bias is None else [weight, bias]
     return clipped, losses.sum(1)

@@ -326,6 +326,11 @@ class DPSGDTrainer:
         """``num_samples``: a Poisson batch may hold every record."""
         return num_samples
 
+    @property
+    def supports_cohort(self) -> bool:
+        """False where ``backend="opacus"`` asks for Opacus's reference computation."""
+        return self.backend != "opacus"
+
 
 def _proximal_hook(
     dp: DPWorkspace, prox: float, global_params: torch.Tensor

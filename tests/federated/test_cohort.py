@@ -218,3 +218,22 @@ def test_chunked_rounds_equal_one_chunk_bit_for_bit():
     for job, update in zip(jobs, engine._updates(jobs), strict=True):
         assert torch.equal(update.delta, whole[job.client_id].delta)
         assert torch.equal(engine.train_client(job).delta, update.delta)
+
+
+def test_a_trainer_asked_for_opacus_trains_one_client_after_another():
+    from privfed.aggregation import SecureAggregation
+    from privfed.federated import InProcessEngine
+    from privfed.secure import make_aggregator
+
+    workspace = bind_flat_parameters(_mlp((8,)))
+    params = DPSGDParams(noise_multiplier=1.0, max_grad_norm=0.5, sample_rate=0.5,
+                         steps_per_round=2, normaliser=4.0)
+    engines = {
+        backend: InProcessEngine(
+            workspace, _clients(), aggregation=SecureAggregation(make_aggregator("none")),
+            trainer=DPSGDTrainer(params, LocalTraining(lr=0.5), NoisePolicy(secure=False),
+                                 backend=backend))
+        for backend in ("auto", "opacus")
+    }
+    assert engines["auto"].stacked is not None
+    assert engines["opacus"].stacked is None
