@@ -187,7 +187,7 @@ def table(args: argparse.Namespace) -> None:
                                             "rounds": rounds, "data_dir": args.data_dir})
                 ms = steady_ms(out["seconds"])
                 cpu = 1000 * statistics.median(out["cpu"][1:-1] or out["cpu"])
-                rows.append((mode, n, k, ms, out["peak_mib"]))
+                rows.append((mode, n, k, cpu, out["peak_mib"]))
                 print(f"{mode:6}{n:>7}{k:>5}{ms:>10.1f}{cpu:>8.1f}{ms / k:>10.2f}"
                       f"{out['built_mib']:>10.0f}{out['peak_mib']:>9.0f}"
                       f"{out['accuracy']:>9.3f}", flush=True)
@@ -198,19 +198,21 @@ def table(args: argparse.Namespace) -> None:
 
 
 def growth(rows: list[tuple]) -> None:
-    """State how the round time and the memory grow, from the measured rows."""
+    """State how the round's CPU time and the memory grow, from the measured rows (CPU
+    time: the wall time of a shared machine also counts the other users)."""
     for mode in ("plain", "dp"):
         mine = [r for r in rows if r[0] == mode]
         by_k = [(k, ms) for m, n, k, ms, _ in mine if n == max(r[1] for r in mine)]
         at_k = sorted((n, ms, mib) for _, n, k, ms, mib in mine if k == min(r[2] for r in mine))
         if len(by_k) > 1:
             (k0, t0), (k1, t1) = by_k[0], by_k[-1]
-            print(f"{mode}: per round ~{(t1 - t0) / (k1 - k0):.2f} ms per cohort client "
+            print(f"{mode}: per round ~{(t1 - t0) / (k1 - k0):.2f} cpu ms per cohort client "
                   f"(k {k0}->{k1}); ", end="")
         if len(at_k) > 1:
             (n0, t0, m0), (n1, t1, m1) = at_k[0], at_k[-1]
-            print(f"N {n0}->{n1} at k {min(r[2] for r in mine)}: time x{t1 / t0:.2f}, "
-                  f"memory +{m1 - m0:.0f} MiB ({(m1 - m0) * 1024 / (n1 - n0):.2f} KiB per client)")
+            print(f"N {n0}->{n1} at k {min(r[2] for r in mine)}: cpu time x{t1 / t0:.2f}, "
+                  f"peak memory {m1 - m0:+.0f} MiB ({(m1 - m0) * 1024 / (n1 - n0):+.2f} KiB "
+                  "per client)")
 
 
 def long_run(args: argparse.Namespace) -> None:
