@@ -28,11 +28,13 @@ __all__ = [
     "build_client",
     "client_arrays",
     "client_from_arrays",
+    "client_rows",
     "declared_schema",
     "file_spec",
     "load_configured_dataset",
     "load_partitioned",
     "load_site",
+    "training_tensors",
 ]
 
 _HOLDOUT_STREAM = 6
@@ -131,32 +133,75 @@ def load_partitioned(
     return dataset, list(partitions)
 
 
+def client_rows(
+    config: ExperimentConfig, partition: np.ndarray, labels: np.ndarray, client_id: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Client ``client_id``'s training and held-out rows of the pooled dataset.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+    partition : numpy.ndarray
+        int64, the client's rows of the pooled training set.
+    labels : numpy.ndarray
+        The pooled training labels.
+    client_id : int
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        int64 rows it trains on and rows of its validation hold-out
+        (``data.validation_fraction`` of ``partition``, seeded by the experiment seed and
+        the client id).
+    """
+    seed = derive_seed(derive_seed(config.seed, _HOLDOUT_STREAM), client_id)
+    keep, held = stratified_holdout(labels[partition], config.data.validation_fraction, seed)
+    return partition[keep], partition[held]
+
+
 def client_arrays(
     config: ExperimentConfig, dataset: Dataset, partition: np.ndarray, client_id: int
 ) -> ClientArrays:
     """Client ``client_id``'s examples ``partition`` of ``dataset``, less its validation
-    hold-out (seeded by the experiment seed and the client id), standardised with its own
-    statistics under "site" scaling."""
-    data = config.data
-    x, y = dataset.x_train[partition], dataset.y_train[partition]
-    seed = derive_seed(derive_seed(config.seed, _HOLDOUT_STREAM), client_id)
-    keep, held = stratified_holdout(y, data.validation_fraction, seed)
-    x_val, y_val = x[held], y[held]
-    x, y = x[keep], y[keep]
-    if data.is_site_data and data.site_scaling == "site":
+    hold-out (:func:`client_rows`), standardised with its own statistics under "site"
+    scaling."""
+    keep, held = client_rows(config, partition, dataset.y_train, client_id)
+    x, x_val = dataset.x_train[keep], dataset.x_train[held]
+    if _scaled_per_client(config):
         x, x_val = standardize_client(x, x_val)
-    return ClientArrays(x, y, x_val, y_val)
+    return ClientArrays(x, dataset.y_train[keep], x_val, dataset.y_train[held])
 
 
 def build_client(
     config: ExperimentConfig, dataset: Dataset, partition: np.ndarray, client_id: int,
     extra: tuple[np.ndarray, np.ndarray] | None = None,
+    shared: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Client:
     """Client ``client_id`` holding the examples ``partition`` of ``dataset`` (less its
-    validation hold-out, :func:`privfed.clientdata.client_arrays`), plus ``extra`` examples
-    appended for training (e.g. audit canaries)."""
-    return client_from_arrays(client_arrays(config, dataset, partition, client_id),
-                              client_id, extra)
+    validation hold-out, :func:`privfed.clientdata.client_rows`), plus ``extra`` examples
+    appended for training (e.g. audit canaries).
+
+    Its examples stay rows of the pooled training set, gathered when the client trains
+    (:meth:`privfed.federated.Client.from_rows`), unless they are copied anyway: ``extra``
+    examples, or a site's own standardisation.
+
+    Parameters
+    ----------
+    shared : (torch.Tensor, torch.Tensor), optional
+        ``dataset``'s training examples and labels as tensors (:func:`training_tensors`),
+        made once for all the clients; default: made here.
+    """
+    if extra is not None or _scaled_per_client(config):
+        return client_from_arrays(client_arrays(config, dataset, partition, client_id),
+                                  client_id, extra)
+    x, y = shared or training_tensors(dataset)
+    keep, held = client_rows(config, partition, dataset.y_train, client_id)
+    return Client.from_rows(client_id, x, y, torch.from_numpy(keep), torch.from_numpy(held))
+
+
+def training_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """``dataset``'s pooled training examples and labels as tensors sharing its memory."""
+    return torch.from_numpy(dataset.x_train), torch.from_numpy(dataset.y_train)
 
 
 def client_from_arrays(
@@ -169,6 +214,11 @@ def client_from_arrays(
         y = torch.cat([y, torch.as_tensor(extra[1], dtype=y.dtype)])
     validation = (torch.from_numpy(arrays.x_val), torch.from_numpy(arrays.y_val))
     return Client(client_id, x, y, validation)
+
+
+def _scaled_per_client(config: ExperimentConfig) -> bool:
+    """Whether each client standardises its examples with its own statistics."""
+    return config.data.is_site_data and config.data.site_scaling == "site"
 
 
 def load_site(config: ExperimentConfig, spec: FileSpec, client_id: int) -> ClientArrays:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from privfed.aggregation import SecureAggregation, evaluation_scale
-from privfed.clientdata import DataSchema, build_client, load_partitioned
+from privfed.clientdata import DataSchema, build_client, load_partitioned, training_tensors
 from privfed.compression import build_compression
 from privfed.config import ConfigError, ExperimentConfig
 from privfed.data import Dataset
@@ -333,7 +333,8 @@ def build_simulation(
     """
     dataset, partitions = load_partitioned(config, dataset)
     parts = build_parts(config, dataset, model=model)
-    clients = [build_client(config, dataset, p, client_id, (extra or {}).get(client_id))
+    shared = training_tensors(dataset)
+    clients = [build_client(config, dataset, p, client_id, (extra or {}).get(client_id), shared)
                for client_id, p in enumerate(partitions)]
     aggregator = aggregator or build_secure_aggregator(config, parts)
     engine = InProcessEngine(

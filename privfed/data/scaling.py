@@ -94,7 +94,10 @@ def divide(train: np.ndarray, test: np.ndarray, max_value: float) -> tuple[np.nd
         ``(train / max_value, test / max_value)`` as float32.
     """
     scale = np.float32(max_value)
-    return train.astype(np.float32) / scale, test.astype(np.float32) / scale
+    train, test = train.astype(np.float32), test.astype(np.float32)
+    train /= scale  # in place: one float32 copy of the data at a time, not two
+    test /= scale
+    return train, test
 
 
 def center(train: np.ndarray, test: np.ndarray, max_value: float) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +119,11 @@ def center(train: np.ndarray, test: np.ndarray, max_value: float) -> tuple[np.nd
         ``(2 * train / max_value - 1, 2 * test / max_value - 1)`` as float32.
     """
     half = np.float32(max_value / 2)
-    return train.astype(np.float32) / half - 1, test.astype(np.float32) / half - 1
+    train, test = train.astype(np.float32), test.astype(np.float32)
+    for x in (train, test):  # in place: one float32 copy of the data at a time, not two
+        x /= half
+        x -= 1
+    return train, test
 
 
 def apply_scaling(

@@ -73,6 +73,11 @@ class Client:
     :class:`~privfed.federated.params.FlatParameters` workspace, so no model is rebuilt or
     deep-copied per client per round.
 
+    Its data is held either as its own tensors, or (:meth:`from_rows`) as row indices into
+    arrays that every client of a simulation shares, gathered each time :attr:`x`,
+    :attr:`y` or :attr:`validation` is read: a population of idle clients then costs its
+    index lists only.
+
     Parameters
     ----------
     client_id : int
@@ -82,6 +87,12 @@ class Client:
         of the whole dataset).
     validation : (torch.Tensor, torch.Tensor), optional
         Examples and labels the client holds out from training, for federated evaluation.
+
+    Raises
+    ------
+    ValueError
+        ``x`` and ``y`` (or the validation pair) differ in length, or there is no
+        training example.
     """
 
     def __init__(
@@ -90,17 +101,80 @@ class Client:
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"client {client_id}: {len(x)} examples but {len(y)} labels")
-        if len(x) == 0:
-            raise ValueError(f"client {client_id} has no training data")
+        self.client_id = client_id
+        self._x, self._y = x, y
+        self._rows: torch.Tensor | None = None
+        self._check_size()
         if validation is not None and len(validation[0]) != len(validation[1]):
             raise ValueError(f"client {client_id}: {len(validation[0])} validation examples "
                              f"but {len(validation[1])} labels")
-        self.client_id = client_id
-        self.x = x
-        self.y = y
-        self.validation = validation if validation is not None and len(validation[1]) else None
+        self._validation = validation
+        self._validation_rows: torch.Tensor | None = None
+
+    @classmethod
+    def from_rows(
+        cls, client_id: int, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor,
+        validation_rows: torch.Tensor | None = None,
+    ) -> Client:
+        """A client whose examples are rows of shared arrays, gathered on access.
+
+        Parameters
+        ----------
+        client_id : int
+        x, y : torch.Tensor
+            Arrays shared by many clients, ``(N, ...)`` examples and ``(N,)`` labels
+            (neither is copied).
+        rows : torch.Tensor
+            int64, shape ``(n_k,)``: the client's training examples ``x[rows]``, ``y[rows]``.
+        validation_rows : torch.Tensor, optional
+            int64: the rows it holds out for federated evaluation.
+
+        Raises
+        ------
+        ValueError
+            ``x`` and ``y`` differ in length, a row lies outside them, or ``rows`` is
+            empty.
+        """
+        if len(x) != len(y):
+            raise ValueError(f"client {client_id}: {len(x)} examples but {len(y)} labels")
+        held = torch.zeros(0, dtype=torch.int64) if validation_rows is None else validation_rows
+        for name, index in (("rows", rows), ("validation rows", held)):
+            if len(index) and not 0 <= int(index.min()) <= int(index.max()) < len(x):
+                raise ValueError(f"client {client_id}: {name} outside the {len(x)} shared "
+                                 "examples")
+        client = cls.__new__(cls)
+        client.client_id = client_id
+        client._x, client._y, client._rows = x, y, rows
+        client._validation = None
+        client._validation_rows = held if len(held) else None
+        client._check_size()
+        return client
+
+    def _check_size(self) -> None:
+        if self.num_samples == 0:
+            raise ValueError(f"client {self.client_id} has no training data")
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The training examples, ``(n_k, ...)``."""
+        return self._x if self._rows is None else self._x[self._rows]
+
+    @property
+    def y(self) -> torch.Tensor:
+        """The integer labels, ``(n_k,)``."""
+        return self._y if self._rows is None else self._y[self._rows]
+
+    @property
+    def validation(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The held-out examples and labels, or None when the client holds none out."""
+        if self._validation_rows is not None:
+            rows = self._validation_rows
+            return self._x[rows], self._y[rows]
+        if self._validation is None or not len(self._validation[1]):
+            return None
+        return self._validation
 
     @property
     def num_samples(self) -> int:
         """n_k, the number of local training examples."""
-        return len(self.y)
+        return len(self._y) if self._rows is None else len(self._rows)

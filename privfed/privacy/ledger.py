@@ -44,6 +44,7 @@ class ParticipationLedger:
         self.budget = budget
         self._last_release = np.full(num_units, -1, dtype=np.int64)
         self._epsilon_after = functools.lru_cache(maxsize=None)(epsilon_after)
+        self._epsilons: list[float] | None = None  # by unit, kept up to date once asked for
 
     def record(self, release_id: int, units: Iterable[int]) -> None:
         """``units`` released something in release ``release_id`` (a round, or a FedBuff
@@ -52,10 +53,17 @@ class ParticipationLedger:
             if self._last_release[unit] != release_id:
                 self._last_release[unit] = release_id
                 self.counts[unit] += 1
+                self._changed(unit)
 
     def merge(self, unit: int, count: int) -> None:
         """Adopt another party's record of ``unit`` if it is longer (never shrink)."""
         self.counts[unit] = max(int(self.counts[unit]), int(count))
+        self._changed(unit)
+
+    def _changed(self, unit: int) -> None:
+        """Bring :meth:`epsilons`' entry of ``unit`` up to date with its count."""
+        if self._epsilons is not None:
+            self._epsilons[unit] = self.epsilon(unit)
 
     def epsilon(self, unit: int) -> float:
         """Epsilon ``unit`` has spent so far."""
@@ -66,8 +74,11 @@ class ParticipationLedger:
         return self._epsilon_after(int(self.counts.max()))
 
     def epsilons(self) -> list[float]:
-        """Every unit's epsilon, by unit id."""
-        return [self._epsilon_after(int(k)) for k in self.counts]
+        """Every unit's epsilon, by unit id (a new list; kept up to date as units release,
+        so a call costs a copy, not an epsilon per unit)."""
+        if self._epsilons is None:
+            self._epsilons = [self._epsilon_after(int(k)) for k in self.counts]
+        return list(self._epsilons)
 
     def affordable(self, unit: int) -> bool:
         """Whether one more release keeps ``unit`` within the budget (always without one)."""

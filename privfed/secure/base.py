@@ -143,17 +143,21 @@ class SecureAggregator(ABC):
         self.clip = check_clip(clip)
         self.out_of_range = check_out_of_range(out_of_range)
         self._identities: dict[int, ClientIdentity] = {}
+        self._registry = IdentityRegistry()
 
     def identity(self, client_id: int) -> ClientIdentity:
         """Return the long-term identity of ``client_id``, registering it on first use."""
-        if client_id not in self._identities:
-            self._identities[client_id] = ClientIdentity(client_id)
-        return self._identities[client_id]
+        identity = self._identities.get(client_id)
+        if identity is None:
+            identity = self._identities[client_id] = ClientIdentity(client_id)
+            self._registry.keys[client_id] = identity.public_bytes
+        return identity
 
     @property
     def registry(self) -> IdentityRegistry:
-        """Public verification keys of all clients registered so far."""
-        return IdentityRegistry.from_identities(self._identities.values())
+        """Public verification keys of all clients registered so far (one registry, kept up
+        to date as clients register: read it, do not change it)."""
+        return self._registry
 
     def aggregate(
         self,

@@ -8,15 +8,16 @@ transport such as TLS. A vector travels as float32, or as the payload of a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
 import numpy as np
 
-from .base import DecodedAggregate, RoundMeter
+from .base import AggregationResult, DecodedAggregate, RoundMeter, ServerHook
 from .errors import MessageRejectedError
 from .identity import ClientIdentity, IdentityRegistry
 from .oneshot import OneShotAggregator, OneShotServerParty, collect_uploads, open_aggregate
+from .plain_sum import sum_plain
 from .transport import Transport
 from .validation import prepare_upload
 from .wire import pack
@@ -190,6 +191,12 @@ def run_plain(
 class PlainAggregator(OneShotAggregator[PlainServerParty]):
     """No protection: the server sees every client's vector (cost and accuracy baseline).
 
+    A round whose messages nobody needs (no codec, no ``on_server_message``, no dropouts,
+    ``wire`` off) is summed without building them (:func:`~privfed.secure.plain_sum.sum_plain`:
+    the same mean, rejections, errors and byte counts); otherwise the client and server
+    parties exchange their messages over a :class:`~privfed.secure.LocalTransport`, so that
+    an observer of the server receives every upload byte for byte.
+
     Parameters
     ----------
     clip : float or None
@@ -198,6 +205,8 @@ class PlainAggregator(OneShotAggregator[PlainServerParty]):
         Clip out-of-range coordinates, or reject the vector.
     codec : PayloadCodec or None
         Encodes the uploads (``None``: float32); ``bytes_up`` counts its payloads.
+    wire : bool, default False
+        Always build and exchange the messages (e.g. to check the byte counts).
     """
 
     kind = KIND
@@ -208,9 +217,28 @@ class PlainAggregator(OneShotAggregator[PlainServerParty]):
         clip: float | None = None,
         out_of_range: str = "error",
         codec: PayloadCodec | None = None,
+        wire: bool = False,
     ) -> None:
         super().__init__(clip=clip, out_of_range=out_of_range)
         self.codec = codec
+        self.wire = wire
+
+    def aggregate(
+        self,
+        round_id: int,
+        vectors: Mapping[int, Any],
+        weights: Mapping[int, float],
+        *,
+        on_server_message: ServerHook | None = None,
+        dropouts: Mapping[str, Collection[int]] | None = None,
+    ) -> AggregationResult:
+        """See :meth:`~privfed.secure.SecureAggregator.aggregate`; without messages where none
+        is needed."""
+        if self.wire or self.codec is not None or on_server_message is not None or dropouts:
+            return super().aggregate(round_id, vectors, weights,
+                                     on_server_message=on_server_message, dropouts=dropouts)
+        return sum_plain(round_id, vectors, weights, clip=self.clip,
+                         out_of_range=self.out_of_range)
 
     def _client(self, client_id: int) -> PlainClientParty:
         return PlainClientParty(self.identity(client_id), clip=self.clip,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -119,6 +119,46 @@ def prepare_vector(
         with ``out_of_range="error"``.
     """
     who = "" if client_id is None else f" of client {client_id}"
+    out = _flat_numeric(vector, dim, who).astype(np.float64)
+    if _needs_clipping(out, clip, out_of_range, who):
+        np.clip(out, -clip, clip, out=out)
+    return out
+
+
+def prepare_float32(
+    vector: Any,
+    dim: int | None,
+    *,
+    clip: float | None = None,
+    out_of_range: str = "error",
+    client_id: int | None = None,
+) -> np.ndarray:
+    """The float32 values a plain client's upload carries for ``vector``:
+    ``prepare_vector(...).astype(np.float32)``, with the same checks and errors, without a
+    float64 copy; a float32 vector that needs no clipping is returned as it is.
+
+    Parameters and raised errors are :func:`prepare_vector`'s. The result may hold
+    infinities where a finite float64 input exceeds float32's range (as the upload would).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape ``(dim,)``.
+    """
+    who = "" if client_id is None else f" of client {client_id}"
+    arr = _flat_numeric(vector, dim, who)
+    if arr.dtype != np.float32:
+        return prepare_vector(arr, dim, clip=clip, out_of_range=out_of_range,
+                              client_id=client_id).astype(np.float32)
+    if _needs_clipping(arr, clip, out_of_range, who):
+        # float32(clip) is what clipping in float64 and rounding to float32 gives
+        bound = np.float32(clip)
+        arr = np.clip(arr, -bound, bound)
+    return arr
+
+
+def _flat_numeric(vector: Any, dim: int | None, who: str) -> np.ndarray:
+    """``vector`` as a flat numeric array of length ``dim`` (not copied where it is one)."""
     arr = np.asarray(vector)
     if arr.dtype.kind not in "fiu":
         raise InvalidInputError(f"vector{who} must be numeric, got dtype {arr.dtype}")
@@ -126,20 +166,30 @@ def prepare_vector(
         raise InvalidInputError(f"vector{who} must be flat and non-empty, got shape {arr.shape}")
     if dim is not None and arr.size != dim:
         raise InvalidInputError(f"vector{who} has length {arr.size}, expected {dim}")
-    out = arr.astype(np.float64)
-    if not np.isfinite(out).all():
-        bad = int(np.flatnonzero(~np.isfinite(out))[0])
-        raise InvalidInputError(f"vector{who} has NaN/Inf (first at index {bad}: {out[bad]})")
-    if clip is not None:
-        peak = float(np.max(np.abs(out)))
-        if peak > clip:
-            if out_of_range == "error":
-                raise InvalidInputError(
-                    f"vector{who} has |value| {peak:g} > clip={clip:g} "
-                    "(out_of_range='error'; use out_of_range='clip' to clip instead)"
-                )
-            np.clip(out, -clip, clip, out=out)
-    return out
+    return arr
+
+
+def _needs_clipping(arr: np.ndarray, clip: float | None, out_of_range: str, who: str) -> bool:
+    """Whether the float array ``arr`` has values beyond ``clip`` to clip.
+
+    Raises
+    ------
+    InvalidInputError
+        NaN/Inf, or values beyond ``clip`` with ``out_of_range="error"``.
+    """
+    if not np.isfinite(arr).all():
+        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise InvalidInputError(
+            f"vector{who} has NaN/Inf (first at index {bad}: {float(arr[bad])})")
+    if clip is None:
+        return False
+    peak = float(np.max(np.abs(arr)))
+    if peak > clip and out_of_range == "error":
+        raise InvalidInputError(
+            f"vector{who} has |value| {peak:g} > clip={clip:g} "
+            "(out_of_range='error'; use out_of_range='clip' to clip instead)"
+        )
+    return peak > clip
 
 
 def check_round_inputs(
@@ -148,15 +198,19 @@ def check_round_inputs(
     *,
     clip: float | None,
     out_of_range: str,
+    prepare: Callable[..., np.ndarray] = prepare_vector,
 ) -> tuple[list[int], dict[int, np.ndarray], dict[int, float]]:
     """Validate the inputs of one in-process round.
+
+    ``prepare`` validates each vector (:func:`prepare_vector`, or :func:`prepare_float32`
+    where the float32 values are wanted), in client order, before any weight is checked.
 
     Returns
     -------
     ids : list of int
         Sorted client ids.
     arrays : dict
-        Validated float64 vectors.
+        Validated vectors (float64 from :func:`prepare_vector`).
     weights : dict
         Validated weights.
 
@@ -177,7 +231,7 @@ def check_round_inputs(
     first = np.asarray(vectors[ids[0]])
     dim = int(first.size) if first.ndim == 1 else None
     arrays = {
-        c: prepare_vector(vectors[c], dim, clip=clip, out_of_range=out_of_range, client_id=c)
+        c: prepare(vectors[c], dim, clip=clip, out_of_range=out_of_range, client_id=c)
         for c in ids
     }
     return ids, arrays, {c: check_weight(weights[c], c) for c in ids}
