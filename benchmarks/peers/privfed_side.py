@@ -51,7 +51,7 @@ def run(path: str) -> dict:
     check = ClientSampler(len(shards), cohort / len(shards), seed=1)
     if [check.sample() for _ in range(rounds)] != schedule.tolist():
         raise RuntimeError("privfed's sampler draws another schedule than the workload's")
-    clients = [Client(cid, x[torch.from_numpy(s)], y[torch.from_numpy(s)])
+    clients = [Client.from_rows(cid, x, y, torch.from_numpy(s).long())
                for cid, s in enumerate(shards)]
     workspace = bind_flat_parameters(model)
     engine = InProcessEngine(

@@ -175,6 +175,17 @@ class Client:
         return self._validation
 
     @property
+    def example_shape(self) -> tuple[int, ...]:
+        """The shape of one example (no gather)."""
+        return tuple(self._x.shape[1:])
+
+    @property
+    def shared_rows(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """``(x, y, rows)`` of a client built by :meth:`from_rows` (the shared arrays, not
+        copied, and its training rows); None for a client that holds its own tensors."""
+        return None if self._rows is None else (self._x, self._y, self._rows)
+
+    @property
     def num_samples(self) -> int:
         """n_k, the number of local training examples."""
         return len(self._y) if self._rows is None else len(self._rows)

@@ -346,9 +346,13 @@ def gather_cohort(clients: Sequence[Client], device: torch.device) -> CohortBatc
     """The clients' training data as one :class:`CohortBatches` on ``device``."""
     sizes = torch.tensor([c.num_samples for c in clients])
     offsets = torch.cumsum(sizes, 0) - sizes
-    x = torch.cat([c.x for c in clients]).to(device)
-    y = torch.cat([c.y for c in clients]).to(device)
-    return CohortBatches(x, y, offsets.to(device))
+    shared = [c.shared_rows for c in clients]
+    if all(s is not None and s[0] is shared[0][0] and s[1] is shared[0][1] for s in shared):
+        rows = torch.cat([s[2] for s in shared])  # one gather from the shared arrays
+        x, y = shared[0][0][rows], shared[0][1][rows]
+    else:
+        x, y = torch.cat([c.x for c in clients]), torch.cat([c.y for c in clients])
+    return CohortBatches(x.to(device), y.to(device), offsets.to(device))
 
 
 def shuffled_schedule(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -139,7 +140,8 @@ class InProcessEngine:
         clients = [self.clients[job.client_id] for job in jobs]
         trainer: CohortTrainer = self.trainer  # type: ignore[assignment]
         per_client = self.stacked.bytes_per_client(
-            max(trainer.batch_bound(c.num_samples) for c in clients), clients[0].x[0].numel())
+            max(trainer.batch_bound(c.num_samples) for c in clients),
+            math.prod(clients[0].example_shape))
         return [update for chunk in cohort_chunks(len(jobs), per_client, self.memory_budget)
                 for update in self._fit([jobs[i] for i in chunk])]
 
