@@ -386,6 +386,7 @@ def shuffled_schedule(
     return local, mask
 
 
+@torch.no_grad()
 def fit_cohort_sgd(
     model: StackedModel,
     training: LocalTraining,
@@ -412,17 +413,6 @@ def fit_cohort_sgd(
         Client k's delta (a flat float32 CPU vector), loss and steps, as
         :meth:`SGDTrainer.fit` computes them up to float32 rounding.
     """
-    with torch.no_grad():
-        return _fit_cohort_sgd(model, training, clients, starts, generators)
-
-
-def _fit_cohort_sgd(
-    model: StackedModel,
-    training: LocalTraining,
-    clients: Sequence[Client],
-    starts: torch.Tensor,
-    generators: Sequence[torch.Generator],
-) -> list[ClientUpdate]:
     device = starts.device
     data = gather_cohort(clients, device)
     local, mask = shuffled_schedule([c.num_samples for c in clients], training, generators)

@@ -134,14 +134,14 @@ class InProcessEngine:
         return reports
 
     def _updates(self, jobs: Sequence[TrainJob]) -> list[ClientUpdate]:
-        """The jobs' updates, batched in chunks of the memory budget."""
+        """The jobs' updates, batched in chunks of the memory budget (sized from public
+        values: the model, the example shape and the expected batch size)."""
         if self.stacked is None:
             return self._fit(jobs)
         clients = [self.clients[job.client_id] for job in jobs]
         trainer: CohortTrainer = self.trainer  # type: ignore[assignment]
-        per_client = self.stacked.bytes_per_client(
-            max(trainer.batch_bound(c.num_samples) for c in clients),
-            math.prod(clients[0].example_shape))
+        per_client = self.stacked.bytes_per_client(trainer.expected_batch_size,
+                                                   math.prod(clients[0].example_shape))
         return [update for chunk in cohort_chunks(len(jobs), per_client, self.memory_budget)
                 for update in self._fit([jobs[i] for i in chunk])]
 

@@ -82,9 +82,10 @@ class CohortTrainer(Protocol):
             In the order of ``clients``; deltas are flat float32 CPU vectors.
         """
 
-    def batch_bound(self, num_samples: int) -> int:
-        """The most examples a batch of a client with ``num_samples`` examples can hold
-        (for sizing a batched chunk's memory)."""
+    @property
+    def expected_batch_size(self) -> int:
+        """The public expected batch size, which sizes a batched chunk's memory (never a
+        client's own count: how the cohort is chunked depends on public values only)."""
 
     @property
     def supports_cohort(self) -> bool:
@@ -174,8 +175,9 @@ class SGDTrainer:
         (:func:`~privfed.federated.cohort.fit_cohort_sgd`)."""
         return fit_cohort_sgd(model, self.training, clients, starts, generators)
 
-    def batch_bound(self, num_samples: int) -> int:
-        """``min(num_samples, batch_size)``."""
-        return min(num_samples, self.training.batch_size)
+    @property
+    def expected_batch_size(self) -> int:
+        """``training.batch_size``."""
+        return self.training.batch_size
 
     supports_cohort = True

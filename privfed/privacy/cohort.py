@@ -27,6 +27,7 @@ from privfed.privacy.randomness import NoiseSource
 __all__ = ["fit_cohort_dpsgd"]
 
 
+@torch.no_grad()
 def fit_cohort_dpsgd(
     model: StackedModel,
     params: DPSGDParams,
@@ -56,18 +57,6 @@ def fit_cohort_dpsgd(
     list of ClientUpdate
         What :meth:`DPSGDTrainer.fit` returns for each client, up to float32 rounding.
     """
-    with torch.no_grad():
-        return _fit_cohort_dpsgd(model, params, training, clients, starts, sources)
-
-
-def _fit_cohort_dpsgd(
-    model: StackedModel,
-    params: DPSGDParams,
-    training: LocalTraining,
-    clients: Sequence[Client],
-    starts: torch.Tensor,
-    sources: Sequence[NoiseSource],
-) -> list[ClientUpdate]:
     device = starts.device
     data = gather_cohort(clients, device)
     sizes = [c.num_samples for c in clients]

@@ -322,9 +322,10 @@ class DPSGDTrainer:
         sources = [self.noise.around(generator) for generator in generators]
         return fit_cohort_dpsgd(model, self.params, self.training, clients, starts, sources)
 
-    def batch_bound(self, num_samples: int) -> int:
-        """``num_samples``: a Poisson batch may hold every record."""
-        return num_samples
+    @property
+    def expected_batch_size(self) -> int:
+        """The public normaliser, rounded up (a client's Poisson batch varies around it)."""
+        return math.ceil(self.params.normaliser)
 
     @property
     def supports_cohort(self) -> bool:

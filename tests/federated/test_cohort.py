@@ -237,3 +237,26 @@ def test_a_trainer_asked_for_opacus_trains_one_client_after_another():
     }
     assert engines["auto"].stacked is not None
     assert engines["opacus"].stacked is None
+
+
+@pytest.mark.parametrize("sizes", [(40, 33, 7, 2, 40), (400, 2, 2, 2, 2)])
+def test_the_chunks_depend_on_public_values_only(sizes):
+    """How a round is chunked (which decides which clients share a batched computation)
+    follows from the model, the example shape and the public batch size, never from a
+    client's own record count."""
+    from privfed.aggregation import SecureAggregation
+    from privfed.federated import InProcessEngine
+    from privfed.secure import make_aggregator
+
+    workspace = bind_flat_parameters(_mlp((8,)))
+    params = DPSGDParams(noise_multiplier=1.0, max_grad_norm=0.5, sample_rate=0.5,
+                         steps_per_round=1, normaliser=4.0)
+    engine = InProcessEngine(
+        workspace, _clients(sizes), aggregation=SecureAggregation(make_aggregator("none")),
+        trainer=DPSGDTrainer(params, LocalTraining(lr=0.5), NoisePolicy(secure=False)),
+        memory_budget=3 * StackedModel.of(workspace).bytes_per_client(4, 12))
+    seen = []
+    fit = engine._fit
+    engine._fit = lambda jobs: seen.append([j.client_id for j in jobs]) or fit(jobs)
+    engine.train([TrainJob(c, 1, workspace.data.clone(), c) for c in range(5)])
+    assert seen == [[0, 1, 2], [3, 4]]
