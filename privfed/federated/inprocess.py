@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from privfed.federated.client import Client, ClientUpdate
-from privfed.federated.cohort import StackedModel, cohort_chunks, default_memory_budget
+from privfed.federated.cohort import cohort_chunks, default_memory_budget
 from privfed.federated.engine import (
     Aggregate,
     AggregationProtocol,
@@ -27,7 +27,7 @@ from privfed.federated.evaluation import predict_logits
 from privfed.federated.params import FlatParameters
 from privfed.federated.policy import ParticipationPolicy
 from privfed.federated.stages import Pipeline
-from privfed.federated.trainer import CohortTrainer, LocalTrainer, check_finite
+from privfed.federated.trainer import CohortTrainer, LocalTrainer, batched_model, check_finite
 from privfed.federated.weighting import SampleWeighting, Weighting
 
 __all__ = ["InProcessEngine"]
@@ -98,8 +98,7 @@ class InProcessEngine:
         self.evaluation = evaluation or EvaluationProtocol(aggregation)
         self.pending: dict[int, torch.Tensor] = {}
         self.memory_budget = memory_budget or default_memory_budget(workspace.device)
-        batched = vectorise and isinstance(trainer, CohortTrainer) and trainer.supports_cohort
-        self.stacked = StackedModel.of(workspace) if batched else None
+        self.stacked = batched_model(trainer, workspace, vectorise)
 
     @property
     def num_clients(self) -> int:

@@ -17,7 +17,8 @@ from privfed.federated.cohort import StackedModel, fit_cohort_sgd
 from privfed.federated.engine import TrainingDivergedError
 from privfed.federated.params import FlatParameters
 
-__all__ = ["CohortTrainer", "LocalTrainer", "SGDTrainer", "check_finite"]
+__all__ = ["CohortTrainer", "LocalTrainer", "SGDTrainer", "batched_model", "check_finite",
+           "fit_one"]
 
 
 class LocalTrainer(Protocol):
@@ -91,6 +92,33 @@ class CohortTrainer(Protocol):
     def supports_cohort(self) -> bool:
         """Whether :meth:`fit_cohort` may be used (a trainer may be asked for one particular
         computation, e.g. a reference library's)."""
+
+
+def batched_model(
+    trainer: LocalTrainer, workspace: FlatParameters, vectorise: bool = True
+) -> StackedModel | None:
+    """The stacked form of ``workspace``'s model where ``trainer`` can train clients batched
+    (``federation.vectorise``), else None: the clients train one after another."""
+    if vectorise and isinstance(trainer, CohortTrainer) and trainer.supports_cohort:
+        return StackedModel.of(workspace)
+    return None
+
+
+def fit_one(
+    trainer: LocalTrainer,
+    stacked: StackedModel | None,
+    client: Client,
+    workspace: FlatParameters,
+    global_params: torch.Tensor,
+    generator: torch.Generator,
+) -> ClientUpdate:
+    """Train one client as the in-process engine trains it in a round: as a batched cohort
+    of one where ``stacked`` (:func:`batched_model`) is given, so that a client trained on its
+    own (a Flower node) computes what it computes in the simulation; else ``trainer.fit``."""
+    if stacked is None:
+        return trainer.fit(client, workspace, global_params, generator)
+    starts = global_params.unsqueeze(0).to(workspace.device)
+    return trainer.fit_cohort(stacked, [client], starts, [generator])[0]  # type: ignore[attr-defined]
 
 
 def check_finite(update: ClientUpdate, release_id: int) -> ClientUpdate:

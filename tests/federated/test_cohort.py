@@ -260,3 +260,19 @@ def test_the_chunks_depend_on_public_values_only(sizes):
     engine._fit = lambda jobs: seen.append([j.client_id for j in jobs]) or fit(jobs)
     engine.train([TrainJob(c, 1, workspace.data.clone(), c) for c in range(5)])
     assert seen == [[0, 1, 2], [3, 4]]
+
+
+def test_a_client_trained_alone_computes_what_it_computes_in_the_simulation():
+    """A Flower node trains its one client with ``fit_one``: plain SGD gives bit for bit the
+    update the in-process engine gives it in a batched round."""
+    from privfed.federated.trainer import batched_model, fit_one
+
+    sim = _simulation()
+    engine, params = sim.server.engine, sim.server.weights.clone()
+    jobs = [TrainJob(c, 1, params, 1000 + c) for c in range(6)]
+    stacked = batched_model(engine.trainer, engine.workspace)
+    for job, update in zip(jobs, engine._updates(jobs), strict=True):
+        alone = fit_one(engine.trainer, stacked, engine.clients[job.client_id],
+                        engine.workspace, params, torch.Generator().manual_seed(job.seed))
+        assert torch.equal(alone.delta, update.delta)
+    assert batched_model(engine.trainer, engine.workspace, vectorise=False) is None

@@ -52,7 +52,7 @@ from privfed.federated import BudgetSpent, Client
 from privfed.federated.engine import EVALUATION_ROUND_BASE
 from privfed.federated.evaluation import predict_logits
 from privfed.federated.metrics import EvaluationCounts
-from privfed.federated.trainer import check_finite
+from privfed.federated.trainer import batched_model, check_finite, fit_one
 from privfed.secure import INPUT_STAGES, ClientIdentity, IdentityRegistry
 
 from . import messages
@@ -139,6 +139,8 @@ class ClientNode:
         self.client_id = partition_id
         self.state = state
         self.client, self.parts = _client(config, partition_id, data_path)
+        self.stacked = batched_model(self.parts.trainer, self.parts.workspace,
+                                     config.federation.vectorise)
         self.policy = self.parts.policy
         self.policy.merge_client_ledger(self.client_id, self._json(_LEDGER, "ledger"))
         self.identity = self._identity(identity_key)
@@ -196,7 +198,8 @@ class ClientNode:
         })
         params = torch.from_numpy(messages.model(message).copy())
         generator = torch.Generator().manual_seed(int(fields["seed"]))
-        update = self.parts.trainer.fit(self.client, self.parts.workspace, params, generator)
+        update = fit_one(self.parts.trainer, self.stacked, self.client, self.parts.workspace,
+                         params, generator)
         check_finite(update, release_id)
         self.state[_PENDING] = ConfigRecord({
             "delta": update.delta.numpy().astype("<f4").tobytes(),
