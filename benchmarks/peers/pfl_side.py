@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from workload import read_workload
 
 BATCH, LR = 32, 0.05
 
@@ -63,10 +64,9 @@ def run(path: str) -> dict:
     from pfl.hyperparam import NNEvalHyperParams, NNTrainHyperParams
     from pfl.model.pytorch import PyTorchModel
 
-    work = np.load(path)
-    x, y = torch.from_numpy(work["x"]), torch.from_numpy(work["y"])
-    shards = np.split(work["shard_index"], work["shard_offsets"][1:-1])
-    schedule = work["schedule"]
+    workload = read_workload(path)
+    work, x, y = workload.arrays, workload.x, workload.y
+    shards, schedule = workload.shards, workload.schedule
     rounds, cohort = schedule.shape
 
     def users() -> Iterator[tuple[int, int]]:

@@ -31,15 +31,15 @@ from privfed.federated import (
 )
 from privfed.models import build_model
 from privfed.secure import make_aggregator
+from workload import read_workload
 
 BATCH, LR = 32, 0.05
 
 
 def run(path: str) -> dict:
-    work = np.load(path)
-    x, y = torch.from_numpy(work["x"]), torch.from_numpy(work["y"])
-    shards = np.split(work["shard_index"], work["shard_offsets"][1:-1])
-    schedule = work["schedule"]
+    workload = read_workload(path)
+    work, x, y = workload.arrays, workload.x, workload.y
+    shards, schedule = workload.shards, workload.schedule
     rounds, cohort = schedule.shape
     hidden, features = work["w0"].shape
     model = build_model("mlp", (features,), int(work["w2"].shape[0]), seed=0, hidden=(hidden,))
