@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import torch
+from workload import read_workload
 
 from privfed.aggregation import SecureAggregation
 from privfed.federated import (
@@ -31,7 +32,6 @@ from privfed.federated import (
 )
 from privfed.models import build_model
 from privfed.secure import make_aggregator
-from workload import read_workload
 
 BATCH, LR = 32, 0.05
 
