@@ -27,7 +27,7 @@ from privfed.federated.evaluation import predict_logits
 from privfed.federated.params import FlatParameters
 from privfed.federated.policy import ParticipationPolicy
 from privfed.federated.stages import Pipeline
-from privfed.federated.trainer import CohortTrainer, LocalTrainer, batched_model, check_finite
+from privfed.federated.trainer import LocalTrainer, batched_model, check_finite, fit_clients
 from privfed.federated.weighting import SampleWeighting, Weighting
 
 __all__ = ["InProcessEngine"]
@@ -137,25 +137,18 @@ class InProcessEngine:
         values: the model, the example shape and the expected batch size)."""
         if self.stacked is None:
             return self._fit(jobs)
-        clients = [self.clients[job.client_id] for job in jobs]
-        trainer: CohortTrainer = self.trainer  # type: ignore[assignment]
-        per_client = self.stacked.bytes_per_client(trainer.expected_batch_size,
-                                                   math.prod(clients[0].example_shape))
+        per_client = self.stacked.bytes_per_client(
+            self.trainer.expected_batch_size,  # type: ignore[attr-defined]
+            math.prod(self.clients[jobs[0].client_id].example_shape))
         return [update for chunk in cohort_chunks(len(jobs), per_client, self.memory_budget)
                 for update in self._fit([jobs[i] for i in chunk])]
 
     def _fit(self, jobs: Sequence[TrainJob]) -> list[ClientUpdate]:
-        """The jobs' checked updates: one batched computation where :attr:`stacked`
-        allows, else one client after another."""
-        generators = [torch.Generator().manual_seed(job.seed) for job in jobs]
-        clients = [self.clients[job.client_id] for job in jobs]
-        if self.stacked is None:
-            updates = [self.trainer.fit(client, self.workspace, job.params, generator)
-                       for client, job, generator in zip(clients, jobs, generators, strict=True)]
-        else:
-            trainer: CohortTrainer = self.trainer  # type: ignore[assignment]
-            starts = torch.stack([job.params for job in jobs]).to(self.workspace.device)
-            updates = trainer.fit_cohort(self.stacked, clients, starts, generators)
+        """The jobs' checked updates (:func:`~privfed.federated.trainer.fit_clients`)."""
+        updates = fit_clients(
+            self.trainer, self.stacked, [self.clients[job.client_id] for job in jobs],
+            self.workspace, [job.params for job in jobs],
+            [torch.Generator().manual_seed(job.seed) for job in jobs])
         return [check_finite(u, job.release_id) for u, job in zip(updates, jobs, strict=True)]
 
     def aggregate(

@@ -18,7 +18,7 @@ from privfed.federated.engine import TrainingDivergedError
 from privfed.federated.params import FlatParameters
 
 __all__ = ["CohortTrainer", "LocalTrainer", "SGDTrainer", "batched_model", "check_finite",
-           "fit_one"]
+           "fit_clients"]
 
 
 class LocalTrainer(Protocol):
@@ -104,21 +104,25 @@ def batched_model(
     return None
 
 
-def fit_one(
+def fit_clients(
     trainer: LocalTrainer,
     stacked: StackedModel | None,
-    client: Client,
+    clients: Sequence[Client],
     workspace: FlatParameters,
-    global_params: torch.Tensor,
-    generator: torch.Generator,
-) -> ClientUpdate:
-    """Train one client as the in-process engine trains it in a round: as a batched cohort
-    of one where ``stacked`` (:func:`batched_model`) is given, so that a client trained on its
-    own (a Flower node) computes what it computes in the simulation; else ``trainer.fit``."""
+    starts: Sequence[torch.Tensor],
+    generators: Sequence[torch.Generator],
+) -> list[ClientUpdate]:
+    """Train ``clients[k]`` from the flat float32 model ``starts[k]`` with ``generators[k]``:
+    as one batched computation where ``stacked`` (:func:`batched_model`) is given, else one
+    after another with ``trainer.fit``. The in-process engine trains its chunks and a Flower
+    node its one client through here, so a client computes the same update in both.
+    """
     if stacked is None:
-        return trainer.fit(client, workspace, global_params, generator)
-    starts = global_params.unsqueeze(0).to(workspace.device)
-    return trainer.fit_cohort(stacked, [client], starts, [generator])[0]  # type: ignore[attr-defined]
+        return [trainer.fit(client, workspace, start, generator)
+                for client, start, generator in zip(clients, starts, generators, strict=True)]
+    cohort: CohortTrainer = trainer  # type: ignore[assignment]
+    rows = torch.stack(list(starts)).to(workspace.device)
+    return cohort.fit_cohort(stacked, clients, rows, generators)
 
 
 def check_finite(update: ClientUpdate, release_id: int) -> ClientUpdate:

@@ -263,16 +263,17 @@ def test_the_chunks_depend_on_public_values_only(sizes):
 
 
 def test_a_client_trained_alone_computes_what_it_computes_in_the_simulation():
-    """A Flower node trains its one client with ``fit_one``: plain SGD gives bit for bit the
-    update the in-process engine gives it in a batched round."""
-    from privfed.federated.trainer import batched_model, fit_one
+    """A Flower node trains its one client with ``fit_clients``: plain SGD gives bit for bit
+    the update the in-process engine gives it in a batched round."""
+    from privfed.federated.trainer import batched_model, fit_clients
 
     sim = _simulation()
     engine, params = sim.server.engine, sim.server.weights.clone()
     jobs = [TrainJob(c, 1, params, 1000 + c) for c in range(6)]
     stacked = batched_model(engine.trainer, engine.workspace)
     for job, update in zip(jobs, engine._updates(jobs), strict=True):
-        alone = fit_one(engine.trainer, stacked, engine.clients[job.client_id],
-                        engine.workspace, params, torch.Generator().manual_seed(job.seed))
+        (alone,) = fit_clients(engine.trainer, stacked, [engine.clients[job.client_id]],
+                               engine.workspace, [params],
+                               [torch.Generator().manual_seed(job.seed)])
         assert torch.equal(alone.delta, update.delta)
     assert batched_model(engine.trainer, engine.workspace, vectorise=False) is None

@@ -52,7 +52,7 @@ from privfed.federated import BudgetSpent, Client
 from privfed.federated.engine import EVALUATION_ROUND_BASE
 from privfed.federated.evaluation import predict_logits
 from privfed.federated.metrics import EvaluationCounts
-from privfed.federated.trainer import batched_model, check_finite, fit_one
+from privfed.federated.trainer import batched_model, check_finite, fit_clients
 from privfed.secure import INPUT_STAGES, ClientIdentity, IdentityRegistry
 
 from . import messages
@@ -198,8 +198,8 @@ class ClientNode:
         })
         params = torch.from_numpy(messages.model(message).copy())
         generator = torch.Generator().manual_seed(int(fields["seed"]))
-        update = fit_one(self.parts.trainer, self.stacked, self.client, self.parts.workspace,
-                         params, generator)
+        (update,) = fit_clients(self.parts.trainer, self.stacked, [self.client],
+                                self.parts.workspace, [params], [generator])
         check_finite(update, release_id)
         self.state[_PENDING] = ConfigRecord({
             "delta": update.delta.numpy().astype("<f4").tobytes(),

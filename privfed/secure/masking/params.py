@@ -244,8 +244,8 @@ class MaskingParams:
             raise ThresholdError(
                 f"masking needs at least {self.min_clients} clients (min_clients), got {n}"
             )
-        degree = self.graph
-        degree = None if degree == "full" else degree
+        graph = self.graph
+        degree = None if graph == "full" else graph
         return round_parameters(n, self.threat_model, degree=degree, threshold=threshold,
                                 min_clients=min_clients)
 
