@@ -357,3 +357,21 @@ def test_seeded_noise_follows_the_generator_and_secure_noise_nobody_can_repeat(b
     assert not torch.equal(delta(seeded, 1), delta(seeded, 2))
     secure = NoisePolicy(secure=True)
     assert not torch.equal(delta(secure, 1), delta(secure, 1))
+
+
+def test_the_cached_epsilons_follow_a_merged_record_by_dp_accountings_pld():
+    """The ledger keeps every unit's epsilon up to date once it has been asked for them: a
+    longer record merged from a node afterwards shows in the next metrics, at PLD's value."""
+    params = DPSGDParams(1.2, 1.0, 0.25, 4, 8.0)
+    policy = RecordLevelPolicy(params, num_clients=3, delta=1e-3, accountant="pld",
+                               budget=None, noise=SEEDED)
+    policy.record_participation(1, [0, 1])
+    policy.record_release(1)
+    assert policy.metrics()["epsilon_per_client"][2] == 0.0  # the cache is built here
+    policy.merge_client_ledger(2, {"participations": 5})
+    policy.record_participation(2, [1])
+    policy.record_release(2)
+    final = policy.metrics()["epsilon_per_client"]
+    for client_id, taken in enumerate([1, 2, 5]):
+        reference = pld_epsilon(1.2, 0.25, taken * 4, 1e-3)
+        assert reference <= final[client_id] <= 1.01 * reference
