@@ -5,7 +5,6 @@ without a CONFIG), ``sweep`` and ``report``."""
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from rich.console import Console
@@ -22,6 +21,7 @@ from experiments.report import write_report
 from experiments.results import aggregate_over_seeds, collect_rows, write_csv
 from experiments.sweep import SweepPoint, load_grid, run_sweep
 from privfed import cli as core_cli
+from privfed.atomic import write_bytes
 from privfed.config import ConfigError
 
 __all__ = ["register_compare", "register_report", "register_sweep", "run_main_job",
@@ -113,13 +113,15 @@ def _sweep(args: argparse.Namespace) -> int:
     points = load_grid(grid)
     sweep_dir = Path(args.output_dir) / grid.stem
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(grid, sweep_dir / GRID_COPY)
+    write_bytes(sweep_dir / GRID_COPY, grid.read_bytes())
     console.print(f"[bold]privfed sweep[/] {grid} -> {sweep_dir}: {len(points)} points")
 
     def on_event(kind: str, point: SweepPoint, detail: str) -> None:
-        style = {"skipped": "dim", "done": "green", "failed": "bold red"}[kind]
+        style = {"skipped": "dim", "invalid": "bold yellow", "done": "green",
+                 "failed": "bold red"}[kind]
         console.print(f"[{style}]{kind:>7}[/] {point.key} {point.values}"
-                      + (f": {detail}" if kind == "failed" else ""), highlight=False)
+                      + (f": {detail}" if kind in ("failed", "invalid") else "")
+                      + (" (running it again)" if kind == "invalid" else ""), highlight=False)
 
     outcome = run_sweep(points, sweep_dir, workers=args.workers, audit=args.audit,
                         on_event=on_event)
@@ -134,6 +136,12 @@ def _report(args: argparse.Namespace) -> int:
     grid = sweep_dir / GRID_COPY
     if not grid.is_file():
         raise ConfigError(f"{sweep_dir} is not a sweep directory (no {GRID_COPY})")
-    report = summarize_sweep(load_grid(grid), sweep_dir)
-    Console().print(f"report: {report}")
+    points = load_grid(grid)
+    console = Console()
+    for row in collect_rows(points, sweep_dir):
+        if row["status"] == "invalid":
+            console.print(f"[bold yellow]invalid[/] {row['run']}: {row['error']} (not used; "
+                          "`privfed sweep` runs it again)", highlight=False)
+    report = summarize_sweep(points, sweep_dir)
+    console.print(f"report: {report}")
     return 0

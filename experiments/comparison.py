@@ -20,12 +20,12 @@ from typing import Any
 from attacks.audit import format_confidence
 from experiments.audits import audit_run, common_confidence, leakage_figures, read_leakage
 from experiments.results import write_csv
-from experiments.sweep import is_done
 from privfed import jsonsafe
+from privfed.atomic import remove_stale_temporaries, write_text
 from privfed.config import ExperimentConfig, config_from_dict
 from privfed.config.loading import apply_overrides
 from privfed.federated.metrics import beats_majority
-from privfed.rundir import describe_epsilon, run_name, train_run
+from privfed.rundir import describe_epsilon, run_name, run_problems, train_run
 
 __all__ = ["CONFIGURATIONS", "Comparison", "comparison_configs", "run_comparison",
            "write_comparison_report"]
@@ -111,10 +111,15 @@ def run_comparison(
     sizes its audit (``audit.quick = true``: a small one)."""
     out_dir = Path(out_dir)
     say = progress or (lambda _message: None)
+    remove_stale_temporaries(out_dir)
     results = []
     for label, config in configs:
         run_dir = out_dir / run_name(config)
-        if not is_done(run_dir, config):
+        problems = run_problems(run_dir, config)
+        if problems:
+            if run_dir.exists():
+                say(f"{label}: {run_dir.name} fails its checks ({'; '.join(problems)}); "
+                    "training it again")
             say(f"{label}: training")
             train_run(config, run_dir)
         if read_leakage(run_dir, config) is None:
@@ -171,9 +176,7 @@ def write_comparison_report(results: Sequence[Comparison], out_dir: str | Path) 
                   f"Run directory `{rel}`: ![accuracy]({rel}/accuracy.png) "
                   f"![ROC]({rel}/audit/roc.png) "
                   f"![reconstructions]({rel}/audit/reconstructions.png)", ""]
-    path = out_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_text(out_dir / "report.md", "\n".join(lines) + "\n")
 
 
 def format_cells(row: dict[str, Any]) -> list[str]:

@@ -16,9 +16,11 @@ import numpy as np  # noqa: E402
 
 from attacks.audit import format_confidence  # noqa: E402
 from experiments.audits import common_confidence  # noqa: E402
+from privfed.atomic import write_text  # noqa: E402
 from privfed.clientdata import load_partitioned  # noqa: E402
 from privfed.config import ExperimentConfig  # noqa: E402
 from privfed.data import label_histogram  # noqa: E402
+from privfed.plots import save_figure  # noqa: E402
 
 __all__ = ["plot_cost_per_aggregator", "plot_empirical_epsilon", "plot_label_histograms",
            "plot_vs_epsilon", "write_report"]
@@ -149,9 +151,7 @@ def write_report(sweep_dir: Path, rows: Sequence[dict[str, Any]],
     if grids:
         lines += ["", "## Reconstructions from what the server decodes (audited runs)", ""]
         lines += [f"{run}: ![reconstructions]({run}/audit/reconstructions.png)" for run in grids]
-    path = sweep_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_text(sweep_dir / "report.md", "\n".join(lines) + "\n")
 
 
 def _markdown(table: Sequence[dict[str, Any]]) -> list[str]:
@@ -184,6 +184,4 @@ def _finite(value: Any) -> bool:
 
 def _save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

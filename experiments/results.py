@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Sequence
@@ -12,8 +13,10 @@ from typing import Any
 from scipy import stats
 
 from experiments.audits import AUDIT_CONFIDENCE, LEAKAGE_FIGURES, leakage_figures, read_leakage
-from experiments.sweep import SweepPoint, is_done
+from experiments.sweep import SweepPoint
 from privfed import jsonsafe
+from privfed.atomic import write_text
+from privfed.rundir import run_problems
 
 __all__ = ["FIGURES", "collect_rows", "aggregate_over_seeds", "write_csv"]
 
@@ -32,8 +35,10 @@ FIGURES = (
 def collect_rows(points: Sequence[SweepPoint], sweep_dir: str | Path) -> list[dict[str, Any]]:
     """One row per point: its grid values, status, run directory and figures.
 
-    A point that is not done has status ``"failed"`` (with the recorded error) or
-    ``"missing"``, and empty figures. An audited point also has the leakage figures of
+    A point that is not done has status ``"failed"`` (with the recorded error),
+    ``"invalid"`` (a run directory that fails :func:`privfed.rundir.run_problems`, e.g. a
+    file edited after the run: the problems as its error) or ``"missing"``, and empty
+    figures. An audited point also has the leakage figures of
     :func:`experiments.audits.leakage_figures`.
     """
     sweep_dir = Path(sweep_dir)
@@ -41,7 +46,8 @@ def collect_rows(points: Sequence[SweepPoint], sweep_dir: str | Path) -> list[di
     for point in points:
         run_dir = sweep_dir / point.key
         row: dict[str, Any] = {"run": point.key, **point.values}
-        if is_done(run_dir, point.config):
+        problems = run_problems(run_dir, point.config)
+        if not problems:
             summary = jsonsafe.loads((run_dir / "summary.json").read_text(encoding="utf-8"),
                                      keep=("name",))
             row.update(status="done", error="", privacy_mechanism=summary["privacy_mechanism"],
@@ -58,7 +64,10 @@ def collect_rows(points: Sequence[SweepPoint], sweep_dir: str | Path) -> list[di
             failure = sweep_dir / "failed" / f"{point.key}.json"
             error = json.loads(failure.read_text(encoding="utf-8"))["error"] \
                 if failure.is_file() else ""
-            row.update(status="failed" if error else "missing", error=error,
+            status = "failed" if error else "missing"
+            if run_dir.exists():  # a directory that fails its checks is never used
+                status, error = "invalid", "; ".join(problems)
+            row.update(status=status, error=error,
                        privacy_mechanism=point.config.privacy.mechanism,
                        secure_aggregation=point.config.secure.kind, epsilon_against="-",
                        noise="-")
@@ -100,16 +109,13 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as out:
-        writer = csv.DictWriter(out, fieldnames=columns, restval="")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else
-                             ("" if v is None else v) for k, v in row.items()})
-    tmp.replace(path)
-    return path
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=columns, restval="")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, list | dict) else
+                         ("" if v is None else v) for k, v in row.items()})
+    return write_text(path, out.getvalue())
 
 
 def _mean_ci(values: Sequence[float]) -> tuple[float | None, float | None]:

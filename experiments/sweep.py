@@ -12,22 +12,24 @@ A grid file is TOML with two tables::
     seed = [0, 1, 2]
     data = [{partition = "iid"}, {partition = "dirichlet", alpha = 0.1}]  # joint settings
 
-Each point's resolved config has a hash; its run directory is ``<sweep_dir>/<name>-<hash>``.
-A point is done when its directory holds a ``summary.json`` whose ``config_hash`` matches and
-a ``config.toml`` that loads to the same config. Runs are trained and written by
+Each point's resolved config has a hash (of its fields and its data's content); its run
+directory is ``<sweep_dir>/<name>-<hash>``. A point is done when its directory passes
+:func:`privfed.rundir.run_problems`: every file as its ``SHA256SUMS`` lists it, and the
+config and summary of that hash. Runs are trained and written by
 :func:`privfed.rundir.train_run`: nothing is written before training ends, then a temporary
-directory is renamed into place, so an interruption at any moment leaves finished points
-intact and unfinished ones absent; re-running the sweep runs exactly the points that are not
-done. A point that raises is recorded as ``<sweep_dir>/failed/<name>-<hash>.json`` (config, error,
-traceback), the sweep goes on, and a later run of the sweep retries it.
+directory takes the run directory's place in one step, so an interruption at any moment
+leaves finished points intact and unfinished ones absent; re-running the sweep runs exactly
+the points that are not done (and a directory that fails its checks again). A point that
+raises is recorded as ``<sweep_dir>/failed/<name>-<hash>.json`` (config, error, traceback),
+the sweep goes on, and a later run of the sweep retries it.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-import json
 import math
+import os
 import tomllib
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -38,8 +40,9 @@ from typing import Any
 
 from experiments.audits import audit_run, read_leakage
 from privfed import jsonsafe
+from privfed.atomic import exit_with_parent, remove_stale_temporaries, write_text
 from privfed.config import ConfigError, ExperimentConfig, config_from_dict, load_config
-from privfed.rundir import run_name, train_run
+from privfed.rundir import run_name, run_problems, train_run
 
 __all__ = ["SweepPoint", "load_grid", "is_done", "run_point", "run_sweep"]
 
@@ -107,15 +110,9 @@ def load_grid(path: str | Path) -> list[SweepPoint]:
 
 
 def is_done(run_dir: Path, config: ExperimentConfig) -> bool:
-    """Whether ``run_dir`` holds the complete, uncorrupted run of ``config``."""
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-        saved = load_config(run_dir / "config.toml")
-    except (OSError, ValueError):
-        return False
-    return (summary.get("config_hash") == config.short_hash()
-            and saved.short_hash() == config.short_hash()
-            and (run_dir / "metrics.jsonl").is_file())
+    """Whether ``run_dir`` holds the complete, intact run of ``config``
+    (:func:`privfed.rundir.run_problems` finds nothing wrong)."""
+    return not run_problems(run_dir, config)
 
 
 def run_point(config_toml: str, run_dir: str, audit: bool = False) -> str:
@@ -138,7 +135,7 @@ def run_point(config_toml: str, run_dir: str, audit: bool = False) -> str:
         ``run_dir``.
     """
     config = config_from_dict(tomllib.loads(config_toml))
-    if not is_done(Path(run_dir), config):
+    if run_problems(run_dir, config):
         train_run(config, run_dir)
     if audit:
         audit_run(Path(run_dir), config)
@@ -166,38 +163,52 @@ def run_sweep(
         Also audit every point (``privfed audit``'s attacks; resumable too), sized by each
         point's ``[audit]`` section (e.g. ``[base.audit] quick = true`` in the grid).
     on_event : callable, optional
-        Called with ``("skipped" | "done" | "failed", point, detail)``.
+        Called with ``("skipped" | "invalid" | "done" | "failed", point, detail)``.
 
     Returns
     -------
     dict
-        Points by outcome: ``"skipped"`` (already done), ``"done"``, ``"failed"``.
+        Points by outcome: ``"skipped"`` (already done), ``"invalid"`` (a run directory
+        that failed its checks, e.g. a file changed after it was written: run again, so
+        also in ``"done"`` or ``"failed"``), ``"done"``, ``"failed"``.
+
+    Notes
+    -----
+    Stale temporaries of killed writers in ``sweep_dir`` are removed first; parallel
+    workers exit when this process dies.
     """
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     sweep_dir = Path(sweep_dir)
     (sweep_dir / "failed").mkdir(parents=True, exist_ok=True)
-    outcome: dict[str, list[SweepPoint]] = {"skipped": [], "done": [], "failed": []}
+    outcome: dict[str, list[SweepPoint]] = {"skipped": [], "invalid": [], "done": [],
+                                            "failed": []}
 
     def record(kind: str, point: SweepPoint, detail: str) -> None:
         outcome[kind].append(point)
         if on_event is not None:
             on_event(kind, point, detail)
 
+    remove_stale_temporaries(sweep_dir)
+    remove_stale_temporaries(sweep_dir / "failed")
     todo = []
     for point in _unique(points):
         run_dir = sweep_dir / point.key
-        if is_done(run_dir, point.config) and not (audit and not _audited(run_dir, point)):
+        problems = run_problems(run_dir, point.config)
+        if not problems and not (audit and not _audited(run_dir, point)):
             record("skipped", point, "already done")
-        else:
-            todo.append(point)
+            continue
+        if run_dir.exists() and problems:
+            record("invalid", point, "; ".join(problems))
+        todo.append(point)
     jobs = [(p, (p.config.to_toml(), str(sweep_dir / p.key), audit))
             for p in todo]
     if workers == 1:
         for point, job in jobs:
             _settle(point, sweep_dir, lambda job=job: run_point(*job), record)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(run_point, *job): point for point, job in jobs}
             for future in as_completed(futures):
                 _settle(futures[future], sweep_dir, future.result, record)
@@ -210,10 +221,10 @@ def _settle(point: SweepPoint, sweep_dir: Path, result: Callable[[], str],
     try:
         run_dir = result()
     except Exception as err:  # noqa: BLE001 - a failed point must not stop the sweep
-        failure.write_text(jsonsafe.dumps({
+        write_text(failure, jsonsafe.dumps({
             "values": point.values, "config": point.config.to_dict(),
             "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(),
-        }, indent=2, default=str) + "\n", encoding="utf-8")
+        }, indent=2, default=str) + "\n")
         record("failed", point, f"{type(err).__name__}: {err}")
         return
     failure.unlink(missing_ok=True)

@@ -21,7 +21,13 @@ from privfed.data import ChecksumError, DataFormatError, DatasetNotFoundError
 from privfed.federated import RoundRecord, TrainingDivergedError
 from privfed.federated.metrics import beats_majority
 from privfed.keys_cli import register as register_key_commands
-from privfed.rundir import describe_epsilon, flower_simulation, run_dir_for, train_run
+from privfed.rundir import (
+    describe_epsilon,
+    flower_simulation,
+    run_dir_for,
+    run_problems,
+    train_run,
+)
 
 __all__ = ["COMMAND_GROUP", "MAIN_JOB", "add_config_arguments", "add_override_arguments",
            "config_overrides", "main", "resolve_config"]
@@ -116,6 +122,10 @@ def _as_main_job(args: argparse.Namespace, commands: argparse._SubParsersAction
     if args.engine != "inprocess":
         raise ConfigError(f"--engine {args.engine} needs a CONFIG; the main job (no CONFIG) "
                           "runs in-process")
+    if args.rerun:
+        raise ConfigError("--rerun needs a CONFIG; the main job (no CONFIG) resumes and "
+                          "reuses what is complete: delete a configuration's run directory "
+                          "to train it again")
     job = commands.choices.get(MAIN_JOB)
     if job is None:
         raise ConfigError(f"privfed run without a CONFIG runs the main job, `privfed "
@@ -186,6 +196,9 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
                     f"CONFIG, run the main job, `privfed {MAIN_JOB}`, with the same options")
     add_config_arguments(run, without=f"the main job, `privfed {MAIN_JOB}`")
     run.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    run.add_argument("--rerun", action="store_true",
+                     help="train again although the run directory holds this config's "
+                          "complete run (it is then replaced whole)")
     _add_engine_arguments(run)
     run.set_defaults(handler=_run_command)
     config = commands.add_parser("config", help="print the resolved configuration as TOML",
@@ -228,8 +241,25 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_command(args: argparse.Namespace) -> int:
     config, console = resolve_config(args), Console(quiet=args.quiet)
     if args.engine == "inprocess":
-        return _run(config, console)
+        return _run(config, console, rerun=args.rerun)
     return _run_on_flower(config, args, console)
+
+
+def _reuse(run_dir: Path, config: ExperimentConfig, console: Console, rerun: bool) -> bool:
+    """Whether ``run_dir`` holds ``config``'s complete run to show instead of training (not
+    with ``rerun``); says why a directory that fails its checks is trained again."""
+    problems = run_problems(run_dir, config)
+    if not problems and not rerun:
+        console.print(f"{run_dir} holds this config's complete run (same fields and data); "
+                      "shown, not trained again (--rerun trains it again)")
+        summary = jsonsafe.loads((run_dir / "summary.json").read_text(encoding="utf-8"),
+                                 keep=("name",))
+        console.print(_summary_table(summary))
+        return True
+    if problems and run_dir.exists():
+        console.print(f"[bold yellow]{run_dir} fails its checks[/] ({'; '.join(problems)}): "
+                      "training it again", highlight=False)
+    return False
 
 
 def _run_on_flower(config: ExperimentConfig, args: argparse.Namespace, console: Console) -> int:
@@ -244,6 +274,8 @@ def _run_on_flower(config: ExperimentConfig, args: argparse.Namespace, console: 
     config = flower.flower_config(config)
     run_dir = run_dir_for(config, args.engine).resolve()
     console.print(f"[bold]privfed run[/] {config.name} on {args.engine} -> {run_dir}")
+    if _reuse(run_dir, config, console, args.rerun):
+        return 0
     if args.engine == "flower-sim":
         result = train_run(config, run_dir, train=flower_simulation(options))
         console.print(_summary_table(result.summary))
@@ -266,9 +298,11 @@ def _run_on_flower(config: ExperimentConfig, args: argparse.Namespace, console: 
     return 0
 
 
-def _run(config: ExperimentConfig, console: Console) -> int:
+def _run(config: ExperimentConfig, console: Console, *, rerun: bool = False) -> int:
     run_dir = run_dir_for(config)
     console.print(f"[bold]privfed run[/] {config.name} -> {run_dir}")
+    if _reuse(run_dir, config, console, rerun):
+        return 0
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -9,9 +10,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
+from privfed.atomic import write_bytes  # noqa: E402
 from privfed.federated.history import History  # noqa: E402
 
-__all__ = ["plot_accuracy"]
+__all__ = ["plot_accuracy", "save_figure"]
 
 
 def plot_accuracy(history: History, path: str | Path, title: str = "") -> Path:
@@ -32,6 +34,13 @@ def plot_accuracy(history: History, path: str | Path, title: str = "") -> Path:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    return save_figure(fig, path, dpi=100)
+
+
+def save_figure(fig: plt.Figure, path: str | Path, *, dpi: int) -> Path:
+    """Save ``fig`` as a PNG at ``path`` atomically (:func:`privfed.atomic.write_bytes`) and
+    close it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
-    return Path(path)
+    return write_bytes(path, buffer.getvalue())

@@ -6,9 +6,8 @@
 
 from __future__ import annotations
 
+import io
 import os
-import secrets
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,20 +17,27 @@ import torch
 from torch import nn
 
 from privfed import jsonsafe
-from privfed.config import ExperimentConfig
+from privfed.atomic import publish_dir, remove_stale_temporaries, staging_dir
+from privfed.config import ExperimentConfig, load_config
 from privfed.experiment import build_simulation
 from privfed.federated import History, Observer, RoundRecord
+from privfed.integrity import DIGEST_FILE, verify_digest, write_digest
 from privfed.privacy.randomness import REPRODUCIBLE_NOISE
 
 __all__ = [
-    "RUN_FILES", "RunResult", "TrainedServer", "Trainer", "describe_epsilon",
-    "flower_simulation", "release_history", "run_dir_for", "run_name", "summarize",
-    "train_in_process", "train_run", "write_run",
+    "AUDIT_DIR", "RUN_FILES", "RunResult", "TrainedServer", "Trainer", "describe_epsilon",
+    "flower_simulation", "model_bytes", "release_history", "run_dir_for", "run_name",
+    "run_problems", "summarize", "train_in_process", "train_run", "write_run",
 ]
 
-RUN_FILES = ("config.toml", "metrics.jsonl", "accuracy.png", "model.pt", "summary.json")
-"""The files of a complete run directory, in the order they are written (``summary.json``,
-last, marks a complete run)."""
+RUN_FILES = ("config.toml", "metrics.jsonl", "accuracy.png", "model.pt", "summary.json",
+             DIGEST_FILE)
+"""The files of a complete run directory, in the order they are written (``SHA256SUMS``,
+last, holds the digest of the others; ``accuracy.png`` only where a round was evaluated,
+``model.pt`` only where the trainer returned a model)."""
+
+AUDIT_DIR = "audit"
+"""The sub-directory of a run directory that holds its audit (``privfed audit``)."""
 
 
 class TrainedServer(Protocol):
@@ -136,8 +142,8 @@ def train_run(
 ) -> RunResult:
     """Train ``config`` and write its run directory: the one run writer.
 
-    Nothing is written until training ends; then :func:`write_run` writes every file of
-    :data:`RUN_FILES`, ``summary.json`` last.
+    Nothing is written until training ends; then :func:`write_run` puts the complete
+    directory in place in one step.
 
     Parameters
     ----------
@@ -279,20 +285,22 @@ def write_run(
     model: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``config.toml``, ``metrics.jsonl``, ``accuracy.png``, ``model.pt`` (given the
-    final global ``model``, a state dict) and ``summary.json``: :func:`train_run`'s writer.
+    final global ``model``, a state dict), ``summary.json`` and their ``SHA256SUMS``:
+    :func:`train_run`'s writer.
 
-    The files are written into a temporary sibling directory and renamed into place: the
-    whole directory when ``run_dir`` does not exist yet, else file by file after removing
-    its old ``summary.json``. A reader never sees a half-written file, and ``summary.json``
-    is renamed last and marks a complete run. The JSON files are strict JSON
+    The files are written into a temporary sibling directory that then takes the place of
+    ``run_dir`` in one step (:func:`privfed.atomic.publish_dir`; an existing ``run_dir`` is
+    exchanged whole, its ``audit/`` carried over, since an audit depends only on the
+    config). A reader never sees a half-written or mixed directory, and a kill at any
+    moment leaves the old directory or the new one; the temporaries a killed writer left
+    are removed by the next writer in the same parent. The JSON files are strict JSON
     (:mod:`privfed.jsonsafe`: NaN as null, infinities as ``"inf"``/``"-inf"``); read them
-    with :func:`privfed.jsonsafe.loads`.
+    with :func:`privfed.jsonsafe.loads`. ``model.pt`` is byte-identical for identical
+    weights.
     """
     run_dir = Path(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = run_dir.parent / f".{run_dir.name}.{secrets.token_hex(4)}"
-    staging.mkdir()  # unlike tempfile.mkdtemp's 0700, the umask's permissions, as run_dir's
-    try:
+    remove_stale_temporaries(run_dir.parent)
+    with staging_dir(run_dir) as staging:
         (staging / "config.toml").write_text(config.to_toml(), encoding="utf-8")
         release_history(config, history).write_jsonl(staging / "metrics.jsonl")
         if history.evaluated():
@@ -301,16 +309,52 @@ def write_run(
             plot_accuracy(history, staging / "accuracy.png",
                           title=f"{config.name} ({config.short_hash()})")
         if model is not None:
-            torch.save(dict(model), staging / "model.pt")
+            (staging / "model.pt").write_bytes(model_bytes(model))
         (staging / "summary.json").write_text(jsonsafe.dumps(summary, indent=2) + "\n",
                                               encoding="utf-8")
-        if not run_dir.exists():
-            os.replace(staging, run_dir)
-            return run_dir
-        (run_dir / "summary.json").unlink(missing_ok=True)
-        for name in RUN_FILES:
-            if (staging / name).exists():
-                os.replace(staging / name, run_dir / name)
-        return run_dir
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        write_digest(staging, [name for name in RUN_FILES[:-1] if (staging / name).exists()])
+        if (run_dir / AUDIT_DIR).is_dir():
+            os.replace(run_dir / AUDIT_DIR, staging / AUDIT_DIR)
+        publish_dir(staging, run_dir)
+    return run_dir
+
+
+def model_bytes(state: Mapping[str, torch.Tensor]) -> bytes:
+    """``torch.save`` of the state dict ``state`` as bytes that depend only on its names,
+    tensors and order (saved to a file, torch names the archive's entries after it)."""
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    return buffer.getvalue()
+
+
+def run_problems(run_dir: str | Path, config: ExperimentConfig) -> list[str]:
+    """Why ``run_dir`` is not the complete, intact run of ``config`` (empty when it is).
+
+    Checks every file against the directory's ``SHA256SUMS``
+    (:func:`privfed.integrity.verify_digest`), that every file of :data:`RUN_FILES` but the
+    optional ``accuracy.png`` and ``model.pt`` is listed there, and that ``config.toml``
+    and ``summary.json`` are ``config``'s (its :meth:`short_hash`, which covers the data's
+    content).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return ["no run directory"]
+    problems = verify_digest(run_dir)
+    if problems:
+        return problems
+    listed = (run_dir / DIGEST_FILE).read_text(encoding="utf-8")
+    missing = [n for n in ("config.toml", "metrics.jsonl", "summary.json")
+               if f"  {n}\n" not in listed]
+    if missing:
+        return [f"{DIGEST_FILE} does not list {', '.join(missing)}"]
+    expected = config.short_hash()
+    try:
+        summary = jsonsafe.loads((run_dir / "summary.json").read_text(encoding="utf-8"),
+                                 keep=("name",))
+        saved = load_config(run_dir / "config.toml").short_hash()
+    except (OSError, ValueError) as err:
+        return [f"unreadable: {err}"]
+    if summary.get("config_hash") != expected or saved != expected:
+        return [f"holds the run of config {summary.get('config_hash')} (config.toml "
+                f"{saved}), not of {expected}"]
+    return []

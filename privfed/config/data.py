@@ -7,6 +7,7 @@ from typing import Any
 
 from privfed.config.validation import ConfigError, Range, Rule, check_choice, check_rules
 from privfed.data import DATASETS, PARTITIONERS
+from privfed.data.digest import builtin_data_tokens, site_data_tokens
 from privfed.data.scaling import SCALINGS
 
 __all__ = ["FILE_FORMATS", "RULES", "SITE_SCALINGS", "DataConfig"]
@@ -190,6 +191,19 @@ class DataConfig:
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"data.channels must be 1 (grayscale) or 3 (RGB), got "
                               f"{self.channels}")
+
+    def content_tokens(self) -> dict[str, list[str]]:
+        """The content of the data files this config reads, for the run's identity
+        (:mod:`privfed.data.digest`): ``{"files": [...]}`` for a built-in dataset read from
+        ``data_dir`` (each file ``"official"`` or its SHA-256), ``{"train": [...], "test":
+        [...]}`` for a site's files; empty for the embedded datasets."""
+        if not self.is_site_data:
+            files = builtin_data_tokens(self.dataset, self.data_dir)
+            return {"files": files} if files else {}
+        tokens = {"train": site_data_tokens(self.dataset, self.client_paths or [self.path])}
+        if self.test_path is not None:
+            tokens["test"] = site_data_tokens(self.dataset, [self.test_path])
+        return tokens
 
     def partitioner_params(self) -> dict[str, Any]:
         """The keyword arguments of the configured partitioner."""

@@ -20,6 +20,8 @@ from privfed.config.privacy import PrivacyConfig
 from privfed.config.rules import check_cross_section
 from privfed.config.secure import SecureConfig
 from privfed.config.validation import ConfigError, Range, Rule, check_rules
+from privfed.data.digest import module_token
+from privfed.models import is_import_path
 
 __all__ = ["ExperimentConfig", "RULES"]
 
@@ -90,13 +92,26 @@ class ExperimentConfig:
         return tomli_w.dumps(_drop_none(self.to_dict()))
 
     def short_hash(self) -> str:
-        """8 hex digits identifying everything that affects the results (the audit's
-        settings included; not where the data and the outputs live, nor which device
-        computes)."""
+        """8 hex digits identifying everything that affects the results: every field (the
+        audit's settings included), the content of the data files read
+        (:meth:`DataConfig.content_tokens`) and of a user's model module; not where the
+        data and the outputs live, nor which device computes.
+
+        Reads the data files the first time (a digest per file, cached while the file is
+        unchanged).
+        """
         payload = self.to_dict()
         payload.pop("output_dir")
         payload["data"].pop("data_dir")
         payload["federation"].pop("device")
+        content = self.data.content_tokens()
+        if content:
+            payload["data_content"] = content
+        if is_import_path(self.model.name):
+            payload["model_code"] = module_token(self.model.name)
+        if self.data.is_site_data and self.data.dataset != "python":
+            for where in ("path", "client_paths", "test_path"):  # their content stands in
+                payload["data"].pop(where)
         if self.secure.kind == "masking" and self.secure.neighbourhood_degree is None:
             payload["secure"]["neighbourhood_degree"] = self._default_graph()
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
