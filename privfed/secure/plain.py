@@ -19,10 +19,13 @@ from .identity import ClientIdentity, IdentityRegistry
 from .oneshot import OneShotAggregator, OneShotServerParty, collect_uploads, open_aggregate
 from .plain_sum import sum_plain
 from .transport import Transport
-from .validation import prepare_upload
+from .validation import check_clip, prepare_upload
 from .wire import pack
 
 KIND = "none"
+RANGE_SLACK = 2.0**-20
+"""Relative head-room of the server's range check over the clip: a client's float32 rounding
+(2**-24) and a codec's float64 reconstruction stay within it."""
 
 
 class PayloadCodec(Protocol):
@@ -100,6 +103,9 @@ class PlainServerParty(OneShotServerParty):
         See :class:`~privfed.secure.oneshot.OneShotServerParty`.
     codec : PayloadCodec or None
         Decodes the uploads' payloads (``None``: float32).
+    clip : float or None
+        The clients' clip (maximum absolute value per coordinate): an upload carrying a
+        value beyond ``clip * (1 + RANGE_SLACK)`` is rejected (``None``: finite values only).
     """
 
     kind = KIND
@@ -113,9 +119,11 @@ class PlainServerParty(OneShotServerParty):
         dim: int,
         *,
         codec: PayloadCodec | None = None,
+        clip: float | None = None,
     ) -> None:
         super().__init__(round_id, weights, registry, dim)
         self.codec = codec
+        self.clip = check_clip(clip)
         self._sum = np.zeros(self.dim, dtype=np.float64)
 
     def _parse(self, sender: int, payload: bytes) -> tuple[int, np.ndarray]:
@@ -138,6 +146,13 @@ class PlainServerParty(OneShotServerParty):
             x = np.frombuffer(payload, dtype="<f4")
         if not np.isfinite(x).all():
             raise MessageRejectedError(f"client {sender}: vector has NaN/Inf")
+        if self.clip is not None:
+            peak = int(np.argmax(np.abs(x)))
+            if abs(x[peak]) > self.clip * (1 + RANGE_SLACK):
+                raise MessageRejectedError(
+                    f"client {sender}: value {x[peak]:.6g} at coordinate {peak} is beyond the "
+                    f"clip {self.clip:g}"
+                )
         return sender, x
 
     def _add(self, parsed: tuple[int, np.ndarray]) -> None:
@@ -245,7 +260,8 @@ class PlainAggregator(OneShotAggregator[PlainServerParty]):
                            out_of_range=self.out_of_range, codec=self.codec)
 
     def _server(self, round_id: int, weights: dict[int, float], dim: int) -> PlainServerParty:
-        return PlainServerParty(round_id, weights, self.registry, dim, codec=self.codec)
+        return PlainServerParty(round_id, weights, self.registry, dim, codec=self.codec,
+                                clip=self.clip)
 
     def _drive(
         self, transport: Transport, server: PlainServerParty, meter: RoundMeter

@@ -85,6 +85,19 @@ def seal(identity: ClientIdentity, kind: str, stage: str, round_id: int, payload
     return body + identity.sign(body)
 
 
+def as_bytes(data: object) -> bytes:
+    """``data`` as ``bytes`` if it is a bytes-like message (bytes, bytearray, memoryview).
+
+    Raises
+    ------
+    MessageRejectedError
+        Naming the type of anything else (a str, a number, None): a message is bytes.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise MessageRejectedError(f"message must be bytes, got {type(data).__name__}")
+    return bytes(data)
+
+
 def unpack(data: bytes) -> Envelope:
     """Parse an unsigned message.
 
@@ -93,9 +106,7 @@ def unpack(data: bytes) -> Envelope:
     MessageRejectedError
         If the header is malformed.
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise MessageRejectedError(f"message must be bytes, got {type(data).__name__}")
-    data = bytes(data)
+    data = as_bytes(data)
     if len(data) < HEADER_SIZE:
         raise MessageRejectedError(f"message too short: {len(data)} bytes < header {HEADER_SIZE}")
     magic, version, kind, stage, round_id, sender = _HEADER.unpack_from(data)
@@ -115,8 +126,9 @@ def sender_of(data: bytes) -> int:
     Raises
     ------
     MessageRejectedError
-        If the message is shorter than a header.
+        If the message is not bytes or is shorter than a header.
     """
+    data = as_bytes(data)
     if len(data) < HEADER_SIZE:
         raise MessageRejectedError(f"message too short: {len(data)} bytes < header {HEADER_SIZE}")
     return _HEADER.unpack_from(data)[5]
@@ -176,9 +188,10 @@ def open_signed(
     AuthenticationError
         Bad signature.
     """
+    data = as_bytes(data)
     if len(data) < HEADER_SIZE + SIGNATURE_SIZE:
         raise MessageRejectedError(f"signed message too short: {len(data)} bytes")
-    body, signature = bytes(data[:-SIGNATURE_SIZE]), bytes(data[-SIGNATURE_SIZE:])
+    body, signature = data[:-SIGNATURE_SIZE], data[-SIGNATURE_SIZE:]
     env = open_unsigned(body, kind=kind, stage=stage, round_id=round_id, allowed=allowed)
     registry.verify(env.sender, signature, body)
     return env

@@ -20,6 +20,7 @@ from privfed.secure.oneshot import open_aggregate, open_uploads
 from privfed.secure.validation import check_clip
 from privfed.secure.wire import Envelope, pack_fields, unpack_fields
 
+from .ciphertexts import CiphertextLayout, load_ciphertext
 from .material import (
     _PUBLIC_TAG,
     _U32,
@@ -78,6 +79,7 @@ class HEKeyHolder:
             save_galois_keys=False, save_relin_keys=False,
         )
         self.public = HEPublicContext(_pack_material(self.params, public))
+        self._layout = CiphertextLayout.of(self._context, self.params)
         self.cohorts: dict[int, tuple[int, ...]] = {}
         """Round -> the cohort decrypted in it (persist it where the object does not live on)."""
 
@@ -243,14 +245,10 @@ class HEKeyHolder:
         return summed, w_incl, total
 
     def _ciphertexts(self, blobs: Sequence[bytes], who: str) -> list[ts.CKKSVector]:
-        """Parse serialized ciphertexts under this key holder's context."""
-        vecs = []
-        for i, ct in enumerate(blobs):
-            try:
-                vecs.append(ts.ckks_vector_from(self._context, ct))
-            except Exception as exc:
-                raise MessageRejectedError(f"{who}: ciphertext {i} invalid: {exc}") from None
-        return vecs
+        """Parse serialized ciphertexts under this key holder's context, each checked against
+        the layout of a fresh encryption (scale, level, polynomials)."""
+        return [load_ciphertext(self._context, ct, self._layout, None, f"{who}: ciphertext {i}")
+                for i, ct in enumerate(blobs)]
 
     def _check_uploads(
         self, envs: list[Envelope], included: tuple[int, ...], round_id: int

@@ -12,6 +12,7 @@ from privfed.secure.oneshot import OneShotServerParty
 from privfed.secure.validation import prepare_upload, prepare_vector
 from privfed.secure.wire import pack_fields, seal, unpack_fields
 
+from .ciphertexts import CiphertextLayout, load_ciphertext
 from .material import KIND, HEPublicContext, _pack_upload_head, _unpack_upload_head
 
 
@@ -98,6 +99,7 @@ class HEServerParty(OneShotServerParty):
         self.public = public
         slots = public.params.slots
         self._sizes = [min(slots, self.dim - i) for i in range(0, self.dim, slots)]
+        self._layout = CiphertextLayout.of(public.context, public.params)
         self._sum: list[ts.CKKSVector] | None = None
 
     def _parse(self, sender: int, payload: bytes) -> list[ts.CKKSVector]:
@@ -120,27 +122,23 @@ class HEServerParty(OneShotServerParty):
                 f"client {sender}: {len(fields) - 1} ciphertexts, expected {len(self._sizes)} "
                 f"for a vector of length {self.dim}"
             )
-        vecs = []
-        for i, (ct, size) in enumerate(zip(fields[1:], self._sizes, strict=True)):
-            try:
-                vec = ts.ckks_vector_from(self.public.context, ct)
-            except Exception as exc:
-                raise MessageRejectedError(
-                    f"client {sender}: ciphertext {i} invalid: {exc}"
-                ) from None
-            if vec.size() != size:
-                raise MessageRejectedError(
-                    f"client {sender}: ciphertext {i} holds {vec.size()} values, expected {size}"
-                )
-            vecs.append(vec)
-        return vecs
+        return [
+            load_ciphertext(self.public.context, ct, self._layout, size,
+                            f"client {sender}: ciphertext {i}")
+            for i, (ct, size) in enumerate(zip(fields[1:], self._sizes, strict=True))
+        ]
 
     def _add(self, parsed: list[ts.CKKSVector]) -> None:
+        """Add a checked upload: the new sums are computed aside and replace the old ones
+        only once every ciphertext is added, so a failing addition changes nothing."""
         if self._sum is None:
             self._sum = parsed
-        else:
-            for acc, vec in zip(self._sum, parsed, strict=True):
-                acc.add_(vec)
+            return
+        try:
+            summed = [acc + vec for acc, vec in zip(self._sum, parsed, strict=True)]
+        except Exception as exc:  # not expected after _parse's checks; never half-added
+            raise MessageRejectedError(f"upload could not be added: {exc}") from None
+        self._sum = summed
 
     def _aggregate_fields(self) -> list[bytes]:
         assert self._sum is not None

@@ -9,8 +9,10 @@ server's checks here protect the honest clients' result from malformed client me
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Collection
+from functools import partial
 
 import numpy as np
 
@@ -35,7 +37,10 @@ from .messages import (
 )
 from .params import MaskingParams, neighbours
 from .quantize import Ring
+from .recovery import recover_verified
 from .shamir import combine_secrets
+
+logger = logging.getLogger(__name__)
 
 _STAGES = ("advertise", "share", "masked", "consistency", "unmask", "done")
 _RING_META = struct.Struct("<IId")
@@ -86,6 +91,10 @@ class MaskingServerParty:
         self._signatures: dict[int, bytes] = {}
         self._reveals: dict[int, dict[int, tuple[int, int, bytes]]] = {}
         self._graph: dict[int, frozenset[int]] = {}
+        self._indices: dict[int, dict[int, int]] = {}  # owner -> holder -> Shamir index
+        self.bad_shares: dict[int, tuple[int, ...]] = {}
+        """Client -> the clients whose seed it revealed a wrong share of (found by
+        :meth:`aggregate`, which recovered those seeds without them)."""
 
     # ------------------------------------------------------------------ receiving
     def _allowed(self) -> Collection[int]:
@@ -164,18 +173,26 @@ class MaskingServerParty:
     def _check_reveals(
         self, sender: int, reveals: dict[int, tuple[int, int, bytes]]
     ) -> dict[int, tuple[int, int, bytes]]:
-        for owner, (kind, _, _) in reveals.items():
-            if owner not in self._shares or (owner != sender and sender not in
-                                              self._graph[owner]):
+        """The reveals of ``sender`` if each is a share it holds, of the right kind and
+        under the Shamir index the owner gave it (its place in the owner's group)."""
+        for owner, (kind, index, _) in reveals.items():
+            expected_index = self._indices.get(owner, {}).get(sender)
+            if owner not in self._shares or expected_index is None:
                 raise MessageRejectedError(f"client {sender}: revealed a share of {owner}, "
                                            "which it cannot hold")
             expected = SELF_MASK if owner in self._masked else KEY_SEED
             if kind != expected:
                 raise MessageRejectedError(f"client {sender}: wrong share type for {owner}")
+            if index != expected_index:
+                raise MessageRejectedError(
+                    f"client {sender}: revealed its share of client {owner} under Shamir index "
+                    f"{index}, expected {expected_index} (its place in {owner}'s group)"
+                )
         return reveals
 
     # ------------------------------------------------------------------ closing stages
-    def _close(self, stage: str, survivors: Collection[int]) -> None:
+    def _closable(self, stage: str, survivors: Collection[int]) -> str:
+        """The stage after ``stage`` if ``stage`` can be closed now; changes nothing."""
         if self.stage != stage:
             raise MessageRejectedError(
                 f"cannot close stage {stage!r}: server is at stage {self.stage!r}"
@@ -189,7 +206,10 @@ class MaskingServerParty:
         following = _STAGES[_STAGES.index(stage) + 1]
         if following == "consistency" and not self.params.consistency_round:
             following = "unmask"
-        self.stage = following
+        return following
+
+    def _close(self, stage: str, survivors: Collection[int]) -> None:
+        self.stage = self._closable(stage, survivors)
 
     def keys_message(self) -> bytes:
         """Close stage ``advertise``; the broadcast of all signed adverts (same for all)."""
@@ -198,6 +218,10 @@ class MaskingServerParty:
         self.threshold = plan.threshold
         self.ring = Ring(self.params.ring_bits, self.params.clip, len(self.adverts))
         self._graph = neighbours(self.adverts, self.round_id, plan.degree)
+        self._indices = {
+            owner: {holder: pos + 1 for pos, holder in enumerate(sorted(peers | {owner}))}
+            for owner, peers in self._graph.items()
+        }
         fields = [self._signed_adverts[c] for c in sorted(self._signed_adverts)]
         return pack(KIND, "keys", self.round_id, SERVER_ID, pack_fields(fields))
 
@@ -246,17 +270,49 @@ class MaskingServerParty:
     def aggregate(self) -> bytes:
         """Close stage ``unmask``: recover the needed seeds, remove masks, return the sum.
 
+        Each seed is recovered from its ``t`` shares of smallest index and checked against
+        the owner's signed advert (the self-mask seed against its commitment, the mask-key
+        seed against the advertised public key). A seed that fails is recovered from other
+        ``t``-subsets of its shares until one verifies (:func:`recover_verified`); the
+        clients whose shares disagree with it are named in :attr:`bad_shares` and a warning.
+        The stage is closed only when the aggregate is built: after an error, more unmask
+        messages can be received and ``aggregate`` called again.
+
         Raises
         ------
         ThresholdError
-            Fewer than ``t`` responses, or fewer than ``t`` shares of a needed seed.
+            Fewer than ``t`` responses, fewer than ``t`` shares of a needed seed, or too many
+            wrong shares of a seed to find ``t`` that verify.
         MessageRejectedError
-            A reconstructed seed does not match the client's advertised key or commitment.
+            Not at stage ``unmask``.
         """
-        self._close("unmask", self._reveals)
+        following = self._closable("unmask", self._reveals)
+        assert self.ring is not None
         survivors = sorted(self._masked)
         dropped = sorted(set(self._shares) - set(self._masked))
-        collected: dict[int, dict[int, bytes]] = {c: {} for c in survivors + dropped}
+        seeds = self._recover_seeds(survivors + dropped)
+        total = np.zeros(self.dim, dtype=self.ring.dtype)
+        masks = MaskSum(total)
+        for c in survivors:
+            total += self._masked[c]
+            masks.add(self_mask_key(seeds[c], self.round_id, c), -1)
+        for v in dropped:
+            key = x25519_from_seed(seeds[v], self.round_id, v)
+            for u in sorted(self._graph[v] & set(survivors)):
+                pair = agree(key, self.adverts[u].mask_pk, b"pair-mask", self.round_id, u, v)
+                masks.add(pair, -pair_sign(u, v))
+        announced = sum(a.weight for a in self.adverts.values())
+        included = sum(self.adverts[c].weight for c in survivors)
+        meta = _RING_META.pack(self.ring.bits, self.ring.clients, self.ring.clip)
+        fields = [pack_ids(tuple(survivors)), _F64.pack(included), _F64.pack(announced), meta,
+                  self.ring.to_bytes(total)]
+        self.stage = following
+        return pack(KIND, "aggregate", self.round_id, SERVER_ID, pack_fields(fields))
+
+    def _recover_seeds(self, owners: list[int]) -> dict[int, bytes]:
+        """The verified seed of each owner (self-mask seed if it survived, else its mask-key
+        seed); records the holders of wrong shares in :attr:`bad_shares`."""
+        collected: dict[int, dict[int, bytes]] = {c: {} for c in owners}
         for reveals in self._reveals.values():
             for owner, (_, index, share) in reveals.items():
                 collected[owner][index] = share
@@ -266,28 +322,32 @@ class MaskingServerParty:
                 f"round {self.round_id}: too few shares (threshold t={self.threshold}) to "
                 f"recover the seeds of clients {short}; aborting"
             )
-        assert self.ring is not None
         seeds = combine_secrets(collected, self.threshold)
-        total = np.zeros(self.dim, dtype=self.ring.dtype)
-        masks = MaskSum(total)
-        for c in survivors:
-            if commit(seeds[c], self.round_id, c) != self.adverts[c].commitment:
-                raise MessageRejectedError(f"recovered self-mask seed of client {c} is wrong")
-            total += self._masked[c]
-            masks.add(self_mask_key(seeds[c], self.round_id, c), -1)
-        for v in dropped:
-            key = x25519_from_seed(seeds[v], self.round_id, v)
-            if public_bytes(key) != self.adverts[v].mask_pk:
-                raise MessageRejectedError(f"recovered mask key of client {v} is wrong")
-            for u in sorted(self._graph[v] & set(survivors)):
-                pair = agree(key, self.adverts[u].mask_pk, b"pair-mask", self.round_id, u, v)
-                masks.add(pair, -pair_sign(u, v))
-        announced = sum(a.weight for a in self.adverts.values())
-        included = sum(self.adverts[c].weight for c in survivors)
-        meta = _RING_META.pack(self.ring.bits, self.ring.clients, self.ring.clip)
-        fields = [pack_ids(tuple(survivors)), _F64.pack(included), _F64.pack(announced), meta,
-                  self.ring.to_bytes(total)]
-        return pack(KIND, "aggregate", self.round_id, SERVER_ID, pack_fields(fields))
+        bad: dict[int, list[int]] = {}
+        for owner in owners:
+            if self._verifies(owner, seeds[owner]):
+                continue
+            found = recover_verified(
+                collected[owner], self.threshold, partial(self._verifies, owner),
+                who=f"round {self.round_id}, seed of client {owner}",
+            )
+            seeds[owner] = found.secret
+            holders = {index: holder for holder, index in self._indices[owner].items()}
+            for index in found.bad:
+                bad.setdefault(holders[index], []).append(owner)
+        self.bad_shares = {h: tuple(owned) for h, owned in sorted(bad.items())}
+        for holder, owned in self.bad_shares.items():
+            logger.warning("round %d: client %d revealed wrong Shamir shares of client(s) %s; "
+                           "their seeds were recovered without them", self.round_id, holder,
+                           list(owned))
+        return seeds
+
+    def _verifies(self, owner: int, seed: bytes) -> bool:
+        """Whether ``seed`` is the one ``owner`` committed to in its signed advert."""
+        advert = self.adverts[owner]
+        if owner in self._masked:
+            return commit(seed, self.round_id, owner) == advert.commitment
+        return public_bytes(x25519_from_seed(seed, self.round_id, owner)) == advert.mask_pk
 
 
 def decode_masking(message: bytes, round_id: int) -> tuple[np.ndarray, float, tuple[int, ...]]:
