@@ -91,11 +91,12 @@ class CheckpointStore:
             with np.load(self._path(unit), allow_pickle=False) as saved:
                 arrays = {name: saved[name] for name in saved.files}
             header = json.loads(str(arrays.pop(_META)))
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            if header["key"] != self.key or header["unit"] != unit:
+                return None
+            meta = jsonsafe.from_json_safe(dict(header["meta"]))
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
             return None
-        if header.get("key") != self.key or header.get("unit") != unit:
-            return None
-        return Checkpoint(arrays, jsonsafe.from_json_safe(header["meta"]))
+        return Checkpoint(arrays, meta)
 
     def save(self, unit: str, arrays: Mapping[str, np.ndarray],
              meta: Mapping[str, Any]) -> Checkpoint:
