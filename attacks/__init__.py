@@ -18,13 +18,12 @@ from attacks.audit import CanaryAudit, canary_audit, epsilon_lower_bound
 from attacks.inversion import dlg, invert, inverting_gradients, recover_label
 from attacks.inversion_experiment import InversionOutcome, inversion_experiment
 from attacks.membership import (
-    MembershipExperiment,
     MembershipResult,
     lira_scores,
     loss_scores,
-    membership_experiment,
     update_alignment_scores,
 )
+from attacks.membership_experiment import MembershipExperiment, membership_experiment
 from attacks.report import format_table
 from attacks.runner import run_audit
 from attacks.views import (

@@ -4,7 +4,8 @@
 ``config.toml`` that ``privfed run`` wrote (default: the built-in config). The federation is
 retrained for the audit (its target trains on half the data so that the other half can
 serve as non-members). The audit's sizes are the config's ``[audit]`` section; ``--quick``
-is ``--set audit.quick=true``.
+is ``--set audit.quick=true``. Run again after a kill, the audit resumes from its finished
+units of work; run again once complete, it prints the report it wrote.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Two targets:
 
 * membership in the federation's training data, from the released final model (outsider
   view): :func:`loss_scores` and :func:`lira_scores` on the model's logits, with reference
-  models trained by the same federated pipeline (:func:`membership_experiment`);
+  models trained by the same federated pipeline
+  (:func:`attacks.membership_experiment.membership_experiment`);
 * membership in one client's data, from that client's update (server view, or collusion view
   under HE): :func:`update_alignment_scores`.
 """
@@ -12,7 +13,6 @@ Two targets:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,15 +22,7 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 from torch.func import functional_call, grad, vmap
 
-from attacks.federation import (
-    TrainedFederation,
-    build_federation,
-    predict_logits,
-    train_federation,
-)
 from attacks.metrics import advantage, roc_auc, tpr_at_fpr
-from privfed.config import ExperimentConfig
-from privfed.federated import derive_seed
 from privfed.federated.params import FlatParameters
 
 __all__ = [
@@ -40,11 +32,7 @@ __all__ = [
     "loss_scores",
     "lira_scores",
     "update_alignment_scores",
-    "MembershipExperiment",
-    "membership_experiment",
 ]
-
-_REFERENCE_STREAM = 101
 
 
 @dataclass
@@ -206,95 +194,3 @@ def per_example_gradients(
                                                    yt[start:start + 256])
         parts.append(torch.cat([g[n].reshape(g[n].shape[0], -1) for n in spec.names], dim=1))
     return torch.cat(parts).cpu()
-
-
-@dataclass
-class MembershipExperiment:
-    """A target federation, its candidates and the outsider-view attack results.
-
-    Attributes
-    ----------
-    target : TrainedFederation
-    members : numpy.ndarray
-        Bool mask over the candidate pool: in the target's training data.
-    results : dict of str to MembershipResult
-        "loss", "lira_offline", "lira_online".
-    """
-
-    target: TrainedFederation
-    members: np.ndarray
-    results: dict[str, MembershipResult]
-
-
-def membership_experiment(
-    config: ExperimentConfig,
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    test: tuple[np.ndarray, np.ndarray],
-    num_classes: int,
-    num_reference: int = 16,
-    seed: int = 0,
-    attach: Callable[[TrainedFederation], None] | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> MembershipExperiment:
-    """Train a target federation on a random half of ``x`` and attack it from its final model.
-
-    The target uses ``config`` exactly (privacy and secure aggregation included). Each of the
-    ``num_reference`` reference federations is trained by the same pipeline on another
-    subset, chosen so that every candidate is IN exactly half of them (Carlini et al.'s
-    design); the offline attack uses, per candidate, only the references that never saw it.
-    References skip the cryptography (``plain_aggregation``), which does not change the
-    trained model.
-
-    Parameters
-    ----------
-    config : ExperimentConfig
-    x, y : numpy.ndarray
-        The candidate pool: the attacker's population, of which the target trains on half.
-    test : (numpy.ndarray, numpy.ndarray)
-        Evaluation data for the federations' servers.
-    num_classes : int
-    num_reference : int
-        Even number of reference models R.
-    seed : int
-        Seed of the membership draws and of the reference federations.
-    attach : callable, optional
-        Called with the built, untrained target (e.g. to attach views to its server).
-    progress : callable, optional
-        Called with a short message after each trained model.
-    """
-    if num_reference < 2 or num_reference % 2:
-        raise ValueError(f"num_reference must be an even number >= 2, got {num_reference}")
-    rng = np.random.default_rng(derive_seed(seed, _REFERENCE_STREAM))
-    n = len(y)
-    members = np.zeros(n, dtype=bool)
-    members[rng.permutation(n)[: n // 2]] = True
-    target = build_federation(config, x[members], y[members], test=test,
-                              num_classes=num_classes)
-    if attach is not None:
-        attach(target)
-    target.history = target.server.fit(config.federation.rounds)
-    if progress:
-        progress("membership: target trained")
-    # Each candidate is IN for exactly half the references.
-    ref_in = np.argsort(rng.random((num_reference, n)), axis=0) < num_reference // 2
-    ref_conf = np.empty((num_reference, n))
-    for r in range(num_reference):
-        ref = train_federation(config, x[ref_in[r]], y[ref_in[r]], test=test,
-                               num_classes=num_classes, plain_aggregation=True,
-                               seed=derive_seed(seed, _REFERENCE_STREAM, r))
-        ref_conf[r] = logit_confidence(predict_logits(ref, x), y)
-        if progress:
-            progress(f"membership: reference model {r + 1}/{num_reference} trained")
-    logits = predict_logits(target, x)
-    conf = logit_confidence(logits, y)
-    labels = members.astype(np.int64)
-    results = {
-        "loss": evaluate_membership(labels, loss_scores(logits, y), attack="loss threshold"),
-        "lira_offline": evaluate_membership(
-            labels, lira_scores(conf, ref_conf, ref_in, online=False), attack="LiRA offline"),
-        "lira_online": evaluate_membership(
-            labels, lira_scores(conf, ref_conf, ref_in, online=True), attack="LiRA online"),
-    }
-    return MembershipExperiment(target, members, results)

@@ -12,29 +12,60 @@ non-members), attaches the views of the threat model to its round loop, and runs
 
 How much work each attack does is the config's ``[audit]`` section
 (:class:`~privfed.config.AuditConfig`), which the config's hash covers.
+
+The audit is resumable at the grain of its units of work (the target federation with what
+its views saw, each reference model, each inversion scenario, the canary audit): each is
+saved when it finishes (:mod:`attacks.checkpoints`), and an audit started again after a
+kill loads the finished units and computes the rest, with the same result. The output
+directory is written beside its place and renamed into it when complete.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from attacks.audit import canary_audit
-from attacks.federation import TrainedFederation, client_weights, key_holder_secret
+from attacks.checkpoints import (
+    Checkpoint,
+    CheckpointStore,
+    check_replaceable,
+    publish,
+    remove_stale_audit_temporaries,
+    staging_dir,
+)
+from attacks.federation import (
+    TrainedFederation,
+    client_weights,
+    key_holder_secret,
+    predict_logits,
+)
 from attacks.inversion_experiment import inversion_experiment
-from attacks.membership import evaluate_membership, membership_experiment, update_alignment_scores
+from attacks.membership import MembershipResult, evaluate_membership, update_alignment_scores
+from attacks.membership_experiment import (
+    draw_membership,
+    outsider_attacks,
+    reference_confidence,
+    train_target,
+)
 from attacks.plots import plot_reconstructions, plot_roc
 from attacks.views import CollusionView, ServerView, UploadReader, applicable_attacks
 from privfed import jsonsafe
 from privfed.clientdata import load_configured_dataset
-from privfed.config import AuditSizes, ConfigError, ExperimentConfig
+from privfed.config import ConfigError, ExperimentConfig
+from privfed.data import Dataset
 
-__all__ = ["run_audit"]
+__all__ = ["completed_audit", "run_audit"]
+
+_INVERSION_SCENARIOS = ("single", "multi_step", "aggregate")
 
 
 def run_audit(
@@ -50,21 +81,26 @@ def run_audit(
     config : ExperimentConfig
         The federation to audit, and in ``config.audit`` the audit's sizes and confidence.
     out_dir : str or Path
-        Created if needed; receives ``leakage.json``, ``roc.png``, ``reconstructions.png``.
+        Receives ``leakage.json``, ``roc.png``, ``reconstructions.png``, renamed into place
+        complete. Already holding a complete audit of ``config``: nothing is done. Holding
+        an audit of another config: replaced when this one is complete.
     progress : callable, optional
-        Called with a short message as each step finishes.
+        Called with a short message as each unit of work finishes (ending in
+        ``"(from checkpoint)"`` for one loaded from a previous, interrupted audit).
 
     Returns
     -------
     dict
         The leakage report (also in ``leakage.json``): ``config_hash`` (of ``config``, the
         audit's settings included), ``views`` (what applies and why), ``membership``,
-        ``inversion``, ``epsilon_audit``, ``seconds`` per attack.
+        ``inversion``, ``epsilon_audit``, ``seconds`` (of computation) per attack.
 
     Raises
     ------
     ConfigError
         For a federation of sites' own files (the attacks need a built-in dataset).
+    FileExistsError
+        When ``out_dir`` holds files that are not an audit's.
     """
     if config.data.is_site_data:
         raise ConfigError(
@@ -72,13 +108,92 @@ def run_audit(
             f"{config.data.dataset!r}: its attacks pool member and non-member examples and "
             "train reference models on them, which a federation of sites' own files does not "
             "allow (audit the same configuration on a public dataset of the same kind)")
-    sizes = config.audit.sizes()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir).absolute()
     say = progress or (lambda _msg: None)
+    done = completed_audit(out, config)
+    if done is not None:
+        say("audit: complete already")
+        return done
+    check_replaceable(out)
+    remove_stale_audit_temporaries(out)
+    store = CheckpointStore(out, config.short_hash())
+    store.remove_stale()
+    report, results, rows = _measure(config, _Units(store, say))
+    staging = staging_dir(out)
+    try:
+        plot_roc(results, staging / "roc.png",
+                 title=f"{config.name}: membership from the final model")
+        plot_reconstructions(rows, staging / "reconstructions.png")
+        # Strict JSON: NaN as null, infinities (e.g. a perfect reconstruction's PSNR, a
+        # non-private epsilon) as "inf"; read it back with privfed.jsonsafe.loads.
+        (staging / "leakage.json").write_text(jsonsafe.dumps(report, indent=2) + "\n",
+                                              encoding="utf-8")
+        if completed_audit(out, config) is None:  # else another process finished first
+            publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    store.remove()
+    return report
+
+
+def completed_audit(out_dir: str | Path, config: ExperimentConfig) -> dict[str, Any] | None:
+    """The report of the complete audit of ``config`` in ``out_dir``, else None.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        An audit's directory.
+    config : ExperimentConfig
+        Its ``leakage.json`` must carry this config's hash (audit settings included: a
+        quick audit is not taken for a full one).
+
+    Returns
+    -------
+    dict or None
+        ``leakage.json`` as :func:`privfed.jsonsafe.loads` reads it.
+    """
+    try:
+        text = (Path(out_dir) / "leakage.json").read_text(encoding="utf-8")
+        leakage = jsonsafe.loads(text, keep=("config",))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(leakage, dict) or leakage.get("config_hash") != config.short_hash():
+        return None
+    return leakage
+
+
+@dataclass
+class _Units:
+    """Runs units of work, each loaded from its checkpoint when one was saved."""
+
+    store: CheckpointStore
+    say: Callable[[str], None]
+
+    def run(self, unit: str, message: str,
+            compute: Callable[[], tuple[dict[str, np.ndarray], dict[str, Any]]]) -> Checkpoint:
+        """The checkpoint of ``unit``, computed (and saved, with its ``seconds``) if needed.
+
+        ``message`` is reported once the unit is saved or loaded.
+        """
+        found = self.store.load(unit)
+        if found is not None:
+            self.say(f"{message} (from checkpoint)")
+            return found
+        started = time.perf_counter()
+        arrays, meta = compute()
+        saved = self.store.save(unit, arrays,
+                                {**meta, "seconds": time.perf_counter() - started})
+        self.say(message)
+        return saved
+
+
+def _measure(
+    config: ExperimentConfig, units: _Units
+) -> tuple[dict[str, Any], dict[str, MembershipResult], list[tuple[str, np.ndarray, np.ndarray]]]:
+    """Every unit of the audit; the report, the outsider attacks' results and the
+    reconstructions' rows (for the plots)."""
+    sizes = config.audit.sizes()
     data = load_configured_dataset(config)
-    test = (data.x_test, data.y_test)
-    seconds: dict[str, float] = {}
     report: dict[str, Any] = {
         "config": config.name,
         "config_hash": config.short_hash(),
@@ -86,76 +201,102 @@ def run_audit(
         "secure_aggregation": config.secure.kind,
         "views": applicable_attacks(config),
     }
-
+    members, ref_in = draw_membership(len(data.y_train), sizes.num_reference, config.seed)
+    target = units.run("target", "membership: target trained",
+                       functools.partial(_target_unit, config, data, members))
+    references = [
+        units.run(f"reference-{r}",
+                  f"membership: reference model {r + 1}/{sizes.num_reference} trained",
+                  functools.partial(_reference_unit, config, data, ref_in[r], r))
+        for r in range(sizes.num_reference)
+    ]
     started = time.perf_counter()
-    views: dict[str, ServerView] = {}
-
-    def attach(target: TrainedFederation) -> None:
-        server = target.server
-        reader = UploadReader.of(server)
-        view = ServerView(reader)
-        view.attach_initial(server.weights)
-        server.observers.append(view)
-        views["server"] = view
-        if config.secure.kind == "he":
-            collusion = CollusionView(key_holder_secret(server), client_weights(server), reader)
-            collusion.attach_initial(server.weights)
-            server.observers.append(collusion)
-            views["collusion"] = collusion
-
-    experiment = membership_experiment(
-        config, data.x_train, data.y_train, test=test, num_classes=data.num_classes,
-        num_reference=sizes.num_reference, seed=config.seed, attach=attach, progress=say,
-    )
-    seconds["membership_outsider"] = time.perf_counter() - started
+    results = outsider_attacks(target.arrays["logits"], data.y_train, members,
+                               np.stack([ref.arrays["confidence"] for ref in references]),
+                               ref_in)
+    outsider_seconds = time.perf_counter() - started + sum(
+        ref.meta["seconds"] for ref in references)
     report["membership"] = {
         "outsider": {
             "note": "the released final model; secure aggregation does not change it",
-            **{name: res.metrics for name, res in experiment.results.items()},
+            **{name: res.metrics for name, res in results.items()},
         },
+        **target.meta["client_update"],
     }
-    plot_roc(experiment.results, out / "roc.png",
-             title=f"{config.name}: membership from the final model")
+    units.say("membership: done")
+    inversion = _inversion(config, target.meta["noise_multiplier"], units)
+    units.say("inversion: done")
+    canary = units.run("canary", "epsilon audit: done",
+                       functools.partial(_canary_unit, config, data))
+    report["inversion"] = {name: unit.meta["summary"] for name, unit in inversion.items()}
+    report["epsilon_audit"] = canary.meta["summary"]
+    report["epsilon_theory"] = target.meta["epsilon_theory"]
+    client_seconds = target.meta["seconds_client_update"]
+    report["seconds"] = {
+        "membership_outsider": target.meta["seconds"] - client_seconds + outsider_seconds,
+        "membership_client_update": client_seconds,
+        "inversion": sum(unit.meta["seconds"] for unit in inversion.values()),
+        "epsilon_audit": canary.meta["seconds"],
+    }
+    rows = [(name, unit.arrays["originals"], unit.arrays["reconstructions"])
+            for name, unit in inversion.items()]
+    return report, results, rows
 
+
+def _target_unit(
+    config: ExperimentConfig, data: Dataset, members: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Train the target with the views attached; keep its logits on the candidates, the
+    client-update membership its views allow, its epsilon and its noise multiplier."""
+    views: dict[str, ServerView] = {}
+    target = train_target(config, data.x_train, data.y_train, members,
+                          test=(data.x_test, data.y_test), num_classes=data.num_classes,
+                          attach=functools.partial(_attach_views, config, views))
+    logits = predict_logits(target, data.x_train)
     started = time.perf_counter()
-    report["membership"].update(_client_membership(config, experiment, views, data))
-    seconds["membership_client_update"] = time.perf_counter() - started
-    say("membership: done")
+    client_update = _client_membership(config, target, members, views, data)
+    return {"logits": logits}, {
+        "client_update": client_update,
+        "seconds_client_update": time.perf_counter() - started,
+        "epsilon_theory": target.epsilon,
+        "noise_multiplier": _noise_multiplier(target),
+    }
 
-    started = time.perf_counter()
-    report["inversion"], rows = _inversion(config, experiment.target, sizes)
-    plot_reconstructions(rows, out / "reconstructions.png")
-    seconds["inversion"] = time.perf_counter() - started
-    say("inversion: done")
 
-    started = time.perf_counter()
-    # The canaries are scored from the final model (outsider view), which the cryptography
-    # does not change: skip it.
-    audit = canary_audit(config, data.x_train, data.y_train, test=test,
-                         num_classes=data.num_classes, num_canaries=sizes.num_canaries,
-                         seed=config.seed, beta=1 - config.audit.confidence,
-                         plain_aggregation=True)
-    report["epsilon_audit"] = audit.summary()
-    seconds["epsilon_audit"] = time.perf_counter() - started
-    say("epsilon audit: done")
+def _attach_views(config: ExperimentConfig, views: dict[str, ServerView],
+                  target: TrainedFederation) -> None:
+    """Attach the server view (and under HE the collusion view) to the untrained target."""
+    server = target.server
+    reader = UploadReader.of(server)
+    view = ServerView(reader)
+    view.attach_initial(server.weights)
+    server.observers.append(view)
+    views["server"] = view
+    if config.secure.kind == "he":
+        collusion = CollusionView(key_holder_secret(server), client_weights(server), reader)
+        collusion.attach_initial(server.weights)
+        server.observers.append(collusion)
+        views["collusion"] = collusion
 
-    report["epsilon_theory"] = experiment.target.epsilon
-    report["seconds"] = seconds
-    # Strict JSON: NaN as null, infinities (e.g. a perfect reconstruction's PSNR, a
-    # non-private epsilon) as "inf"; read it back with privfed.jsonsafe.loads.
-    (out / "leakage.json").write_text(jsonsafe.dumps(report, indent=2) + "\n",
-                                      encoding="utf-8")
-    return report
+
+def _reference_unit(
+    config: ExperimentConfig, data: Dataset, included: np.ndarray, index: int
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Reference model ``index``'s confidences on the candidates."""
+    confidence = reference_confidence(
+        config, data.x_train, data.y_train, included, test=(data.x_test, data.y_test),
+        num_classes=data.num_classes, seed=config.seed, index=index)
+    return {"confidence": confidence}, {}
 
 
 def _client_membership(
-    config: ExperimentConfig, experiment: Any, views: dict[str, ServerView], data: Any
+    config: ExperimentConfig, target: TrainedFederation, members: np.ndarray,
+    views: dict[str, ServerView], data: Dataset,
 ) -> dict[str, Any]:
     """Membership in client 0's data from its updates, under the views that read them."""
-    target = experiment.target
-    members_x = data.x_train[experiment.members][target.partitions[0]]
-    members_y = data.y_train[experiment.members][target.partitions[0]]
-    outsiders = np.flatnonzero(~experiment.members)[: len(members_y)]
+    members_x = data.x_train[members][target.partitions[0]]
+    members_y = data.y_train[members][target.partitions[0]]
+    outsiders = np.flatnonzero(~members)[: len(members_y)]
     x = np.concatenate([members_x, data.x_train[outsiders]])
     y = np.concatenate([members_y, data.y_train[outsiders]])
     labels = np.r_[np.ones(len(members_y)), np.zeros(len(outsiders))]
@@ -187,26 +328,44 @@ def report_reason(config: ExperimentConfig, view: str) -> str:
 
 
 def _inversion(
-    config: ExperimentConfig, target: TrainedFederation, sizes: AuditSizes
-) -> tuple[dict[str, Any], list[tuple[str, np.ndarray, np.ndarray]]]:
+    config: ExperimentConfig, sigma: float | None, units: _Units
+) -> dict[str, Checkpoint]:
+    """Each inversion scenario as one unit, on the data scaled to [0, 1]."""
     cfg = dataclasses.replace(config, data=dataclasses.replace(config.data, scaling="unit"))
-    unit = load_configured_dataset(cfg)
-    sigma = _noise_multiplier(target)
-    n = sizes.inversion_examples
+    unit_data = functools.cache(lambda: load_configured_dataset(cfg))
+    sizes = config.audit.sizes()
     plan = {
-        "single": (n, {}),
-        "multi_step": (n, {"steps": sizes.multi_step}),
+        "single": (sizes.inversion_examples, {}),
+        "multi_step": (sizes.inversion_examples, {"steps": sizes.multi_step}),
         "aggregate": (sizes.aggregate_clients, {}),
     }
-    summary, rows = {}, []
-    for scenario, (count, extra) in plan.items():
+
+    def scenario_unit(scenario: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        count, extra = plan[scenario]
+        unit = unit_data()
         outcome = inversion_experiment(
             cfg, unit.x_train[:count], unit.y_train[:count], num_classes=unit.num_classes,
             scenario=scenario, noise_multiplier=sigma, seed=config.seed, **extra,
         )
-        summary[scenario] = outcome.summary()
-        rows.append((scenario, outcome.originals, outcome.reconstructions))
-    return summary, rows
+        return ({"originals": outcome.originals, "reconstructions": outcome.reconstructions},
+                {"summary": outcome.summary()})
+
+    return {scenario: units.run(f"inversion-{scenario}", f"inversion: {scenario} inverted",
+                                functools.partial(scenario_unit, scenario))
+            for scenario in _INVERSION_SCENARIOS}
+
+
+def _canary_unit(
+    config: ExperimentConfig, data: Dataset
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The one-run canary audit of epsilon; its summary."""
+    # The canaries are scored from the final model (outsider view), which the cryptography
+    # does not change: skip it.
+    audit = canary_audit(config, data.x_train, data.y_train, test=(data.x_test, data.y_test),
+                         num_classes=data.num_classes,
+                         num_canaries=config.audit.sizes().num_canaries, seed=config.seed,
+                         beta=1 - config.audit.confidence, plain_aggregation=True)
+    return {}, {"summary": audit.summary()}
 
 
 def _noise_multiplier(target: TrainedFederation) -> float | None:

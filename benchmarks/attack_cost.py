@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -37,7 +38,7 @@ def main() -> None:
     config = load_config(args.config, [*args.set, *(["audit.quick=true"] if args.quick else [])])
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        report = run_audit(config, out)
+        report = run_audit(config, Path(out) / "audit")  # its checkpoints stay inside
     total = time.perf_counter() - started
     print(format_table(report))
     print()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from attacks import run_audit
-from privfed import jsonsafe
+from attacks.runner import completed_audit
 from privfed.config import ExperimentConfig
 
 __all__ = ["LEAKAGE_FIGURES", "AUDIT_CONFIDENCE", "audit_run", "common_confidence",
@@ -24,16 +24,15 @@ a setting of the audit, not averaged over seeds)."""
 def read_leakage(run_dir: Path, config: ExperimentConfig) -> dict[str, Any] | None:
     """The run's ``audit/leakage.json`` if it is complete and of ``config`` (its audit
     settings included: a quick audit is not taken for a full one), else None."""
-    try:
-        text = (run_dir / "audit" / "leakage.json").read_text(encoding="utf-8")
-        leakage = jsonsafe.loads(text, keep=("config",))
-    except (OSError, ValueError):
-        return None
-    return leakage if leakage.get("config_hash") == config.short_hash() else None
+    return completed_audit(run_dir / "audit", config)
 
 
-def audit_run(run_dir: Path, config: ExperimentConfig) -> dict[str, Any]:
+def audit_run(
+    run_dir: Path, config: ExperimentConfig, *, progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Audit ``config`` into ``run_dir/audit`` unless a complete audit of it is there already.
+
+    An interrupted audit resumes from its finished units (``attacks.run_audit``).
 
     Parameters
     ----------
@@ -41,10 +40,12 @@ def audit_run(run_dir: Path, config: ExperimentConfig) -> dict[str, Any]:
         The run directory of ``config``'s training.
     config : ExperimentConfig
         The audited configuration; ``config.audit`` sizes the audit (e.g. ``quick``).
+    progress : callable, optional
+        Called with a short message as each unit of the audit finishes.
     """
     leakage = read_leakage(run_dir, config)
     if leakage is None:
-        run_audit(config, run_dir / "audit")
+        run_audit(config, run_dir / "audit", progress=progress)
         leakage = read_leakage(run_dir, config)
     if leakage is None:
         raise RuntimeError(f"the audit of {run_dir} wrote no leakage.json for this config")

@@ -9,8 +9,8 @@ from attacks.membership import (
     lira_scores,
     logit_confidence,
     loss_scores,
-    membership_experiment,
 )
+from attacks.membership_experiment import membership_experiment
 from privfed.config import load_config
 from privfed.data import load_dataset
 

@@ -16,7 +16,7 @@ def _fake_audit(config, out_dir):
 def test_a_quick_audit_is_not_taken_for_a_full_one(tmp_path, monkeypatch):
     calls = []
 
-    def fake_run_audit(config, out_dir):
+    def fake_run_audit(config, out_dir, **_options):
         calls.append(config.audit.quick)
         _fake_audit(config, out_dir)
 
