@@ -7,21 +7,20 @@ An audit of ``out`` (e.g. ``<run dir>/audit``) works beside it, in its parent:
   written to a temporary file and renamed into place, holding the unit's arrays and, as
   JSON, its small results and the config hash it belongs to. An unreadable file (truncated,
   corrupt) or one of another config is never used: the unit is recomputed.
-* ``.<name>.staging-<pid>/``: the finished directory as it is being written, renamed to
-  ``out`` when complete, so a complete ``out`` is never modified.
-* ``.<name>.old-<pid>/``: an audit of another config that a new one replaces, removed once
-  the new one is in place.
+* a temporary directory (:func:`privfed.atomic.staging_dir`) in which the finished audit is
+  written, with its ``SHA256SUMS``, and which then takes ``out``'s place in one step
+  (:func:`privfed.atomic.publish_dir`), so a complete ``out`` is never modified.
 
-Every temporary carries the id of the process that owns it; :func:`remove_stale` removes
-those whose process is dead, never a live one's.
+Every temporary carries the id of the process that owns it
+(:func:`privfed.atomic.temporary_path`); :func:`privfed.atomic.remove_stale_temporaries`
+removes those whose process is dead, never a live one's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
-import os
-import re
 import shutil
 import zipfile
 from collections.abc import Mapping
@@ -32,15 +31,15 @@ from typing import Any
 import numpy as np
 
 from privfed import jsonsafe
+from privfed.atomic import remove_stale_temporaries, write_bytes
+from privfed.integrity import DIGEST_FILE
 
-__all__ = ["AUDIT_FILES", "Checkpoint", "CheckpointStore", "check_replaceable", "pid_alive",
-           "publish", "remove_stale", "remove_stale_audit_temporaries", "staging_dir"]
+__all__ = ["AUDIT_FILES", "Checkpoint", "CheckpointStore", "check_replaceable"]
 
-AUDIT_FILES = frozenset({"leakage.json", "roc.png", "reconstructions.png"})
+AUDIT_FILES = frozenset({"leakage.json", "roc.png", "reconstructions.png", DIGEST_FILE})
 """The files of a complete audit directory (nothing else may be replaced by an audit)."""
 
 _META = "__meta__"
-_TEMP_FILE = r".+\.tmp-(\d+)"
 
 
 @dataclass(frozen=True)
@@ -116,13 +115,9 @@ class CheckpointStore:
         """
         header = jsonsafe.dumps({"key": self.key, "unit": unit, "meta": dict(meta)})
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self._path(unit)
-        temp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        with open(temp, "wb") as handle:
-            np.savez(handle, **{_META: np.array(header)}, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
+        buffer = io.BytesIO()
+        np.savez(buffer, **{_META: np.array(header)}, **arrays)
+        write_bytes(self._path(unit), buffer.getvalue())
         return Checkpoint({k: np.asarray(v) for k, v in arrays.items()},
                           jsonsafe.from_json_safe(json.loads(header)["meta"]))
 
@@ -130,66 +125,13 @@ class CheckpointStore:
         """Remove the temporary files of dead processes under the store."""
         if self.root.is_dir():
             for folder in (self.root, *filter(Path.is_dir, self.root.iterdir())):
-                remove_stale(folder, _TEMP_FILE)
+                remove_stale_temporaries(folder)
 
     def remove(self) -> None:
         """Remove this config's units, and the store when no other config has any."""
         shutil.rmtree(self.directory, ignore_errors=True)
         with contextlib.suppress(OSError):  # another config's units, or already gone
             self.root.rmdir()
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (on this machine)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
-
-
-def remove_stale(folder: Path, pattern: str) -> list[Path]:
-    """Remove the temporaries under ``folder`` whose owning process is dead.
-
-    Parameters
-    ----------
-    folder : Path
-    pattern : str
-        A regular expression that a temporary's whole name matches, its first group
-        being the owner's pid.
-
-    Returns
-    -------
-    list of Path
-        What was removed.
-    """
-    removed = []
-    for entry in folder.iterdir() if folder.is_dir() else ():
-        match = re.fullmatch(pattern, entry.name)
-        if match is None or pid_alive(int(match.group(1))):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-        removed.append(entry)
-    return removed
-
-
-def remove_stale_audit_temporaries(out: Path) -> list[Path]:
-    """Remove the staging and replaced directories of ``out`` that dead processes left."""
-    pattern = rf"{re.escape(f'.{out.name}.')}(?:staging|old)-(\d+)"
-    return remove_stale(out.parent, pattern)
-
-
-def staging_dir(out: Path) -> Path:
-    """A fresh, empty directory of this process in which ``out`` is written."""
-    staging = out.parent / f".{out.name}.staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    return staging
 
 
 def check_replaceable(out: Path) -> None:
@@ -207,17 +149,3 @@ def check_replaceable(out: Path) -> None:
         raise FileExistsError(
             f"{out} exists and is not an audit directory (it holds more than "
             f"{', '.join(sorted(AUDIT_FILES))}); choose another output directory")
-
-
-def publish(staging: Path, out: Path) -> None:
-    """Rename the complete ``staging`` directory to ``out``.
-
-    An existing ``out`` (an audit of another config, or an incomplete one written before
-    audits were staged) is renamed aside, then removed once ``staging`` is in place.
-    """
-    check_replaceable(out)
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(staging, out)
-    shutil.rmtree(old, ignore_errors=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,14 +33,7 @@ from typing import Any
 import numpy as np
 
 from attacks.audit import canary_audit
-from attacks.checkpoints import (
-    Checkpoint,
-    CheckpointStore,
-    check_replaceable,
-    publish,
-    remove_stale_audit_temporaries,
-    staging_dir,
-)
+from attacks.checkpoints import AUDIT_FILES, Checkpoint, CheckpointStore, check_replaceable
 from attacks.federation import (
     TrainedFederation,
     client_weights,
@@ -59,9 +51,11 @@ from attacks.membership_experiment import (
 from attacks.plots import plot_reconstructions, plot_roc
 from attacks.views import CollusionView, ServerView, UploadReader, applicable_attacks
 from privfed import jsonsafe
+from privfed.atomic import publish_dir, remove_stale_temporaries, staging_dir
 from privfed.clientdata import load_configured_dataset
 from privfed.config import ConfigError, ExperimentConfig
 from privfed.data import Dataset
+from privfed.integrity import DIGEST_FILE, verify_digest, write_digest
 
 __all__ = ["completed_audit", "run_audit"]
 
@@ -115,12 +109,11 @@ def run_audit(
         say("audit: complete already")
         return done
     check_replaceable(out)
-    remove_stale_audit_temporaries(out)
+    remove_stale_temporaries(out.parent)
     store = CheckpointStore(out, config.short_hash())
     store.remove_stale()
     report, results, rows = _measure(config, _Units(store, say))
-    staging = staging_dir(out)
-    try:
+    with staging_dir(out) as staging:
         plot_roc(results, staging / "roc.png",
                  title=f"{config.name}: membership from the final model")
         plot_reconstructions(rows, staging / "reconstructions.png")
@@ -128,10 +121,10 @@ def run_audit(
         # non-private epsilon) as "inf"; read it back with privfed.jsonsafe.loads.
         (staging / "leakage.json").write_text(jsonsafe.dumps(report, indent=2) + "\n",
                                               encoding="utf-8")
+        write_digest(staging, sorted(AUDIT_FILES - {DIGEST_FILE}))
         if completed_audit(out, config) is None:  # else another process finished first
-            publish(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            check_replaceable(out)
+            publish_dir(staging, out)
     store.remove()
     return report
 
@@ -150,8 +143,12 @@ def completed_audit(out_dir: str | Path, config: ExperimentConfig) -> dict[str, 
     Returns
     -------
     dict or None
-        ``leakage.json`` as :func:`privfed.jsonsafe.loads` reads it.
+        ``leakage.json`` as :func:`privfed.jsonsafe.loads` reads it; None also when a
+        file differs from the directory's ``SHA256SUMS``
+        (:func:`privfed.integrity.verify_digest`).
     """
+    if verify_digest(out_dir):
+        return None
     try:
         text = (Path(out_dir) / "leakage.json").read_text(encoding="utf-8")
         leakage = jsonsafe.loads(text, keep=("config",))

@@ -7,14 +7,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from attacks.checkpoints import (
-    CheckpointStore,
-    check_replaceable,
-    publish,
-    remove_stale_audit_temporaries,
-    staging_dir,
-)
+from attacks.checkpoints import CheckpointStore, check_replaceable
 from attacks.runner import run_audit
+from privfed.atomic import publish_dir, remove_stale_temporaries, staging_dir
 from privfed.config import load_config
 
 
@@ -77,19 +72,17 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path, store):
     out = tmp_path / "audit"
     dead, alive = dead_pid(), os.getppid()
     for pid in (dead, alive):
-        (tmp_path / f".audit.staging-{pid}").mkdir()
-        (tmp_path / f".audit.old-{pid}").mkdir()
-    (tmp_path / f".other.staging-{dead}").mkdir()  # another directory's: not ours
+        (tmp_path / f".audit.tmp-{pid}-0123abcd").mkdir()
+    (tmp_path / f".audit.staging-{dead}").mkdir()  # not a privfed temporary's name: kept
     store.save("target", {}, {})
     for pid in (dead, alive):
-        (store.directory / f"reference-0.npz.tmp-{pid}").write_bytes(b"partial")
-    remove_stale_audit_temporaries(out)
+        (store.directory / f".reference-0.npz.tmp-{pid}-0123abcd").write_bytes(b"partial")
+    remove_stale_temporaries(out.parent)
     store.remove_stale()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [".audit.checkpoints", f".audit.staging-{alive}", f".audit.old-{alive}",
-         f".other.staging-{dead}"])
+        [".audit.checkpoints", f".audit.tmp-{alive}-0123abcd", f".audit.staging-{dead}"])
     assert sorted(p.name for p in store.directory.iterdir()) == [
-        "reference-0.npz.tmp-" + str(alive), "target.npz"]
+        f".reference-0.npz.tmp-{alive}-0123abcd", "target.npz"]
 
 
 def test_publish_replaces_an_audit_of_another_config(tmp_path):
@@ -97,9 +90,10 @@ def test_publish_replaces_an_audit_of_another_config(tmp_path):
     out.mkdir()
     (out / "leakage.json").write_text("{}")
     (out / "roc.png").write_bytes(b"old")
-    staging = staging_dir(out)
-    (staging / "leakage.json").write_text('{"new": 1}')
-    publish(staging, out)
+    with staging_dir(out) as staging:
+        (staging / "leakage.json").write_text('{"new": 1}')
+        check_replaceable(out)
+        publish_dir(staging, out)
     assert [p.name for p in tmp_path.iterdir()] == ["audit"]
     assert [p.name for p in out.iterdir()] == ["leakage.json"]
 

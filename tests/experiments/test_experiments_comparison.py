@@ -16,6 +16,7 @@ from experiments.comparison import (
     write_comparison_report,
 )
 from privfed import jsonsafe
+from privfed.integrity import write_digest
 
 TINY = ["federation.rounds=2", "model.hidden=[8]", "data.num_clients=4"]
 
@@ -111,6 +112,7 @@ def test_leakage_is_read_back_with_its_infinities(tmp_path):
     leakage["config"] = "inf"
     (tmp_path / "audit").mkdir()
     (tmp_path / "audit" / "leakage.json").write_text(jsonsafe.dumps(leakage))
+    write_digest(tmp_path / "audit", ["leakage.json"])
     back = read_leakage(tmp_path, config)
     assert back["epsilon_audit"]["epsilon_theory"] == math.inf
     assert back["inversion"]["single"]["mean_psnr_db"] == math.inf

@@ -130,7 +130,9 @@ class ServerProtocol:
                                  server_model=settings.server_model)
             else:
                 codec = None if evaluation else settings.codec
-                server = PlainServerParty(round_id, weights, registry, length, codec=codec)
+                clip = None if evaluation else settings.clip  # counts go unscaled in the clear
+                server = PlainServerParty(round_id, weights, registry, length, codec=codec,
+                                          clip=clip)
                 decoded = run_plain(transport, server, meter)
         except ThresholdError as err:
             raise RoundSkipped(str(err)) from None
