@@ -1,55 +1,69 @@
-"""Run the ``privfed`` command line and SIGKILL it at a chosen write: the kill-test harness.
+"""Run the ``privfed`` command line in a child process and SIGKILL it at a chosen write: the
+kill-test harness.
 
-``python tests/kill_helpers.py ARGS...`` runs ``privfed ARGS...``. Every step that makes a
-write visible or durable (``os.replace``, ``os.fsync``, the atomic directory exchange) is
-an event. With ``PRIVFED_KILL_AT=n`` the process kills itself with SIGKILL just before its
-n-th event (1-based); with ``PRIVFED_EVENT_LOG=path`` it appends each event's name to
-``path`` (to count them). A kill-test can so stop a writer between any two of its steps.
+:func:`run_privfed` forks this (test) process, so the child starts with privfed already
+imported, and runs ``privfed ARGS...`` there. Every step that makes a write visible or
+durable (``os.replace``, ``os.fsync``, the atomic directory exchange) is an event. With
+``kill_at=n`` the child kills itself with SIGKILL just before its n-th event (1-based); with
+``log`` it appends each event's name to that file (to count them). A kill-test can so stop
+a writer between any two of its steps, or at a random moment (:func:`start_privfed`).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-_count = 0
+_FORK = multiprocessing.get_context("fork")
 
 
-def _event(name: str) -> None:
-    global _count
-    _count += 1
-    log = os.environ.get("PRIVFED_EVENT_LOG")
-    if log:
-        with open(log, "a", encoding="utf-8") as out:
-            out.write(f"{name}\n")
-    if _count == int(os.environ.get("PRIVFED_KILL_AT", "0")):
-        os.kill(os.getpid(), signal.SIGKILL)
+def start_privfed(args: list[str], cwd: Path, *, kill_at: int = 0,
+                  log: Path | None = None) -> multiprocessing.process.BaseProcess:
+    """Start ``privfed args`` in a forked child working in ``cwd``; return the child."""
+    child = _FORK.Process(target=_child, args=(args, cwd, kill_at, log), daemon=False)
+    child.start()
+    return child
 
 
-def _wrapped(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
-    def call(*args: Any, **kwargs: Any) -> Any:
-        _event(name)
-        return function(*args, **kwargs)
+def run_privfed(args: list[str], cwd: Path, *, kill_at: int = 0, log: Path | None = None,
+                timeout: float = 300) -> int:
+    """Run ``privfed args`` in a forked child to its end; its exit code (``-SIGKILL``
+    when it was killed)."""
+    child = start_privfed(args, cwd, kill_at=kill_at, log=log)
+    child.join(timeout)
+    if child.exitcode is None:
+        child.kill()
+        raise TimeoutError(f"privfed {' '.join(args)} ran past {timeout} s")
+    return child.exitcode
 
-    return call
 
-
-def main(argv: list[str]) -> int:
-    """Instrument the writes, then run ``privfed argv``."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+def _child(args: list[str], cwd: Path, kill_at: int, log: Path | None) -> None:
     import privfed.atomic as atomic
+    from privfed.cli import main
 
-    os.replace = _wrapped("replace", os.replace)
-    os.fsync = _wrapped("fsync", os.fsync)
-    atomic._swap = _wrapped("exchange", atomic._swap)
-    from privfed.cli import main as privfed_main
+    os.chdir(cwd)
+    events = [0]
 
-    return privfed_main(argv)
+    def event(name: str) -> None:
+        events[0] += 1
+        if log is not None:
+            with open(log, "a", encoding="utf-8") as out:
+                out.write(f"{name}\n")
+        if events[0] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
 
+    def wrapped(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*call_args: Any, **kwargs: Any) -> Any:
+            event(name)
+            return function(*call_args, **kwargs)
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+        return call
+
+    os.replace = wrapped("replace", os.replace)
+    os.fsync = wrapped("fsync", os.fsync)
+    atomic._swap = wrapped("exchange", atomic._swap)
+    os._exit(main(args))

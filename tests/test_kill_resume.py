@@ -9,11 +9,8 @@ sweep whose parent is killed leaves no worker alive.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,11 +21,9 @@ from privfed import jsonsafe
 from privfed.atomic import is_temporary
 from privfed.config import load_config
 from privfed.rundir import run_problems
+from tests.kill_helpers import run_privfed, start_privfed
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[1]
-HARNESS = [sys.executable, str(ROOT / "tests" / "kill_helpers.py")]
 
 GRID = """
 [base]
@@ -46,24 +41,6 @@ seed = [0, 1, 2]
 
 TIMINGS = ("seconds_total", "seconds_per_round", "seconds_encode_total",
            "seconds_aggregate_total", "seconds_decode_total")
-
-
-def _privfed(args: list[str], cwd: Path, *, kill_at: int = 0, log: Path | None = None
-             ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PRIVFED_KILL_AT": str(kill_at), "PYTHONPATH": str(ROOT)}
-    if log is not None:
-        env["PRIVFED_EVENT_LOG"] = str(log)
-    return subprocess.run([*HARNESS, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)
-
-
-def _killed_at_random(args: list[str], cwd: Path, delay: float) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([*HARNESS, *args], cwd=cwd, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(delay)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
 
 
 def _figures(run_dir: Path) -> dict:
@@ -94,8 +71,7 @@ def sweep_reference(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("reference")
     grid = root / "kill.toml"
     grid.write_text(GRID)
-    result = _privfed(["sweep", str(grid), "--output-dir", str(root / "out")], root)
-    assert result.returncode == 0, result.stderr
+    assert run_privfed(["sweep", str(grid), "--output-dir", str(root / "out")], root) == 0
     return grid, _state(root / "out" / "kill")
 
 
@@ -104,8 +80,7 @@ def _assert_resumes_to_reference(grid: Path, cwd: Path, reference: dict) -> None
     configs = {p.key: p.config for p in load_grid(grid)}
     if out.exists():
         _assert_only_intact_runs(out, configs)
-    result = _privfed(["sweep", str(grid), "--output-dir", str(cwd / "out")], cwd)
-    assert result.returncode == 0, result.stderr
+    assert run_privfed(["sweep", str(grid), "--output-dir", str(cwd / "out")], cwd) == 0
     assert _state(out) == reference
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted([*reference, "failed"])
     assert _temporaries(cwd) == []
@@ -115,19 +90,19 @@ def test_a_sweep_killed_between_any_two_writes_resumes_to_the_same_results(
         sweep_reference, tmp_path):
     grid, reference = sweep_reference
     log = tmp_path / "events.log"
-    counted = _privfed(["sweep", str(grid), "--output-dir", str(tmp_path / "count")],
-                       tmp_path, log=log)
-    assert counted.returncode == 0, counted.stderr
+    assert run_privfed(["sweep", str(grid), "--output-dir", str(tmp_path / "count")],
+                       tmp_path, log=log) == 0
     events = len(log.read_text().splitlines())
     assert events > 20  # every run, record, table, plot and report is a write
-    # Kills at the first writes, around the first run's publication, and at a random sample.
-    chosen = sorted({1, 2, 3, 4, 5, 6, *random.Random(0).sample(range(7, events + 1), 6)})
+    # Around the first run's publication (its digest, then the rename), the second run's,
+    # and at a random sample of the rest (tables, plots, report).
+    chosen = sorted({2, 3, 5, *random.Random(0).sample(range(6, events + 1), 4)})
     for kill_at in chosen:
         work = tmp_path / f"kill-{kill_at}"
         work.mkdir()
-        killed = _privfed(["sweep", str(grid), "--output-dir", str(work / "out")], work,
-                          kill_at=kill_at)
-        assert killed.returncode == -signal.SIGKILL, (kill_at, killed.stderr)
+        killed = run_privfed(["sweep", str(grid), "--output-dir", str(work / "out")], work,
+                             kill_at=kill_at)
+        assert killed == -signal.SIGKILL, kill_at
         _assert_resumes_to_reference(grid, work, reference)
 
 
@@ -137,8 +112,11 @@ def test_a_sweep_killed_at_random_moments_resumes_to_the_same_results(sweep_refe
     rng = random.Random(1)
     args = ["sweep", str(grid), "--output-dir", str(tmp_path / "out")]
     configs = {p.key: p.config for p in load_grid(grid)}
-    for _ in range(4):
-        _killed_at_random(args, tmp_path, rng.uniform(2.0, 8.0))
+    for _ in range(3):
+        child = start_privfed(args, tmp_path)
+        time.sleep(rng.uniform(0.2, 3.0))
+        child.kill()
+        child.join()
         if (tmp_path / "out" / "kill").exists():
             _assert_only_intact_runs(tmp_path / "out" / "kill", configs)
     _assert_resumes_to_reference(grid, tmp_path, reference)
@@ -155,19 +133,18 @@ def test_a_rerun_killed_between_any_two_writes_leaves_one_whole_run(tmp_path):
                            'secure_mode = true\n')
     config = load_config(config_file)
     run_dir = tmp_path / "runs" / f"rerun-{config.short_hash()}"
-    first = _privfed(["run", str(config_file)], tmp_path)
-    assert first.returncode == 0, first.stderr
+    assert run_privfed(["run", str(config_file)], tmp_path) == 0
     log = tmp_path / "events.log"
-    assert _privfed(["run", str(config_file), "--rerun"], tmp_path, log=log).returncode == 0
+    assert run_privfed(["run", str(config_file), "--rerun"], tmp_path, log=log) == 0
     events = len(log.read_text().splitlines())
     models = {(run_dir / "model.pt").read_bytes()}
     for kill_at in range(1, events + 2):  # the last one is not reached: the run completes
-        killed = _privfed(["run", str(config_file), "--rerun"], tmp_path, kill_at=kill_at)
-        assert killed.returncode == (0 if kill_at > events else -signal.SIGKILL)
+        killed = run_privfed(["run", str(config_file), "--rerun"], tmp_path, kill_at=kill_at)
+        assert killed == (0 if kill_at > events else -signal.SIGKILL)
         assert run_problems(run_dir, config) == [], kill_at
         models.add((run_dir / "model.pt").read_bytes())
     assert len(models) > 1  # some kills came after the new run took the directory's place
-    assert _privfed(["run", str(config_file)], tmp_path).returncode == 0
+    assert run_privfed(["run", str(config_file)], tmp_path) == 0
     assert _temporaries(tmp_path) == []
 
 
@@ -175,16 +152,14 @@ def test_a_rerun_killed_between_any_two_writes_leaves_one_whole_run(tmp_path):
 def test_the_workers_of_a_killed_sweep_exit(tmp_path):
     grid = tmp_path / "busy.toml"
     grid.write_text(GRID.replace("rounds = 3", "rounds = 400").replace("[0, 1, 2]", "[0, 1]"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    parent = subprocess.Popen([*HARNESS, "sweep", str(grid), "--workers", "2",
-                               "--output-dir", str(tmp_path / "out")], cwd=tmp_path, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = start_privfed(["sweep", str(grid), "--workers", "2",
+                            "--output-dir", str(tmp_path / "out")], tmp_path)
     deadline = time.monotonic() + 60
     while len(workers := _children(parent.pid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert len(workers) >= 2
-    parent.send_signal(signal.SIGKILL)
-    parent.wait(timeout=10)
+    parent.kill()
+    parent.join(10)
     deadline = time.monotonic() + 10
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
