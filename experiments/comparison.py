@@ -124,7 +124,9 @@ def run_comparison(
             train_run(config, run_dir)
         if read_leakage(run_dir, config) is None:
             say(f"{label}: auditing")
-        leakage = audit_run(run_dir, config)
+        leakage = audit_run(run_dir, config,
+                            progress=lambda message, label=label: say(f"{label}: audit "
+                                                                      f"({message})"))
         results.append(Comparison(
             label, config, run_dir,
             jsonsafe.loads((run_dir / "summary.json").read_text(encoding="utf-8"),
