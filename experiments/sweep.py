@@ -44,7 +44,7 @@ from privfed.atomic import exit_with_parent, remove_stale_temporaries, write_tex
 from privfed.config import ConfigError, ExperimentConfig, config_from_dict, load_config
 from privfed.rundir import run_name, run_problems, train_run
 
-__all__ = ["SweepPoint", "load_grid", "is_done", "run_point", "run_sweep"]
+__all__ = ["SweepPoint", "load_grid", "run_point", "run_sweep"]
 
 
 @dataclass(frozen=True)
@@ -107,12 +107,6 @@ def load_grid(path: str | Path) -> list[SweepPoint]:
             raise ConfigError(f"{path}: grid point {values}: {err}") from None
         points.append(SweepPoint(config, values))
     return points
-
-
-def is_done(run_dir: Path, config: ExperimentConfig) -> bool:
-    """Whether ``run_dir`` holds the complete, intact run of ``config``
-    (:func:`privfed.rundir.run_problems` finds nothing wrong)."""
-    return not run_problems(run_dir, config)
 
 
 def run_point(config_toml: str, run_dir: str, audit: bool = False) -> str:

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from experiments.results import collect_rows
-from experiments.sweep import SweepPoint, is_done
+from experiments.sweep import SweepPoint
 from privfed import jsonsafe
 from privfed.config import load_config
 from privfed.federated.history import History, RoundRecord
-from privfed.rundir import run_name, summarize, write_run
+from privfed.rundir import run_name, run_problems, summarize, write_run
 
 
 def strict_loads(text):
@@ -110,7 +110,7 @@ def test_run_directory_with_infinite_epsilon_is_strict_and_read_back(tmp_path):
         strict_loads(line)
     # The sweep's reader gets numbers back (and leaves the run's name alone).
     point = SweepPoint(config, {"privacy.epsilon": 2.0})
-    assert is_done(run_dir, config)
+    assert run_problems(run_dir, config) == []
     (row,) = collect_rows([point], tmp_path)
     assert row["status"] == "done"
     assert row["epsilon"] == math.inf and row["final_loss"] is None
