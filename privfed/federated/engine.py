@@ -289,7 +289,8 @@ class Engine(Protocol):
         self, round_id: int, weights: Mapping[int, float], length: int,
         on_server_message: ServerHook | None = None,
     ) -> Aggregate:
-        """Aggregate the pending update of every client in ``weights`` with those weights.
+        """Aggregate the pending update of every client in ``weights`` with those weights
+        (or release the sum of a round :meth:`train` summed as its ``plan`` said).
 
         Raises
         ------
