@@ -13,9 +13,11 @@ import numpy as np
 import torch
 
 from privfed.federated.engine import Aggregate, RoundSkipped, ServerHook
-from privfed.secure import AggregationResult, SecureAggregator, ThresholdError
+from privfed.secure import AggregationResult, PlainAggregator, SecureAggregator, ThresholdError
+from privfed.secure.plain_sum import PlainSum
 
-__all__ = ["EVALUATION_COUNT_BOUND", "SecureAggregation", "evaluation_scale", "to_aggregate"]
+__all__ = ["EVALUATION_COUNT_BOUND", "PlainRunningSum", "SecureAggregation", "evaluation_scale",
+           "to_aggregate"]
 
 EVALUATION_COUNT_BOUND = 2**16
 """Under a secure aggregator, the most held-out examples a client may evaluate on: each count
@@ -65,6 +67,54 @@ class SecureAggregation:
         except ThresholdError as err:
             raise RoundSkipped(str(err)) from None
         return to_aggregate(result)
+
+    def running(
+        self, round_id: int, on_server_message: ServerHook | None = None
+    ) -> PlainRunningSum | None:
+        """A running sum of round ``round_id`` where :meth:`aggregate` would add the vectors
+        in the clear without messages (a :class:`~privfed.secure.PlainAggregator` with
+        neither ``wire`` nor a payload codec, and nobody reading the server's inbox: the
+        condition of its :meth:`~privfed.secure.PlainAggregator.aggregate`); else None.
+        See :class:`privfed.federated.StreamingAggregation`."""
+        plain = self.aggregator
+        if (not isinstance(plain, PlainAggregator) or plain.wire or plain.codec is not None
+                or on_server_message is not None):
+            return None
+        return PlainRunningSum(PlainSum(round_id, clip=plain.clip,
+                                        out_of_range=plain.out_of_range))
+
+
+class PlainRunningSum:
+    """A plain round's :class:`~privfed.secure.plain_sum.PlainSum` as the core's
+    :class:`privfed.federated.RunningAggregate`.
+
+    Parameters
+    ----------
+    running : privfed.secure.plain_sum.PlainSum
+    """
+
+    def __init__(self, running: PlainSum) -> None:
+        self.running = running
+
+    def add(self, vectors: Mapping[int, torch.Tensor], weights: Mapping[int, float]) -> None:
+        """Add the clients' flat float32 CPU ``vectors`` with their ``weights`` (the
+        vectors are not kept)."""
+        self.running.add({c: v.numpy() for c, v in vectors.items()}, weights)
+
+    def result(self) -> Aggregate:
+        """The round's aggregate, as :meth:`SecureAggregation.aggregate` gives it.
+
+        Raises
+        ------
+        RoundSkipped
+            No vector was accepted.
+        InvalidInputError
+            An invalid vector or weight, as the batch round raises it.
+        """
+        try:
+            return to_aggregate(self.running.result())
+        except ThresholdError as err:
+            raise RoundSkipped(str(err)) from None
 
 
 def evaluation_scale(kind: str, clip: float | None) -> float:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 __all__ = ["EVALUATION_ROUND_BASE", "Aggregate", "AggregationProtocol", "Engine",
-           "EvaluationProtocol", "EvaluationResult", "RoundSkipped", "TrainJob", "TrainReport",
+           "EvaluationProtocol", "EvaluationResult", "RoundPlan", "RoundSkipped",
+           "RunningAggregate", "StreamingAggregation", "TrainJob", "TrainReport",
            "TrainingDivergedError", "evaluation_hook", "evaluation_round_id",
            "evaluation_stage"]
 
@@ -135,6 +136,36 @@ ServerHook = Callable[[int, str, bytes], None]
 """Called as ``(client_id, stage, message)`` for every message the server receives."""
 
 
+@dataclass(frozen=True)
+class RoundPlan:
+    """How the server will aggregate a round's updates, where it knows before they train
+    (synchronous rounds: the same round, the whole cohort, the public weights).
+
+    An engine may then add each update into the round's aggregate as the client trains
+    (:class:`StreamingAggregation`) instead of keeping it until :meth:`Engine.aggregate`,
+    which must then be called with exactly these arguments.
+
+    Attributes
+    ----------
+    round_id : int
+    weights : dict of int to float
+        Client id -> aggregation weight: every trained client, nobody else.
+    on_server_message : ServerHook or None
+        What the server's :meth:`Engine.aggregate` call will pass.
+    """
+
+    round_id: int
+    weights: Mapping[int, float]
+    on_server_message: ServerHook | None = None
+
+    def matches(
+        self, round_id: int, weights: Mapping[int, float], on_server_message: ServerHook | None
+    ) -> bool:
+        """Whether an aggregation with these arguments is the planned one."""
+        return (round_id == self.round_id and dict(weights) == dict(self.weights)
+                and on_server_message == self.on_server_message)
+
+
 class AggregationProtocol(Protocol):
     """An aggregation protocol run in one process (all parties here, bytes between them);
     :class:`privfed.aggregation.SecureAggregation` adapts any :mod:`privfed.secure`
@@ -151,6 +182,36 @@ class AggregationProtocol(Protocol):
         RoundSkipped
             The protocol could not release the sum (e.g. too many dropouts).
         """
+
+
+class RunningAggregate(Protocol):
+    """One round of a protocol that sums in the clear, fed one client at a time: holds a
+    running sum, not the clients' vectors."""
+
+    def add(self, vectors: Mapping[int, torch.Tensor], weights: Mapping[int, float]) -> None:
+        """Add some clients' flat float32 CPU ``vectors`` with their public ``weights``
+        (each call's clients after every earlier call's, in id order)."""
+
+    def result(self) -> Aggregate:
+        """What :meth:`AggregationProtocol.aggregate` returns for the added vectors and
+        weights, bit for bit, or the error it raises.
+
+        Raises
+        ------
+        RoundSkipped
+            The protocol could not release the sum.
+        """
+
+
+@runtime_checkable
+class StreamingAggregation(Protocol):
+    """An aggregation protocol that can also sum a round as its vectors arrive."""
+
+    def running(
+        self, round_id: int, on_server_message: ServerHook | None = None
+    ) -> RunningAggregate | None:
+        """A running aggregate of round ``round_id`` equal to :meth:`aggregate`'s, or None
+        where the protocol needs every vector at once (e.g. to build its messages)."""
 
 
 @dataclass(frozen=True)
@@ -211,9 +272,12 @@ class Engine(Protocol):
     def client_weight(self, client_id: int) -> float:
         """The public aggregation weight of ``client_id``."""
 
-    def train(self, jobs: Sequence[TrainJob]) -> list[TrainReport]:
+    def train(
+        self, jobs: Sequence[TrainJob], plan: RoundPlan | None = None
+    ) -> list[TrainReport]:
         """Run the jobs (the clients receive the model and the stages' broadcast); each
-        client keeps its update until :meth:`aggregate`.
+        client keeps its update until :meth:`aggregate`, unless ``plan`` says how that
+        call will aggregate them (the engine may then sum them as they are trained).
 
         Raises
         ------
@@ -225,7 +289,8 @@ class Engine(Protocol):
         self, round_id: int, weights: Mapping[int, float], length: int,
         on_server_message: ServerHook | None = None,
     ) -> Aggregate:
-        """Aggregate the pending update of every client in ``weights`` with those weights.
+        """Aggregate the pending update of every client in ``weights`` with those weights
+        (or release the sum of a round :meth:`train` summed as its ``plan`` said).
 
         Raises
         ------

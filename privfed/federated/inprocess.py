@@ -16,7 +16,10 @@ from privfed.federated.engine import (
     AggregationProtocol,
     EvaluationProtocol,
     EvaluationResult,
+    RoundPlan,
+    RunningAggregate,
     ServerHook,
+    StreamingAggregation,
     TrainJob,
     TrainReport,
     evaluation_hook,
@@ -41,6 +44,11 @@ class InProcessEngine:
     A client's update stays with it (in :attr:`pending`) until the server aggregates; the
     client halves of the pipeline run then, as the client sends (so a schedule that
     aggregates later, like FedBuff, transforms with the round the update is sent in).
+    Where the schedule plans the aggregation before training (a
+    :class:`~privfed.federated.RoundPlan`: synchronous rounds) and the protocol sums in the
+    clear, each update instead goes through the client halves as soon as it is trained and
+    into a running sum, in the same order and float64 arithmetic (the same aggregate, bit
+    for bit): a round's memory grows with the chunk, not the cohort.
 
     Parameters
     ----------
@@ -97,6 +105,7 @@ class InProcessEngine:
         self._releases_statistics = (policy or ParticipationPolicy()).releases_statistics
         self.evaluation = evaluation or EvaluationProtocol(aggregation)
         self.pending: dict[int, torch.Tensor] = {}
+        self._streamed: tuple[RoundPlan, RunningAggregate] | None = None
         self.memory_budget = memory_budget or default_memory_budget(workspace.device)
         self.stacked = batched_model(trainer, workspace, vectorise)
 
@@ -115,33 +124,68 @@ class InProcessEngine:
         client gets in any chunk of :meth:`train`, bit for bit)."""
         return self._fit([job])[0]
 
-    def train(self, jobs: Sequence[TrainJob]) -> list[TrainReport]:
-        """Train each job's client from its model; keep its update until :meth:`aggregate`.
+    def train(
+        self, jobs: Sequence[TrainJob], plan: RoundPlan | None = None
+    ) -> list[TrainReport]:
+        """Train each job's client from its model; keep its update until :meth:`aggregate`,
+        or, where ``plan`` allows, run its client halves at once and add it into the
+        round's running sum, so that the round holds one chunk's updates at a time, not the
+        cohort's.
 
         In-process the client and server halves share one pipeline, so the stages'
         broadcast needs no delivery.
         """
+        running = self._running(jobs, plan)
+        self._streamed = None if running is None else (plan, running)
         reports = []
-        released = self._releases_statistics
-        for job, update in zip(jobs, self._updates(jobs), strict=True):
-            self.pending[job.client_id] = update.delta
-            reports.append(TrainReport(
-                job.client_id, update.steps,
-                num_samples=update.num_samples if released else None,
-                train_loss=update.train_loss if released else None,
-            ))
+        for chunk in self._chunks(jobs):
+            updates = self._fit(chunk)
+            reports.extend(self._report(u) for u in updates)
+            deltas = {u.client_id: u.delta for u in updates}
+            if running is None:
+                self.pending.update(deltas)
+            else:
+                running.add({c: self.pipeline.client(plan.round_id, c, delta)
+                             for c, delta in deltas.items()},
+                            {c: plan.weights[c] for c in deltas})
         return reports
 
-    def _updates(self, jobs: Sequence[TrainJob]) -> list[ClientUpdate]:
-        """The jobs' updates, batched in chunks of the memory budget (sized from public
-        values: the model, the example shape and the expected batch size)."""
+    def _running(
+        self, jobs: Sequence[TrainJob], plan: RoundPlan | None
+    ) -> RunningAggregate | None:
+        """The round's running sum where :meth:`train` streams: ``plan`` names exactly the
+        jobs' clients, which come in increasing id order (the order the batch sum adds them
+        in), and the aggregation protocol sums them in the clear without messages (a
+        :class:`~privfed.federated.StreamingAggregation` whose running sum is not None);
+        else None."""
+        if plan is None or not isinstance(self.aggregation, StreamingAggregation):
+            return None
+        if [job.client_id for job in jobs] != sorted(plan.weights):
+            return None
+        return self.aggregation.running(plan.round_id, plan.on_server_message)
+
+    def _report(self, update: ClientUpdate) -> TrainReport:
+        """What the client tells the server (loss and sample count where released)."""
+        released = self._releases_statistics
+        return TrainReport(
+            update.client_id, update.steps,
+            num_samples=update.num_samples if released else None,
+            train_loss=update.train_loss if released else None,
+        )
+
+    def _chunks(self, jobs: Sequence[TrainJob]) -> list[Sequence[TrainJob]]:
+        """The jobs in chunks trained together: batched chunks of the memory budget (sized
+        from public values: the model, the example shape and the expected batch size), or
+        one job at a time where the trainer is not batched."""
         if self.stacked is None:
-            return self._fit(jobs)
+            return [[job] for job in jobs]
+        if not jobs:
+            return []
         per_client = self.stacked.bytes_per_client(
             self.trainer.expected_batch_size,  # type: ignore[attr-defined]
             math.prod(self.clients[jobs[0].client_id].example_shape))
-        return [update for chunk in cohort_chunks(len(jobs), per_client, self.memory_budget)
-                for update in self._fit([jobs[i] for i in chunk])]
+        return [[jobs[i] for i in chunk]
+                for chunk in cohort_chunks(len(jobs), per_client, self.memory_budget)]
 
     def _fit(self, jobs: Sequence[TrainJob]) -> list[ClientUpdate]:
         """The jobs' checked updates (:func:`~privfed.federated.trainer.fit_clients`)."""
@@ -155,13 +199,23 @@ class InProcessEngine:
         self, round_id: int, weights: Mapping[int, float], length: int,
         on_server_message: ServerHook | None = None,
     ) -> Aggregate:
-        """Each client's stages' client halves on its pending update, then the protocol.
+        """Each client's stages' client halves on its pending update, then the protocol;
+        or the running sum of the round :meth:`train` streamed.
 
         Raises
         ------
         RoundSkipped
             The protocol could not release the sum.
+        RuntimeError
+            The round was streamed for a different aggregation than this one.
         """
+        streamed, self._streamed = self._streamed, None
+        if streamed is not None:
+            plan, running = streamed
+            if not plan.matches(round_id, weights, on_server_message):
+                raise RuntimeError(f"round {round_id} is aggregated otherwise than planned "
+                                   f"for round {plan.round_id}, whose updates are summed")
+            return running.result()
         vectors = {c: self.pipeline.client(round_id, c, self.pending.pop(c))
                    for c in sorted(weights)}
         return self.aggregation.aggregate(round_id, vectors, weights, on_server_message)

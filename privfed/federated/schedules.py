@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
-from privfed.federated.engine import TrainJob, TrainReport
+from privfed.federated.engine import RoundPlan, TrainJob, TrainReport
 from privfed.federated.history import History
 
 if TYPE_CHECKING:
@@ -75,6 +75,10 @@ class Schedule(Protocol):
 class SynchronousRounds:
     """FedAvg's synchronous rounds: sample, train from the current model, aggregate.
 
+    The round's aggregation is known before its clients train (the cohort, their public
+    weights), so the engine is told it (a :class:`~privfed.federated.engine.RoundPlan`) and
+    may sum the updates as they are trained.
+
     The sampled clients whose privacy budget cannot afford the round sit it out; a cohort
     smaller than the policy's ``min_cohort`` is not trained and the round is skipped.
     """
@@ -95,8 +99,9 @@ class SynchronousRounds:
         policy.record_participation(round_id, cohort)
         jobs = [TrainJob(c, round_id, server.weights, server.batch_seed(round_id, c))
                 for c in cohort]
-        reports = server.engine.train(jobs) if jobs else []
         weights = {c: server.engine.client_weight(c) for c in cohort}
+        plan = RoundPlan(round_id, weights, server.received_hook())
+        reports = server.engine.train(jobs, plan) if jobs else []
         return Cohort(round_id, weights, dict(weights), reports,
                       len(cohort) * server.model_bytes, notes)
 

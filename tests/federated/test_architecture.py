@@ -144,4 +144,7 @@ def test_one_round_with_central_dp_and_random_k_crosses_few_package_boundaries()
     ])
     server = build_simulation(cfg).server
     edges = count_crossings(lambda: server.run_round(evaluate_now=False))
-    assert sum(edges.values()) <= 20, edges  # 20 now
+    # 20 with every update kept until the protocol runs; streaming the round into a running
+    # sum (privfed.aggregation.PlainRunningSum) adds 4: start it, add a chunk, finish it
+    # (core -> adapter -> privfed.secure) in place of one aggregate call.
+    assert sum(edges.values()) <= 24, edges  # 24 now

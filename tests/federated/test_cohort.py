@@ -206,6 +206,11 @@ def test_a_vectorised_federation_matches_a_sequential_one(privacy):
     assert runs[True].history.final_accuracy == runs[False].history.final_accuracy
 
 
+def _updates(engine, jobs):
+    """The jobs' updates, trained in the engine's chunks."""
+    return [update for chunk in engine._chunks(jobs) for update in engine._fit(chunk)]
+
+
 def test_chunked_rounds_equal_one_chunk_bit_for_bit():
     """Plain SGD gives each client the same update whatever the chunking, and the engine's
     one-client replay (``train_client``) gives it too."""
@@ -213,9 +218,9 @@ def test_chunked_rounds_equal_one_chunk_bit_for_bit():
     engine = sim.server.engine
     params = sim.server.weights.clone()
     jobs = [TrainJob(c, 1, params, 1000 + c) for c in range(6)]
-    whole = engine._updates(jobs)
+    whole = _updates(engine, jobs)
     engine.memory_budget = 1  # one client per chunk
-    for job, update in zip(jobs, engine._updates(jobs), strict=True):
+    for job, update in zip(jobs, _updates(engine, jobs), strict=True):
         assert torch.equal(update.delta, whole[job.client_id].delta)
         assert torch.equal(engine.train_client(job).delta, update.delta)
 
@@ -271,7 +276,7 @@ def test_a_client_trained_alone_computes_what_it_computes_in_the_simulation():
     engine, params = sim.server.engine, sim.server.weights.clone()
     jobs = [TrainJob(c, 1, params, 1000 + c) for c in range(6)]
     stacked = batched_model(engine.trainer, engine.workspace)
-    for job, update in zip(jobs, engine._updates(jobs), strict=True):
+    for job, update in zip(jobs, _updates(engine, jobs), strict=True):
         (alone,) = fit_clients(engine.trainer, stacked, [engine.clients[job.client_id]],
                                engine.workspace, [params],
                                [torch.Generator().manual_seed(job.seed)])

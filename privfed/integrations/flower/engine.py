@@ -32,6 +32,7 @@ from privfed.federated import (
 )
 from privfed.federated.engine import (
     EvaluationResult,
+    RoundPlan,
     ServerHook,
     evaluation_hook,
     evaluation_round_id,
@@ -146,10 +147,13 @@ class FlowerEngine:
         self.protocol.set_up(self.transport)
 
     # ------------------------------------------------------------------ one round
-    def train(self, jobs: Sequence[TrainJob]) -> list[TrainReport]:
+    def train(
+        self, jobs: Sequence[TrainJob], plan: RoundPlan | None = None
+    ) -> list[TrainReport]:
         """Send each job's client the model, its batch seed, the stages' broadcast and the
         server's record of it; a node that fails or does not answer is left out (a dropout
-        of the round)."""
+        of the round). ``plan`` is not used: each node keeps its update until the protocol
+        runs."""
         if not jobs:
             return []
         broadcast = self.pipeline.broadcast()
