@@ -28,6 +28,7 @@ from privfed.rundir import (
     run_problems,
     train_run,
 )
+from privfed.secure.errors import SecureAggregationError
 
 __all__ = ["COMMAND_GROUP", "MAIN_JOB", "add_config_arguments", "add_override_arguments",
            "config_overrides", "main", "resolve_config"]
@@ -84,8 +85,20 @@ callable taking the parsed arguments and returning the exit status). The attacks
 ``privfed audit`` is one; the core never imports its plug-ins."""
 
 CLI_ERRORS = (ConfigError, DatasetNotFoundError, DataFormatError, ChecksumError,
-              TrainingDivergedError)
-"""Errors caused by the user's input or data: printed as one line, exit status 2."""
+              TrainingDivergedError, SecureAggregationError)
+"""Errors caused by the user's input or data, the config's or a party's: printed as one line
+(:func:`_error_line`), exit status 2."""
+
+
+def _error_line(err: Exception) -> str:
+    """The one line ``privfed`` prints for ``err`` (one of :data:`CLI_ERRORS`): its message,
+    with what raised it where the message alone does not say (secure aggregation refusing
+    an update names its own parameters, e.g. ``clip``, not the config's)."""
+    text = " ".join(str(err).split())
+    if isinstance(err, SecureAggregationError):
+        return (f"secure aggregation refused the round ({type(err).__name__}): {text} "
+                "(see the [secure] section: secure.clip, secure.out_of_range, the threat model)")
+    return text
 
 
 MAIN_JOB = "compare"
@@ -110,8 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = _as_main_job(args, commands)
         return args.handler(args)
     except CLI_ERRORS as err:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(err))}",
-                                                   highlight=False)
+        line = escape(_error_line(err))
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {line}", highlight=False)
         return 2
 
 

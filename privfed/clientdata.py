@@ -120,6 +120,7 @@ def load_partitioned(
     natural = None
     if dataset is None:
         dataset, natural = _load(config)
+        _check_test_split(config, dataset)
     if natural is not None:
         if len(natural) != data.num_clients:
             raise ConfigError(f"data.group_column {data.group_column!r} names {len(natural)} "
@@ -129,8 +130,22 @@ def load_partitioned(
         partitioner = make_partitioner(data.partition, **data.partitioner_params())
         partitions = partitioner.split(dataset.y_train, data.num_clients, seed=config.seed)
     except ValueError as err:
-        raise ConfigError(str(err)) from None
+        raise ConfigError(f"data.partition {data.partition!r} cannot split {dataset.num_train} "
+                          f"training examples among data.num_clients = {data.num_clients} "
+                          f"clients: {err}") from None
     return dataset, list(partitions)
+
+
+def _check_test_split(config: ExperimentConfig, dataset: Dataset) -> None:
+    """A site's single file split by ``data.test_fraction`` must give a test set (an empty
+    one would leave the run without its central evaluation)."""
+    data = config.data
+    if data.is_site_data and data.test_path is None and data.partition != "natural" and (
+            dataset.num_test == 0):
+        raise ConfigError(
+            f"data.test_fraction = {data.test_fraction!r} holds out no example of the "
+            f"{dataset.num_train} in {data.path}: raise it (each class with at least 2 "
+            "examples gives about this share of them to the test set), or give data.test_path")
 
 
 def client_rows(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +11,7 @@ from privfed.data import DATASETS, PARTITIONERS
 from privfed.data.digest import builtin_data_tokens, site_data_tokens
 from privfed.data.scaling import SCALINGS
 
-__all__ = ["FILE_FORMATS", "RULES", "SITE_SCALINGS", "DataConfig"]
+__all__ = ["EMBEDDED_SIZES", "FILE_FORMATS", "RULES", "SITE_SCALINGS", "DataConfig"]
 
 FILE_FORMATS = ("csv", "parquet", "image_folder", "npz", "python")
 """``data.dataset`` values that read a site's own files (``data.path``, ``data.client_paths``)."""
@@ -19,6 +20,10 @@ SITE_SCALINGS = ("site", "unit", "centered", "none")
 """Scalings of a site's own files: "site" standardises each client's data with statistics of
 that client's own training data (never pooled); "unit" and "centered" use the public pixel
 range (images only); "none" leaves the values."""
+
+EMBEDDED_SIZES = {"digits": (1797, 10), "breast_cancer": (569, 2)}
+"""Examples and classes of each embedded dataset, which ``data.test_fraction`` splits (so the
+split is checked when the config is read)."""
 
 RULES: dict[str, Rule] = {
     "num_clients": Range(1),
@@ -60,8 +65,9 @@ class DataConfig:
     samples_per_client : int or None
         "iid" only: give each client exactly this many samples (e.g. 10 x 6000 on MNIST).
     test_fraction : float
-        Held-out share for datasets without an official test split (embedded ones), in
-        (0, 1).
+        Held-out share for datasets without an official test split (the embedded ones and a
+        site's single ``path``), in (0, 1); both parts must hold an example of every class
+        (embedded: checked here; a site's file: checked when it is read).
     split_seed : int
         Seed of that train/test split (fixed, independent of the experiment seed), in
         [0, 2**32 - 1].
@@ -135,6 +141,8 @@ class DataConfig:
             self._check_site_fields()
         else:
             self._check_builtin_fields()
+        if self.dataset in EMBEDDED_SIZES:
+            self._check_embedded_split(*EMBEDDED_SIZES[self.dataset])
         if self.samples_per_client is not None and self.partition != "iid":
             raise ConfigError(
                 f"data.samples_per_client applies only to partition 'iid', "
@@ -161,10 +169,23 @@ class DataConfig:
         site_only = ("path", "client_paths", "test_path", "group_column", "feature_columns",
                      "classes", "image_size", "channels")
         for name in (*site_only, "categorical", "options"):
-            if getattr(self, name):
+            if getattr(self, name) not in (None, {}):
                 raise ConfigError(f"data.{name} applies only to a site's own files "
                                   f"(data.dataset one of {list(FILE_FORMATS)}), not "
                                   f"{self.dataset!r}")
+
+    def _check_embedded_split(self, examples: int, classes: int) -> None:
+        """Both parts of the stratified split hold an example of every class (what
+        scikit-learn's ``train_test_split`` needs): ``ceil(test_fraction * examples)`` test
+        examples, the rest for training."""
+        held = math.ceil(self.test_fraction * examples)
+        if classes <= held <= examples - classes:
+            return
+        low, high = (classes - 1) / examples, (examples - classes) / examples
+        raise ConfigError(
+            f"data.test_fraction must be in ({low:.4g}, {high:.4g}] for {self.dataset!r} "
+            f"({examples} examples, {classes} classes: the test and the training split each "
+            f"need an example of every class), got {self.test_fraction!r}")
 
     def _check_site_fields(self) -> None:
         check_choice("data.scaling", self.site_scaling, SITE_SCALINGS)

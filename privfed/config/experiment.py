@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,13 +20,16 @@ from privfed.config.model import ModelConfig
 from privfed.config.privacy import PrivacyConfig
 from privfed.config.rules import check_cross_section
 from privfed.config.secure import SecureConfig
-from privfed.config.validation import ConfigError, Range, Rule, check_rules
+from privfed.config.validation import INT_MAX, ConfigError, Range, Rule, check_rules
 from privfed.data.digest import module_token
 from privfed.models import is_import_path
 
-__all__ = ["ExperimentConfig", "RULES"]
+__all__ = ["ExperimentConfig", "RULES", "check_name"]
 
-RULES: dict[str, Rule] = {"seed": Range(0)}
+_NAME_MAX = 100
+_NAME = re.compile(rf"[\w\-+=@,][\w\-+=@,. ]{{0,{_NAME_MAX - 1}}}")
+
+RULES: dict[str, Rule] = {"seed": Range(0, INT_MAX)}
 """The rule of each top-level field but ``name`` (checked by :class:`ExperimentConfig`)."""
 
 
@@ -40,10 +44,11 @@ class ExperimentConfig:
     Attributes
     ----------
     name : str
-        Prefix of the run directory's name; non-empty, without slashes.
+        Prefix of the run directory's name: one visible path component (letters, digits and
+        ``-_.+=@,`` and spaces; not starting with a dot or a space, at most 100 characters).
     seed : int
-        The one seed (>= 0) every random stream is derived from (model init, partition,
-        client sampling, batch order).
+        The one seed, in [0, 2**63 - 1], every random stream is derived from (model init,
+        partition, client sampling, batch order).
     output_dir : str
         Parent directory of run directories.
     data, model, federation, privacy, secure, compression, audit
@@ -62,8 +67,7 @@ class ExperimentConfig:
     audit: AuditConfig = field(default_factory=AuditConfig)
 
     def __post_init__(self) -> None:
-        if not self.name or any(c in self.name for c in "/\\"):
-            raise ConfigError(f"name must be a non-empty string without slashes, got {self.name!r}")
+        check_name(self.name)
         check_rules("", self, RULES)
         check_cross_section(self)
 
@@ -126,6 +130,19 @@ class ExperimentConfig:
 
         graph = default_neighbourhood(self.planned_cohort_size())
         return None if graph == "full" else graph
+
+
+def check_name(name: str) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is a safe run-directory prefix.
+
+    A run directory is ``<output_dir>/<name>-<hash>``, so ``name`` must be one visible path
+    component on every platform: no separators, no ``..``, nothing hidden (a leading dot),
+    no control characters.
+    """
+    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+        raise ConfigError(
+            f"name must be 1 to {_NAME_MAX} characters of letters, digits, spaces and -_.+=@, "
+            f"not starting with a dot or a space (the run directory's name), got {name!r}")
 
 
 def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:

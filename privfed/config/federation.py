@@ -66,7 +66,9 @@ class FederationConfig:
     local_epochs, batch_size, lr : int, int, float
         E >= 1, B >= 1 and the learning rate (> 0) of local SGD.
     mu : float
-        FedProx proximal term, >= 0 (0 = FedAvg).
+        FedProx proximal term, >= 0 (0 = FedAvg), with ``lr * mu < 2`` (each local step
+        multiplies the distance to the global model by ``1 - lr * mu``, so at 2 and above it
+        grows without bound whatever the data).
     server_optimizer : str
         "fedavg", "fedavgm" or "fedadam".
     server_lr : float or None
@@ -136,6 +138,11 @@ class FederationConfig:
     def __post_init__(self) -> None:
         check_rules("federation", self, RULES)
         check_device("federation.device", self.device)
+        if self.lr * self.mu >= 2:
+            raise ConfigError(
+                f"federation.mu must be below 2 / federation.lr = {2 / self.lr:.4g} (FedProx's "
+                f"step scales the distance to the global model by 1 - lr * mu), got mu = "
+                f"{self.mu!r} with lr = {self.lr!r}")
 
     def server_optimizer_params(self) -> dict[str, float]:
         """Keyword arguments of the configured server optimizer."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from privfed.config.audit import AuditConfig
 from privfed.config.experiment import ExperimentConfig
-from privfed.config.validation import ConfigError
+from privfed.config.validation import ConfigError, check_number_type
 
 __all__ = ["load_config", "apply_overrides", "config_from_dict"]
 
@@ -107,7 +107,8 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
 
 
 def _coerce(field_name: str, value: Any, kind: Any) -> Any:
-    """Check ``value`` against the annotation ``kind``; ints are accepted as floats."""
+    """Check ``value`` against the annotation ``kind``; ints are accepted as floats; a number
+    must fit its type (:func:`~privfed.config.validation.check_number_type`)."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -135,13 +136,15 @@ def _coerce(field_name: str, value: Any, kind: Any) -> Any:
     if kind is Any:
         return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        check_number_type(field_name, value, float)
+        value = float(value)
     if kind is int and isinstance(value, bool):
         raise ConfigError(f"{field_name} must be an integer, got {value!r}")
     if not isinstance(value, kind):
         raise ConfigError(
             f"{field_name} must be of type {kind.__name__}, got {type(value).__name__} {value!r}"
         )
+    check_number_type(field_name, value)
     return value
 
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from privfed.config.validation import ConfigError, OneOf, Range, Rule, check_choice, check_rules
 
-__all__ = ["ACCOUNTANTS", "MECHANISMS", "NOISES", "PrivacyConfig", "RULES", "check_accountant"]
+__all__ = ["ACCOUNTANTS", "EPSILON_MAX", "MECHANISMS", "NOISES", "PrivacyConfig", "RULES",
+           "check_accountant"]
 
 MECHANISMS = ("none", "local", "central", "distributed")
 ACCOUNTANTS = ("pld", "prv", "rdp")
@@ -15,9 +16,13 @@ NOISES = ("gaussian", "skellam")
 
 _POSITIVE = Range(0, low_open=True)
 
+EPSILON_MAX = 100.0
+"""The largest target epsilon: beyond, ``e**epsilon`` > 1e43 leaves no guarantee to state, and
+calibrating the noise for it takes minutes (the search goes down to z = 1e-6)."""
+
 RULES: dict[str, Rule] = {
     "mechanism": OneOf(MECHANISMS),
-    "epsilon": _POSITIVE,
+    "epsilon": Range(0, EPSILON_MAX, low_open=True),
     "delta": Range(0, 1, low_open=True, high_open=True),
     "noise_multiplier": Range(0),
     "max_grad_norm": _POSITIVE,
@@ -45,9 +50,9 @@ class PrivacyConfig:
         (user-level DP-FedAvg, the server clips and adds noise); "distributed" (user-level,
         each client clips and adds its share of the noise before its update leaves it).
     epsilon : float or None
-        Target epsilon, > 0 and finite; the noise is calibrated to reach it at the end of
-        training. Give exactly one of ``epsilon`` and ``noise_multiplier`` (unless mechanism
-        is "none").
+        Target epsilon, in (0, 100] (:data:`EPSILON_MAX`); the noise is calibrated to reach
+        it at the end of training. Give exactly one of ``epsilon`` and ``noise_multiplier``
+        (unless mechanism is "none").
     delta : float
         Target delta, in (0, 1); should be below 1/n (records per client for "local",
         number of clients for "central" and "distributed").
@@ -162,7 +167,7 @@ class PrivacyConfig:
         if self.noise == "skellam" and (self.adaptive_clipping or math.isinf(self.clip_norm)):
             raise ConfigError(
                 "privacy.noise 'skellam' needs a fixed, finite privacy.clip_norm "
-                "(no adaptive_clipping)"
+                "(no privacy.adaptive_clipping)"
             )
 
 

@@ -16,6 +16,11 @@ if TYPE_CHECKING:
 
 __all__ = ["check_cross_section"]
 
+_MASKING_FIELDS = ("threshold", "neighbourhood_degree", "cohort_size", "corrupt_fraction",
+                   "dropout_fraction", "security_bits")
+"""The ``[secure]`` fields of the masking threat model, named in its errors where its own
+message names them (``neighbourhood`` for ``neighbourhood_degree``)."""
+
 
 def check_cross_section(config: ExperimentConfig) -> None:
     """Raise :class:`ConfigError`, naming the fields, if sections of ``config`` conflict.
@@ -66,6 +71,12 @@ def _check_user_level(config: ExperimentConfig) -> None:
             f"federation.fraction = 1, got fixed-size sampling of {per_round} of {total} "
             "clients (federation.fraction, data.num_clients)"
         )
+    largest = total if fed.client_sampling == "poisson" else per_round
+    if (privacy.min_surviving_clients or 0) > largest:
+        raise ConfigError(
+            f"privacy.min_surviving_clients ({privacy.min_surviving_clients}) must be at most "
+            f"the largest round, {largest} clients (federation.fraction, "
+            "federation.client_sampling, data.num_clients): no round could be released")
     if privacy.mechanism == "distributed" and config.secure.kind == "none":
         raise ConfigError(
             "privacy.mechanism 'distributed' needs secure aggregation: with secure.kind "
@@ -85,7 +96,8 @@ def _check_masking(config: ExperimentConfig) -> None:
     if 2 ** (secure.ring_bits - 1) - 1 - largest <= largest:
         raise ConfigError(
             f"secure.ring_bits ({secure.ring_bits}) is too small for rounds of {largest} "
-            f"clients: the masked sum needs 2**(ring_bits - 1) - 1 > 2 * clients; raise "
+            f"clients (secure.cohort_size, else federation.buffer_size, else the clients per "
+            "round): the masked sum needs 2**(ring_bits - 1) - 1 > 2 * clients; raise "
             "secure.ring_bits"
         )
     params = secure.aggregator_params()
@@ -93,6 +105,8 @@ def _check_masking(config: ExperimentConfig) -> None:
     try:
         MaskingParams(**params)
     except ValueError as err:
+        named = [f"secure.{key}" for key in _MASKING_FIELDS if key.split("_")[0] in str(err)]
         raise ConfigError(
-            f"secure (masking, cohort of {params['cohort_size']} clients): {err}"
+            f"{', '.join(named) or 'secure'} (masking, cohort of {params['cohort_size']} "
+            f"clients): {err}"
         ) from None

@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
-__all__ = ["ConfigError", "OneOf", "Range", "Rule", "check_choice", "check_range", "check_rules"]
+__all__ = ["FLOAT_MAX", "INT_MAX", "ConfigError", "OneOf", "Range", "Rule", "check_choice",
+           "check_number_type", "check_range", "check_rules"]
+
+INT_MAX = 2**63 - 1
+"""The largest integer a config holds: TOML's integers are 64-bit (``-2**63 .. 2**63 - 1``),
+so a saved ``config.toml`` reads back, and ``torch`` and ``numpy`` take every such seed."""
+
+FLOAT_MAX = 3.4028234663852886e38
+"""The largest finite float a config holds: float32's, the precision the models compute in (a
+larger learning rate or clip norm overflows when it meets a float32 tensor)."""
 
 
 class ConfigError(ValueError):
@@ -82,6 +91,39 @@ def check_range(
         raise ConfigError(f"{field_name} must be in {lower}, {upper}, got {value!r}")
 
 
+def check_number_type(field_name: str, value: Any, kind: type | None = None) -> None:
+    """Raise :class:`ConfigError` if ``value`` is beyond what a number of its type holds in a
+    config: an int outside TOML's 64-bit range (:data:`INT_MAX`), or a finite float beyond
+    float32's (:data:`FLOAT_MAX`). NaN and the infinities are left to the field's range.
+
+    Parameters
+    ----------
+    field_name : str
+        Dotted name of the field.
+    value : object
+        The value; anything but an int or a float passes.
+    kind : {int, float}, optional
+        The field's type (an int given to a float field is checked as a float); default:
+        the value's own.
+
+    Examples
+    --------
+    >>> check_number_type("seed", 10**20)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    privfed.config.validation.ConfigError: seed must be a 64-bit integer (TOML's), ...
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    kind = kind or type(value)
+    if kind is int and not -INT_MAX - 1 <= value <= INT_MAX:
+        raise ConfigError(f"{field_name} must be a 64-bit integer (TOML's), at most 2**63 - 1 "
+                          f"in magnitude, got {value!r}")
+    if kind is float and abs(value) > FLOAT_MAX and abs(value) != math.inf:
+        raise ConfigError(f"{field_name} must be at most {FLOAT_MAX:.4g} in magnitude (float32's "
+                          f"largest, the models' precision), got {value!r}")
+
+
 @dataclass(frozen=True)
 class Range:
     """The rule "a number in this interval" of one field (see :func:`check_range`)."""
@@ -133,5 +175,8 @@ def check_rules(section: str, values: object, rules: Mapping[str, Rule]) -> None
 
 
 def _number(bound: float) -> str:
-    """A bound as written in a config: ``1.0`` as ``1``, ``1e-05`` as is."""
+    """A bound as written in a config: ``1.0`` as ``1``, ``1e-05`` as is, :data:`INT_MAX` as
+    ``2**63 - 1``."""
+    if bound == INT_MAX:
+        return "2**63 - 1"
     return str(int(bound)) if float(bound).is_integer() and abs(bound) < 2**53 else repr(bound)
