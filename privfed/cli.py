@@ -13,16 +13,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from privfed import jsonsafe
 from privfed.config import ConfigError, ExperimentConfig, load_config
 from privfed.data import ChecksumError, DataFormatError, DatasetNotFoundError
 from privfed.federated import RoundRecord, TrainingDivergedError
-from privfed.federated.metrics import beats_majority
 from privfed.keys_cli import register as register_key_commands
+from privfed.run_summary import format_figure, summary_table
 from privfed.rundir import (
-    describe_epsilon,
     flower_simulation,
     run_dir_for,
     run_problems,
@@ -267,7 +265,7 @@ def _reuse(run_dir: Path, config: ExperimentConfig, console: Console, rerun: boo
                       "shown, not trained again (--rerun trains it again)")
         summary = jsonsafe.loads((run_dir / "summary.json").read_text(encoding="utf-8"),
                                  keep=("name",))
-        console.print(_summary_table(summary))
+        console.print(summary_table(summary))
         return True
     if problems and run_dir.exists():
         console.print(f"[bold yellow]{run_dir} fails its checks[/] ({'; '.join(problems)}): "
@@ -291,7 +289,7 @@ def _run_on_flower(config: ExperimentConfig, args: argparse.Namespace, console: 
         return 0
     if args.engine == "flower-sim":
         result = train_run(config, run_dir, train=flower_simulation(options))
-        console.print(_summary_table(result.summary))
+        console.print(summary_table(result.summary))
         console.print(f"run directory: {run_dir}")
         return 0
     status = flower.run_flower_deployment(
@@ -306,7 +304,7 @@ def _run_on_flower(config: ExperimentConfig, args: argparse.Namespace, console: 
                       "machine (or failed: see its log above)")
         return 0
     summary = jsonsafe.loads(summary_file.read_text(encoding="utf-8"), keep=("name",))
-    console.print(_summary_table(summary))
+    console.print(summary_table(summary))
     console.print(f"run directory: {run_dir}")
     return 0
 
@@ -329,7 +327,7 @@ def _run(config: ExperimentConfig, console: Console, *, rerun: bool = False) -> 
                                  total=config.federation.rounds, status="")
 
         def on_round(record: RoundRecord) -> None:
-            status = f"loss {_fmt(record.train_loss, '.3f')}"
+            status = f"loss {format_figure(record.train_loss, '.3f')}"
             if record.test_accuracy is not None:
                 status += f"  acc {record.test_accuracy:.4f}"
             pooled = (record.federated or {}).get("pooled")
@@ -338,74 +336,9 @@ def _run(config: ExperimentConfig, console: Console, *, rerun: bool = False) -> 
             progress.update(task, description="rounds", advance=1, status=status)
 
         result = train_run(config, run_dir, on_round=on_round)
-    console.print(_summary_table(result.summary))
+    console.print(summary_table(result.summary))
     console.print(f"run directory: {run_dir}")
     return 0
-
-
-def _summary_table(summary: dict) -> Table:
-    table = Table(title="summary", show_header=True)
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    rows = [
-        ("dataset / model", f"{summary['dataset']} / {summary['model']}"),
-        ("clients x rounds", f"{summary['num_clients']} x {summary['rounds']}"),
-        ("parameters", f"{summary['num_params']:,}"),
-        ("final test accuracy", _fmt(summary["final_accuracy"], ".4f")),
-        *_utility_rows(summary),
-        ("privacy", _privacy_cell(summary)),
-        ("secure aggregation", summary["secure_aggregation"]),
-        ("final test loss", _fmt(summary["final_loss"], ".4f")),
-        ("seconds per round", _fmt(summary["seconds_per_round"], ".4f")),
-        ("bytes up per client per round", _fmt(summary["bytes_up_per_client_round"], ",.0f")),
-        ("bytes up / down in total", f"{summary['bytes_up_total']:,} / "
-                                     f"{summary['bytes_down_total']:,}"),
-    ]
-    for name, value in rows:
-        if value != "-":  # e.g. no central test set: federated evaluation only
-            table.add_row(name, value)
-    return table
-
-
-def _utility_rows(summary: dict) -> list[tuple[str, str]]:
-    """The clinician's metrics of the central test set and of the last federated
-    evaluation, each beside the majority-class baseline (flagged when not beaten)."""
-    rows = []
-    for label, metrics in (("test", summary.get("test_metrics")),
-                           ("federated", (summary.get("federated_metrics") or {}).get("pooled"))):
-        if not metrics:
-            continue
-        if label == "federated":
-            rows.append(("federated accuracy (pooled)", _fmt(metrics["accuracy"], ".4f")))
-        rows.append((f"{label}: balanced acc / ROC AUC / F1",
-                     f"{_fmt(metrics['balanced_accuracy'], '.4f')} / "
-                     f"{_fmt(metrics['roc_auc'], '.4f')} / {_fmt(metrics['f1_macro'], '.4f')}"))
-        if metrics.get("sensitivity") is not None:
-            rows.append((f"{label}: sensitivity / specificity",
-                         f"{_fmt(metrics['sensitivity'], '.4f')} / "
-                         f"{_fmt(metrics['specificity'], '.4f')}"))
-        flag = "" if beats_majority(metrics) else "  [red]model does NOT beat it[/]"
-        rows.append((f"{label}: majority-class baseline",
-                     f"{metrics['majority_baseline']:.4f}{flag}"))
-    worst = (summary.get("federated_metrics") or {}).get("worst")
-    if worst:
-        rows.append(("worst client (accuracy)", f"client {worst['client']}: "
-                                                f"{worst['accuracy']:.4f}"))
-    return rows
-
-
-def _privacy_cell(summary: dict) -> str:
-    if summary["privacy_mechanism"] == "none":
-        return "none (epsilon = inf)"
-    text = (f"{summary['privacy_mechanism']}: epsilon {describe_epsilon(summary, '.3g')} "
-            f"at delta {summary['delta']:.0e}")
-    if summary.get("stop_reason"):
-        text += f"; stopped early: {summary['stop_reason']}"
-    return text
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def _toml_string(text: str) -> str:

@@ -142,3 +142,16 @@ def test_the_console_script_is_this_main(capsys):
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "without CONFIG, run the main job, `privfed compare`, with the same options" in text
+
+
+def test_a_global_model_that_leaves_the_float_range_stops_the_run_with_one_line(tmp_path,
+                                                                               capsys):
+    config = tmp_path / "c.toml"
+    config.write_text("[model]\nhidden = [8]\n[federation]\nrounds = 3\nserver_lr = 1e30\n"
+                      "federated_eval_every = 1\n[data]\nnum_clients = 3\n"
+                      "validation_fraction = 0.25\n")
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "runs"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "the global model" in err and "NaN/Inf" in err and "server_lr" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()

@@ -68,7 +68,7 @@ class StochasticQuantizer(Codec):
         self.levels = (1 << bits) - 1  # intervals between the 2**bits levels
 
     def _blocks(self, dim: int) -> tuple[int, int]:
-        size = self.block_size or max(dim, 1)
+        size = min(self.block_size or dim, dim) or 1  # a block beyond the vector is all of it
         return size, -(-dim // size)
 
     def payload_size(self, dim: int) -> int:

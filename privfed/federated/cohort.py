@@ -369,7 +369,7 @@ def shuffled_schedule(
         ``(S, K, B)`` bool: which slots hold an example. A client with fewer steps has
         all-False rows after its last step.
     """
-    batch = training.batch_size
+    batch = min(training.batch_size, max(sizes))  # a batch past every client's data: all of it
     steps = [training.epochs * -(-n // batch) for n in sizes]
     local = torch.zeros(max(steps), len(sizes), batch, dtype=torch.int64)
     mask = torch.zeros(max(steps), len(sizes), batch, dtype=torch.bool)

@@ -20,7 +20,14 @@ from typing import Any
 
 import torch
 
-from privfed.federated.engine import Aggregate, Engine, RoundSkipped, ServerHook, TrainReport
+from privfed.federated.engine import (
+    Aggregate,
+    Engine,
+    RoundSkipped,
+    ServerHook,
+    TrainingDivergedError,
+    TrainReport,
+)
 from privfed.federated.evaluation import evaluate, predict_logits
 from privfed.federated.federated_eval import FederatedEvaluation
 from privfed.federated.history import History, RoundRecord
@@ -164,6 +171,7 @@ class Server:
         aggregate, notes = self._aggregate(cohort)
         step = self._server_step(aggregate, cohort.base_weights)
         self.optimizer.step(self.weights, step)
+        check_global_model(self.weights, self.round)
         for obs in self.observers:
             obs.model_released(self.round, self.weights, self.workspace.spec)
         record = self._record(cohort, aggregate, started, {**cohort.notes, **notes})
@@ -275,3 +283,19 @@ def weighted_loss(reports: Sequence[TrainReport], included: set[int]) -> float |
             and r.num_samples]
     total = sum(r.num_samples for r in kept)
     return sum(r.train_loss * r.num_samples for r in kept) / total if total else None
+
+
+def check_global_model(weights: torch.Tensor, round_id: int) -> None:
+    """Stop a run whose global model left float32's finite range (e.g. a server learning
+    rate or momentum that amplifies every step), before it is released or evaluated.
+
+    Raises
+    ------
+    TrainingDivergedError
+        ``weights`` holds NaN or infinite values.
+    """
+    if not torch.isfinite(weights.sum()):
+        raise TrainingDivergedError(
+            f"round {round_id}: the global model has NaN/Inf values after the server's "
+            "step, so training diverged; lower federation.server_lr (or server_momentum, "
+            "federation.lr)")

@@ -130,3 +130,13 @@ def test_sparsifiers_reject_density_outside_unit_interval(density):
         TopK(density)
     with pytest.raises(ValueError, match=r"compression\.density"):
         RandomK(density, seed=0)
+
+
+def test_a_block_larger_than_the_vector_is_the_whole_vector():
+    from privfed.compression.quantize import StochasticQuantizer
+
+    vector = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    huge, whole = StochasticQuantizer(8, 2**63 - 1), StochasticQuantizer(8, None)
+    assert huge.encode(vector, np.random.default_rng(1)) == \
+        whole.encode(vector, np.random.default_rng(1))
+    assert huge.payload_size(1000) == whole.payload_size(1000) == 4 + 1000
