@@ -22,7 +22,7 @@ from experiments.audits import audit_run, common_confidence, leakage_figures, re
 from experiments.results import write_csv
 from privfed import jsonsafe
 from privfed.atomic import remove_stale_temporaries, write_text
-from privfed.config import ExperimentConfig, config_from_dict
+from privfed.config import ConfigError, ExperimentConfig, config_from_dict
 from privfed.config.loading import apply_overrides
 from privfed.federated.metrics import beats_majority
 from privfed.rundir import describe_epsilon, run_name, run_problems, train_run
@@ -92,11 +92,24 @@ class Comparison:
 
 def comparison_configs(overrides: Sequence[str] = ()) -> list[tuple[str, ExperimentConfig]]:
     """The configurations of the comparison, each with the user's ``overrides`` applied
-    after the comparison's base and the configuration's own settings."""
+    after the comparison's base and the configuration's own settings.
+
+    Raises
+    ------
+    ConfigError
+        An override makes a configuration invalid, or names a site's own files (the
+        comparison audits each configuration, which needs a built-in dataset).
+    """
     configs = []
     for label, own in CONFIGURATIONS:
         raw = apply_overrides({}, [*COMPARISON_BASE, *own, *overrides])
         configs.append((label, config_from_dict(raw)))
+    data = configs[0][1].data
+    if data.is_site_data:
+        raise ConfigError(
+            f"the main job audits every configuration, which needs a built-in dataset, not "
+            f"data.dataset = {data.dataset!r}; train a site's files with `privfed run "
+            "CONFIG` (and audit the same configuration on a public dataset of the same kind)")
     return configs
 
 

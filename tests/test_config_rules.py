@@ -150,3 +150,15 @@ def test_masking_default_graph_follows_the_cohort_and_enters_the_identity():
     assert large.short_hash() != config(201, "secure.neighbourhood_degree='full'").short_hash()
     assert small.short_hash() != config(200, "secure.neighbourhood_degree='secagg+'").short_hash()
     assert small.to_dict()["secure"]["neighbourhood_degree"] is None
+
+
+@pytest.mark.parametrize(("overrides", "field"), [
+    (["privacy.mechanism=distributed", "privacy.noise_multiplier=1.0", "secure.kind=masking",
+      "privacy.quantization_step=0.01"], "privacy.quantization_step"),
+    (["privacy.mechanism=central", "privacy.noise_multiplier=1.0",
+      "privacy.min_surviving_clients=2"], "privacy.min_surviving_clients"),
+    (["federation.concurrency=3"], "federation.concurrency"),
+])
+def test_a_setting_that_would_be_silently_unused_is_refused(overrides, field):
+    with pytest.raises(ConfigError, match=f"^{field} applies only to"):
+        load_config(overrides=overrides)

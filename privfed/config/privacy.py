@@ -164,6 +164,14 @@ class PrivacyConfig:
                 f"privacy.noise 'skellam' applies only to mechanism 'distributed', "
                 f"not {self.mechanism!r}; allowed for {self.mechanism!r}: ['gaussian']"
             )
+        if self.quantization_step is not None and self.noise != "skellam":
+            raise ConfigError(
+                f"privacy.quantization_step applies only to privacy.noise 'skellam' (the "
+                f"lattice of its integer noise), not {self.noise!r}")
+        if self.min_surviving_clients is not None and self.mechanism != "distributed":
+            raise ConfigError(
+                f"privacy.min_surviving_clients applies only to mechanism 'distributed', not "
+                f"{self.mechanism!r}")
         if self.noise == "skellam" and (self.adaptive_clipping or math.isinf(self.clip_norm)):
             raise ConfigError(
                 "privacy.noise 'skellam' needs a fixed, finite privacy.clip_norm "

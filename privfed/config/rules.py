@@ -48,6 +48,10 @@ def _check_federated_eval(config: ExperimentConfig) -> None:
 
 def _check_fedbuff(config: ExperimentConfig) -> None:
     fed, mechanism = config.federation, config.privacy.mechanism
+    if fed.concurrency is not None and fed.buffer_size is None:
+        raise ConfigError("federation.concurrency applies only to FedBuff (set "
+                          "federation.buffer_size); synchronous rounds train "
+                          "round(fraction * num_clients) clients")
     if fed.concurrency is not None and fed.concurrency > config.data.num_clients:
         raise ConfigError(f"federation.concurrency ({fed.concurrency}) must be at most "
                           f"data.num_clients ({config.data.num_clients})")

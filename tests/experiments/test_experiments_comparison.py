@@ -69,7 +69,7 @@ def test_main_job_tabulates_every_configuration_and_resumes(tmp_path, monkeypatc
 def test_every_run_directory_of_the_comparison_is_complete(tmp_path, monkeypatch,
                                                           check_run_dir):
     configs = comparison_configs(TINY)
-    monkeypatch.setattr(comparison, "audit_run", lambda run_dir, config:
+    monkeypatch.setattr(comparison, "audit_run", lambda run_dir, config, **_options:
                         _fake_result(tmp_path, "", config, 0.95).leakage)
     results = run_comparison(configs, tmp_path / "compare")
     assert sorted(p.name for p in (tmp_path / "compare").iterdir()) == sorted(
@@ -129,3 +129,15 @@ def test_the_table_flags_a_configuration_that_does_not_beat_the_majority():
            "seconds_per_round": 0.1, "bytes_up_per_client_round": 2048.0}
     assert format_cells(row)[1] == "0.620 (<= majority 0.627)"
     assert format_cells({**row, "beats_majority": True})[1] == "0.620"
+
+
+def test_the_main_job_refuses_a_sites_files_before_writing_anything(tmp_path, site_files,
+                                                                     capsys):
+    from privfed.cli import main
+
+    args = ["run", "--output-dir", str(tmp_path / "runs"), "--set", "data.dataset=csv",
+            "--set", f"data.path='{site_files['all']}'", "--set", "data.label_column=diagnosis",
+            "-q"]
+    assert main(args) == 2
+    assert "needs a built-in dataset" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
