@@ -25,11 +25,15 @@ _POSITIVE = Range(0, low_open=True)
 _NON_NEGATIVE = Range(0)
 _DECAY = Range(0, 1, high_open=True)
 
+MAX_LOCAL_EPOCHS = 10_000
+"""The most local epochs per round: far past any federated use (1 to a few tens), and a
+round's batch schedule of that many epochs still fits in memory."""
+
 RULES: dict[str, Rule] = {
     "rounds": Range(1),
     "fraction": Range(0, 1, low_open=True),
     "client_sampling": OneOf(CLIENT_SAMPLINGS),
-    "local_epochs": Range(1),
+    "local_epochs": Range(1, MAX_LOCAL_EPOCHS),
     "batch_size": Range(1),
     "lr": _POSITIVE,
     "mu": _NON_NEGATIVE,
@@ -64,7 +68,8 @@ class FederationConfig:
         "fixed" (exactly round(C*K) clients per round) or "poisson" (each client independently
         with probability C; what user-level DP accounting assumes).
     local_epochs, batch_size, lr : int, int, float
-        E >= 1, B >= 1 and the learning rate (> 0) of local SGD.
+        E in [1, 10000], B >= 1 (a batch past a client's data is all of it) and the learning
+        rate (> 0) of local SGD.
     mu : float
         FedProx proximal term, >= 0 (0 = FedAvg), with ``lr * mu < 2`` (each local step
         multiplies the distance to the global model by ``1 - lr * mu``, so at 2 and above it
