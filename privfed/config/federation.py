@@ -48,8 +48,8 @@ RULES: dict[str, Rule] = {
     "federated_eval_fraction": Range(0, 1, low_open=True),
     "buffer_size": Range(1),
     "concurrency": Range(1),
-    "latency_spread": _NON_NEGATIVE,
-    "staleness_exponent": _NON_NEGATIVE,
+    "latency_spread": Range(0, 10),
+    "staleness_exponent": Range(0, 10),
 }
 """The rule of each field (None, where allowed, means "not set" and is not checked)."""
 
@@ -98,10 +98,11 @@ class FederationConfig:
         FedBuff only: clients training at once, >= 1 and at most ``data.num_clients``
         (None: round(fraction * num_clients)).
     latency_spread : float
-        FedBuff: std of the log of each client's simulated job duration, >= 0 (0: all equal).
+        FedBuff: std of the log of each client's simulated job duration, in [0, 10] (0: all
+        equal; 10 already spreads durations over e^±40, and beyond the float range ends).
     staleness_exponent : float
         FedBuff: an update s versions stale is weighted by (1 + s) ** -staleness_exponent;
-        >= 0.
+        in [0, 10] (larger ones underflow a stale update's weight to 0).
     device : str
         Where local training, evaluation and the attacks' models run: "auto" (CUDA if
         available, else MPS, else the CPU), "cpu", "cuda", "cuda:N" or "mps". The form is
