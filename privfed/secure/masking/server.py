@@ -370,4 +370,28 @@ def decode_masking(message: bytes, round_id: int) -> tuple[np.ndarray, float, tu
     values = ring.from_bytes(body[1], len(body[1]) // ring.dtype.itemsize)
     if values is None:
         raise MessageRejectedError("malformed masking aggregate vector")
-    return ring.dequantize(values) * (announced / w_incl), w_incl, included
+    mean = ring.dequantize(values) * (announced / w_incl)
+    warn_if_coarse(mean, ring, announced / w_incl, round_id)
+    return mean, w_incl, included
+
+
+COARSE_ROUNDING = 0.1
+"""The share of the aggregate's root mean square above which :func:`warn_if_coarse` warns."""
+
+
+def warn_if_coarse(mean: np.ndarray, ring: Ring, rescale: float, round_id: int) -> None:
+    """Log a warning when the fixed-point rounding is not small beside the released mean.
+
+    Stochastic rounding is unbiased but adds up to one ``ring.step`` per client, so the
+    mean carries noise of standard deviation at most ``sqrt(clients) * step / 2`` (times
+    the weight rescaling). A ``clip`` far above the updates' scale makes that noise
+    swamp the mean; the released mean (which the server holds anyway) shows it.
+    """
+    bound = np.sqrt(ring.clients) * ring.step / 2 * rescale
+    rms = float(np.sqrt(np.mean(np.square(mean)))) if mean.size else 0.0
+    if bound > COARSE_ROUNDING * rms:
+        logger.warning(
+            "round %d: masking's fixed-point rounding (noise up to %.3g per coordinate) is "
+            "not small beside the aggregate (root mean square %.3g): lower secure.clip "
+            "(now %g) toward the updates' scale, or raise secure.ring_bits", round_id, bound,
+            rms, ring.clip)
