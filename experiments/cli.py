@@ -124,7 +124,7 @@ def summarize_sweep(points: list[SweepPoint], sweep_dir: Path) -> Path:
     table = aggregate_over_seeds(rows)
     write_csv(rows, sweep_dir / "results.csv")
     write_csv(table, sweep_dir / "results_by_config.csv")
-    return write_report(sweep_dir, rows, table, points[0].config)
+    return write_report(sweep_dir, rows, table, points[0].config, swept=list(points[0].values))
 
 
 def _sweep(args: argparse.Namespace) -> int:
