@@ -116,9 +116,9 @@ def run_audit(
     with staging_dir(out) as staging:
         label = f"{config.name} ({config.short_hash()})"
         plot_roc(results, staging / "roc.png",
-                 title=f"{label}: membership ROC, outsider view (the released model)")
+                 title=f"{label}:\nmembership ROC, outsider view (the released model)")
         plot_reconstructions(rows, staging / "reconstructions.png",
-                             title=f"{label}: gradient inversion, PSNR per image")
+                             title=f"{label}:\ngradient inversion, each image's PSNR")
         # Strict JSON: NaN as null, infinities (e.g. a perfect reconstruction's PSNR, a
         # non-private epsilon) as "inf"; read it back with privfed.jsonsafe.loads.
         (staging / "leakage.json").write_text(jsonsafe.dumps(report, indent=2) + "\n",
