@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 
@@ -13,8 +15,31 @@ import numpy as np  # noqa: E402
 
 from attacks.membership import MembershipResult  # noqa: E402
 from attacks.metrics import roc_curve  # noqa: E402
+from privfed.plots import save_figure  # noqa: E402
 
-__all__ = ["plot_roc", "plot_reconstructions"]
+__all__ = ["ReconstructionRow", "plot_reconstructions", "plot_roc"]
+
+
+class ReconstructionRow(NamedTuple):
+    """One inversion scenario of the reconstruction grid.
+
+    Attributes
+    ----------
+    scenario : str
+        E.g. ``"single"``, ``"multi_step"``, ``"aggregate"``.
+    view : str
+        The party whose view was inverted (``"server"``, ``"collusion"``).
+    originals, reconstructions : numpy.ndarray
+        Images ``(N, C, H, W)`` in [0, 1]; the first channel is shown in grey.
+    psnr : sequence of float
+        PSNR (dB) of each reconstruction against its original.
+    """
+
+    scenario: str
+    view: str
+    originals: np.ndarray
+    reconstructions: np.ndarray
+    psnr: Sequence[float]
 
 
 def plot_roc(results: Mapping[str, MembershipResult], path: str | Path, title: str = "") -> Path:
@@ -27,6 +52,7 @@ def plot_roc(results: Mapping[str, MembershipResult], path: str | Path, title: s
     path : str or Path
         PNG file to write.
     title : str
+        The figure's title: the configuration, and the view the attacks had.
     """
     fig, ax = plt.subplots(figsize=(5, 5))
     floor = 1e-4
@@ -36,41 +62,53 @@ def plot_roc(results: Mapping[str, MembershipResult], path: str | Path, title: s
                 label=f"{name} (AUC {res.metrics['auc']:.3f})")
     ax.plot([floor, 1], [floor, 1], "k--", lw=0.8, label="chance")
     ax.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1),
-           xlabel="False positive rate", ylabel="True positive rate", title=title)
+           xlabel="False positive rate", ylabel="True positive rate")
+    ax.set_title(title, fontsize=9)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
-def plot_reconstructions(
-    rows: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | Path
-) -> Path:
-    """Write a grid: for each row, originals above their reconstructions.
+def plot_reconstructions(rows: Sequence[ReconstructionRow], path: str | Path,
+                         title: str = "") -> Path:
+    """Write a grid: for each scenario, its originals above their reconstructions.
+
+    The first image of each pair of lines is labelled with the scenario and the view it was
+    attacked from, every original "original" and every reconstruction its PSNR in dB.
 
     Parameters
     ----------
-    rows : sequence of (label, originals, reconstructions)
-        Images ``(N, C, H, W)`` in [0, 1]; the first channel is shown in grey.
+    rows : sequence of ReconstructionRow
+        Scenarios without images (the view could not read an update) are left out.
     path : str or Path
+        PNG file to write.
+    title : str
+        The figure's title (the configuration).
     """
-    rows = [r for r in rows if len(r[1])]
-    width = max((len(r[1]) for r in rows), default=1)
+    rows = [r for r in rows if len(r.originals)]
+    width = max((len(r.originals) for r in rows), default=1)
     fig, axes = plt.subplots(2 * max(len(rows), 1), width, squeeze=False,
-                             figsize=(1.1 * width, 2.4 * max(len(rows), 1)))
+                             figsize=(max(1.2 * width, 4.0), 0.4 + 2.6 * max(len(rows), 1)))
     for ax in axes.flat:
         ax.axis("off")
-    for i, (label, originals, recs) in enumerate(rows):
-        for j in range(len(originals)):
-            for k, (img, what) in enumerate(((originals[j], "original"), (recs[j], "recon."))):
-                ax = axes[2 * i + k, j]
-                ax.imshow(img[0], cmap="gray", vmin=0, vmax=1)
-                if j == 0:
-                    ax.set_title(f"{label}: {what}", fontsize=7, loc="left")
+    for i, row in enumerate(rows):
+        for j in range(len(row.originals)):
+            _show(axes[2 * i, j], row.originals[j], "original")
+            _show(axes[2 * i + 1, j], row.reconstructions[j], _psnr_label(row.psnr[j]))
+        axes[2 * i, 0].set_ylabel(f"{row.scenario}\n({row.view} view)", fontsize=7)
+        axes[2 * i, 0].axis("on")
+        axes[2 * i, 0].set(xticks=[], yticks=[])
+    fig.suptitle(title or "reconstructions", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
+
+
+def _show(ax: plt.Axes, image: np.ndarray, label: str) -> None:
+    """Draw the first channel of ``image`` in grey with ``label`` above it."""
+    ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
+    ax.set_title(label, fontsize=6)
+
+
+def _psnr_label(value: float) -> str:
+    """``"23.4 dB"``; ``"inf dB"`` for a perfect reconstruction."""
+    return "inf dB" if math.isinf(value) else f"{value:.1f} dB"

@@ -48,7 +48,7 @@ from attacks.membership_experiment import (
     reference_confidence,
     train_target,
 )
-from attacks.plots import plot_reconstructions, plot_roc
+from attacks.plots import ReconstructionRow, plot_reconstructions, plot_roc
 from attacks.views import CollusionView, ServerView, UploadReader, applicable_attacks
 from privfed import jsonsafe
 from privfed.atomic import publish_dir, remove_stale_temporaries, staging_dir
@@ -114,9 +114,11 @@ def run_audit(
     store.remove_stale()
     report, results, rows = _measure(config, _Units(store, say))
     with staging_dir(out) as staging:
+        label = f"{config.name} ({config.short_hash()})"
         plot_roc(results, staging / "roc.png",
-                 title=f"{config.name}: membership from the final model")
-        plot_reconstructions(rows, staging / "reconstructions.png")
+                 title=f"{label}:\nmembership ROC, outsider view (the released model)")
+        plot_reconstructions(rows, staging / "reconstructions.png",
+                             title=f"{label}:\ngradient inversion, each image's PSNR")
         # Strict JSON: NaN as null, infinities (e.g. a perfect reconstruction's PSNR, a
         # non-private epsilon) as "inf"; read it back with privfed.jsonsafe.loads.
         (staging / "leakage.json").write_text(jsonsafe.dumps(report, indent=2) + "\n",
@@ -186,7 +188,7 @@ class _Units:
 
 def _measure(
     config: ExperimentConfig, units: _Units
-) -> tuple[dict[str, Any], dict[str, MembershipResult], list[tuple[str, np.ndarray, np.ndarray]]]:
+) -> tuple[dict[str, Any], dict[str, MembershipResult], list[ReconstructionRow]]:
     """Every unit of the audit; the report, the outsider attacks' results and the
     reconstructions' rows (for the plots)."""
     sizes = config.audit.sizes()
@@ -235,7 +237,9 @@ def _measure(
         "inversion": sum(unit.meta["seconds"] for unit in inversion.values()),
         "epsilon_audit": canary.meta["seconds"],
     }
-    rows = [(name, unit.arrays["originals"], unit.arrays["reconstructions"])
+    rows = [ReconstructionRow(name, unit.meta["summary"]["view"], unit.arrays["originals"],
+                              unit.arrays["reconstructions"],
+                              unit.meta["summary"].get("per_example", {}).get("psnr", []))
             for name, unit in inversion.items()]
     return report, results, rows
 

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from experiments.comparison import (
+    COMPACT_COLUMNS,
+    compact_cells,
+    compact_legend,
     comparison_configs,
-    format_cells,
     run_comparison,
     write_comparison_report,
 )
@@ -24,8 +28,8 @@ from privfed import cli as core_cli
 from privfed.atomic import write_bytes
 from privfed.config import ConfigError
 
-__all__ = ["register_compare", "register_report", "register_sweep", "run_main_job",
-           "summarize_sweep"]
+__all__ = ["print_comparison", "register_compare", "register_report", "register_sweep",
+           "run_main_job", "summarize_sweep"]
 
 GRID_COPY = "grid.toml"
 
@@ -64,16 +68,32 @@ def run_main_job(args: argparse.Namespace) -> int:
 
         results = run_comparison(configs, out_dir, progress=on_step)
     report = write_comparison_report(results, out_dir)
-    table = Table(title=f"privacy configurations compared ({data.dataset}, {data.num_clients} "
-                        f"clients, delta {configs[1][1].privacy.delta:g})")
-    for column in ("configuration", "accuracy", "epsilon", "MIA AUC", "TPR@1%FPR",
-                   "eps lower", "inversion", "s/round", "KiB/round"):
-        table.add_column(column, justify="left" if column == "configuration" else "right")
-    for result in results:
-        table.add_row(*format_cells(result.row()))
-    console.print(table)
+    print_comparison(console, [result.row() for result in results],
+                     f"privacy configurations compared ({data.dataset}, {data.num_clients} "
+                     f"clients, delta {configs[1][1].privacy.delta:g})")
     console.print(f"report: {report}")
     return 0
+
+
+def print_comparison(console: Console, rows: list[dict[str, Any]], title: str) -> None:
+    """Print the comparison table in 80 columns, its abbreviations explained below it.
+
+    Parameters
+    ----------
+    console : rich.console.Console
+    rows : list of dict
+        :meth:`experiments.comparison.Comparison.row` of each configuration.
+    title : str
+    """
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for header, _meaning in COMPACT_COLUMNS:
+        table.add_column(header, justify="left" if header == "config" else "right",
+                         no_wrap=True)
+    for row in rows:
+        table.add_row(*compact_cells(row))
+    console.print(table)
+    for line in compact_legend(rows):
+        console.print(line, highlight=False)
 
 
 def register_sweep(commands: argparse._SubParsersAction) -> None:
@@ -104,7 +124,7 @@ def summarize_sweep(points: list[SweepPoint], sweep_dir: Path) -> Path:
     table = aggregate_over_seeds(rows)
     write_csv(rows, sweep_dir / "results.csv")
     write_csv(table, sweep_dir / "results_by_config.csv")
-    return write_report(sweep_dir, rows, table, points[0].config)
+    return write_report(sweep_dir, rows, table, points[0].config, swept=list(points[0].values))
 
 
 def _sweep(args: argparse.Namespace) -> int:

@@ -27,7 +27,8 @@ from privfed.config.loading import apply_overrides
 from privfed.federated.metrics import beats_majority
 from privfed.rundir import describe_epsilon, run_name, run_problems, train_run
 
-__all__ = ["CONFIGURATIONS", "Comparison", "comparison_configs", "run_comparison",
+__all__ = ["COMPACT_COLUMNS", "CONFIGURATIONS", "Comparison", "comparison_configs",
+           "compact_cells", "compact_legend", "format_cells", "run_comparison",
            "write_comparison_report"]
 
 CONFIGURATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -45,6 +46,24 @@ CONFIGURATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 COMPARISON_BASE = ("name=compare", "model.hidden=[128]")
 """Defaults of the comparison's base (a smaller MLP suits the DP rows); user overrides win."""
+
+SHORT_LABELS = {"plain FedAvg": "FedAvg", "local DP-SGD": "LDP-SGD",
+                "user-level DP-FedAvg": "DP-FedAvg", "HE (CKKS)": "HE", "masking": "Mask",
+                "masking + distributed DP": "Mask+DDP"}
+"""The 80-column table's name of each configuration (the legend spells it out)."""
+
+COMPACT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("config", "configuration (below)"),
+    ("acc", "test accuracy (! = does not beat the majority class)"),
+    ("eps", "epsilon, r = record level, u = user level (in full below)"),
+    ("AUC", "membership AUC (LiRA online, outsider view)"),
+    ("TPR", "its TPR at 1% FPR"),
+    ("eps>=", "the canary audit's lower bound on epsilon"),
+    ("PSNR", "best inversion PSNR in dB from what the server decodes"),
+    ("s/rd", "seconds per round"),
+    ("KiB", "KiB up per client per round"),
+)
+"""Header and meaning of each column of the 80-column comparison table."""
 
 
 @dataclass(frozen=True)
@@ -209,6 +228,40 @@ def format_cells(row: dict[str, Any]) -> list[str]:
         f"{row['seconds_per_round']:.3f}",
         f"{row['bytes_up_per_client_round'] / 1024:,.0f}",
     ]
+
+
+def compact_cells(row: dict[str, Any]) -> list[str]:
+    """The cells of one :meth:`Comparison.row` in the 80-column table
+    (:data:`COMPACT_COLUMNS`; :func:`compact_legend` explains the abbreviations)."""
+    psnr = row["server_inversion_psnr_db"]
+    unit = {"record": " r", "user": " u"}.get(row["epsilon_unit"], "")
+    epsilon = "inf" if math.isinf(row["epsilon"]) else f"{row['epsilon']:.2f}{unit}"
+    return [
+        SHORT_LABELS.get(row["configuration"], row["configuration"]),
+        f"{row['accuracy']:.3f}" + ("" if row["beats_majority"] else "!"),
+        epsilon,
+        f"{row['mia_auc']:.3f}",
+        f"{row['mia_tpr_at_1pct_fpr']:.3f}",
+        _num(row["epsilon_lower"], ".2f"),
+        "-" if psnr is None else f"{psnr:.0f}",
+        f"{row['seconds_per_round']:.2f}",
+        f"{row['bytes_up_per_client_round'] / 1024:,.0f}",
+    ]
+
+
+def compact_legend(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """What the 80-column table abbreviates: one line for the columns, then one per
+    configuration (its full name, its epsilon in full and any warning)."""
+    lines = ["; ".join(f"{short}: {meaning}" for short, meaning in COMPACT_COLUMNS[1:]) + "."]
+    for row in rows:
+        text = (f"{SHORT_LABELS.get(row['configuration'], row['configuration'])} = "
+                f"{row['configuration']}: epsilon {row['epsilon_text']}")
+        if not row["beats_majority"]:
+            text += f"; accuracy <= the majority class's {row['majority_baseline']:.3f}"
+        if row.get("dp_violation"):
+            text += "; LIKELY DP BUG: the audit's lower bound exceeds epsilon"
+        lines.append(text)
+    return lines
 
 
 def _num(value: float | None, spec: str) -> str:

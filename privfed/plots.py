@@ -19,6 +19,15 @@ __all__ = ["plot_accuracy", "save_figure"]
 def plot_accuracy(history: History, path: str | Path, title: str = "") -> Path:
     """Plot test accuracy against the round number and save it as a PNG.
 
+    Parameters
+    ----------
+    history : History
+        The run's rounds; only the evaluated ones are plotted.
+    path : str or Path
+        PNG file to write.
+    title : str
+        The figure's title: the configuration, and what is shown.
+
     Raises
     ------
     ValueError

@@ -307,7 +307,7 @@ def write_run(
             from privfed.plots import plot_accuracy  # matplotlib loads only when a run is written
 
             plot_accuracy(history, staging / "accuracy.png",
-                          title=f"{config.name} ({config.short_hash()})")
+                          title=f"{config.name} ({config.short_hash()}): test accuracy per round")
         if model is not None:
             (staging / "model.pt").write_bytes(model_bytes(model))
         (staging / "summary.json").write_text(jsonsafe.dumps(summary, indent=2) + "\n",
