@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from privfed import jsonsafe
+from privfed import __version__, jsonsafe
 from privfed.config import ConfigError, ExperimentConfig, load_config
 from privfed.data import ChecksumError, DataFormatError, DatasetNotFoundError
 from privfed.federated import RoundRecord, TrainingDivergedError
@@ -39,7 +39,8 @@ Commands:
            main job, `privfed compare`
   compare  the main job: the embedded digits federation trained and audited under six
            privacy configurations, one table (experiments plug-in)
-  config   print the resolved config (defaults + file + --set overrides) as TOML
+  config   print the resolved config (defaults + file + --set overrides) as TOML, every
+           key (unset ones as comments)
   audit    measure what each party could learn: membership, inversion, epsilon audit
   sweep    run a grid of configs, resumably, and report them (experiments plug-in)
   report   write a sweep's results tables, plots and report.md (experiments plug-in)
@@ -200,6 +201,7 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"privfed {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
         "run", help="train a federation and write its run directory (no CONFIG: the main job)",

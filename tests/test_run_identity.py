@@ -77,8 +77,7 @@ def test_two_runs_with_different_data_dirs_write_two_directories(data_dirs, tmp_
                                                                  monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "c.toml"
-    config.write_text("name = 'cli'\n" + load_config(overrides=SMALL).to_toml()
-                      .replace('name = "digits-mlp"\n', ""))
+    config.write_text(load_config(overrides=[*SMALL, "name=cli"]).to_toml())
     for data_dir in data_dirs:
         assert main(["run", str(config), "--data-dir", str(data_dir), "-q"]) == 0
     assert len([p for p in (tmp_path / "runs").iterdir() if p.name.startswith("cli-")]) == 2
