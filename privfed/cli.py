@@ -159,8 +159,9 @@ def add_config_arguments(parser: argparse.ArgumentParser,
     add_override_arguments(parser)
 
 
-def add_override_arguments(parser: argparse.ArgumentParser) -> None:
-    """--set, --data-dir, --output-dir and --seed (read them back with
+def add_override_arguments(parser: argparse.ArgumentParser, output_dir: bool = True) -> None:
+    """--set, --data-dir, --output-dir (unless ``output_dir`` is False: a command whose
+    --output-dir means something else) and --seed (read them back with
     :func:`config_overrides`)."""
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -168,16 +169,18 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data-dir", help="dataset directory (overrides data.data_dir, "
                         "env PRIVFED_DATA, and the user cache dir)")
-    parser.add_argument("--output-dir", help="parent of run directories (default: runs)")
+    if output_dir:
+        parser.add_argument("--output-dir", help="parent of run directories (default: runs)")
     parser.add_argument("--seed", type=int, help="experiment seed (overrides seed)")
 
 
-def config_overrides(args: argparse.Namespace) -> list[str]:
-    """The ``--set`` overrides plus those of --data-dir, --output-dir and --seed."""
+def config_overrides(args: argparse.Namespace, output_dir: bool = True) -> list[str]:
+    """The ``--set`` overrides plus those of --data-dir, --output-dir (unless ``output_dir``
+    is False) and --seed."""
     overrides = list(args.overrides)
     if args.data_dir is not None:
         overrides.append(f"data.data_dir={_toml_string(args.data_dir)}")
-    if args.output_dir is not None:
+    if output_dir and args.output_dir is not None:
         overrides.append(f"output_dir={_toml_string(args.output_dir)}")
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
