@@ -33,11 +33,12 @@ GRID_COPY = "grid.toml"
 
 def register_compare(commands: argparse._SubParsersAction) -> None:
     """Add ``privfed compare [--set KEY=VALUE ...] [--seed N] [--data-dir DIR]
-    [--output-dir DIR] [-q]``: the main job."""
+    [--output-dir DIR] [--quick] [-q]``: the main job."""
     text = ("the main job: one federation trained and audited under six privacy "
             "configurations, one table (resumable); `privfed run` without CONFIG runs it")
     parser = commands.add_parser("compare", help=text, description=text)
     core_cli.add_override_arguments(parser)
+    core_cli.add_quick_argument(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     parser.set_defaults(handler=run_main_job)
 
@@ -84,16 +85,17 @@ OVERRIDES_COPY = "overrides.json"
 
 def register_sweep(commands: argparse._SubParsersAction) -> None:
     """Add ``privfed sweep GRID.toml [--workers N] [--output-dir DIR] [--set KEY=VALUE ...]
-    [--seed N] [--data-dir DIR]``; the overrides apply to the grid's base config of every
+    [--seed N] [--data-dir DIR] [--quick]``; the overrides apply to the grid's base config of every
     point (a gridded field cannot be overridden)."""
     text = "run every point of a grid of configs (resumable), then write results and report"
     parser = commands.add_parser("sweep", help=text, description=text)
     parser.add_argument("grid", metavar="GRID.toml", help="grid file: [base] config + [grid]")
     core_cli.add_override_arguments(parser, output_dir=False)
+    core_cli.add_quick_argument(parser)
     parser.add_argument("--workers", type=int, default=1, help="points run in parallel")
     parser.add_argument("--audit", action="store_true",
                         help="also audit every point (membership, inversion, epsilon audit), "
-                             "sized by the grid's [base.audit] section")
+                             "sized by the grid's [base.audit] section (--quick: small)")
     parser.add_argument("--output-dir", default="runs",
                         help="the sweep directory is OUTPUT_DIR/<grid file name> (default: runs)")
     parser.set_defaults(handler=_sweep)

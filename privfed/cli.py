@@ -29,7 +29,7 @@ from privfed.rundir import (
 from privfed.secure.errors import SecureAggregationError
 
 __all__ = ["COMMAND_GROUP", "MAIN_JOB", "add_config_arguments", "add_override_arguments",
-           "config_overrides", "main", "resolve_config"]
+           "add_quick_argument", "config_overrides", "main", "resolve_config"]
 
 _DESCRIPTION = """\
 privfed: privacy-preserving federated learning.
@@ -174,10 +174,18 @@ def add_override_arguments(parser: argparse.ArgumentParser, output_dir: bool = T
     parser.add_argument("--seed", type=int, help="experiment seed (overrides seed)")
 
 
+def add_quick_argument(parser: argparse.ArgumentParser) -> None:
+    """--quick, of every command that audits (read back by :func:`config_overrides`)."""
+    parser.add_argument("--quick", action="store_true",
+                        help="a small, fast audit (the same as --set audit.quick=true)")
+
+
 def config_overrides(args: argparse.Namespace, output_dir: bool = True) -> list[str]:
     """The ``--set`` overrides plus those of --data-dir, --output-dir (unless ``output_dir``
-    is False) and --seed."""
+    is False), --seed and --quick (where the command has it, :func:`add_quick_argument`)."""
     overrides = list(args.overrides)
+    if getattr(args, "quick", False):
+        overrides.append("audit.quick=true")
     if args.data_dir is not None:
         overrides.append(f"data.data_dir={_toml_string(args.data_dir)}")
     if output_dir and args.output_dir is not None:

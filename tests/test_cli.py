@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import privfed
-from privfed.cli import main
+from privfed.cli import _parser, config_overrides, main
 from privfed.config import load_config
 
 DIGITS = str(Path(__file__).parents[1] / "experiments" / "configs" / "digits.toml")
@@ -200,3 +200,12 @@ def test_a_global_model_that_leaves_the_float_range_stops_the_run_with_one_line(
     assert "the global model" in err and "NaN/Inf" in err and "server_lr" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("command", [["audit"], ["compare"], ["sweep", "grid.toml"]])
+def test_every_auditing_command_spells_the_quick_audit_quick(command):
+    parser, _ = _parser()
+    own_output_dir = command[0] != "sweep"  # the sweep's --output-dir is not output_dir
+    args = parser.parse_args([*command, "--quick", "--set", "federation.rounds=2"])
+    assert config_overrides(args, own_output_dir) == ["federation.rounds=2", "audit.quick=true"]
+    assert config_overrides(parser.parse_args(command), own_output_dir) == []
