@@ -47,6 +47,7 @@ from privfed.config import (
     apply_overrides,
     config_from_dict,
     load_config,
+    resolve_data_paths,
 )
 from privfed.rundir import run_name, run_problems, train_run
 
@@ -86,6 +87,12 @@ def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> list[SweepPoin
         config of every point, the grid's values then set on top; one that names a gridded
         field (or a field inside a gridded table) is refused.
 
+    Notes
+    -----
+    Relative data paths are made absolute
+    (:func:`~privfed.config.resolve_data_paths`): those of the grid file against its
+    directory, those of ``overrides`` against the working directory.
+
     Raises
     ------
     ConfigError
@@ -114,13 +121,14 @@ def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> list[SweepPoin
             raise ConfigError(f"{path}: grid.{field_name!r} must be a non-empty list of values, "
                               f"got {values!r}")
     _check_not_gridded(overrides, grid)
-    base = apply_overrides(base, overrides)
+    base = resolve_data_paths(base, path.parent)
+    base = resolve_data_paths(apply_overrides(base, overrides), Path.cwd())
     names = list(grid)
     points = []
     for combo in itertools.product(*(grid[n] for n in names)):
         values = dict(zip(names, combo, strict=True))
         try:
-            config = config_from_dict(_with_values(base, values))
+            config = config_from_dict(resolve_data_paths(_with_values(base, values), path.parent))
         except ConfigError as err:
             raise ConfigError(f"{path}: grid point {values}: {err}") from None
         points.append(SweepPoint(config, values))
