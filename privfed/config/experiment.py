@@ -117,6 +117,8 @@ class ExperimentConfig:
         payload.pop("output_dir")
         payload["data"].pop("data_dir")
         payload["federation"].pop("device")
+        if not self.federation.drop_last:  # runs from before the field keep their identity
+            payload["federation"].pop("drop_last")
         content = self.data.content_tokens()
         if content:
             payload["data_content"] = content
