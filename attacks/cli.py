@@ -16,7 +16,7 @@ from pathlib import Path
 
 from attacks.report import format_table
 from attacks.runner import run_audit
-from privfed.cli import add_config_arguments, resolve_config
+from privfed.cli import add_config_arguments, add_quick_argument, resolve_config
 from privfed.rundir import run_dir_for
 
 __all__ = ["register", "main"]
@@ -29,8 +29,7 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_config_arguments(parser)
     parser.add_argument("--out", default=None,
                         help="output directory (default: <run dir>/audit)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a small, fast audit (the same as --set audit.quick=true)")
+    add_quick_argument(parser)
     parser.set_defaults(handler=main)
     return parser
 
@@ -40,8 +39,6 @@ def main(args: argparse.Namespace) -> int:
 
     Returns 2 when the canary audit flags a likely DP bug, else 0.
     """
-    if args.quick:
-        args.overrides = [*args.overrides, "audit.quick=true"]
     config = resolve_config(args)
     given = Path(args.config) if args.config else None
     out = Path(args.out) if args.out else (

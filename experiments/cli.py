@@ -5,6 +5,7 @@ without a CONFIG), ``sweep`` and ``report``."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,12 @@ GRID_COPY = "grid.toml"
 
 def register_compare(commands: argparse._SubParsersAction) -> None:
     """Add ``privfed compare [--set KEY=VALUE ...] [--seed N] [--data-dir DIR]
-    [--output-dir DIR] [-q]``: the main job."""
+    [--output-dir DIR] [--quick] [-q]``: the main job."""
     text = ("the main job: one federation trained and audited under six privacy "
             "configurations, one table (resumable); `privfed run` without CONFIG runs it")
     parser = commands.add_parser("compare", help=text, description=text)
     core_cli.add_override_arguments(parser)
+    core_cli.add_quick_argument(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     parser.set_defaults(handler=run_main_job)
 
@@ -96,15 +98,24 @@ def print_comparison(console: Console, rows: list[dict[str, Any]], title: str) -
         console.print(line, highlight=False)
 
 
+OVERRIDES_COPY = "overrides.json"
+"""The sweep's --set, --seed and --data-dir overrides, kept beside the grid's copy so that
+``privfed report`` finds the same points."""
+
+
 def register_sweep(commands: argparse._SubParsersAction) -> None:
-    """Add ``privfed sweep GRID.toml [--workers N] [--output-dir DIR]``."""
+    """Add ``privfed sweep GRID.toml [--workers N] [--output-dir DIR] [--set KEY=VALUE ...]
+    [--seed N] [--data-dir DIR] [--quick]``; the overrides apply to the grid's base config of every
+    point (a gridded field cannot be overridden)."""
     text = "run every point of a grid of configs (resumable), then write results and report"
     parser = commands.add_parser("sweep", help=text, description=text)
     parser.add_argument("grid", metavar="GRID.toml", help="grid file: [base] config + [grid]")
+    core_cli.add_override_arguments(parser, output_dir=False)
+    core_cli.add_quick_argument(parser)
     parser.add_argument("--workers", type=int, default=1, help="points run in parallel")
     parser.add_argument("--audit", action="store_true",
                         help="also audit every point (membership, inversion, epsilon audit), "
-                             "sized by the grid's [base.audit] section")
+                             "sized by the grid's [base.audit] section (--quick: small)")
     parser.add_argument("--output-dir", default="runs",
                         help="the sweep directory is OUTPUT_DIR/<grid file name> (default: runs)")
     parser.set_defaults(handler=_sweep)
@@ -130,10 +141,12 @@ def summarize_sweep(points: list[SweepPoint], sweep_dir: Path) -> Path:
 def _sweep(args: argparse.Namespace) -> int:
     console = Console()
     grid = Path(args.grid)
-    points = load_grid(grid)
+    overrides = core_cli.config_overrides(args, output_dir=False)
+    points = load_grid(grid, overrides)
     sweep_dir = Path(args.output_dir) / grid.stem
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_bytes(sweep_dir / GRID_COPY, grid.read_bytes())
+    write_bytes(sweep_dir / OVERRIDES_COPY, json.dumps(overrides).encode())
     console.print(f"[bold]privfed sweep[/] {grid} -> {sweep_dir}: {len(points)} points")
 
     def on_event(kind: str, point: SweepPoint, detail: str) -> None:
@@ -156,7 +169,8 @@ def _report(args: argparse.Namespace) -> int:
     grid = sweep_dir / GRID_COPY
     if not grid.is_file():
         raise ConfigError(f"{sweep_dir} is not a sweep directory (no {GRID_COPY})")
-    points = load_grid(grid)
+    overrides = sweep_dir / OVERRIDES_COPY
+    points = load_grid(grid, json.loads(overrides.read_text()) if overrides.is_file() else [])
     console = Console()
     for row in collect_rows(points, sweep_dir):
         if row["status"] == "invalid":

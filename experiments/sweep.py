@@ -41,7 +41,14 @@ from typing import Any
 from experiments.audits import audit_run, read_leakage
 from privfed import jsonsafe
 from privfed.atomic import exit_with_parent, remove_stale_temporaries, write_text
-from privfed.config import ConfigError, ExperimentConfig, config_from_dict, load_config
+from privfed.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    resolve_data_paths,
+)
 from privfed.rundir import run_name, run_problems, train_run
 
 __all__ = ["SweepPoint", "load_grid", "run_point", "run_sweep"]
@@ -68,14 +75,30 @@ class SweepPoint:
         return run_name(self.config)
 
 
-def load_grid(path: str | Path) -> list[SweepPoint]:
+def load_grid(path: str | Path, overrides: Sequence[str] = ()) -> list[SweepPoint]:
     """Expand a grid file into its points, each config validated.
+
+    Parameters
+    ----------
+    path : str or Path
+        The grid file.
+    overrides : sequence of str
+        ``"section.key=value"`` strings (``privfed sweep --set``) applied to the ``[base]``
+        config of every point, the grid's values then set on top; one that names a gridded
+        field (or a field inside a gridded table) is refused.
+
+    Notes
+    -----
+    Relative data paths are made absolute
+    (:func:`~privfed.config.resolve_data_paths`): those of the grid file against its
+    directory, those of ``overrides`` against the working directory.
 
     Raises
     ------
     ConfigError
         A missing or malformed file, a missing ``[grid]`` table, a grid entry that is not a
-        non-empty list, or any point whose config is invalid (named by its values).
+        non-empty list, an override of a gridded field, or any point whose config is
+        invalid (named by its values).
     """
     path = Path(path)
     try:
@@ -97,12 +120,15 @@ def load_grid(path: str | Path) -> list[SweepPoint]:
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: grid.{field_name!r} must be a non-empty list of values, "
                               f"got {values!r}")
+    _check_not_gridded(overrides, grid)
+    base = resolve_data_paths(base, path.parent)
+    base = resolve_data_paths(apply_overrides(base, overrides), Path.cwd())
     names = list(grid)
     points = []
     for combo in itertools.product(*(grid[n] for n in names)):
         values = dict(zip(names, combo, strict=True))
         try:
-            config = config_from_dict(_with_values(base, values))
+            config = config_from_dict(resolve_data_paths(_with_values(base, values), path.parent))
         except ConfigError as err:
             raise ConfigError(f"{path}: grid point {values}: {err}") from None
         points.append(SweepPoint(config, values))
@@ -234,6 +260,16 @@ def _unique(points: Iterable[SweepPoint]) -> list[SweepPoint]:
     for point in points:
         seen.setdefault(point.key, point)
     return list(seen.values())
+
+
+def _check_not_gridded(overrides: Sequence[str], grid: dict[str, Any]) -> None:
+    """Refuse an override of a field the grid sets (its own key, or one inside it)."""
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        for gridded in grid:
+            if key == gridded or key.startswith(gridded + ".") or gridded.startswith(key + "."):
+                raise ConfigError(f"{key} is a field of the grid (grid.{gridded!r}): set it in "
+                                  "the grid file, not with --set, --seed or --data-dir")
 
 
 def _with_values(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:

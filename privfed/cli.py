@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from privfed import jsonsafe
+from privfed import __version__, jsonsafe
 from privfed.config import ConfigError, ExperimentConfig, load_config
 from privfed.data import ChecksumError, DataFormatError, DatasetNotFoundError
 from privfed.federated import RoundRecord, TrainingDivergedError
@@ -29,7 +29,7 @@ from privfed.rundir import (
 from privfed.secure.errors import SecureAggregationError
 
 __all__ = ["COMMAND_GROUP", "MAIN_JOB", "add_config_arguments", "add_override_arguments",
-           "config_overrides", "main", "resolve_config"]
+           "add_quick_argument", "config_overrides", "main", "resolve_config"]
 
 _DESCRIPTION = """\
 privfed: privacy-preserving federated learning.
@@ -39,7 +39,8 @@ Commands:
            main job, `privfed compare`
   compare  the main job: the embedded digits federation trained and audited under six
            privacy configurations, one table (experiments plug-in)
-  config   print the resolved config (defaults + file + --set overrides) as TOML
+  config   print the resolved config (defaults + file + --set overrides) as TOML, every
+           key (unset ones as comments)
   audit    measure what each party could learn: membership, inversion, epsilon audit
   sweep    run a grid of configs, resumably, and report them (experiments plug-in)
   report   write a sweep's results tables, plots and report.md (experiments plug-in)
@@ -158,8 +159,9 @@ def add_config_arguments(parser: argparse.ArgumentParser,
     add_override_arguments(parser)
 
 
-def add_override_arguments(parser: argparse.ArgumentParser) -> None:
-    """--set, --data-dir, --output-dir and --seed (read them back with
+def add_override_arguments(parser: argparse.ArgumentParser, output_dir: bool = True) -> None:
+    """--set, --data-dir, --output-dir (unless ``output_dir`` is False: a command whose
+    --output-dir means something else) and --seed (read them back with
     :func:`config_overrides`)."""
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -167,16 +169,26 @@ def add_override_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data-dir", help="dataset directory (overrides data.data_dir, "
                         "env PRIVFED_DATA, and the user cache dir)")
-    parser.add_argument("--output-dir", help="parent of run directories (default: runs)")
+    if output_dir:
+        parser.add_argument("--output-dir", help="parent of run directories (default: runs)")
     parser.add_argument("--seed", type=int, help="experiment seed (overrides seed)")
 
 
-def config_overrides(args: argparse.Namespace) -> list[str]:
-    """The ``--set`` overrides plus those of --data-dir, --output-dir and --seed."""
+def add_quick_argument(parser: argparse.ArgumentParser) -> None:
+    """--quick, of every command that audits (read back by :func:`config_overrides`)."""
+    parser.add_argument("--quick", action="store_true",
+                        help="a small, fast audit (the same as --set audit.quick=true)")
+
+
+def config_overrides(args: argparse.Namespace, output_dir: bool = True) -> list[str]:
+    """The ``--set`` overrides plus those of --data-dir, --output-dir (unless ``output_dir``
+    is False), --seed and --quick (where the command has it, :func:`add_quick_argument`)."""
     overrides = list(args.overrides)
+    if getattr(args, "quick", False):
+        overrides.append("audit.quick=true")
     if args.data_dir is not None:
         overrides.append(f"data.data_dir={_toml_string(args.data_dir)}")
-    if args.output_dir is not None:
+    if output_dir and args.output_dir is not None:
         overrides.append(f"output_dir={_toml_string(args.output_dir)}")
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
@@ -200,6 +212,7 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"privfed {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
         "run", help="train a federation and write its run directory (no CONFIG: the main job)",

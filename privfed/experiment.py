@@ -165,7 +165,7 @@ def build_parts(
     schema = data if isinstance(data, DataSchema) else DataSchema.of(data, num_clients)
     device = resolve_device(fed.device)
     workspace = bind_flat_parameters(_initial_model(config, schema, model), device)
-    training = LocalTraining(fed.local_epochs, fed.batch_size, fed.lr, fed.mu)
+    training = LocalTraining(fed.local_epochs, fed.batch_size, fed.lr, fed.mu, fed.drop_last)
     sampler = ClientSampler(num_clients, fed.fraction, derive_seed(seed, _SAMPLER_STREAM),
                             poisson=fed.client_sampling == "poisson",
                             uniform=_secret_sampling(config))

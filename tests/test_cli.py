@@ -1,10 +1,18 @@
+import dataclasses
+import importlib.metadata
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from privfed.cli import main
+import privfed
+from privfed.cli import _parser, config_overrides, main
+from privfed.config import load_config
 
 DIGITS = str(Path(__file__).parents[1] / "experiments" / "configs" / "digits.toml")
 
@@ -39,6 +47,43 @@ def test_config_command_prints_resolved_toml(capsys):
     assert main(["config", "--set", "federation.lr=0.2", "--seed", "9"]) == 0
     out = capsys.readouterr().out
     assert "seed = 9" in out and "lr = 0.2" in out
+
+
+def test_config_command_prints_every_key_and_reads_back_to_the_same_hash(tmp_path, capsys):
+    config = load_config(overrides=["data.dataset=breast_cancer", "federation.rounds=2"])
+    assert main(["config", "--set", "data.dataset=breast_cancer",
+                 "--set", "federation.rounds=2"]) == 0
+    out = capsys.readouterr().out
+    assert "# data_dir = <unset>\n" in out and "# buffer_size = <unset>\n" in out
+    for section in ("data", "model", "federation", "privacy", "secure", "compression", "audit"):
+        for field in dataclasses.fields(getattr(config, section)):
+            assert re.search(rf"^#? ?{field.name} = |^\[{section}\.{field.name}\]$", out,
+                             re.MULTILINE), (section, field.name)
+    saved = tmp_path / "c.toml"
+    saved.write_text(out)
+    assert load_config(saved) == config
+    assert load_config(saved).short_hash() == config.short_hash()
+
+
+def test_version_option_and_module_entry_point(capsys):
+    assert privfed.__version__ == importlib.metadata.version("privfed")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"privfed {privfed.__version__}\n"
+    module = subprocess.run([sys.executable, "-m", "privfed", "--version"], text=True,
+                            capture_output=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert module.stdout == f"privfed {privfed.__version__}\n"
+
+
+def test_default_run_name_follows_dataset_and_model():
+    assert load_config().name == "digits-mlp"
+    assert load_config(overrides=["data.dataset=breast_cancer", "model.name=logistic"]
+                       ).name == "breast_cancer-logistic"
+    assert load_config(overrides=["model.name=my_models.nets:wide_net"]).name == "digits-wide_net"
+    assert load_config(overrides=["name=mine", "model.name=cnn"]).name == "mine"
+    assert 'name = "digits-cnn"' in load_config(overrides=["model.name=cnn"]).to_toml()
 
 
 @pytest.mark.parametrize(
@@ -155,3 +200,12 @@ def test_a_global_model_that_leaves_the_float_range_stops_the_run_with_one_line(
     assert "the global model" in err and "NaN/Inf" in err and "server_lr" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("command", [["audit"], ["compare"], ["sweep", "grid.toml"]])
+def test_every_auditing_command_spells_the_quick_audit_quick(command):
+    parser, _ = _parser()
+    own_output_dir = command[0] != "sweep"  # the sweep's --output-dir is not output_dir
+    args = parser.parse_args([*command, "--quick", "--set", "federation.rounds=2"])
+    assert config_overrides(args, own_output_dir) == ["federation.rounds=2", "audit.quick=true"]
+    assert config_overrides(parser.parse_args(command), own_output_dir) == []

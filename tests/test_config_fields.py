@@ -68,6 +68,7 @@ INVALID = [
     ("federation.fraction=1.5", r"federation.fraction must be in \(0, 1\], got 1.5"),
     ("federation.vectorise=\"yes\"",
      r"federation.vectorise must be of type bool, got str 'yes'"),
+    ("federation.drop_last=1", r"federation.drop_last must be of type bool, got int 1"),
     ("federation.device=gpu",
      r"federation.device: unknown device 'gpu'; allowed: auto, cpu, cuda, cuda:N, mps"),
     ("federation.federated_eval_every=-1",

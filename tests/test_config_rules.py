@@ -162,3 +162,25 @@ def test_masking_default_graph_follows_the_cohort_and_enters_the_identity():
 def test_a_setting_that_would_be_silently_unused_is_refused(overrides, field):
     with pytest.raises(ConfigError, match=f"^{field} applies only to"):
         load_config(overrides=overrides)
+
+
+def test_drop_last_is_refused_with_dpsgd_and_named_in_the_run_identity():
+    with pytest.raises(ConfigError, match=r"federation\.drop_last applies to plain local SGD.*"
+                                          r"privacy\.mechanism 'local'"):
+        load_config(overrides=["federation.drop_last=true", "privacy.mechanism=local",
+                               "privacy.noise_multiplier=1.0"])
+    dropping = load_config(overrides=["federation.drop_last=true"])
+    assert load_config(overrides=["federation.drop_last=false"]).short_hash() == "e22b83ea"
+    assert dropping.short_hash() != "e22b83ea"
+    assert load_config(overrides=["federation.drop_last=true", "privacy.mechanism=central",
+                                  "privacy.noise_multiplier=1.0"]).federation.drop_last
+
+
+def test_a_client_that_took_no_step_leaves_the_rounds_loss_to_the_others():
+    from privfed.federated.engine import TrainReport
+    from privfed.federated.server import weighted_loss
+
+    reports = [TrainReport(0, 3, num_samples=30, train_loss=0.5),
+               TrainReport(1, 0, num_samples=5, train_loss=math.nan)]
+    assert weighted_loss(reports, {0, 1}) == 0.5
+    assert weighted_loss(reports[1:], {1}) is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -77,8 +78,7 @@ def test_two_runs_with_different_data_dirs_write_two_directories(data_dirs, tmp_
                                                                  monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "c.toml"
-    config.write_text("name = 'cli'\n" + load_config(overrides=SMALL).to_toml()
-                      .replace('name = "digits-mlp"\n', ""))
+    config.write_text(load_config(overrides=[*SMALL, "name=cli"]).to_toml())
     for data_dir in data_dirs:
         assert main(["run", str(config), "--data-dir", str(data_dir), "-q"]) == 0
     assert len([p for p in (tmp_path / "runs").iterdir() if p.name.startswith("cli-")]) == 2
@@ -125,3 +125,26 @@ def test_file_tokens_name_official_content_wherever_and_however_it_lies(tmp_path
     assert file_token(other, [official]) == f"sha256:{hashlib.sha256(b'other content').hexdigest()}"
     assert file_token(tmp_path / "missing", [official]) == "official"  # a download is checked
     assert file_token(tmp_path / "missing") == "absent"
+
+
+def test_relative_data_paths_are_stored_resolved_and_keep_the_run_identity(site_files, tmp_path,
+                                                                           monkeypatch):
+    absolute = site_config(site_files)
+    (tmp_path / "configs").mkdir()
+    saved = tmp_path / "configs" / "sites.toml"  # paths in a file: relative to the file
+    saved.write_text(absolute.to_toml().replace(str(site_files["a"].parent), "../sites"))
+    shutil.copytree(site_files["a"].parent, tmp_path / "sites")
+    monkeypatch.chdir(tmp_path / "configs")
+    from_file = load_config("sites.toml")
+    assert from_file.data.client_paths == [str(tmp_path / "sites" / p.name)
+                                           for p in (site_files[s] for s in "abc")]
+    assert from_file.short_hash() == absolute.short_hash()  # the content, not the path
+    monkeypatch.chdir(tmp_path)  # an override's path: relative to the working directory
+    overridden = load_config("configs/sites.toml", ["data.test_path=sites/all.csv",
+                                                    "data.data_dir=~/privfed-data"])
+    assert overridden.data.test_path == str(tmp_path / "sites" / "all.csv")
+    assert overridden.data.data_dir == str(Path.home() / "privfed-data")
+    (tmp_path / "sites" / "run").mkdir()
+    copy = tmp_path / "sites" / "run" / "config.toml"  # a saved config reads the same files
+    copy.write_text(overridden.to_toml())
+    assert load_config(copy).data == overridden.data

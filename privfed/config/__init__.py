@@ -14,7 +14,12 @@ from privfed.config.data import DataConfig
 from privfed.config.experiment import ExperimentConfig
 from privfed.config.federation import FederationConfig
 from privfed.config.fields import check_field
-from privfed.config.loading import apply_overrides, config_from_dict, load_config
+from privfed.config.loading import (
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    resolve_data_paths,
+)
 from privfed.config.model import ModelConfig
 from privfed.config.privacy import PrivacyConfig
 from privfed.config.secure import SecureConfig
@@ -38,4 +43,5 @@ __all__ = [
     "check_range",
     "config_from_dict",
     "load_config",
+    "resolve_data_paths",
 ]

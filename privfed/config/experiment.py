@@ -24,7 +24,7 @@ from privfed.config.validation import INT_MAX, ConfigError, Range, Rule, check_r
 from privfed.data.digest import module_token
 from privfed.models import is_import_path
 
-__all__ = ["ExperimentConfig", "RULES", "check_name"]
+__all__ = ["ExperimentConfig", "RULES", "check_name", "default_name"]
 
 _NAME_MAX = 100
 _NAME = re.compile(rf"[\w\-+=@,][\w\-+=@,. ]{{0,{_NAME_MAX - 1}}}")
@@ -46,6 +46,8 @@ class ExperimentConfig:
     name : str
         Prefix of the run directory's name: one visible path component (letters, digits and
         ``-_.+=@,`` and spaces; not starting with a dot or a space, at most 100 characters).
+        Unset (None): ``<dataset>-<model>`` (:func:`default_name`), set when the config is
+        created, so the saved config holds it.
     seed : int
         The one seed, in [0, 2**63 - 1], every random stream is derived from (model init,
         partition, client sampling, batch order).
@@ -55,7 +57,7 @@ class ExperimentConfig:
         The sections.
     """
 
-    name: str = "digits-mlp"
+    name: str | None = None
     seed: int = 0
     output_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
@@ -67,6 +69,8 @@ class ExperimentConfig:
     audit: AuditConfig = field(default_factory=AuditConfig)
 
     def __post_init__(self) -> None:
+        if self.name is None:
+            object.__setattr__(self, "name", default_name(self.data.dataset, self.model.name))
         check_name(self.name)
         check_rules("", self, RULES)
         check_cross_section(self)
@@ -92,8 +96,13 @@ class ExperimentConfig:
 
     def to_toml(self) -> str:
         """TOML text that :func:`~privfed.config.load_config` reads back into an equal
-        config."""
-        return tomli_w.dumps(_drop_none(self.to_dict()))
+        config: every key of every section, in order, an unset one (None) as a comment
+        ``# key = <unset>``."""
+        tree = self.to_dict()
+        sections = [f.name for f in dataclasses.fields(self) if isinstance(tree[f.name], dict)]
+        top = {k: v for k, v in tree.items() if k not in sections}
+        parts = [_toml_keys(top)] + [_toml_section(name, tree[name]) for name in sections]
+        return "\n".join(parts)
 
     def short_hash(self) -> str:
         """8 hex digits identifying everything that affects the results: every field (the
@@ -108,6 +117,8 @@ class ExperimentConfig:
         payload.pop("output_dir")
         payload["data"].pop("data_dir")
         payload["federation"].pop("device")
+        if not self.federation.drop_last:  # runs from before the field keep their identity
+            payload["federation"].pop("drop_last")
         content = self.data.content_tokens()
         if content:
             payload["data_content"] = content
@@ -145,7 +156,21 @@ def check_name(name: str) -> None:
             f"not starting with a dot or a space (the run directory's name), got {name!r}")
 
 
-def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: _drop_none(v) if isinstance(v, dict) else v for k, v in tree.items() if v is not None
-    }
+def default_name(dataset: str, model: str) -> str:
+    """The run name of a config that sets none: ``<dataset>-<model>``, a user's model
+    (``package.module:factory``) by its factory's name, e.g. ``"mnist-cnn"``."""
+    return f"{dataset}-{model.rpartition(':')[2] if is_import_path(model) else model}"
+
+
+def _toml_keys(values: dict[str, Any]) -> str:
+    """TOML lines of a table's plain keys, in order; None as ``# key = <unset>``."""
+    return "".join(f"# {key} = <unset>\n" if value is None else tomli_w.dumps({key: value})
+                   for key, value in values.items() if not isinstance(value, dict))
+
+
+def _toml_section(name: str, values: dict[str, Any]) -> str:
+    """TOML text of one section: its header, its plain keys, then its tables (e.g.
+    ``[data.options]``)."""
+    tables = {key: value for key, value in values.items() if isinstance(value, dict)}
+    text = f"[{name}]\n{_toml_keys(values)}"
+    return text + ("\n" + tomli_w.dumps({name: tables}) if tables else "")

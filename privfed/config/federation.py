@@ -70,6 +70,11 @@ class FederationConfig:
     local_epochs, batch_size, lr : int, int, float
         E in [1, 10000], B >= 1 (a batch past a client's data is all of it) and the learning
         rate (> 0) of local SGD.
+    drop_last : bool
+        Local SGD skips each epoch's last batch when it is smaller than B (a model with
+        BatchNorm cannot take a batch of one); a client with fewer than B examples then
+        takes no step and sends a zero update. Not with DP-SGD (``privacy.mechanism``
+        "local"), whose batches are Poisson samples.
     mu : float
         FedProx proximal term, >= 0 (0 = FedAvg), with ``lr * mu < 2`` (each local step
         multiplies the distance to the global model by ``1 - lr * mu``, so at 2 and above it
@@ -140,6 +145,7 @@ class FederationConfig:
     staleness_exponent: float = 0.5
     device: str = "auto"
     vectorise: bool = True
+    drop_last: bool = False
 
     def __post_init__(self) -> None:
         check_rules("federation", self, RULES)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import tomllib
 import types
 import typing
@@ -15,7 +16,7 @@ from privfed.config.audit import AuditConfig
 from privfed.config.experiment import ExperimentConfig
 from privfed.config.validation import ConfigError, check_number_type
 
-__all__ = ["load_config", "apply_overrides", "config_from_dict"]
+__all__ = ["DATA_PATHS", "apply_overrides", "config_from_dict", "load_config", "resolve_data_paths"]
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ExperimentConfig:
@@ -28,6 +29,13 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     overrides : iterable of str
         ``"section.key=value"`` strings; the value is parsed as TOML (``0.1``, ``true``,
         ``[64, 64]``, ``"text"``) and bare words are taken as strings (``data.dataset=mnist``).
+
+    Notes
+    -----
+    A relative data path (:data:`DATA_PATHS`) is made absolute
+    (:func:`resolve_data_paths`): one in the file against the file's directory, one of an
+    override against the working directory; so a saved config reads the same data from
+    anywhere. The run's identity hashes the data's content, not its path.
 
     Raises
     ------
@@ -42,7 +50,45 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
             raise ConfigError(f"config file not found: {path}") from None
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    return config_from_dict(apply_overrides(raw, overrides))
+        raw = resolve_data_paths(raw, Path(path).parent)
+    return config_from_dict(resolve_data_paths(apply_overrides(raw, overrides), Path.cwd()))
+
+
+DATA_PATHS = ("data_dir", "path", "client_paths", "test_path")
+"""The ``[data]`` fields that name files or directories (but for ``dataset = "python"``,
+whose ``path``, ``client_paths`` and ``test_path`` are import paths)."""
+
+
+def resolve_data_paths(raw: Any, root: Path) -> Any:
+    """A copy of the plain config ``raw`` with each relative data path (:data:`DATA_PATHS`,
+    ``~`` expanded) made absolute against ``root``.
+
+    Parameters
+    ----------
+    raw : mapping
+        Nested plain data, as read from TOML (anything else, and values of the wrong type,
+        are returned as they are for :func:`config_from_dict` to name).
+    root : Path
+        What a relative path is relative to.
+    """
+    data = raw.get("data") if isinstance(raw, Mapping) else None
+    if not isinstance(data, Mapping):
+        return raw
+    result = dict(raw)
+    keys = DATA_PATHS[:1] if data.get("dataset") == "python" else DATA_PATHS
+    result["data"] = {key: _absolute(value, root) if key in keys else value
+                      for key, value in data.items()}
+    return result
+
+
+def _absolute(value: Any, root: Path) -> Any:
+    """``value`` (a path or a list of them) made absolute against ``root``; anything else
+    unchanged."""
+    if isinstance(value, list):
+        return [_absolute(item, root) for item in value]
+    if not isinstance(value, str):
+        return value
+    return os.path.abspath(os.path.join(root, os.path.expanduser(value)))
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:

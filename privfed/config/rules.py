@@ -28,14 +28,23 @@ def check_cross_section(config: ExperimentConfig) -> None:
     Rules: compression with secure aggregation and DP (:func:`check_compatible`); FedBuff's
     concurrency and DP; user-level DP's client sampling; distributed DP's need of secure
     aggregation; the masking protocol's ring and threat model for the planned cohort;
-    federated evaluation's need of held-out data.
+    federated evaluation's need of held-out data; ``federation.drop_last`` not with DP-SGD.
     """
     check_compatible(config.compression, config.secure.kind, config.privacy.mechanism)
     _check_fedbuff(config)
     _check_federated_eval(config)
     _check_user_level(config)
+    _check_drop_last(config)
     if config.secure.kind == "masking":
         _check_masking(config)
+
+
+def _check_drop_last(config: ExperimentConfig) -> None:
+    if config.federation.drop_last and config.privacy.mechanism == "local":
+        raise ConfigError(
+            "federation.drop_last applies to plain local SGD: privacy.mechanism 'local' "
+            "(DP-SGD) draws each batch by Poisson sampling (privacy.sample_rate), with no last "
+            "batch to drop; allowed with privacy.mechanism 'none', 'central', 'distributed'")
 
 
 def _check_federated_eval(config: ExperimentConfig) -> None:

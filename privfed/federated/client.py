@@ -20,18 +20,23 @@ class LocalTraining:
     epochs : int
         Local epochs E (passes over the client's data).
     batch_size : int
-        Mini-batch size B; the last batch of an epoch may be smaller.
+        Mini-batch size B; the last batch of an epoch may be smaller (unless ``drop_last``).
     lr : float
         Local SGD learning rate.
     mu : float
         FedProx proximal coefficient (Li et al. 2020); the local objective becomes
         ``loss + mu / 2 * ||w - w_global||^2``. 0 gives plain FedAvg.
+    drop_last : bool
+        Skip each epoch's last batch when it is smaller than B (for a model that cannot take
+        a batch of one, e.g. with BatchNorm); a client with fewer than B examples then takes
+        no step: its delta is zero and its ``train_loss`` NaN.
     """
 
     epochs: int = 1
     batch_size: int = 32
     lr: float = 0.05
     mu: float = 0.0
+    drop_last: bool = False
 
     def __post_init__(self) -> None:
         check_field("federation.local_epochs", self.epochs)

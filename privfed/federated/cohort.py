@@ -359,7 +359,8 @@ def shuffled_schedule(
     sizes: Sequence[int], training: LocalTraining, generators: Sequence[torch.Generator]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every client's local SGD batches, as :class:`~privfed.federated.trainer.SGDTrainer`
-    draws them: per epoch ``torch.randperm(n_k, generator_k)`` cut into consecutive batches.
+    draws them: per epoch ``torch.randperm(n_k, generator_k)`` cut into consecutive batches
+    (the last one dropped where smaller than the batch size under ``training.drop_last``).
 
     Returns
     -------
@@ -370,19 +371,21 @@ def shuffled_schedule(
         all-False rows after its last step.
     """
     batch = min(training.batch_size, max(sizes))  # a batch past every client's data: all of it
-    steps = [training.epochs * -(-n // batch) for n in sizes]
-    local = torch.zeros(max(steps), len(sizes), batch, dtype=torch.int64)
-    mask = torch.zeros(max(steps), len(sizes), batch, dtype=torch.bool)
-    for k, (n, generator) in enumerate(zip(sizes, generators, strict=True)):
-        per_epoch = -(-n // batch)
+    per_epoch = [n // training.batch_size if training.drop_last else -(-n // batch)
+                 for n in sizes]
+    steps = max(training.epochs * count for count in per_epoch)
+    local = torch.zeros(steps, len(sizes), batch, dtype=torch.int64)
+    mask = torch.zeros(steps, len(sizes), batch, dtype=torch.bool)
+    for k, (n, count, generator) in enumerate(zip(sizes, per_epoch, generators, strict=True)):
+        used = min(n, count * batch)
         for epoch in range(training.epochs):
-            padded = torch.zeros(per_epoch * batch, dtype=torch.int64)
-            padded[:n] = torch.randperm(n, generator=generator)
-            rows = slice(epoch * per_epoch, (epoch + 1) * per_epoch)
-            local[rows, k] = padded.view(per_epoch, batch)
-            filled = torch.zeros(per_epoch * batch, dtype=torch.bool)
-            filled[:n] = True
-            mask[rows, k] = filled.view(per_epoch, batch)
+            padded = torch.zeros(count * batch, dtype=torch.int64)
+            padded[:used] = torch.randperm(n, generator=generator)[:used]
+            rows = slice(epoch * count, (epoch + 1) * count)
+            local[rows, k] = padded.view(count, batch)
+            filled = torch.zeros(count * batch, dtype=torch.bool)
+            filled[:used] = True
+            mask[rows, k] = filled.view(count, batch)
     return local, mask
 
 

@@ -14,6 +14,7 @@ The server holds no client data and imports no engine, protocol or privacy mecha
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -278,9 +279,10 @@ class Server:
 
 def weighted_loss(reports: Sequence[TrainReport], included: set[int]) -> float | None:
     """Sample-weighted mean training loss of the ``included`` clients that reported one
-    (None if none did, e.g. under DP where the loss is not released)."""
+    (None if none did, e.g. under DP where the loss is not released; NaN: a client that
+    took no step, ``federation.drop_last``)."""
     kept = [r for r in reports if r.client_id in included and r.train_loss is not None
-            and r.num_samples]
+            and not math.isnan(r.train_loss) and r.num_samples]
     total = sum(r.num_samples for r in kept)
     return sum(r.train_loss * r.num_samples for r in kept) / total if total else None
 

@@ -6,6 +6,7 @@ A trainer is the only place local optimisation happens; DP-SGD is another traine
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -148,7 +149,8 @@ class SGDTrainer:
     """Mini-batch SGD for ``training.epochs`` epochs (FedProx's proximal term if ``mu``).
 
     Each epoch visits the local data in the order of ``torch.randperm(n, generator)`` in
-    consecutive mini-batches (what ``DataLoader(shuffle=True, generator=...)`` gives).
+    consecutive mini-batches (what ``DataLoader(shuffle=True, generator=...)`` gives; with
+    ``training.drop_last``, ``drop_last=True``).
 
     Parameters
     ----------
@@ -174,10 +176,11 @@ class SGDTrainer:
         x, y = client.x.to(workspace.device), client.y.to(workspace.device)
         module.train()
         n, batch = client.num_samples, training.batch_size
+        end = n - n % batch if training.drop_last else n
         loss_sum, steps = 0.0, 0
         for _ in range(training.epochs):
             order = torch.randperm(n, generator=generator)
-            for start in range(0, n, batch):
+            for start in range(0, end, batch):
                 index = order[start : start + batch]
                 grad.zero_()
                 loss = F.cross_entropy(module(x[index]), y[index])
@@ -192,7 +195,7 @@ class SGDTrainer:
             client_id=client.client_id,
             delta=(weights - anchor).cpu(),
             num_samples=n,
-            train_loss=loss_sum / steps,
+            train_loss=loss_sum / steps if steps else math.nan,
             steps=steps,
         )
 

@@ -139,6 +139,27 @@ def test_sweep_command_end_to_end_and_bad_grids(grid, tmp_path, capsys):
     assert "must be a non-empty list" in capsys.readouterr().err
 
 
+def test_sweep_overrides_apply_to_every_point_and_report_finds_them(grid, tmp_path, capsys):
+    assert main(["sweep", str(grid), "--output-dir", str(tmp_path), "--set",
+                 "federation.rounds=1", "--data-dir", str(tmp_path / "data")]) == 0
+    points = load_grid(grid, ["federation.rounds=1", f"data.data_dir='{tmp_path / 'data'}'"])
+    assert [p.config.federation.rounds for p in points] == [1, 1]
+    assert [p.config.seed for p in points] == [0, 1]  # the grid's values stay
+    assert {p.key for p in points} == {d.name for d in (tmp_path / "tiny").glob("tiny-*")}
+    (tmp_path / "tiny" / "results.csv").unlink()
+    assert main(["report", str(tmp_path / "tiny")]) == 0
+    with open(tmp_path / "tiny" / "results.csv") as rows:
+        assert [row["status"] for row in csv.DictReader(rows)] == ["done", "done"]
+    capsys.readouterr()
+    for args in (["--seed", "3"], ["--set", "seed=3"]):
+        assert main(["sweep", str(grid), "--output-dir", str(tmp_path), *args]) == 2
+        assert "seed is a field of the grid (grid.'seed')" in capsys.readouterr().err
+    path = tmp_path / "parts.toml"
+    path.write_text('[grid]\ndata = [{partition = "iid"}]\n')
+    with pytest.raises(ConfigError, match=r"data.alpha is a field of the grid \(grid.'data'\)"):
+        load_grid(path, ["data.alpha=0.3"])
+
+
 def test_infinite_epsilon_in_a_grid_is_the_non_private_run(tmp_path):
     path = tmp_path / "eps.toml"
     path.write_text('[base.privacy]\nmechanism = "local"\n[grid]\n"privacy.epsilon" = [2.0, inf]\n')

@@ -10,7 +10,12 @@ from torch import nn
 from privfed.config import load_config
 from privfed.experiment import build_simulation
 from privfed.federated import Client, LocalTraining, SGDTrainer, TrainJob, bind_flat_parameters
-from privfed.federated.cohort import StackedModel, cohort_chunks, default_memory_budget
+from privfed.federated.cohort import (
+    StackedModel,
+    cohort_chunks,
+    default_memory_budget,
+    shuffled_schedule,
+)
 from privfed.models import CNN, MLP, LogisticRegression
 from privfed.privacy import DPSGDParams, DPSGDTrainer, NoisePolicy
 
@@ -74,6 +79,31 @@ def test_batched_sgd_equals_sequential_sgd(mu, activation):
     clients = _clients()
     # Different starting models per client (FedBuff's clients start from stale models).
     _assert_same(*_both(trainer, workspace, clients, _starts(workspace, 5, spread=0.1)))
+
+
+def test_drop_last_skips_short_batches_alike_batched_and_sequential():
+    workspace = bind_flat_parameters(_mlp((16,)))
+    trainer = SGDTrainer(LocalTraining(epochs=2, batch_size=8, lr=0.3, drop_last=True))
+    clients = _clients()  # sizes 40, 33, 7, 2, 40: 5, 4, 0, 0, 5 full batches an epoch
+    batched, one_by_one = _both(trainer, workspace, clients, _starts(workspace, 5))
+    _assert_same(batched, one_by_one)
+    assert [u.steps for u in one_by_one] == [10, 8, 0, 0, 10]
+    for short in (2, 3):  # no full batch: no step, a zero update, no loss
+        assert not one_by_one[short].delta.any() and math.isnan(one_by_one[short].train_loss)
+    kept = SGDTrainer(LocalTraining(epochs=2, batch_size=8, lr=0.3))
+    assert [u.steps for u in _both(kept, workspace, clients, _starts(workspace, 5))[1]] == [
+        10, 10, 2, 2, 10]
+    _, mask = shuffled_schedule([40, 33, 7], trainer.training, _generators(3))
+    assert mask.shape == (10, 3, 8) and mask.any(2).sum(0).tolist() == [10, 8, 0]
+    assert mask.all(2).sum().item() == mask.any(2).sum().item()  # every batch taken is full
+
+
+def test_drop_last_with_no_client_holding_a_full_batch_trains_nothing():
+    workspace = bind_flat_parameters(_mlp((16,)))
+    trainer = SGDTrainer(LocalTraining(batch_size=50, lr=0.3, drop_last=True))
+    batched, one_by_one = _both(trainer, workspace, _clients((7, 2)), _starts(workspace, 2))
+    _assert_same(batched, one_by_one)
+    assert [u.steps for u in batched] == [0, 0] and not any(u.delta.any() for u in batched)
 
 
 @pytest.mark.parametrize("mu", [0.0, 0.5])
@@ -194,12 +224,16 @@ LOCAL_DP = ["privacy.mechanism=local", "privacy.noise_multiplier=1.0",
             "privacy.sample_rate=0.2"]
 
 
-@pytest.mark.parametrize("privacy", [[], LOCAL_DP])
+DROP_LAST = ["federation.drop_last=true", "federation.batch_size=32"]  # 239 or 240 a client
+
+
+@pytest.mark.parametrize("privacy", [[], LOCAL_DP, DROP_LAST])
 def test_a_vectorised_federation_matches_a_sequential_one(privacy):
     runs = {}
     for vectorise in (True, False):
         sim = _simulation(f"federation.vectorise={str(vectorise).lower()}", *privacy)
         assert (sim.server.engine.stacked is not None) is vectorise
+        assert sim.server.engine.trainer.training.drop_last is (privacy is DROP_LAST)
         sim.run()
         runs[vectorise] = sim.server
     torch.testing.assert_close(runs[True].weights, runs[False].weights, rtol=0, atol=1e-5)
