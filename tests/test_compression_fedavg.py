@@ -38,7 +38,8 @@ def test_fedbuff_from_config_records_simulated_time():
          r"compression.bits: unknown value 3; allowed: \[1, 2, 4, 8\]"),
         (["federation.buffer_size=2", "privacy.mechanism=central",
           "privacy.noise_multiplier=1"], "not supported with privacy.mechanism 'central'"),
-        (["federation.concurrency=9"], r"concurrency \(9\) must be at most data.num_clients"),
+        (["federation.buffer_size=2", "federation.concurrency=9"],
+         r"concurrency \(9\) must be at most data.num_clients"),
     ],
 )
 def test_invalid_combinations_are_config_errors(overrides, message):
