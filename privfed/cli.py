@@ -19,6 +19,7 @@ from privfed.config import ConfigError, ExperimentConfig, load_config
 from privfed.data import ChecksumError, DataFormatError, DatasetNotFoundError
 from privfed.federated import RoundRecord, TrainingDivergedError
 from privfed.keys_cli import register as register_key_commands
+from privfed.predict_cli import register as register_predict_command
 from privfed.run_summary import format_figure, summary_table
 from privfed.rundir import (
     flower_simulation,
@@ -39,6 +40,7 @@ Commands:
            main job, `privfed compare`
   compare  the main job: the embedded digits federation trained and audited under six
            privacy configurations, one table (experiments plug-in)
+  predict  a run's model's predictions (and probabilities) for new data or its test set
   config   print the resolved config (defaults + file + --set overrides) as TOML, every
            key (unset ones as comments)
   audit    measure what each party could learn: membership, inversion, epsilon audit
@@ -230,6 +232,7 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     add_config_arguments(config)
     config.set_defaults(handler=_config_command)
     register_key_commands(commands)
+    register_predict_command(commands)
     for entry_point in entry_points(group=COMMAND_GROUP):
         entry_point.load()(commands)
     return parser, commands

@@ -18,10 +18,11 @@ from torch import nn
 
 from privfed import jsonsafe
 from privfed.atomic import publish_dir, remove_stale_temporaries, staging_dir
-from privfed.config import ExperimentConfig, load_config
+from privfed.config import ConfigError, ExperimentConfig, load_config
 from privfed.experiment import build_simulation
 from privfed.federated import History, Observer, RoundRecord
 from privfed.integrity import DIGEST_FILE, verify_digest, write_digest
+from privfed.model_file import model_record
 from privfed.privacy.randomness import REPRODUCIBLE_NOISE
 
 __all__ = [
@@ -42,7 +43,9 @@ AUDIT_DIR = "audit"
 
 class TrainedServer(Protocol):
     """What a run directory needs of a trained server: the final global model as one flat
-    float32 vector, and the workspace whose ``spec.unflatten`` cuts it into named tensors."""
+    float32 vector, and the workspace whose ``load`` puts it into its ``module`` (and,
+    where it has one, the central ``test_data``, whose inputs give the model's input
+    shape)."""
 
     weights: torch.Tensor
     workspace: Any
@@ -168,9 +171,25 @@ def train_run(
     """
     server, history = train(config, observers, on_round)
     summary = summarize(config, history, server.weights.numel(), server.test_metrics())
+    server.workspace.load(server.weights)
+    model = model_record(config, server.workspace.module, _input_shape(config, server))
     target = write_run(run_dir_for(config) if run_dir is None else run_dir, config, history,
-                       summary, model=server.workspace.spec.unflatten(server.weights))
+                       summary, model=model)
     return RunResult(target, config, server, history, summary)
+
+
+def _input_shape(config: ExperimentConfig, server: TrainedServer) -> tuple[int, ...]:
+    """One example's shape: the central test set's, else the config's declared schema (a
+    deployment's), else that of the config's data (a simulation without a test set)."""
+    from privfed.clientdata import declared_schema, load_configured_dataset
+
+    test = getattr(server, "test_data", None)
+    if test is not None:
+        return tuple(test[0].shape[1:])
+    try:
+        return declared_schema(config).input_shape
+    except ConfigError:
+        return load_configured_dataset(config).input_shape
 
 
 def run_name(config: ExperimentConfig) -> str:
@@ -282,10 +301,11 @@ def write_run(
     history: History,
     summary: dict[str, Any],
     *,
-    model: Mapping[str, torch.Tensor] | None = None,
+    model: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``config.toml``, ``metrics.jsonl``, ``accuracy.png``, ``model.pt`` (given the
-    final global ``model``, a state dict), ``summary.json`` and their ``SHA256SUMS``:
+    final global ``model``, :func:`privfed.model_file.model_record`'s dict),
+    ``summary.json`` and their ``SHA256SUMS``:
     :func:`train_run`'s writer.
 
     The files are written into a temporary sibling directory that then takes the place of
@@ -319,9 +339,10 @@ def write_run(
     return run_dir
 
 
-def model_bytes(state: Mapping[str, torch.Tensor]) -> bytes:
-    """``torch.save`` of the state dict ``state`` as bytes that depend only on its names,
-    tensors and order (saved to a file, torch names the archive's entries after it)."""
+def model_bytes(state: Mapping[str, Any]) -> bytes:
+    """``torch.save`` of the dict ``state`` (a state dict, or a model record) as bytes that
+    depend only on its contents and order (saved to a file, torch names the archive's
+    entries after it)."""
     buffer = io.BytesIO()
     torch.save(dict(state), buffer)
     return buffer.getvalue()

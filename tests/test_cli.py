@@ -35,7 +35,7 @@ def test_run_writes_a_complete_run_directory(tmp_path, capsys):
     assert 0 < summary["bytes_up_total"] - payload <= 3 * 10 * 200
     assert (run_dir / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "rounds = 3" in (run_dir / "config.toml").read_text()
-    model = torch.load(run_dir / "model.pt")
+    model = torch.load(run_dir / "model.pt")["state_dict"]
     assert [tuple(t.shape) for t in model.values()] == [(16, 64), (16,), (10, 16), (10,)]
     assert capsys.readouterr().out == ""
     # A run directory stands for its config: the same config (and hash) comes back.

@@ -26,7 +26,7 @@ def test_train_run_writes_what_its_trainer_trained(tmp_path):
     assert result.run_dir == run_dir_for(config)
     assert sorted(p.name for p in tmp_path.iterdir()) == [result.run_dir.name]
     assert sorted(p.name for p in result.run_dir.iterdir()) == sorted(RUN_FILES)
-    saved = torch.load(result.run_dir / "model.pt")
+    saved = torch.load(result.run_dir / "model.pt")["state_dict"]
     assert torch.equal(result.server.workspace.spec.flatten(saved), result.server.weights)
     summary = jsonsafe.loads((result.run_dir / "summary.json").read_text(), keep=("name",))
     assert summary == result.summary and summary["rounds"] == 2

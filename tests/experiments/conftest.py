@@ -27,7 +27,7 @@ def _check_run_dir(run_dir: Path, config: ExperimentConfig) -> None:
     dataset = load_configured_dataset(config)
     model = build_model(config.model.name, dataset.input_shape, dataset.num_classes,
                         seed=config.seed, **config.model.build_options())
-    model.load_state_dict(torch.load(run_dir / "model.pt"))
+    model.load_state_dict(torch.load(run_dir / "model.pt")["state_dict"])
     _, accuracy = evaluate(model, torch.from_numpy(dataset.x_test),
                            torch.from_numpy(dataset.y_test))
     assert accuracy == pytest.approx(summary["final_accuracy"], abs=1e-9)

@@ -92,7 +92,7 @@ def test_a_model_by_import_path_trains_through_the_cli(tmp_path, user_module, ca
     (run_dir,) = out.iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["rounds"] == 3 and summary["final_accuracy"] > 3 * CHANCE
-    trained = torch.load(run_dir / "model.pt")
+    trained = torch.load(run_dir / "model.pt")["state_dict"]
     initial = build_model(config.model.name, (1, 8, 8), 10, seed=0, width=16).state_dict()
     assert [tuple(t.shape) for t in trained.values()] == [(16, 64), (16,), (10, 16), (10,)]
     assert all(not torch.equal(trained[k], initial[k]) for k in initial)
@@ -118,7 +118,7 @@ def test_train_run_writes_the_run_directory_of_a_module_instance(tmp_path):
     net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     result = train_run(config, tmp_path / "run", train=functools.partial(train_in_process,
                                                                          model=net))
-    assert list(torch.load(result.run_dir / "model.pt")) == ["1.weight", "1.bias"]
+    assert list(torch.load(result.run_dir / "model.pt")["state_dict"]) == ["1.weight", "1.bias"]
     assert result.summary["final_accuracy"] > 3 * CHANCE
 
 

@@ -55,7 +55,7 @@ def _deploy(cfg: ExperimentConfig, deployment: LocalDeployment, run_dir: Path,
                                    timeout=540)
     assert status == 0, deployment.log("superlink")[-3000:]
     spec = build_simulation(cfg).server.workspace.spec
-    return spec.flatten(torch.load(run_dir / "model.pt")), run_dir
+    return spec.flatten(torch.load(run_dir / "model.pt")["state_dict"]), run_dir
 
 
 @pytest.mark.slow

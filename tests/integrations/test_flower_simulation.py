@@ -22,7 +22,7 @@ def test_simulation_engine_equals_in_process(tmp_path: Path) -> None:
     torch.testing.assert_close(flower.weights, server.weights, atol=1e-5, rtol=0)
     assert [r.clients for r in history.rounds] == [r.clients for r in expected.rounds]
     assert history.rounds[-1].test_accuracy == pytest.approx(expected.rounds[-1].test_accuracy)
-    saved = torch.load(tmp_path / "sim" / "model.pt")
+    saved = torch.load(tmp_path / "sim" / "model.pt")["state_dict"]
     assert torch.equal(server.workspace.spec.flatten(saved), flower.weights)
 
 

@@ -39,7 +39,7 @@ def test_each_supernode_reads_its_own_file_and_the_server_none(site_files, tmp_p
     simulation = build_simulation(config)
     history = simulation.run()
     spec = simulation.server.workspace.spec
-    deployed = spec.flatten(torch.load(run_dir / "model.pt"))
+    deployed = spec.flatten(torch.load(run_dir / "model.pt")["state_dict"])
     assert torch.equal(deployed, simulation.server.weights)  # plain: no aggregation error
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["federated"]["pooled"] == history.rounds[-1].federated["pooled"]
