@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,11 @@ from torch import nn
 
 from privfed import jsonsafe
 from privfed.atomic import publish_dir, remove_stale_temporaries, staging_dir
-from privfed.config import ExperimentConfig, load_config
+from privfed.config import ConfigError, ExperimentConfig, load_config
 from privfed.experiment import build_simulation
 from privfed.federated import History, Observer, RoundRecord
 from privfed.integrity import DIGEST_FILE, verify_digest, write_digest
+from privfed.live import TENSORBOARD_DIR, live_run
 from privfed.privacy.randomness import REPRODUCIBLE_NOISE
 
 __all__ = [
@@ -54,7 +56,8 @@ Trainer = Callable[
 ]
 """Picks the engine: ``train(config, observers, on_round) -> (server, history)`` trains
 ``config`` to the end, calling ``on_round`` after each round, and returns the server holding
-the final global model with the run's history."""
+the final global model with the run's history. A trainer that cannot call ``on_round`` (the
+Flower simulation) has the attribute ``reports_rounds = False``: its run has no live files."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ def flower_simulation(options: Any = None) -> Trainer:
                              "entropy): give train_run that config")
         return run_flower_simulation(config, options=options)
 
+    train.reports_rounds = False  # type: ignore[attr-defined]
     return train
 
 
@@ -142,8 +146,10 @@ def train_run(
 ) -> RunResult:
     """Train ``config`` and write its run directory: the one run writer.
 
-    Nothing is written until training ends; then :func:`write_run` puts the complete
-    directory in place in one step.
+    While it trains, ``<run_dir>.partial/`` (:mod:`privfed.live`) holds ``metrics.jsonl``,
+    a line per round as it ends, and with ``tracking.tensorboard`` the TensorBoard events;
+    when training ends :func:`write_run` puts the complete directory in place in one step
+    and the in-progress directory is removed.
 
     Parameters
     ----------
@@ -165,12 +171,39 @@ def train_run(
     Returns
     -------
     RunResult
+
+    Raises
+    ------
+    privfed.live.RunInProgressError
+        When another process is training the same run directory.
     """
-    server, history = train(config, observers, on_round)
+    run_dir = Path(run_dir_for(config) if run_dir is None else run_dir)
+    if not getattr(train, "reports_rounds", True):
+        if config.tracking.tensorboard:
+            raise ConfigError("tracking.tensorboard needs an engine that reports each round "
+                              "(in-process or a Flower deployment, not flower-sim)")
+        server, history = train(config, observers, on_round)
+        return _finish(run_dir, config, server, history)
+    with live_run(run_dir, config,
+                  lambda done: release_history(config, History([done])).rounds[0]) as live:
+
+        def record(round_record: RoundRecord) -> None:
+            live.record(round_record)
+            if on_round is not None:
+                on_round(round_record)
+
+        server, history = train(config, observers, record)
+        live.close()
+        return _finish(run_dir, config, server, history, tensorboard=live.tensorboard_dir)
+
+
+def _finish(run_dir: Path, config: ExperimentConfig, server: TrainedServer, history: History,
+            tensorboard: Path | None = None) -> RunResult:
+    """Summarize the trained run and write its run directory."""
     summary = summarize(config, history, server.weights.numel(), server.test_metrics())
-    target = write_run(run_dir_for(config) if run_dir is None else run_dir, config, history,
-                       summary, model=server.workspace.spec.unflatten(server.weights))
-    return RunResult(target, config, server, history, summary)
+    write_run(run_dir, config, history, summary,
+              model=server.workspace.spec.unflatten(server.weights), tensorboard=tensorboard)
+    return RunResult(run_dir, config, server, history, summary)
 
 
 def run_name(config: ExperimentConfig) -> str:
@@ -283,10 +316,12 @@ def write_run(
     summary: dict[str, Any],
     *,
     model: Mapping[str, torch.Tensor] | None = None,
+    tensorboard: Path | None = None,
 ) -> Path:
     """Write ``config.toml``, ``metrics.jsonl``, ``accuracy.png``, ``model.pt`` (given the
     final global ``model``, a state dict), ``summary.json`` and their ``SHA256SUMS``:
-    :func:`train_run`'s writer.
+    :func:`train_run`'s writer; a ``tensorboard`` event directory, where it exists, is
+    copied in as ``tensorboard/``, outside the digest (event files hold wall-clock times).
 
     The files are written into a temporary sibling directory that then takes the place of
     ``run_dir`` in one step (:func:`privfed.atomic.publish_dir`; an existing ``run_dir`` is
@@ -313,6 +348,8 @@ def write_run(
         (staging / "summary.json").write_text(jsonsafe.dumps(summary, indent=2) + "\n",
                                               encoding="utf-8")
         write_digest(staging, [name for name in RUN_FILES[:-1] if (staging / name).exists()])
+        if tensorboard is not None and tensorboard.is_dir():
+            shutil.copytree(tensorboard, staging / TENSORBOARD_DIR)
         if (run_dir / AUDIT_DIR).is_dir():
             os.replace(run_dir / AUDIT_DIR, staging / AUDIT_DIR)
         publish_dir(staging, run_dir)

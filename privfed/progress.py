@@ -1,0 +1,81 @@
+"""One progress display for every long command: rounds, configurations, sweep points, audit
+units, with the time elapsed and an estimate of the time left.
+
+On a terminal it is a live rich bar; otherwise (a log file, a pipe) one plain line per step,
+e.g. ``round 3/30  acc 0.812  elapsed 4.1s  eta 37s``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+__all__ = ["Steps", "format_seconds", "steps"]
+
+
+def format_seconds(seconds: float) -> str:
+    """A short duration: ``"4.1s"``, ``"37s"``, ``"2m05s"``, ``"1h02m"``."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+class Steps:
+    """A display of ``total`` steps (see :func:`steps`): call :meth:`update` as each
+    starts or ends."""
+
+    def __init__(self, console: Console, total: int, progress: Progress | None) -> None:
+        self.console = console
+        self.total = total
+        self.done = 0
+        self._progress = progress
+        self._task = progress.add_task("starting", total=total) if progress else None
+        self._started = time.monotonic()
+
+    def eta(self) -> float | None:
+        """Seconds left at the mean pace of the steps done so far (None before the first)."""
+        if not self.done:
+            return None
+        return (time.monotonic() - self._started) / self.done * (self.total - self.done)
+
+    def update(self, message: str, advance: bool = True) -> None:
+        """Show ``message``; ``advance``: a step has ended (counted in the ETA)."""
+        self.done += int(advance)
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, description=escape(message), advance=int(advance))
+            return
+        elapsed = format_seconds(time.monotonic() - self._started)
+        eta = self.eta()
+        self.console.print(f"{message}  elapsed {elapsed}  eta "
+                           f"{'?' if eta is None else format_seconds(eta)}",
+                           highlight=False, markup=False)
+
+
+@contextlib.contextmanager
+def steps(console: Console, total: int) -> Iterator[Steps]:
+    """A progress display of ``total`` steps on ``console``: a live bar with the elapsed and
+    remaining time on a terminal, else one plain line per :meth:`Steps.update`."""
+    if not console.is_terminal:
+        yield Steps(console, total, None)
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                  console=console) as progress:
+        yield Steps(console, total, progress)
