@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.markup import escape
@@ -41,39 +41,47 @@ class Steps:
     """A display of ``total`` steps (see :func:`steps`): call :meth:`update` as each
     starts or ends."""
 
-    def __init__(self, console: Console, total: int, progress: Progress | None) -> None:
+    def __init__(self, console: Console, total: int, progress: Progress | None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.console = console
         self.total = total
         self.done = 0
         self._progress = progress
         self._task = progress.add_task("starting", total=total) if progress else None
-        self._started = time.monotonic()
+        self._clock = clock
+        self._started = clock()
 
-    def eta(self) -> float | None:
-        """Seconds left at the mean pace of the steps done so far (None before the first)."""
+    def eta(self, elapsed: float) -> float | None:
+        """Seconds left after ``elapsed`` seconds at the mean pace of the steps done so far
+        (None before the first)."""
         if not self.done:
             return None
-        return (time.monotonic() - self._started) / self.done * (self.total - self.done)
+        return elapsed / self.done * max(0, self.total - self.done)
 
-    def update(self, message: str, advance: bool = True) -> None:
-        """Show ``message``; ``advance``: a step has ended (counted in the ETA)."""
+    def update(self, message: str, advance: bool = True, keep: bool = False) -> None:
+        """Show ``message``; ``advance``: a step has ended (counted in the ETA); ``keep``:
+        on a terminal, also print it as a line above the bar."""
         self.done += int(advance)
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, description=escape(message), advance=int(advance))
+            if keep:
+                self.console.print(message, highlight=False, markup=False)
             return
-        elapsed = format_seconds(time.monotonic() - self._started)
-        eta = self.eta()
-        self.console.print(f"{message}  elapsed {elapsed}  eta "
+        elapsed = self._clock() - self._started
+        eta = self.eta(elapsed)
+        self.console.print(f"{message}  elapsed {format_seconds(elapsed)}  eta "
                            f"{'?' if eta is None else format_seconds(eta)}",
-                           highlight=False, markup=False)
+                           highlight=False, markup=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
-def steps(console: Console, total: int) -> Iterator[Steps]:
+def steps(console: Console, total: int,
+          clock: Callable[[], float] = time.monotonic) -> Iterator[Steps]:
     """A progress display of ``total`` steps on ``console``: a live bar with the elapsed and
-    remaining time on a terminal, else one plain line per :meth:`Steps.update`."""
+    remaining time on a terminal, else one plain line per :meth:`Steps.update` (its times
+    read from ``clock``)."""
     if not console.is_terminal:
-        yield Steps(console, total, None)
+        yield Steps(console, total, None, clock)
         return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
