@@ -1,6 +1,5 @@
 """A run followed while it trains: live metrics.jsonl, the lock, TensorBoard."""
 
-import fcntl
 import os
 
 import pytest
@@ -10,7 +9,9 @@ from privfed.cli import main
 from privfed.config import load_config
 from privfed.federated import History
 from privfed.live import RunInProgressError, partial_dir, scalars
-from privfed.rundir import release_history, run_dir_for, train_run
+from privfed.rundir import release_history, run_dir_for, run_problems, train_run
+
+fcntl = pytest.importorskip("fcntl")
 
 SMALL = ["federation.rounds=3", "model.hidden=[8]", "data.num_clients=3"]
 
@@ -106,6 +107,7 @@ def test_tensorboard_holds_one_scalar_per_metric_per_round(tmp_path):
         assert steps == pytest.approx({r + 1: row[name] for r, row in enumerate(expected)
                                        if name in row})
     assert "test_accuracy" in events.Tags()["scalars"]
+    assert run_problems(tmp_path / "run", config) == []  # tensorboard/ is outside the digest
     assert len(result.history.rounds) == 3
 
 
