@@ -14,9 +14,12 @@ import argparse
 import json
 from pathlib import Path
 
+from rich.console import Console
+
 from attacks.report import format_table
-from attacks.runner import run_audit
+from attacks.runner import STAGE_MESSAGES, audit_units, run_audit
 from privfed.cli import add_config_arguments, add_quick_argument, resolve_config
+from privfed.progress import steps
 from privfed.rundir import run_dir_for
 
 __all__ = ["register", "main"]
@@ -43,7 +46,9 @@ def main(args: argparse.Namespace) -> int:
     given = Path(args.config) if args.config else None
     out = Path(args.out) if args.out else (
         (given if given is not None and given.is_dir() else run_dir_for(config)) / "audit")
-    report = run_audit(config, out, progress=print)
+    with steps(Console(), audit_units(config)) as display:
+        report = run_audit(config, out, progress=lambda message: display.update(
+            message, advance=message not in STAGE_MESSAGES, keep=True))
     print(format_table(report))
     split = {k: round(v, 1) for k, v in report["seconds"].items()}
     print(f"seconds by attack: {json.dumps(split)}")

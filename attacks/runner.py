@@ -57,9 +57,19 @@ from privfed.config import ConfigError, ExperimentConfig
 from privfed.data import Dataset
 from privfed.integrity import DIGEST_FILE, verify_digest, write_digest
 
-__all__ = ["completed_audit", "run_audit"]
+__all__ = ["STAGE_MESSAGES", "audit_units", "completed_audit", "run_audit"]
 
 _INVERSION_SCENARIOS = ("single", "multi_step", "aggregate")
+
+STAGE_MESSAGES = ("membership: done", "inversion: done")
+"""The progress messages that end a stage of units rather than a unit."""
+
+
+def audit_units(config: ExperimentConfig) -> int:
+    """How many units of work :func:`run_audit` reports for ``config`` (one progress message
+    each, besides :data:`STAGE_MESSAGES`): the target, each reference model, each inversion
+    scenario and the canary audit."""
+    return 2 + config.audit.sizes().num_reference + len(_INVERSION_SCENARIOS)
 
 
 def run_audit(
@@ -222,9 +232,9 @@ def _measure(
         },
         **target.meta["client_update"],
     }
-    units.say("membership: done")
+    units.say(STAGE_MESSAGES[0])
     inversion = _inversion(config, target.meta["noise_multiplier"], units)
-    units.say("inversion: done")
+    units.say(STAGE_MESSAGES[1])
     canary = units.run("canary", "epsilon audit: done",
                        functools.partial(_canary_unit, config, data))
     report["inversion"] = {name: unit.meta["summary"] for name, unit in inversion.items()}

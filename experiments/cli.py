@@ -11,7 +11,6 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from experiments.comparison import (
@@ -28,6 +27,7 @@ from experiments.sweep import SweepPoint, load_grid, run_sweep
 from privfed import cli as core_cli
 from privfed.atomic import write_bytes
 from privfed.config import ConfigError
+from privfed.progress import steps
 
 __all__ = ["print_comparison", "register_compare", "register_report", "register_sweep",
            "run_main_job", "summarize_sweep"]
@@ -61,14 +61,10 @@ def run_main_job(args: argparse.Namespace) -> int:
     data = configs[0][1].data
     console.print(f"[bold]privfed[/]: {len(configs)} privacy configurations of {data.dataset} "
                   f"with {data.num_clients} clients, trained and audited -> {out_dir}")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task("starting", total=len(configs))
-
-        def on_step(message: str) -> None:
-            progress.update(task, description=message, advance=message.endswith(": done"))
-
-        results = run_comparison(configs, out_dir, progress=on_step)
+    with steps(console, len(configs)) as display:
+        results = run_comparison(
+            configs, out_dir,
+            progress=lambda message: display.update(message, advance=message.endswith(": done")))
     report = write_comparison_report(results, out_dir)
     print_comparison(console, [result.row() for result in results],
                      f"privacy configurations compared ({data.dataset}, {data.num_clients} "
@@ -149,15 +145,16 @@ def _sweep(args: argparse.Namespace) -> int:
     write_bytes(sweep_dir / OVERRIDES_COPY, json.dumps(overrides).encode())
     console.print(f"[bold]privfed sweep[/] {grid} -> {sweep_dir}: {len(points)} points")
 
-    def on_event(kind: str, point: SweepPoint, detail: str) -> None:
-        style = {"skipped": "dim", "invalid": "bold yellow", "done": "green",
-                 "failed": "bold red"}[kind]
-        console.print(f"[{style}]{kind:>7}[/] {point.key} {point.values}"
-                      + (f": {detail}" if kind in ("failed", "invalid") else "")
-                      + (" (running it again)" if kind == "invalid" else ""), highlight=False)
+    with steps(console, len(points)) as display:
 
-    outcome = run_sweep(points, sweep_dir, workers=args.workers, audit=args.audit,
-                        on_event=on_event)
+        def on_event(kind: str, point: SweepPoint, detail: str) -> None:
+            display.update(f"{kind:>7} {point.key} {point.values}"
+                           + (f": {detail}" if kind in ("failed", "invalid") else "")
+                           + (" (running it again)" if kind == "invalid" else ""),
+                           advance=kind != "invalid", keep=True)
+
+        outcome = run_sweep(points, sweep_dir, workers=args.workers, audit=args.audit,
+                            on_event=on_event)
     report = summarize_sweep(points, sweep_dir)
     console.print(f"{len(outcome['done'])} run, {len(outcome['skipped'])} already done, "
                   f"{len(outcome['failed'])} failed; report: {report}")

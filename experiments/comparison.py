@@ -25,7 +25,8 @@ from privfed.atomic import remove_stale_temporaries, write_text
 from privfed.config import ConfigError, ExperimentConfig, config_from_dict
 from privfed.config.loading import apply_overrides
 from privfed.federated.metrics import beats_majority
-from privfed.rundir import describe_epsilon, run_name, run_problems, train_run
+from privfed.run_summary import describe_epsilon
+from privfed.rundir import run_name, run_problems, train_run
 
 __all__ = ["COMPACT_COLUMNS", "CONFIGURATIONS", "Comparison", "comparison_configs",
            "compact_cells", "compact_legend", "format_cells", "run_comparison",

@@ -12,14 +12,15 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from privfed import __version__, jsonsafe
 from privfed.config import ConfigError, ExperimentConfig, load_config
 from privfed.data import ChecksumError, DataFormatError, DatasetNotFoundError
 from privfed.federated import RoundRecord, TrainingDivergedError
 from privfed.keys_cli import register as register_key_commands
+from privfed.live import RunInProgressError, partial_dir
 from privfed.predict_cli import register as register_predict_command
+from privfed.progress import steps
 from privfed.run_summary import format_figure, summary_table
 from privfed.rundir import (
     flower_simulation,
@@ -64,7 +65,8 @@ def _config_keys() -> str:
     return "\n".join(lines) + "\n\n"
 
 
-_SECTIONS = ("data", "model", "federation", "privacy", "secure", "compression", "audit")
+_SECTIONS = ("data", "model", "federation", "privacy", "secure", "compression", "audit",
+             "tracking")
 
 _EPILOG = _config_keys() + """\
 examples:
@@ -86,7 +88,7 @@ callable taking the parsed arguments and returning the exit status). The attacks
 ``privfed audit`` is one; the core never imports its plug-ins."""
 
 CLI_ERRORS = (ConfigError, DatasetNotFoundError, DataFormatError, ChecksumError,
-              TrainingDivergedError, SecureAggregationError)
+              TrainingDivergedError, SecureAggregationError, RunInProgressError)
 """Errors caused by the user's input or data, the config's or a party's: printed as one line
 (:func:`_error_line`), exit status 2."""
 
@@ -330,17 +332,10 @@ def _run(config: ExperimentConfig, console: Console, *, rerun: bool = False) -> 
     console.print(f"[bold]privfed run[/] {config.name} -> {run_dir}")
     if _reuse(run_dir, config, console, rerun):
         return 0
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        task = progress.add_task("loading data and building the federation",
-                                 total=config.federation.rounds, status="")
+    console.print(f"live metrics: {partial_dir(run_dir.absolute()) / 'metrics.jsonl'}",
+                  highlight=False)
+    rounds = config.federation.rounds
+    with steps(console, rounds) as display:
 
         def on_round(record: RoundRecord) -> None:
             status = f"loss {format_figure(record.train_loss, '.3f')}"
@@ -349,7 +344,7 @@ def _run(config: ExperimentConfig, console: Console, *, rerun: bool = False) -> 
             pooled = (record.federated or {}).get("pooled")
             if pooled:
                 status += f"  federated acc {pooled['accuracy']:.4f}"
-            progress.update(task, description="rounds", advance=1, status=status)
+            display.update(f"round {record.round}/{rounds}  {status}")
 
         result = train_run(config, run_dir, on_round=on_round)
     console.print(summary_table(result.summary))

@@ -1,15 +1,19 @@
-"""The summary table ``privfed run`` prints for a finished run."""
+"""A finished run's headline figures: ``summary.json``'s content (:func:`summarize`) and the
+table ``privfed run`` prints of it (:func:`summary_table`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rich.table import Table
 
+from privfed.config import ExperimentConfig
+from privfed.federated import History
 from privfed.federated.metrics import beats_majority
-from privfed.rundir import describe_epsilon
+from privfed.privacy.randomness import REPRODUCIBLE_NOISE
 
-__all__ = ["format_figure", "summary_table"]
+__all__ = ["describe_epsilon", "format_figure", "summarize", "summary_table"]
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
@@ -80,3 +84,87 @@ def _privacy_cell(summary: dict[str, Any]) -> str:
 def format_figure(value: float | None, spec: str) -> str:
     """``value`` formatted with ``spec``; ``"-"`` for a figure that does not exist."""
     return "-" if value is None else format(value, spec)
+
+
+def summarize(
+    config: ExperimentConfig, history: History, num_params: int,
+    test_metrics: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The headline figures of a finished run, as plain JSON-able data: utility (the
+    central test set's ``test_metrics`` and the last federated evaluation, each with the
+    majority-class baseline), privacy and cost."""
+    rounds = len(history.rounds)
+    participations = sum(len(r.clients) for r in history.rounds)
+    last = history.evaluated()[-1] if history.evaluated() else None
+    return {
+        "name": config.name,
+        "config_hash": config.short_hash(),
+        "dataset": config.data.dataset,
+        "model": config.model.name,
+        "num_params": num_params,
+        "num_clients": config.data.num_clients,
+        "rounds": rounds,
+        "final_accuracy": last.test_accuracy if last else None,
+        "final_loss": last.test_loss if last else None,
+        "test_metrics": dict(test_metrics) if test_metrics is not None else None,
+        "federated_metrics": _last_federated(history),
+        "seconds_total": history.total("seconds"),
+        "seconds_per_round": history.total("seconds") / rounds if rounds else None,
+        "bytes_up_total": int(history.total("bytes_up")),
+        "bytes_down_total": int(history.total("bytes_down")),
+        "bytes_up_per_client_round": history.total("bytes_up") / participations
+        if participations else None,
+        "secure_aggregation": config.secure.kind,
+        **{f"seconds_{stage}_total": sum(r.extra.get(f"seconds_{stage}", 0.0)
+                                         for r in history.rounds)
+           for stage in ("encode", "aggregate", "decode")},
+        **_privacy_summary(config, history),
+    }
+
+
+def _last_federated(history: History) -> dict[str, Any] | None:
+    """The last federated evaluation's pooled metrics and worst client (None if none)."""
+    runs = [r.federated for r in history.rounds if r.federated and r.federated["pooled"]]
+    if not runs:
+        return None
+    return {"pooled": runs[-1]["pooled"], "worst": runs[-1]["worst"],
+            "clients": len(runs[-1]["included"])}
+
+
+def _privacy_summary(config: ExperimentConfig, history: History) -> dict[str, Any]:
+    """The privacy spent by the end of training, as the mechanism reported it: the headline
+    epsilon, the party it holds against, the epsilon against an outsider, and whether the
+    noise can be regenerated from the config."""
+    mechanism = config.privacy.mechanism
+    if mechanism == "none":
+        return {"privacy_mechanism": mechanism, "privacy_unit": None, "epsilon": None,
+                "delta": None}
+    last = history.rounds[-1].extra if history.rounds else {}
+    return {
+        "privacy_mechanism": mechanism,
+        "privacy_unit": "record" if mechanism == "local" else "user",
+        "epsilon": last.get("epsilon"),
+        "epsilon_against": last.get("epsilon_against"),
+        "epsilon_outsider": last.get("epsilon_outsider", last.get("epsilon")),
+        "delta": last.get("delta"),
+        "noise": last.get("noise"),
+        "stop_reason": history.stop_reason,
+    }
+
+
+def describe_epsilon(summary: Mapping[str, Any], spec: str = ".2f") -> str:
+    """One line for a run's privacy: e.g. ``"3.00 record vs server"``,
+    ``"17.9 user vs server (7.94 vs outsider)"``, ending in ``"(noise reproducible from the
+    config)"`` when the noise was seeded; ``"inf"`` without a mechanism."""
+    if summary.get("privacy_mechanism", "none") == "none" or summary.get("epsilon") is None:
+        return "inf"
+    epsilon = summary["epsilon"]
+    text = f"{epsilon:{spec}} {summary.get('privacy_unit') or ''}".rstrip()
+    if summary.get("epsilon_against"):
+        text += f" vs {summary['epsilon_against']}"
+    outsider = summary.get("epsilon_outsider")
+    if summary.get("epsilon_against") != "outsider" and outsider not in (None, epsilon):
+        text += f" ({outsider:{spec}} vs outsider)"
+    if summary.get("noise") == REPRODUCIBLE_NOISE:
+        text += f" ({REPRODUCIBLE_NOISE})"
+    return text

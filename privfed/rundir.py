@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +23,14 @@ from privfed.config import ConfigError, ExperimentConfig, load_config
 from privfed.experiment import build_simulation
 from privfed.federated import History, Observer, RoundRecord
 from privfed.integrity import DIGEST_FILE, verify_digest, write_digest
+from privfed.live import TENSORBOARD_DIR, live_run
 from privfed.model_file import model_record
-from privfed.privacy.randomness import REPRODUCIBLE_NOISE
+from privfed.run_summary import summarize
 
 __all__ = [
-    "AUDIT_DIR", "RUN_FILES", "RunResult", "TrainedServer", "Trainer", "describe_epsilon",
-    "flower_simulation", "model_bytes", "release_history", "run_dir_for", "run_name",
-    "run_problems", "summarize", "train_in_process", "train_run", "write_run",
+    "AUDIT_DIR", "RUN_FILES", "RunResult", "TrainedServer", "Trainer", "flower_simulation",
+    "model_bytes", "release_history", "run_dir_for", "run_name", "run_problems",
+    "train_in_process", "train_run", "write_run",
 ]
 
 RUN_FILES = ("config.toml", "metrics.jsonl", "accuracy.png", "model.pt", "summary.json",
@@ -57,7 +59,8 @@ Trainer = Callable[
 ]
 """Picks the engine: ``train(config, observers, on_round) -> (server, history)`` trains
 ``config`` to the end, calling ``on_round`` after each round, and returns the server holding
-the final global model with the run's history."""
+the final global model with the run's history. A trainer that cannot call ``on_round`` (the
+Flower simulation) has the attribute ``reports_rounds = False``: its run has no live files."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,7 @@ def flower_simulation(options: Any = None) -> Trainer:
                              "entropy): give train_run that config")
         return run_flower_simulation(config, options=options)
 
+    train.reports_rounds = False  # type: ignore[attr-defined]
     return train
 
 
@@ -145,8 +149,10 @@ def train_run(
 ) -> RunResult:
     """Train ``config`` and write its run directory: the one run writer.
 
-    Nothing is written until training ends; then :func:`write_run` puts the complete
-    directory in place in one step.
+    While it trains, ``<run_dir>.partial/`` (:mod:`privfed.live`) holds ``metrics.jsonl``,
+    a line per round as it ends, and with ``tracking.tensorboard`` the TensorBoard events;
+    when training ends :func:`write_run` puts the complete directory in place in one step
+    and the in-progress directory is removed.
 
     Parameters
     ----------
@@ -168,14 +174,40 @@ def train_run(
     Returns
     -------
     RunResult
+
+    Raises
+    ------
+    privfed.live.RunInProgressError
+        When another process is training the same run directory.
     """
-    server, history = train(config, observers, on_round)
+    run_dir = Path(run_dir_for(config) if run_dir is None else run_dir)
+    if not getattr(train, "reports_rounds", True):
+        if config.tracking.tensorboard:
+            raise ConfigError("tracking.tensorboard needs an engine that reports each round "
+                              "(in-process or a Flower deployment, not flower-sim)")
+        server, history = train(config, observers, on_round)
+        return _finish(run_dir, config, server, history)
+    with live_run(run_dir, config,
+                  lambda done: release_history(config, History([done])).rounds[0]) as live:
+
+        def record(round_record: RoundRecord) -> None:
+            live.record(round_record)
+            if on_round is not None:
+                on_round(round_record)
+
+        server, history = train(config, observers, record)
+        live.close()
+        return _finish(run_dir, config, server, history, tensorboard=live.tensorboard_dir)
+
+
+def _finish(run_dir: Path, config: ExperimentConfig, server: TrainedServer, history: History,
+            tensorboard: Path | None = None) -> RunResult:
+    """Summarize the trained run and write its run directory."""
     summary = summarize(config, history, server.weights.numel(), server.test_metrics())
     server.workspace.load(server.weights)
     model = model_record(config, server.workspace.module, _input_shape(config, server))
-    target = write_run(run_dir_for(config) if run_dir is None else run_dir, config, history,
-                       summary, model=model)
-    return RunResult(target, config, server, history, summary)
+    write_run(run_dir, config, history, summary, model=model, tensorboard=tensorboard)
+    return RunResult(run_dir, config, server, history, summary)
 
 
 def _input_shape(config: ExperimentConfig, server: TrainedServer) -> tuple[int, ...]:
@@ -204,90 +236,6 @@ def run_dir_for(config: ExperimentConfig, engine: str = "inprocess") -> Path:
     return Path(config.output_dir) / f"{run_name(config)}{suffix}"
 
 
-def summarize(
-    config: ExperimentConfig, history: History, num_params: int,
-    test_metrics: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The headline figures of a finished run, as plain JSON-able data: utility (the
-    central test set's ``test_metrics`` and the last federated evaluation, each with the
-    majority-class baseline), privacy and cost."""
-    rounds = len(history.rounds)
-    participations = sum(len(r.clients) for r in history.rounds)
-    last = history.evaluated()[-1] if history.evaluated() else None
-    return {
-        "name": config.name,
-        "config_hash": config.short_hash(),
-        "dataset": config.data.dataset,
-        "model": config.model.name,
-        "num_params": num_params,
-        "num_clients": config.data.num_clients,
-        "rounds": rounds,
-        "final_accuracy": last.test_accuracy if last else None,
-        "final_loss": last.test_loss if last else None,
-        "test_metrics": dict(test_metrics) if test_metrics is not None else None,
-        "federated_metrics": _last_federated(history),
-        "seconds_total": history.total("seconds"),
-        "seconds_per_round": history.total("seconds") / rounds if rounds else None,
-        "bytes_up_total": int(history.total("bytes_up")),
-        "bytes_down_total": int(history.total("bytes_down")),
-        "bytes_up_per_client_round": history.total("bytes_up") / participations
-        if participations else None,
-        "secure_aggregation": config.secure.kind,
-        **{f"seconds_{stage}_total": sum(r.extra.get(f"seconds_{stage}", 0.0)
-                                         for r in history.rounds)
-           for stage in ("encode", "aggregate", "decode")},
-        **_privacy_summary(config, history),
-    }
-
-
-def _last_federated(history: History) -> dict[str, Any] | None:
-    """The last federated evaluation's pooled metrics and worst client (None if none)."""
-    runs = [r.federated for r in history.rounds if r.federated and r.federated["pooled"]]
-    if not runs:
-        return None
-    return {"pooled": runs[-1]["pooled"], "worst": runs[-1]["worst"],
-            "clients": len(runs[-1]["included"])}
-
-
-def _privacy_summary(config: ExperimentConfig, history: History) -> dict[str, Any]:
-    """The privacy spent by the end of training, as the mechanism reported it: the headline
-    epsilon, the party it holds against, the epsilon against an outsider, and whether the
-    noise can be regenerated from the config."""
-    mechanism = config.privacy.mechanism
-    if mechanism == "none":
-        return {"privacy_mechanism": mechanism, "privacy_unit": None, "epsilon": None,
-                "delta": None}
-    last = history.rounds[-1].extra if history.rounds else {}
-    return {
-        "privacy_mechanism": mechanism,
-        "privacy_unit": "record" if mechanism == "local" else "user",
-        "epsilon": last.get("epsilon"),
-        "epsilon_against": last.get("epsilon_against"),
-        "epsilon_outsider": last.get("epsilon_outsider", last.get("epsilon")),
-        "delta": last.get("delta"),
-        "noise": last.get("noise"),
-        "stop_reason": history.stop_reason,
-    }
-
-
-def describe_epsilon(summary: Mapping[str, Any], spec: str = ".2f") -> str:
-    """One line for a run's privacy: e.g. ``"3.00 record vs server"``,
-    ``"17.9 user vs server (7.94 vs outsider)"``, ending in ``"(noise reproducible from the
-    config)"`` when the noise was seeded; ``"inf"`` without a mechanism."""
-    if summary.get("privacy_mechanism", "none") == "none" or summary.get("epsilon") is None:
-        return "inf"
-    epsilon = summary["epsilon"]
-    text = f"{epsilon:{spec}} {summary.get('privacy_unit') or ''}".rstrip()
-    if summary.get("epsilon_against"):
-        text += f" vs {summary['epsilon_against']}"
-    outsider = summary.get("epsilon_outsider")
-    if summary.get("epsilon_against") != "outsider" and outsider not in (None, epsilon):
-        text += f" ({outsider:{spec}} vs outsider)"
-    if summary.get("noise") == REPRODUCIBLE_NOISE:
-        text += f" ({REPRODUCIBLE_NOISE})"
-    return text
-
-
 def release_history(config: ExperimentConfig, history: History) -> History:
     """What a run directory may hold of ``history``: without client ids when user-level DP
     samples clients (amplification by sampling assumes nobody learns who took part)."""
@@ -302,11 +250,13 @@ def write_run(
     summary: dict[str, Any],
     *,
     model: Mapping[str, Any] | None = None,
+    tensorboard: Path | None = None,
 ) -> Path:
     """Write ``config.toml``, ``metrics.jsonl``, ``accuracy.png``, ``model.pt`` (given the
     final global ``model``, :func:`privfed.model_file.model_record`'s dict),
-    ``summary.json`` and their ``SHA256SUMS``:
-    :func:`train_run`'s writer.
+    ``summary.json`` and their ``SHA256SUMS``: :func:`train_run`'s writer; a
+    ``tensorboard`` event directory, where it exists, is copied in as ``tensorboard/``,
+    outside the digest (event files hold wall-clock times).
 
     The files are written into a temporary sibling directory that then takes the place of
     ``run_dir`` in one step (:func:`privfed.atomic.publish_dir`; an existing ``run_dir`` is
@@ -333,6 +283,8 @@ def write_run(
         (staging / "summary.json").write_text(jsonsafe.dumps(summary, indent=2) + "\n",
                                               encoding="utf-8")
         write_digest(staging, [name for name in RUN_FILES[:-1] if (staging / name).exists()])
+        if tensorboard is not None and tensorboard.is_dir():
+            shutil.copytree(tensorboard, staging / TENSORBOARD_DIR)
         if (run_dir / AUDIT_DIR).is_dir():
             os.replace(run_dir / AUDIT_DIR, staging / AUDIT_DIR)
         publish_dir(staging, run_dir)

@@ -168,6 +168,9 @@ INVALID = [
     ("audit.num_canaries=0", r"audit.num_canaries must be in \[1, inf\), got 0"),
     ("audit.confidence=0", r"audit.confidence must be in \(0, 1\), got 0.0"),
     ("audit.confidence=1", r"audit.confidence must be in \(0, 1\), got 1.0"),
+    # tracking
+    ("tracking.tensorboard=1", r"tracking.tensorboard must be of type bool, got int"),
+    ("tracking.mlflow=true", r"unknown key\(s\) tracking.mlflow in tracking"),
 ]
 
 

@@ -52,6 +52,7 @@ CONTEXTS: dict[str, dict[str, tuple[str, ...]]] = {
                     "randomk": ("compression.method=randomk",),
                     "topk": ("compression.method=topk",)},
     "audit": {"default": ()},
+    "tracking": {"default": ()},
 }
 """Per section, the settings its fields are fuzzed in (every one of SMALL's too)."""
 

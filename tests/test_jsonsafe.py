@@ -11,7 +11,8 @@ from experiments.sweep import SweepPoint
 from privfed import jsonsafe
 from privfed.config import load_config
 from privfed.federated.history import History, RoundRecord
-from privfed.rundir import run_name, run_problems, summarize, write_run
+from privfed.run_summary import summarize
+from privfed.rundir import run_name, run_problems, write_run
 
 
 def strict_loads(text):

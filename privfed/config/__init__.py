@@ -1,11 +1,11 @@
 """The experiment configuration: typed sections, loaded from TOML, validated on creation.
 
 One module per section (``data``, ``model``, ``federation``, ``privacy``, ``secure``,
-``compression``, ``audit``), the rules between sections in ``rules``, the shared checks in
-``validation`` and a field's rule by name in ``fields`` (for constructors that take the same
-values). Unknown keys are errors, never silently ignored; every error names the field and
-the allowed values. Importing it loads neither the federated core, the privacy and
-compression packages nor the cryptography.
+``compression``, ``audit``, ``tracking``), the rules between sections in ``rules``, the
+shared checks in ``validation`` and a field's rule by name in ``fields`` (for constructors
+that take the same values). Unknown keys are errors, never silently ignored; every error
+names the field and the allowed values. Importing it loads neither the federated core, the
+privacy and compression packages nor the cryptography.
 """
 
 from privfed.config.audit import AuditConfig, AuditSizes
@@ -23,6 +23,7 @@ from privfed.config.loading import (
 from privfed.config.model import ModelConfig
 from privfed.config.privacy import PrivacyConfig
 from privfed.config.secure import SecureConfig
+from privfed.config.tracking import TrackingConfig
 from privfed.config.validation import ConfigError, check_choice, check_range
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "ModelConfig",
     "PrivacyConfig",
     "SecureConfig",
+    "TrackingConfig",
     "apply_overrides",
     "check_choice",
     "check_compatible",

@@ -20,6 +20,7 @@ from privfed.config.model import ModelConfig
 from privfed.config.privacy import PrivacyConfig
 from privfed.config.rules import check_cross_section
 from privfed.config.secure import SecureConfig
+from privfed.config.tracking import TrackingConfig
 from privfed.config.validation import INT_MAX, ConfigError, Range, Rule, check_rules
 from privfed.data.digest import module_token
 from privfed.models import is_import_path
@@ -53,8 +54,8 @@ class ExperimentConfig:
         partition, client sampling, batch order).
     output_dir : str
         Parent directory of run directories.
-    data, model, federation, privacy, secure, compression, audit
-        The sections.
+    data, model, federation, privacy, secure, compression, audit, tracking
+        The sections (``tracking`` is not part of :meth:`short_hash`).
     """
 
     name: str | None = None
@@ -67,6 +68,7 @@ class ExperimentConfig:
     secure: SecureConfig = field(default_factory=SecureConfig)
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         if self.name is None:
@@ -108,13 +110,14 @@ class ExperimentConfig:
         """8 hex digits identifying everything that affects the results: every field (the
         audit's settings included), the content of the data files read
         (:meth:`DataConfig.content_tokens`) and of a user's model module; not where the
-        data and the outputs live, nor which device computes.
+        data and the outputs live, nor which device computes, nor the ``[tracking]`` section.
 
         Reads the data files the first time (a digest per file, cached while the file is
         unchanged).
         """
         payload = self.to_dict()
         payload.pop("output_dir")
+        payload.pop("tracking")
         payload["data"].pop("data_dir")
         payload["federation"].pop("device")
         if not self.federation.drop_last:  # runs from before the field keep their identity

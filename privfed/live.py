@@ -1,0 +1,188 @@
+"""A run's in-progress directory: what can be followed while it trains.
+
+While :func:`privfed.rundir.train_run` trains, ``<run_dir>.partial/`` beside the run
+directory holds ``metrics.jsonl`` (one strict JSON line per round, flushed to disk as the
+round ends, so ``tail -f`` follows it), with ``[tracking] tensorboard = true`` a
+``tensorboard/`` event directory, and ``lock``, which one process at a time holds. It is
+not a temporary: it survives a kill, and is removed once the complete run directory is
+published (or when the run fails before its first round).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO, Any
+
+from privfed import jsonsafe
+from privfed.config import ConfigError, ExperimentConfig
+from privfed.federated import RoundRecord
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; two runs of one config are not refused
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["PARTIAL_SUFFIX", "TENSORBOARD_DIR", "LiveRun", "RunInProgressError", "live_run",
+           "partial_dir", "scalars"]
+
+PARTIAL_SUFFIX = ".partial"
+"""The suffix of a run directory's in-progress directory."""
+
+TENSORBOARD_DIR = "tensorboard"
+"""The event directory, in the in-progress directory and then in the run directory."""
+
+
+class RunInProgressError(RuntimeError):
+    """Another process is training the same run directory."""
+
+
+def partial_dir(run_dir: str | os.PathLike[str]) -> Path:
+    """``<run_dir>.partial``: the in-progress directory of ``run_dir``."""
+    run_dir = Path(run_dir)
+    return run_dir.with_name(run_dir.name + PARTIAL_SUFFIX)
+
+
+def scalars(record: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Every number of a round's JSON record, by its path (``"federated/pooled/accuracy"``),
+    the round number and booleans left out: what TensorBoard plots of ``metrics.jsonl``."""
+    found: dict[str, float] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            found.update(scalars(value, f"{name}/"))
+        elif isinstance(value, int | float) and not isinstance(value, bool) and name != "round":
+            found[name] = float(value)
+    return found
+
+
+class LiveRun:
+    """The open in-progress directory of one training run (see :func:`live_run`).
+
+    Attributes
+    ----------
+    directory : Path
+    metrics : Path
+        ``metrics.jsonl``: one line per round recorded so far.
+    rounds : int
+        Rounds recorded so far.
+    """
+
+    def __init__(self, directory: Path, release: Callable[[RoundRecord], RoundRecord],
+                 writer_class: type | None) -> None:
+        self.directory = directory
+        self.metrics = directory / "metrics.jsonl"
+        self.rounds = 0
+        self._release = release
+        self._out: IO[str] = open(self.metrics, "w", encoding="utf-8")  # noqa: SIM115
+        shutil.rmtree(self.tensorboard_dir, ignore_errors=True)
+        self._writer = (writer_class(log_dir=str(self.tensorboard_dir))
+                        if writer_class is not None else None)
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """Where the TensorBoard events go (written only with the switch on)."""
+        return self.directory / TENSORBOARD_DIR
+
+    def record(self, record: RoundRecord) -> None:
+        """Append the released ``record`` to ``metrics.jsonl`` (flushed to disk) and, with
+        TensorBoard on, its :func:`scalars` at step ``record.round``."""
+        released = asdict(self._release(record))
+        self._out.write(jsonsafe.dumps(released) + "\n")
+        self._out.flush()
+        os.fsync(self._out.fileno())
+        if self._writer is not None:
+            for name, value in scalars(released).items():
+                self._writer.add_scalar(name, value, record.round)
+            self._writer.flush()
+        self.rounds += 1
+
+    def close(self) -> None:
+        """Close ``metrics.jsonl`` and the TensorBoard writer (idempotent)."""
+        self._out.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+@contextlib.contextmanager
+def live_run(run_dir: str | os.PathLike[str], config: ExperimentConfig,
+             release: Callable[[RoundRecord], RoundRecord]) -> Iterator[LiveRun]:
+    """Open ``run_dir``'s in-progress directory for a new run of ``config``.
+
+    Takes its lock (refusing a second process), empties what a previous run left, and on
+    exit removes the directory where the run finished (the body returned) or recorded no
+    round; a run that failed after some rounds keeps it.
+
+    Parameters
+    ----------
+    run_dir : path
+    config : ExperimentConfig
+        Its ``tracking.tensorboard`` switch.
+    release : callable
+        What of a round's record may be written (:func:`privfed.rundir.release_history`'s
+        rule, per record).
+
+    Raises
+    ------
+    RunInProgressError
+        When another process holds the lock.
+    ConfigError
+        With ``tracking.tensorboard`` on and tensorboard not installed.
+    """
+    writer_class = _summary_writer_class() if config.tracking.tensorboard else None
+    directory = partial_dir(run_dir)
+    created = [p for p in directory.absolute().parents if not p.exists()]
+    directory.mkdir(parents=True, exist_ok=True)
+    with _locked(directory / "lock"):
+        live = LiveRun(directory, release, writer_class)
+        finished = False
+        try:
+            yield live
+            finished = True
+        finally:
+            live.close()
+            if finished or live.rounds == 0:
+                _remove(directory, created)
+
+
+def _remove(directory: Path, created: list[Path]) -> None:
+    """Remove ``directory`` and those of its parents it was ``created`` with, if empty."""
+    shutil.rmtree(directory, ignore_errors=True)
+    for parent in created:  # innermost first
+        with contextlib.suppress(OSError):
+            parent.rmdir()
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive, non-blocking ``flock`` on ``path`` (writing this pid in it)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                raise RunInProgressError(
+                    f"another privfed process (pid {holder}) is training this run "
+                    f"({path.parent})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _summary_writer_class() -> type:
+    """``torch.utils.tensorboard.SummaryWriter``, imported only when the switch is on."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("tracking.tensorboard = true needs tensorboard: "
+                          "pip install 'privfed[tensorboard]'") from None
+    return SummaryWriter
