@@ -147,6 +147,7 @@ def _sweep(args: argparse.Namespace) -> int:
     grid = Path(args.grid)
     overrides = core_cli.config_overrides(args, output_dir=False)
     points = load_grid(grid, overrides)
+    threads = cli_threads(args, [point.config.model.name for point in points], args.workers)
     sweep_dir = Path(args.output_dir) / grid.stem
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_bytes(sweep_dir / GRID_COPY, grid.read_bytes())
@@ -160,7 +161,6 @@ def _sweep(args: argparse.Namespace) -> int:
                       + (f": {detail}" if kind in ("failed", "invalid") else "")
                       + (" (running it again)" if kind == "invalid" else ""), highlight=False)
 
-    threads = cli_threads(args, [point.config.model.name for point in points], args.workers)
     outcome = run_sweep(points, sweep_dir, workers=args.workers, audit=args.audit,
                         on_event=on_event, threads=threads)
     report = summarize_sweep(points, sweep_dir)

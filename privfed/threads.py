@@ -113,7 +113,7 @@ def _parse(value: str, name: str) -> int | None:
     text = value.strip().lower()
     if text == "auto":
         return None
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise ConfigError(f"{name}: must be a positive integer or 'auto', got {value!r}")
     return int(text)
 

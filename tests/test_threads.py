@@ -11,7 +11,8 @@ from privfed import threads
 from privfed.cli import main
 from privfed.config import ConfigError
 
-DIGITS = str(Path(__file__).parents[1] / "experiments" / "configs" / "digits.toml")
+CONFIGS = Path(__file__).parents[1] / "experiments" / "configs"
+DIGITS, GRID = str(CONFIGS / "digits.toml"), str(CONFIGS / "partition_grid.toml")
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def test_threads_option_beats_the_environment_which_beats_the_rule(option, env, 
     assert threads.requested_threads(option, env) == expected
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "two", "2.5", ""])
+@pytest.mark.parametrize("value", ["0", "-1", "two", "2.5", "", "\u00b2"])
 def test_bad_values_name_their_source(value):
     with pytest.raises(ConfigError, match="^--threads: must be a positive integer or 'auto'"):
         threads.requested_threads(value, {"PRIVFED_THREADS": "2"})
@@ -100,6 +101,8 @@ def test_run_without_threads_uses_the_rule(tmp_path, monkeypatch, restore_thread
     (["audit", DIGITS, "--threads", "x"], None, "error: --threads: must be a positive integer"),
     (["run", DIGITS], "many", "error: PRIVFED_THREADS: must be a positive integer"),
     (["compare", "--threads", "-2"], None, "error: --threads: must be a positive integer"),
+    (["sweep", GRID, "--workers", "2", "--threads", "1.5"], None,
+     "error: --threads: must be a positive integer"),
 ])
 def test_bad_threads_exit_2_with_one_line(args, env, message, tmp_path, monkeypatch, capsys):
     if env is not None:
