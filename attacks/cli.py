@@ -21,6 +21,7 @@ from attacks.runner import STAGE_MESSAGES, audit_units, run_audit
 from privfed.cli import add_config_arguments, add_quick_argument, resolve_config
 from privfed.progress import steps
 from privfed.rundir import run_dir_for
+from privfed.threads import add_threads_argument, cli_threads
 
 __all__ = ["register", "main"]
 
@@ -33,6 +34,7 @@ def register(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None,
                         help="output directory (default: <run dir>/audit)")
     add_quick_argument(parser)
+    add_threads_argument(parser)
     parser.set_defaults(handler=main)
     return parser
 
@@ -43,6 +45,7 @@ def main(args: argparse.Namespace) -> int:
     Returns 2 when the canary audit flags a likely DP bug, else 0.
     """
     config = resolve_config(args)
+    cli_threads(args, [config.model.name])
     given = Path(args.config) if args.config else None
     out = Path(args.out) if args.out else (
         (given if given is not None and given.is_dir() else run_dir_for(config)) / "audit")

@@ -28,6 +28,7 @@ from privfed import cli as core_cli
 from privfed.atomic import write_bytes
 from privfed.config import ConfigError
 from privfed.progress import steps
+from privfed.threads import add_threads_argument, cli_threads
 
 __all__ = ["print_comparison", "register_compare", "register_report", "register_sweep",
            "run_main_job", "summarize_sweep"]
@@ -43,6 +44,7 @@ def register_compare(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("compare", help=text, description=text)
     core_cli.add_override_arguments(parser)
     core_cli.add_quick_argument(parser)
+    add_threads_argument(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     parser.set_defaults(handler=run_main_job)
 
@@ -58,6 +60,7 @@ def run_main_job(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # a log file: the full table, not one wrapped to 80 columns
         console = Console(quiet=args.quiet, width=140)
     configs = comparison_configs(core_cli.config_overrides(args))
+    cli_threads(args, [config.model.name for _, config in configs])
     data = configs[0][1].data
     console.print(f"[bold]privfed[/]: {len(configs)} privacy configurations of {data.dataset} "
                   f"with {data.num_clients} clients, trained and audited -> {out_dir}")
@@ -109,6 +112,7 @@ def register_sweep(commands: argparse._SubParsersAction) -> None:
     core_cli.add_override_arguments(parser, output_dir=False)
     core_cli.add_quick_argument(parser)
     parser.add_argument("--workers", type=int, default=1, help="points run in parallel")
+    add_threads_argument(parser)
     parser.add_argument("--audit", action="store_true",
                         help="also audit every point (membership, inversion, epsilon audit), "
                              "sized by the grid's [base.audit] section (--quick: small)")
@@ -139,6 +143,7 @@ def _sweep(args: argparse.Namespace) -> int:
     grid = Path(args.grid)
     overrides = core_cli.config_overrides(args, output_dir=False)
     points = load_grid(grid, overrides)
+    threads = cli_threads(args, [point.config.model.name for point in points], args.workers)
     sweep_dir = Path(args.output_dir) / grid.stem
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_bytes(sweep_dir / GRID_COPY, grid.read_bytes())
@@ -154,7 +159,7 @@ def _sweep(args: argparse.Namespace) -> int:
                            advance=kind != "invalid", keep=True)
 
         outcome = run_sweep(points, sweep_dir, workers=args.workers, audit=args.audit,
-                            on_event=on_event)
+                            on_event=on_event, threads=threads)
     report = summarize_sweep(points, sweep_dir)
     console.print(f"{len(outcome['done'])} run, {len(outcome['skipped'])} already done, "
                   f"{len(outcome['failed'])} failed; report: {report}")

@@ -50,6 +50,7 @@ from privfed.config import (
     resolve_data_paths,
 )
 from privfed.rundir import run_name, run_problems, train_run
+from privfed.threads import auto_threads, set_threads
 
 __all__ = ["SweepPoint", "load_grid", "run_point", "run_sweep"]
 
@@ -169,6 +170,7 @@ def run_sweep(
     workers: int = 1,
     audit: bool = False,
     on_event: Callable[[str, SweepPoint, str], None] | None = None,
+    threads: int | None = None,
 ) -> dict[str, list[SweepPoint]]:
     """Run every point that is not done yet.
 
@@ -184,6 +186,10 @@ def run_sweep(
         point's ``[audit]`` section (e.g. ``[base.audit] quick = true`` in the grid).
     on_event : callable, optional
         Called with ``("skipped" | "invalid" | "done" | "failed", point, detail)``.
+    threads : int, optional
+        Torch threads of each worker process when ``workers`` > 1 (default: the points'
+        :func:`privfed.threads.auto_threads` with the free cores divided among the workers).
+        With one worker the points run in this process, whose threads are left as they are.
 
     Returns
     -------
@@ -227,12 +233,20 @@ def run_sweep(
         for point, job in jobs:
             _settle(point, sweep_dir, lambda job=job: run_point(*job), record)
     else:
-        with ProcessPoolExecutor(max_workers=workers, initializer=exit_with_parent,
-                                 initargs=(os.getpid(),)) as pool:
+        if threads is None:
+            threads = auto_threads([point.config.model.name for point in todo], workers)
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                                 initargs=(os.getpid(), threads)) as pool:
             futures = {pool.submit(run_point, *job): point for point, job in jobs}
             for future in as_completed(futures):
                 _settle(futures[future], sweep_dir, future.result, record)
     return outcome
+
+
+def _init_worker(parent_pid: int, threads: int) -> None:
+    """A worker process's initializer: exit with the sweep's process, use ``threads``."""
+    exit_with_parent(parent_pid)
+    set_threads(threads)
 
 
 def _settle(point: SweepPoint, sweep_dir: Path, result: Callable[[], str],

@@ -29,6 +29,7 @@ from privfed.rundir import (
     train_run,
 )
 from privfed.secure.errors import SecureAggregationError
+from privfed.threads import add_threads_argument, cli_threads
 
 __all__ = ["COMMAND_GROUP", "MAIN_JOB", "add_config_arguments", "add_override_arguments",
            "add_quick_argument", "config_overrides", "main", "resolve_config"]
@@ -227,6 +228,7 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     run.add_argument("--rerun", action="store_true",
                      help="train again although the run directory holds this config's "
                           "complete run (it is then replaced whole)")
+    add_threads_argument(run)
     _add_engine_arguments(run)
     run.set_defaults(handler=_run_command)
     config = commands.add_parser("config", help="print the resolved configuration as TOML",
@@ -269,6 +271,7 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_command(args: argparse.Namespace) -> int:
     config, console = resolve_config(args), Console(quiet=args.quiet)
+    cli_threads(args, [config.model.name])
     if args.engine == "inprocess":
         return _run(config, console, rerun=args.rerun)
     return _run_on_flower(config, args, console)
