@@ -96,3 +96,22 @@ def make_server(
         policy=policy,
         observers=observers,
     )
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures saved through ``save_figure`` (privfed's and the attacks'), by file
+    name; they are still written."""
+    import attacks.plots as attack_plots
+    import privfed.plots as core_plots
+
+    saved = {}
+    save = core_plots.save_figure
+
+    def keep(fig, path, *, dpi):
+        saved[path.name] = fig
+        return save(fig, path, dpi=dpi)
+
+    monkeypatch.setattr(core_plots, "save_figure", keep)
+    monkeypatch.setattr(attack_plots, "save_figure", keep)
+    return saved

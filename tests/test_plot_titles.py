@@ -5,31 +5,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 
-import attacks.plots as attack_plots
-import privfed.plots as core_plots
 from attacks.membership import MembershipResult
 from attacks.plots import ReconstructionRow, plot_reconstructions, plot_roc
 from privfed.config import load_config
 from privfed.rundir import train_run
 
 SMALL = ["federation.rounds=2", "model.hidden=[8]", "data.num_clients=3"]
-
-
-@pytest.fixture
-def figures(monkeypatch):
-    """The figures saved through ``save_figure``, by file name (still written)."""
-    saved = {}
-    save = core_plots.save_figure
-
-    def keep(fig, path, *, dpi):
-        saved[path.name] = fig
-        return save(fig, path, dpi=dpi)
-
-    monkeypatch.setattr(core_plots, "save_figure", keep)
-    monkeypatch.setattr(attack_plots, "save_figure", keep)
-    return saved
 
 
 def _texts(fig) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import attacks.plots as attack_plots
 from attacks.runner import run_audit
 from privfed.config import load_config
 
@@ -11,15 +10,7 @@ TINY = ["data.num_clients=3", "federation.rounds=2", "model.hidden=[8]",
         "audit.multi_step=2", "audit.num_canaries=20"]
 
 
-def test_the_audits_figures_say_what_they_show(tmp_path, monkeypatch):
-    figures = {}
-    save = attack_plots.save_figure
-
-    def keep(fig, path, *, dpi):
-        figures[path.name] = fig
-        return save(fig, path, dpi=dpi)
-
-    monkeypatch.setattr(attack_plots, "save_figure", keep)
+def test_the_audits_figures_say_what_they_show(tmp_path, figures):
     config = load_config(overrides=TINY)
     report = run_audit(config, tmp_path / "audit")
     label = f"{config.name} ({config.short_hash()}):"
