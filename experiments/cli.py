@@ -129,9 +129,11 @@ def register_report(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_report)
 
 
-def summarize_sweep(points: list[SweepPoint], sweep_dir: Path) -> Path:
-    """Write the tables and the report of ``points`` in ``sweep_dir``; return report.md."""
-    rows = collect_rows(points, sweep_dir)
+def summarize_sweep(points: list[SweepPoint], sweep_dir: Path,
+                    rows: list[dict[str, Any]] | None = None) -> Path:
+    """Write the tables and the report of ``points`` in ``sweep_dir`` (from their ``rows``,
+    :func:`~experiments.results.collect_rows`, where already collected); return report.md."""
+    rows = collect_rows(points, sweep_dir) if rows is None else rows
     table = aggregate_over_seeds(rows)
     write_csv(rows, sweep_dir / "results.csv")
     write_csv(table, sweep_dir / "results_by_config.csv")
@@ -174,10 +176,11 @@ def _report(args: argparse.Namespace) -> int:
     overrides = sweep_dir / OVERRIDES_COPY
     points = load_grid(grid, json.loads(overrides.read_text()) if overrides.is_file() else [])
     console = Console()
-    for row in collect_rows(points, sweep_dir):
+    rows = collect_rows(points, sweep_dir)
+    for row in rows:
         if row["status"] == "invalid":
             console.print(f"[bold yellow]invalid[/] {row['run']}: {row['error']} (not used; "
                           "`privfed sweep` runs it again)", highlight=False)
-    report = summarize_sweep(points, sweep_dir)
+    report = summarize_sweep(points, sweep_dir, rows)
     console.print(f"report: {report}")
     return 0

@@ -20,13 +20,12 @@ from typing import Any
 from attacks.audit import format_confidence
 from experiments.audits import audit_run, common_confidence, leakage_figures, read_leakage
 from experiments.results import write_csv
-from privfed import jsonsafe
 from privfed.atomic import remove_stale_temporaries, write_text
 from privfed.config import ConfigError, ExperimentConfig, config_from_dict
 from privfed.config.loading import apply_overrides
 from privfed.federated.metrics import beats_majority
 from privfed.run_summary import describe_epsilon
-from privfed.rundir import run_name, run_problems, train_run
+from privfed.rundir import read_summary, run_name, run_problems, train_run
 
 __all__ = ["COMPACT_COLUMNS", "CONFIGURATIONS", "Comparison", "comparison_configs",
            "compact_cells", "compact_legend", "format_cells", "run_comparison",
@@ -160,11 +159,7 @@ def run_comparison(
         leakage = audit_run(run_dir, config,
                             progress=lambda message, label=label: say(f"{label}: audit "
                                                                       f"({message})"))
-        results.append(Comparison(
-            label, config, run_dir,
-            jsonsafe.loads((run_dir / "summary.json").read_text(encoding="utf-8"),
-                           keep=("name",)), leakage,
-        ))
+        results.append(Comparison(label, config, run_dir, read_summary(run_dir), leakage))
         say(f"{label}: done")
     return results
 

@@ -14,9 +14,8 @@ from scipy import stats
 
 from experiments.audits import AUDIT_CONFIDENCE, LEAKAGE_FIGURES, leakage_figures, read_leakage
 from experiments.sweep import SweepPoint
-from privfed import jsonsafe
 from privfed.atomic import write_text
-from privfed.rundir import run_problems
+from privfed.rundir import read_summary, run_problems
 
 __all__ = ["FIGURES", "collect_rows", "aggregate_over_seeds", "write_csv"]
 
@@ -48,8 +47,7 @@ def collect_rows(points: Sequence[SweepPoint], sweep_dir: str | Path) -> list[di
         row: dict[str, Any] = {"run": point.key, **point.values}
         problems = run_problems(run_dir, point.config)
         if not problems:
-            summary = jsonsafe.loads((run_dir / "summary.json").read_text(encoding="utf-8"),
-                                     keep=("name",))
+            summary = read_summary(run_dir)
             row.update(status="done", error="", privacy_mechanism=summary["privacy_mechanism"],
                        secure_aggregation=summary["secure_aggregation"],
                        epsilon_against=summary.get("epsilon_against") or "-",

@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from privfed import __version__, jsonsafe
+from privfed import __version__
 from privfed.config import ConfigError, ExperimentConfig, load_config
 from privfed.data import ChecksumError, DataFormatError, DatasetNotFoundError
 from privfed.federated import RoundRecord, TrainingDivergedError
@@ -24,6 +24,7 @@ from privfed.progress import steps
 from privfed.run_summary import format_figure, summary_table
 from privfed.rundir import (
     flower_simulation,
+    read_summary,
     run_dir_for,
     run_problems,
     train_run,
@@ -284,9 +285,7 @@ def _reuse(run_dir: Path, config: ExperimentConfig, console: Console, rerun: boo
     if not problems and not rerun:
         console.print(f"{run_dir} holds this config's complete run (same fields and data); "
                       "shown, not trained again (--rerun trains it again)")
-        summary = jsonsafe.loads((run_dir / "summary.json").read_text(encoding="utf-8"),
-                                 keep=("name",))
-        console.print(summary_table(summary))
+        console.print(summary_table(read_summary(run_dir)))
         return True
     if problems and run_dir.exists():
         console.print(f"[bold yellow]{run_dir} fails its checks[/] ({'; '.join(problems)}): "
@@ -319,13 +318,11 @@ def _run_on_flower(config: ExperimentConfig, args: argparse.Namespace, console: 
     )
     if status != 0:
         return status
-    summary_file = run_dir / "summary.json"
-    if not summary_file.exists():
+    if not (run_dir / "summary.json").exists():
         console.print(f"the ServerApp wrote the run directory {run_dir} on the SuperLink's "
                       "machine (or failed: see its log above)")
         return 0
-    summary = jsonsafe.loads(summary_file.read_text(encoding="utf-8"), keep=("name",))
-    console.print(summary_table(summary))
+    console.print(summary_table(read_summary(run_dir)))
     console.print(f"run directory: {run_dir}")
     return 0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from privfed.atomic import write_text
 
-__all__ = ["DIGEST_FILE", "file_sha256", "verify_digest", "write_digest"]
+__all__ = ["DIGEST_FILE", "file_sha256", "listed_files", "verify_digest", "write_digest"]
 
 DIGEST_FILE = "SHA256SUMS"
 """The digest's file name."""
@@ -45,6 +45,13 @@ def write_digest(directory: str | os.PathLike[str], names: Iterable[str]) -> Pat
     directory = Path(directory)
     lines = [f"{file_sha256(directory / name)}  {name}\n" for name in names]
     return write_text(directory / DIGEST_FILE, "".join(lines))
+
+
+def listed_files(directory: str | os.PathLike[str]) -> list[str]:
+    """The names ``directory/SHA256SUMS`` lists, in its order (malformed lines left out;
+    :func:`verify_digest` reports them)."""
+    text = (Path(directory) / DIGEST_FILE).read_text(encoding="utf-8")
+    return [m["name"] for m in map(_LINE.match, text.splitlines()) if m is not None]
 
 
 def verify_digest(directory: str | os.PathLike[str]) -> list[str]:

@@ -22,14 +22,15 @@ from privfed.atomic import publish_dir, remove_stale_temporaries, staging_dir
 from privfed.config import ConfigError, ExperimentConfig, load_config
 from privfed.experiment import build_simulation
 from privfed.federated import History, Observer, RoundRecord
-from privfed.integrity import DIGEST_FILE, verify_digest, write_digest
+from privfed.integrity import DIGEST_FILE, listed_files, verify_digest, write_digest
 from privfed.live import TENSORBOARD_DIR, live_run
 from privfed.model_file import model_record
 from privfed.run_summary import summarize
 
 __all__ = [
     "AUDIT_DIR", "RUN_FILES", "RunResult", "TrainedServer", "Trainer", "flower_simulation",
-    "model_bytes", "release_history", "run_dir_for", "run_name", "run_problems",
+    "model_bytes", "read_summary", "release_history", "run_dir_for", "run_name",
+    "run_problems",
     "train_in_process", "train_run", "write_run",
 ]
 
@@ -300,6 +301,19 @@ def model_bytes(state: Mapping[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    """``run_dir/summary.json`` as :func:`privfed.jsonsafe.loads` reads it (infinities as
+    floats, the run's ``name`` kept as written).
+
+    Raises
+    ------
+    OSError, ValueError
+        No such file, or not strict JSON.
+    """
+    return jsonsafe.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"),
+                          keep=("name",))
+
+
 def run_problems(run_dir: str | Path, config: ExperimentConfig) -> list[str]:
     """Why ``run_dir`` is not the complete, intact run of ``config`` (empty when it is).
 
@@ -315,15 +329,13 @@ def run_problems(run_dir: str | Path, config: ExperimentConfig) -> list[str]:
     problems = verify_digest(run_dir)
     if problems:
         return problems
-    listed = (run_dir / DIGEST_FILE).read_text(encoding="utf-8")
-    missing = [n for n in ("config.toml", "metrics.jsonl", "summary.json")
-               if f"  {n}\n" not in listed]
+    listed = listed_files(run_dir)
+    missing = [n for n in ("config.toml", "metrics.jsonl", "summary.json") if n not in listed]
     if missing:
         return [f"{DIGEST_FILE} does not list {', '.join(missing)}"]
     expected = config.short_hash()
     try:
-        summary = jsonsafe.loads((run_dir / "summary.json").read_text(encoding="utf-8"),
-                                 keep=("name",))
+        summary = read_summary(run_dir)
         saved = load_config(run_dir / "config.toml").short_hash()
     except (OSError, ValueError) as err:
         return [f"unreadable: {err}"]
