@@ -41,13 +41,15 @@ def is_temporary(path: str | os.PathLike[str]) -> bool:
     return _TEMPORARY.match(Path(path).name) is not None
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+def write_bytes(path: str | os.PathLike[str], data: bytes, *, private: bool = False) -> Path:
     """Write ``data`` to ``path`` atomically: into a temporary beside it, flushed to disk,
-    then renamed over ``path``."""
+    then renamed over ``path``; ``private``: readable and writable by the owner only
+    (0600), else the umask's permissions."""
     path = Path(path)
     tmp = temporary_path(path)
+    mode = 0o600 if private else 0o666
     try:
-        with open(tmp, "wb") as out:
+        with open(tmp, "wb", opener=lambda name, flags: os.open(name, flags, mode)) as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())

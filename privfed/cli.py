@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from privfed import __version__
+from privfed.checkpoint import RunInterrupted
 from privfed.config import ConfigError, ExperimentConfig, load_config
 from privfed.data import ChecksumError, DataFormatError, DatasetNotFoundError
 from privfed.federated import RoundRecord, TrainingDivergedError
@@ -131,6 +133,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         line = escape(_error_line(err))
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {line}", highlight=False)
         return 2
+    except RunInterrupted as stop:
+        Console(stderr=True, soft_wrap=True).print(escape(str(stop)), highlight=False)
+        return stop.exit_status
+    except KeyboardInterrupt:
+        Console(stderr=True, soft_wrap=True).print(
+            "interrupted (finished runs and saved checkpoints are kept; the same command "
+            "resumes)", highlight=False)
+        return 128 + signal.SIGINT
 
 
 def _as_main_job(args: argparse.Namespace, commands: argparse._SubParsersAction
@@ -227,8 +237,9 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     add_config_arguments(run, without=f"the main job, `privfed {MAIN_JOB}`")
     run.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     run.add_argument("--rerun", action="store_true",
-                     help="train again although the run directory holds this config's "
-                          "complete run (it is then replaced whole)")
+                     help="train again from round 1 although the run directory holds "
+                          "this config's complete run (it is then replaced whole) or an "
+                          "interrupted run's checkpoint")
     add_threads_argument(run)
     _add_engine_arguments(run)
     run.set_defaults(handler=_run_command)
@@ -346,7 +357,11 @@ def _run(config: ExperimentConfig, console: Console, *, rerun: bool = False) -> 
                 status += f"  federated acc {pooled['accuracy']:.4f}"
             display.update(f"round {record.round}/{rounds}  {status}")
 
-        result = train_run(config, run_dir, on_round=on_round)
+        def on_resume(done: int) -> None:
+            display.resume(done, f"resuming from the checkpoint after round {done}/{rounds}")
+
+        result = train_run(config, run_dir, on_round=on_round, resume=not rerun,
+                           on_resume=on_resume)
     console.print(summary_table(result.summary))
     console.print(f"run directory: {run_dir}")
     return 0

@@ -3,9 +3,11 @@
 While :func:`privfed.rundir.train_run` trains, ``<run_dir>.partial/`` beside the run
 directory holds ``metrics.jsonl`` (one strict JSON line per round, flushed to disk as the
 round ends, so ``tail -f`` follows it), with ``[tracking] tensorboard = true`` a
-``tensorboard/`` event directory, and ``lock``, which one process at a time holds. It is
-not a temporary: it survives a kill, and is removed once the complete run directory is
-published (or when the run fails before its first round).
+``tensorboard/`` event directory, the run's ``checkpoint.pt`` (:mod:`privfed.checkpoint`)
+and ``lock``, which one process at a time holds. It is not a temporary: it survives a
+kill, and is removed once the complete run directory is published (or when the run fails
+before its first round). A run resumed from its checkpoint rewrites ``metrics.jsonl`` and
+the events from the checkpoint's rounds, so that they hold each round once.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
 from privfed import jsonsafe
+from privfed.checkpoint import RunCheckpoint
 from privfed.config import ConfigError, ExperimentConfig
 from privfed.federated import RoundRecord
 
@@ -70,18 +74,25 @@ class LiveRun:
         ``metrics.jsonl``: one line per round recorded so far.
     rounds : int
         Rounds recorded so far.
+    checkpoint : RunCheckpoint or None
+        The run's checkpoint (its :attr:`~RunCheckpoint.state` loaded where the run
+        resumes); None where the run is not checkpointed.
     """
 
     def __init__(self, directory: Path, release: Callable[[RoundRecord], RoundRecord],
-                 writer_class: type | None) -> None:
+                 writer_class: type | None, checkpoint: RunCheckpoint | None = None) -> None:
         self.directory = directory
         self.metrics = directory / "metrics.jsonl"
         self.rounds = 0
+        self.checkpoint = checkpoint
         self._release = release
         self._out: IO[str] = open(self.metrics, "w", encoding="utf-8")  # noqa: SIM115
         shutil.rmtree(self.tensorboard_dir, ignore_errors=True)
         self._writer = (writer_class(log_dir=str(self.tensorboard_dir))
                         if writer_class is not None else None)
+        restored = checkpoint.history if checkpoint is not None else None
+        for record in restored.rounds if restored is not None else ():
+            self.record(record)
 
     @property
     def tensorboard_dir(self) -> Path:
@@ -111,21 +122,28 @@ class LiveRun:
 
 @contextlib.contextmanager
 def live_run(run_dir: str | os.PathLike[str], config: ExperimentConfig,
-             release: Callable[[RoundRecord], RoundRecord]) -> Iterator[LiveRun]:
-    """Open ``run_dir``'s in-progress directory for a new run of ``config``.
+             release: Callable[[RoundRecord], RoundRecord], *, checkpoints: bool = False,
+             resume: bool = True) -> Iterator[LiveRun]:
+    """Open ``run_dir``'s in-progress directory for a run of ``config``.
 
-    Takes its lock (refusing a second process), empties what a previous run left, and on
-    exit removes the directory where the run finished (the body returned) or recorded no
-    round; a run that failed after some rounds keeps it.
+    Takes its lock (refusing a second process); with ``checkpoints`` and ``resume``, loads
+    the checkpoint of ``config`` it holds (:attr:`LiveRun.checkpoint`) and records its
+    rounds again; empties whatever else a previous run left. On exit it removes the
+    directory where the run finished (the body returned) or recorded no round; a run
+    that failed or was interrupted after some rounds keeps it (and its checkpoint).
 
     Parameters
     ----------
     run_dir : path
     config : ExperimentConfig
-        Its ``tracking.tensorboard`` switch.
+        Its ``tracking`` section: the TensorBoard switch, ``checkpoint_every``.
     release : callable
         What of a round's record may be written (:func:`privfed.rundir.release_history`'s
         rule, per record).
+    checkpoints : bool, default False
+        Whether the run is checkpointed (:class:`~privfed.checkpoint.RunCheckpoint`).
+    resume : bool, default True
+        Continue from a checkpoint of ``config``; False: remove it and start over.
 
     Raises
     ------
@@ -139,7 +157,13 @@ def live_run(run_dir: str | os.PathLike[str], config: ExperimentConfig,
     created = [p for p in directory.absolute().parents if not p.exists()]
     directory.mkdir(parents=True, exist_ok=True)
     with _locked(directory / "lock"):
-        live = LiveRun(directory, release, writer_class)
+        checkpoint = RunCheckpoint(directory, config, config.tracking.checkpoint_every)
+        if checkpoints and resume and checkpoint.load() is None and checkpoint.ignored:
+            warnings.warn(f"not resuming from {checkpoint.path}: {checkpoint.ignored}; the "
+                          "run starts over", RuntimeWarning, stacklevel=3)
+        if checkpoint.state is None:
+            checkpoint.discard()
+        live = LiveRun(directory, release, writer_class, checkpoint if checkpoints else None)
         finished = False
         try:
             yield live

@@ -18,6 +18,7 @@ of anyone's data (see :mod:`privfed.predict`). :func:`load_model` is the one-lin
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,8 @@ from torch import nn
 
 from privfed.config import ConfigError, ExperimentConfig, load_config
 
-__all__ = ["MODEL_FILE", "MODEL_FORMAT", "build_saved_model", "load_model", "model_record",
-           "read_model", "verified_config"]
+__all__ = ["MODEL_FILE", "MODEL_FORMAT", "build_saved_model", "load_model", "model_bytes",
+           "model_record", "read_model", "verified_config"]
 
 MODEL_FILE = "model.pt"
 MODEL_FORMAT = "privfed-model/1"
@@ -168,3 +169,12 @@ def load_model(run_dir: str | Path) -> nn.Module:
         The directory is not a complete, intact run with a model of this format.
     """
     return build_saved_model(read_model(run_dir))
+
+
+def model_bytes(state: Mapping[str, Any]) -> bytes:
+    """``torch.save`` of the dict ``state`` (a state dict, or a model record) as bytes that
+    depend only on its contents and order (saved to a file, torch names the archive's
+    entries after it)."""
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    return buffer.getvalue()

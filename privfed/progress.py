@@ -50,13 +50,24 @@ class Steps:
         self._task = progress.add_task("starting", total=total) if progress else None
         self._clock = clock
         self._started = clock()
+        self._resumed = 0
 
     def eta(self, elapsed: float) -> float | None:
         """Seconds left after ``elapsed`` seconds at the mean pace of the steps done so far
-        (None before the first)."""
-        if not self.done:
+        in this process (None before the first)."""
+        timed = self.done - self._resumed
+        if timed <= 0:
             return None
-        return elapsed / self.done * max(0, self.total - self.done)
+        return elapsed / timed * max(0, self.total - self.done)
+
+    def resume(self, done: int, message: str) -> None:
+        """Count ``done`` steps finished by an earlier process (a run resumed from its
+        checkpoint) without timing them, and print ``message`` as a line."""
+        self.done = self._resumed = done
+        self._started = self._clock()
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=done, description=escape(message))
+        self.console.print(message, highlight=False, markup=False, soft_wrap=True)
 
     def update(self, message: str, advance: bool = True, keep: bool = False) -> None:
         """Show ``message``; ``advance``: a step has ended (counted in the ETA); ``keep``:

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-import io
+import inspect
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -19,17 +19,18 @@ from torch import nn
 
 from privfed import jsonsafe
 from privfed.atomic import publish_dir, remove_stale_temporaries, staging_dir
+from privfed.checkpoint import RunCheckpoint
 from privfed.config import ConfigError, ExperimentConfig, load_config
 from privfed.experiment import build_simulation
 from privfed.federated import History, Observer, RoundRecord
 from privfed.integrity import DIGEST_FILE, listed_files, verify_digest, write_digest
 from privfed.live import TENSORBOARD_DIR, live_run
-from privfed.model_file import model_record
+from privfed.model_file import model_bytes, model_record
 from privfed.run_summary import summarize
 
 __all__ = [
     "AUDIT_DIR", "RUN_FILES", "RunResult", "TrainedServer", "Trainer", "flower_simulation",
-    "model_bytes", "read_summary", "release_history", "run_dir_for", "run_name",
+    "read_summary", "release_history", "run_dir_for", "run_name",
     "run_problems",
     "train_in_process", "train_run", "write_run",
 ]
@@ -61,7 +62,9 @@ Trainer = Callable[
 """Picks the engine: ``train(config, observers, on_round) -> (server, history)`` trains
 ``config`` to the end, calling ``on_round`` after each round, and returns the server holding
 the final global model with the run's history. A trainer that cannot call ``on_round`` (the
-Flower simulation) has the attribute ``reports_rounds = False``: its run has no live files."""
+Flower simulation) has the attribute ``reports_rounds = False``: its run has no live files.
+A trainer that takes a ``checkpoint`` keyword (:func:`train_in_process`) is given the run's
+:class:`~privfed.checkpoint.RunCheckpoint` to resume from and save."""
 
 
 @dataclass(frozen=True)
@@ -94,15 +97,21 @@ def train_in_process(
     on_round: Callable[[RoundRecord], None] | None = None,
     *,
     model: nn.Module | None = None,
+    checkpoint: RunCheckpoint | None = None,
 ) -> tuple[TrainedServer, History]:
     """The default :data:`Trainer`: the whole federation in this process.
 
     ``model``, if given, is trained instead of ``config.model`` (which then only names it in
     the run directory); give it to :func:`train_run` as
-    ``train=functools.partial(train_in_process, model=model)``.
+    ``train=functools.partial(train_in_process, model=model)``. With a ``checkpoint``
+    (:func:`train_run` passes the run's), training continues from its state and saves it
+    as :meth:`~privfed.checkpoint.RunCheckpoint.train` says.
     """
     simulation = build_simulation(config, observers, model=model)
-    return simulation.server, simulation.run(on_round)
+    if checkpoint is None:
+        return simulation.server, simulation.run(on_round)
+    return simulation.server, checkpoint.train(simulation.server, config.federation.rounds,
+                                               on_round)
 
 
 def flower_simulation(options: Any = None) -> Trainer:
@@ -147,13 +156,17 @@ def train_run(
     train: Trainer = train_in_process,
     observers: Sequence[Observer] = (),
     on_round: Callable[[RoundRecord], None] | None = None,
+    resume: bool = True,
+    on_resume: Callable[[int], None] | None = None,
 ) -> RunResult:
     """Train ``config`` and write its run directory: the one run writer.
 
     While it trains, ``<run_dir>.partial/`` (:mod:`privfed.live`) holds ``metrics.jsonl``,
-    a line per round as it ends, and with ``tracking.tensorboard`` the TensorBoard events;
-    when training ends :func:`write_run` puts the complete directory in place in one step
-    and the in-progress directory is removed.
+    a line per round as it ends, with ``tracking.tensorboard`` the TensorBoard events, and,
+    where the trainer takes one and no observer watches (it would miss the rounds before
+    a restart), the run's checkpoint (:mod:`privfed.checkpoint`): a run interrupted after
+    a checkpoint continues from it. When training ends :func:`write_run` puts the complete
+    directory in place in one step and the in-progress directory is removed.
 
     Parameters
     ----------
@@ -171,6 +184,10 @@ def train_run(
     observers : sequence of Observer
     on_round : callable, optional
         Called with each round's record as it finishes.
+    resume : bool, default True
+        Continue from the run's checkpoint where there is one; False: start over.
+    on_resume : callable, optional
+        Called with the checkpoint's last round before training continues from it.
 
     Returns
     -------
@@ -180,6 +197,8 @@ def train_run(
     ------
     privfed.live.RunInProgressError
         When another process is training the same run directory.
+    privfed.checkpoint.RunInterrupted
+        SIGINT or SIGTERM stopped the run at the end of a round, after a checkpoint.
     """
     run_dir = Path(run_dir_for(config) if run_dir is None else run_dir)
     if not getattr(train, "reports_rounds", True):
@@ -188,15 +207,22 @@ def train_run(
                               "(in-process or a Flower deployment, not flower-sim)")
         server, history = train(config, observers, on_round)
         return _finish(run_dir, config, server, history)
+    checkpoints = not observers and "checkpoint" in inspect.signature(train).parameters
     with live_run(run_dir, config,
-                  lambda done: release_history(config, History([done])).rounds[0]) as live:
+                  lambda done: release_history(config, History([done])).rounds[0],
+                  checkpoints=checkpoints, resume=resume) as live:
 
         def record(round_record: RoundRecord) -> None:
             live.record(round_record)
             if on_round is not None:
                 on_round(round_record)
 
-        server, history = train(config, observers, record)
+        if not checkpoints:
+            server, history = train(config, observers, record)
+        else:
+            if live.checkpoint.state is not None and on_resume is not None:
+                on_resume(live.checkpoint.round)
+            server, history = train(config, observers, record, checkpoint=live.checkpoint)
         live.close()
         return _finish(run_dir, config, server, history, tensorboard=live.tensorboard_dir)
 
@@ -290,15 +316,6 @@ def write_run(
             os.replace(run_dir / AUDIT_DIR, staging / AUDIT_DIR)
         publish_dir(staging, run_dir)
     return run_dir
-
-
-def model_bytes(state: Mapping[str, Any]) -> bytes:
-    """``torch.save`` of the dict ``state`` (a state dict, or a model record) as bytes that
-    depend only on its contents and order (saved to a file, torch names the archive's
-    entries after it)."""
-    buffer = io.BytesIO()
-    torch.save(dict(state), buffer)
-    return buffer.getvalue()
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:

@@ -171,6 +171,8 @@ INVALID = [
     # tracking
     ("tracking.tensorboard=1", r"tracking.tensorboard must be of type bool, got int"),
     ("tracking.mlflow=true", r"unknown key\(s\) tracking.mlflow in tracking"),
+    ("tracking.checkpoint_every=-1", r"tracking.checkpoint_every must be in \[0, inf\), got -1"),
+    ("tracking.checkpoint_every=2.5", r"tracking.checkpoint_every must be of type int"),
 ]
 
 

@@ -14,7 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["EVALUATION_ROUND_BASE", "Aggregate", "AggregationProtocol", "Engine",
+__all__ = ["EVALUATION_ROUND_BASE", "Aggregate", "AggregationProtocol",
+           "CheckpointableEngine", "Engine",
            "EvaluationProtocol", "EvaluationResult", "RoundPlan", "RoundSkipped",
            "RunningAggregate", "StreamingAggregation", "TrainJob", "TrainReport",
            "TrainingDivergedError", "evaluation_hook", "evaluation_round_id",
@@ -256,6 +257,19 @@ class EvaluationResult:
     included: tuple[int, ...]
     bytes_up: int = 0
     bytes_down: int = 0
+
+
+@runtime_checkable
+class CheckpointableEngine(Protocol):
+    """An engine whose clients' state between rounds can be saved and restored (the
+    in-process engine; on Flower the state lives on the nodes)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The clients' state between rounds that the server does not hold (e.g. updates
+        trained but not yet aggregated)."""
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""
 
 
 class Engine(Protocol):

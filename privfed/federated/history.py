@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,15 @@ class History:
             for r in self.rounds
         ]
         return History(records, self.stop_reason)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The records as plain dicts and the stop reason, for a checkpoint."""
+        return {"rounds": [asdict(r) for r in self.rounds], "stop_reason": self.stop_reason}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> History:
+        """The history :meth:`state_dict` saved."""
+        return cls([RoundRecord(**record) for record in state["rounds"]], state["stop_reason"])
 
     def write_jsonl(self, path: str | Path) -> None:
         """Write one strict JSON object per round to ``path``.

@@ -220,6 +220,36 @@ class InProcessEngine:
                    for c in sorted(weights)}
         return self.aggregation.aggregate(round_id, vectors, weights, on_server_message)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The clients' trained updates not yet aggregated (FedBuff's buffer beyond one
+        server step), for a checkpoint; called between rounds.
+
+        Raises
+        ------
+        RuntimeError
+            During a streamed round.
+        """
+        if self._streamed is not None:
+            raise RuntimeError("a streamed round is in progress: checkpoint between rounds")
+        return {"pending": {c: delta.clone() for c, delta in self.pending.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output.
+
+        Raises
+        ------
+        ValueError
+            A pending update of a client outside the federation or of another length than
+            the model.
+        """
+        pending = {int(c): delta.clone() for c, delta in state["pending"].items()}
+        numel = self.workspace.spec.numel
+        for client_id, delta in pending.items():
+            if not 0 <= client_id < self.num_clients or delta.shape != (numel,):
+                raise ValueError(f"pending update of client {client_id}: not a client of "
+                                 f"this federation or not {numel} coordinates")
+        self.pending, self._streamed = pending, None
+
     def evaluate(
         self, round_id: int, client_ids: Sequence[int], params: torch.Tensor, counts: Any,
         on_server_message: ServerHook | None = None,

@@ -8,6 +8,8 @@ FedAvg treats the weighted mean of client deltas as a pseudo-gradient step of si
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -23,6 +25,32 @@ class ServerOptimizer(ABC):
     @abstractmethod
     def step(self, weights: torch.Tensor, mean_delta: torch.Tensor) -> None:
         """Update ``weights`` (flat, in place) with the weighted mean of client deltas."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's state between steps (flat float32 CPU tensors, or None before
+        the first step), for a checkpoint; empty for a stateless optimizer."""
+        return {name: None if value is None else value.clone()
+                for name, value in self._state().items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output: the next step is the one this optimizer
+        would have taken.
+
+        Raises
+        ------
+        ValueError
+            ``state`` names other entries than this optimizer keeps.
+        """
+        names = set(self._state())
+        if set(state) != names:
+            raise ValueError(f"{type(self).__name__} state has entries {sorted(state)}, "
+                             f"expected {sorted(names)}")
+        for name, value in state.items():
+            setattr(self, f"_{name}", None if value is None else value.clone())
+
+    def _state(self) -> dict[str, torch.Tensor | None]:
+        """The state entries by name; entry ``x`` lives in the attribute ``_x``."""
+        return {}
 
 
 class FedAvg(ServerOptimizer):
@@ -66,6 +94,9 @@ class FedAvgM(ServerOptimizer):
             self._velocity.mul_(self.momentum).add_(mean_delta)
         weights.add_(self._velocity, alpha=self.lr)
 
+    def _state(self) -> dict[str, torch.Tensor | None]:
+        return {"velocity": self._velocity}
+
 
 class FedAdam(ServerOptimizer):
     """Adam on the server (Reddi et al. 2021).
@@ -100,6 +131,9 @@ class FedAdam(ServerOptimizer):
         self._m.mul_(self.beta1).add_(mean_delta, alpha=1 - self.beta1)
         self._v.mul_(self.beta2).addcmul_(mean_delta, mean_delta, value=1 - self.beta2)
         weights.addcdiv_(self._m, self._v.sqrt().add_(self.tau), value=self.lr)
+
+    def _state(self) -> dict[str, torch.Tensor | None]:
+        return {"m": self._m, "v": self._v}
 
 
 SERVER_OPTIMIZERS: dict[str, type[ServerOptimizer]] = {

@@ -9,9 +9,20 @@ base class is plain FedAvg: everyone may always take part and nothing is account
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["ParticipationPolicy"]
+__all__ = ["Ledger", "ParticipationPolicy"]
+
+
+class Ledger(Protocol):
+    """A record of releases a policy keeps (e.g.
+    :class:`privfed.privacy.ledger.ParticipationLedger`)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The record, for a checkpoint."""
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""
 
 
 class ParticipationPolicy:
@@ -57,3 +68,28 @@ class ParticipationPolicy:
     def metrics(self) -> dict[str, Any]:
         """JSON-able figures for the round's record (e.g. epsilon spent so far)."""
         return {}
+
+    def ledgers(self) -> dict[str, Ledger]:
+        """The policy's records of what each privacy unit released, by name: all the state
+        its epsilon and budgets depend on (the mechanism parameters are fixed)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every ledger's state (:meth:`ledgers`), for a checkpoint."""
+        return {name: ledger.state_dict() for name, ledger in self.ledgers().items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output: the epsilon spent and every budget decision
+        continue from it.
+
+        Raises
+        ------
+        ValueError
+            ``state`` names other ledgers than this policy keeps.
+        """
+        ledgers = self.ledgers()
+        if set(state) != set(ledgers):
+            raise ValueError(f"privacy ledger state has {sorted(state)}, this policy keeps "
+                             f"{sorted(ledgers)}")
+        for name, ledger in ledgers.items():
+            ledger.load_state_dict(state[name])

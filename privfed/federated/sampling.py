@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -104,3 +105,22 @@ class ClientSampler:
             return [int(c) for c in np.flatnonzero(self._uniform(self.num_clients) < self.rate)]
         chosen = self._rng.choice(self.num_clients, size=self.per_round, replace=False)
         return sorted(int(c) for c in chosen)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The seeded generator's state (NumPy's ``bit_generator.state``), for a checkpoint.
+        A secure ``uniform`` source keeps no state that could be saved: after a restore it
+        draws fresh, as it would have."""
+        return {"rng": self._rng.bit_generator.state}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the seeded draws from :meth:`state_dict`'s output.
+
+        Raises
+        ------
+        ValueError
+            ``state`` is not the state of this sampler's kind of generator.
+        """
+        try:
+            self._rng.bit_generator.state = dict(state["rng"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"not a client sampler's state: {err}") from None

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -71,6 +72,12 @@ class Schedule(Protocol):
         """Train the next cohort on ``server.engine``; raise :class:`BudgetSpent` when no
         client can release another update."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the next cohorts depend on besides the server's state, for a checkpoint."""
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""
+
 
 class SynchronousRounds:
     """FedAvg's synchronous rounds: sample, train from the current model, aggregate.
@@ -104,6 +111,13 @@ class SynchronousRounds:
         reports = server.engine.train(jobs, plan) if jobs else []
         return Cohort(round_id, weights, dict(weights), reports,
                       len(cohort) * server.model_bytes, notes)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Empty: a round depends only on the server's state."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Nothing to restore."""
 
 
 class LatencyModel:
@@ -246,6 +260,45 @@ class FedBuff:
         }
         bytes_down, self._launched = self._launched * server.model_bytes, 0
         return Cohort(round_id, weights, base, reports, bytes_down, notes)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The simulated clock, the jobs in flight (with the model version each started
+        from, each version's weights saved once), the buffered reports, the waves not yet
+        launched and the counters, for a checkpoint.
+
+        The buffered clients' updates are the engine's (its pending updates)."""
+        return {
+            "clock": self.clock,
+            "sent": dict(self.sent),
+            "jobs": [[j.finish, j.seq, j.client_id, j.version, j.seed] for j in self._jobs],
+            "models": {j.version: j.params.clone() for j in self._jobs},
+            "buffer": [[asdict(report), version] for report, version in self._buffer],
+            "waves": [list(w) for w in self._waves],
+            "counters": [self._wave, self._seq, self._launched],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output: the next server steps are those this
+        schedule would have produced.
+
+        Raises
+        ------
+        ValueError
+            A job names a client outside the federation.
+        """
+        models = state["models"]
+        jobs = [_Job(float(finish), int(seq), int(client), int(version), models[version],
+                     int(seed)) for finish, seq, client, version, seed in state["jobs"]]
+        if any(not 0 <= j.client_id < self.num_clients for j in jobs):
+            raise ValueError(f"FedBuff state has a job of a client outside "
+                             f"0..{self.num_clients - 1}")
+        self.clock = float(state["clock"])
+        self.sent = Counter({int(c): int(n) for c, n in state["sent"].items()})
+        self._jobs = jobs  # saved in heap order
+        self._buffer = [(TrainReport(**report), int(version))
+                        for report, version in state["buffer"]]
+        self._waves = deque((int(w), int(c)) for w, c in state["waves"])
+        self._wave, self._seq, self._launched = (int(n) for n in state["counters"])
 
     def _launch(self, server: Server) -> None:
         """Start jobs from the current model until ``concurrency`` are in flight (or every

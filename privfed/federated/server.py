@@ -23,6 +23,7 @@ import torch
 
 from privfed.federated.engine import (
     Aggregate,
+    CheckpointableEngine,
     Engine,
     RoundSkipped,
     ServerHook,
@@ -185,6 +186,78 @@ class Server:
         for obs in self.observers:
             obs.round_finished(record)
         return record
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next round depends on, between rounds: the global model (and the
+        workspace's buffers), the round, the history, and the state of the optimizer,
+        sampler, schedule, privacy ledgers, stages (server halves and every client's) and
+        engine, with torch's global generator (e.g. dropout). Tensors, numbers, strings,
+        lists and dicts only (``torch.load(..., weights_only=True)`` reads it back).
+
+        Restored by :meth:`load_state_dict` into a server built from the same config, the
+        following rounds are those this server would run, bit for bit where its randomness
+        is seeded (noise from OS entropy, ``privacy.secure_mode``, is drawn afresh).
+
+        Raises
+        ------
+        TypeError
+            The engine's clients keep state this process cannot save (Flower nodes).
+        """
+        if not isinstance(self.engine, CheckpointableEngine):
+            raise TypeError(f"{type(self.engine).__name__} keeps its clients' state on "
+                            "their nodes: checkpoints need the in-process engine")
+        return {
+            "round": self.round,
+            "weights": self.weights.clone(),
+            "buffers": {n: b.detach().cpu().clone()
+                        for n, b in self.workspace.module.named_buffers()},
+            "history": self.history.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "policy": self.policy.state_dict(),
+            "stages": {"server": self.pipeline.server_state(),
+                       "clients": {c: state for c in range(self.engine.num_clients)
+                                   if (state := self.pipeline.state_dict(c))}},
+            "engine": self.engine.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s output (see there).
+
+        Raises
+        ------
+        ValueError
+            ``state`` is not of a server of this federation (another model size, clients,
+            stages or privacy ledgers).
+        TypeError
+            As :meth:`state_dict`.
+        """
+        if not isinstance(self.engine, CheckpointableEngine):
+            raise TypeError(f"{type(self.engine).__name__} cannot restore its clients' state")
+        weights = state["weights"]
+        if weights.shape != self.weights.shape:
+            raise ValueError(f"saved model of {weights.numel()} parameters, this federation's "
+                             f"has {self.weights.numel()}")
+        buffers = dict(self.workspace.module.named_buffers())
+        if set(state["buffers"]) != set(buffers):
+            raise ValueError(f"saved model buffers {sorted(state['buffers'])}, this model has "
+                             f"{sorted(buffers)}")
+        self.round = int(state["round"])
+        self.weights = weights.to(torch.float32, copy=True)
+        for name, value in state["buffers"].items():
+            buffers[name].copy_(value)
+        self.history = History.from_state_dict(state["history"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.policy.load_state_dict(state["policy"])
+        self.pipeline.load_server_state(state["stages"]["server"])
+        for client_id, client_state in state["stages"]["clients"].items():
+            self.pipeline.load_state_dict(int(client_id), client_state)
+        self.engine.load_state_dict(state["engine"])
+        torch.set_rng_state(state["torch_rng"])
 
     def evaluate(self) -> tuple[float, float]:
         """Loss and accuracy of the current global model on the central test data.

@@ -113,6 +113,14 @@ class UpdateStage:
     def load_state_dict(self, client_id: int, state: Mapping[str, Any]) -> None:
         """Restore client ``client_id``'s state (e.g. on a Flower node, from its state)."""
 
+    def server_state(self) -> dict[str, Any]:
+        """The server half's state kept between rounds (e.g. the adaptive clip norm), for
+        a checkpoint (JSON-able)."""
+        return {}
+
+    def load_server_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`server_state`'s output."""
+
     def metrics(self) -> dict[str, Any]:
         """JSON-able figures for the round's record (e.g. the current clip norm)."""
         return {}
@@ -177,6 +185,26 @@ class Pipeline:
         for stage in self.stages:
             if stage.name in state:
                 stage.load_state_dict(client_id, state[stage.name])
+
+    def server_state(self) -> dict[str, dict[str, Any]]:
+        """The server state of every stage that keeps one, by stage name."""
+        return {s.name: d for s in self.stages if (d := s.server_state())}
+
+    def load_server_state(self, state: Mapping[str, Mapping[str, Any]]) -> None:
+        """Restore :meth:`server_state`'s output.
+
+        Raises
+        ------
+        ValueError
+            ``state`` names a stage this pipeline does not have.
+        """
+        unknown = set(state) - {s.name for s in self.stages}
+        if unknown:
+            raise ValueError(f"stage state for {sorted(unknown)}, which this pipeline does "
+                             "not have")
+        for stage in self.stages:
+            if stage.name in state:
+                stage.load_server_state(state[stage.name])
 
     def metrics(self) -> dict[str, Any]:
         """Every stage's metrics, merged."""

@@ -142,6 +142,14 @@ class ClipStage(UpdateStage):
         """``clip_norm``: the S of the next round."""
         return {"clip_norm": self.clip_norm}
 
+    def server_state(self) -> dict[str, Any]:
+        """``{"clip_norm": S}`` where S adapts; empty for a fixed S (the config's)."""
+        return {} if self.adaptive is None else {"clip_norm": self.clip_norm}
+
+    def load_server_state(self, state: Mapping[str, Any]) -> None:
+        """Continue adapting from :meth:`server_state`'s S (checked as a broadcast is)."""
+        self.load_broadcast(state)
+
     def noise_std(self, update_noise: float, length: int, share: float = 1.0) -> torch.Tensor:
         """Per-coordinate std, float32 ``(length,)``, of a ``share`` of the noise a sum of
         this stage's outputs carries: ``z_u * S * sqrt(share)`` on the update coordinates

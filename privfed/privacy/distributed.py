@@ -19,6 +19,7 @@ lattice ``step * Z^d`` and adds Skellam shares (Agarwal et al. 2021), so an inte
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -135,3 +136,11 @@ class DistributedNoiseStage(UpdateStage):
     def metrics(self) -> dict[str, Any]:
         """``discarded_rounds`` so far."""
         return {"discarded_rounds": self.discarded_rounds}
+
+    def server_state(self) -> dict[str, Any]:
+        """``discarded_rounds`` so far."""
+        return {"discarded_rounds": self.discarded_rounds}
+
+    def load_server_state(self, state: Mapping[str, Any]) -> None:
+        """Continue counting from :meth:`server_state`'s ``discarded_rounds``."""
+        self.discarded_rounds = int(state["discarded_rounds"])

@@ -80,6 +80,27 @@ class ParticipationLedger:
             self._epsilons = [self._epsilon_after(int(k)) for k in self.counts]
         return list(self._epsilons)
 
+    def state_dict(self) -> dict[str, list[int]]:
+        """Every unit's release count and the id of its last release, for a checkpoint."""
+        return {"counts": self.counts.tolist(), "last_release": self._last_release.tolist()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output.
+
+        Raises
+        ------
+        ValueError
+            ``state`` is for another number of units, or a count is negative.
+        """
+        counts = np.asarray(state["counts"], dtype=np.int64)
+        last = np.asarray(state["last_release"], dtype=np.int64)
+        if counts.shape != self.counts.shape or last.shape != counts.shape:
+            raise ValueError(f"ledger state for {counts.size} units, this ledger has "
+                             f"{self.counts.size}")
+        if (counts < 0).any():
+            raise ValueError("ledger state has a negative release count")
+        self.counts, self._last_release, self._epsilons = counts, last, None
+
     def affordable(self, unit: int) -> bool:
         """Whether one more release keeps ``unit`` within the budget (always without one)."""
         if self.budget is None:
@@ -131,3 +152,7 @@ class ClientLedgerMixin:
     def merge_client_ledger(self, client_id: int, ledger: Mapping[str, Any]) -> None:
         """Adopt ``ledger``'s count for ``client_id`` where it is larger (never shrinks)."""
         self.client_spend.merge(client_id, int(ledger.get("participations", 0)))
+
+    def ledgers(self) -> dict[str, ParticipationLedger]:
+        """The base policy's ledgers and :attr:`client_spend`."""
+        return {**super().ledgers(), "client_spend": self.client_spend}  # type: ignore[misc]

@@ -150,6 +150,10 @@ class UserLevelPolicy(ParticipationPolicy):
         """False: a client's training loss and record count are not protected."""
         return False
 
+    def ledgers(self) -> dict[str, ParticipationLedger]:
+        """:attr:`rounds_spend`, the rounds released."""
+        return {"rounds_spend": self.rounds_spend}
+
     def round_allowed(self) -> bool:
         """Whether one more round keeps the outsider's epsilon within the budget."""
         return self.rounds_spend.affordable(0)
