@@ -158,8 +158,9 @@ def test_component_states_are_checked_before_use():
 
 def _dropout_batchnorm_net():
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.BatchNorm1d(16),
-                               torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(16, 10))
+    nn = torch.nn
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(),
+                         nn.Dropout(0.5), nn.Linear(16, 10))
 
 
 def test_a_user_model_s_buffers_and_dropout_draws_continue_too():
