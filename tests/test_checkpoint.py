@@ -220,3 +220,16 @@ def test_no_checkpoint_with_observers_or_with_checkpoint_every_zero(tmp_path):
     seen.clear()
     train_run(never, tmp_path / "never", on_round=lambda record: seen.append(checkpoint.exists()))
     assert seen == [False] * 6
+
+
+def test_a_resumed_run_s_tensorboard_holds_each_round_once(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = _config(tmp_path, "tracking.tensorboard=true")
+    _interrupted(config, tmp_path / "run", after=3)
+    train_run(config, tmp_path / "run")
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("test_accuracy")]
+    assert steps == [1, 2, 3, 4, 5, 6]
