@@ -168,7 +168,8 @@ def build_parts(
     training = LocalTraining(fed.local_epochs, fed.batch_size, fed.lr, fed.mu, fed.drop_last)
     sampler = ClientSampler(num_clients, fed.fraction, derive_seed(seed, _SAMPLER_STREAM),
                             poisson=fed.client_sampling == "poisson",
-                            uniform=_secret_sampling(config))
+                            uniform=_secret_sampling(config),
+                            cyclic=fed.client_sampling == "cyclic")
     try:
         privacy = build_privacy(
             config.privacy, num_clients=num_clients, sample_rate=sampler.rate,
@@ -176,7 +177,8 @@ def build_parts(
             training=training, noise=NoisePolicy(config.privacy.secure_mode,
                                                  derive_seed(seed, _PRIVACY_STREAM)),
             reference_size=schema.reference_size,
-            participations=_planned_participations(config, sampler), module=workspace.module,
+            participations=_planned_participations(config, sampler), period=sampler.period,
+            module=workspace.module,
         )
     except ValueError as err:
         raise ConfigError(str(err)) from None

@@ -76,7 +76,8 @@ INVALID = [
     ("federation.federated_eval_fraction=0",
      r"federation.federated_eval_fraction must be in \(0, 1\], got 0.0"),
     ("federation.client_sampling=random",
-     r"federation.client_sampling: unknown value 'random'; allowed: \['fixed', 'poisson'\]"),
+     r"federation.client_sampling: unknown value 'random'; allowed: \['fixed', 'poisson', "
+     r"'cyclic'\]"),
     ("federation.local_epochs=0", r"federation.local_epochs must be in \[1, 10000\], got 0"),
     ("federation.batch_size=0", r"federation.batch_size must be in \[1, inf\), got 0"),
     ("federation.lr=-1", r"federation.lr must be in \(0, inf\), got -1.0"),
@@ -97,7 +98,8 @@ INVALID = [
     ("federation.staleness_exponent=-0.5",
      r"federation.staleness_exponent must be in \[0, 10\], got -0.5"),
     # privacy
-    ("privacy.mechanism=dp", r"privacy.mechanism: unknown value 'dp'; allowed: \['none', 'local'"),
+    ("privacy.mechanism=dp", r"privacy.mechanism: unknown value 'dp'; allowed: \['none', 'local'"
+                             r", 'central', 'distributed', 'ftrl'\]"),
     ("privacy.epsilon=-1", r"privacy.epsilon must be in \(0, 100\], got -1.0"),
     ("privacy.epsilon=inf", r"privacy.epsilon must be in \(0, 100\], got inf"),
     ("privacy.delta=0", r"privacy.delta must be in \(0, 1\), got 0.0"),

@@ -30,6 +30,9 @@ def test_default_privacy_is_non_private():
          r"privacy\.sample_rate applies only to mechanism 'local'"),
         ({"mechanism": "local", "epsilon": 1.0, "adaptive_clipping": True},
          r"privacy\.adaptive_clipping applies to mechanisms 'central' and 'distributed'"),
+        ({"mechanism": "ftrl", "noise_multiplier": 1.0, "adaptive_clipping": True},
+         r"privacy\.adaptive_clipping applies to mechanisms 'central' and 'distributed', "
+         r"not 'ftrl'"),
         ({"mechanism": "central", "noise_multiplier": 0.0, "clip_norm": math.inf,
           "adaptive_clipping": True}, r"adaptive_clipping needs a finite initial"),
         ({"mechanism": "central", "epsilon": 1.0, "noise": "skellam"},
@@ -93,6 +96,7 @@ def test_supported_compression_passes(fields, secure, privacy):
 
 
 USER_LEVEL = ["privacy.mechanism=central", "privacy.noise_multiplier=1.0"]
+FTRL = ["privacy.mechanism=ftrl", "privacy.noise_multiplier=1.0"]
 
 
 @pytest.mark.parametrize(
@@ -106,6 +110,18 @@ USER_LEVEL = ["privacy.mechanism=central", "privacy.noise_multiplier=1.0"]
         ([*USER_LEVEL, "federation.fraction=0.5"],
          r"needs federation.client_sampling 'poisson' or federation.fraction = 1, got "
          r"fixed-size sampling of 5 of 10 clients"),
+        ([*USER_LEVEL, "federation.fraction=0.5", "federation.client_sampling=cyclic"],
+         r"needs federation.client_sampling 'poisson' or federation.fraction = 1, got "
+         r"cyclic sampling of 5 of 10 clients"),
+        ([*FTRL, "federation.fraction=0.5"],
+         r"privacy.mechanism 'ftrl' accounts a public schedule without sampling: it needs "
+         r"federation.fraction = 1 or federation.client_sampling 'cyclic', got 'fixed'"),
+        ([*FTRL, "federation.fraction=0.5", "federation.client_sampling=poisson"],
+         r"'ftrl' accounts a public schedule .* got 'poisson' sampling"),
+        (["federation.buffer_size=2", *FTRL],
+         r"buffer_size \(asynchronous FedBuff\) is not supported with privacy.mechanism 'ftrl'"),
+        ([*FTRL, "compression.method=quantize"],
+         r"central DP noise would no longer cover it; with privacy.mechanism 'ftrl'"),
         (["privacy.mechanism=distributed", "privacy.noise_multiplier=1.0"],
          r"'distributed' needs secure aggregation: .* allowed secure.kind: \['masking', 'he'\]"),
         (["secure.kind=he", "secure.clip=1e6"],
@@ -118,6 +134,11 @@ USER_LEVEL = ["privacy.mechanism=central", "privacy.noise_multiplier=1.0"]
 def test_cross_section_rules(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=overrides)
+
+
+def test_ftrl_with_full_participation_or_a_cyclic_schedule_passes():
+    load_config(overrides=[*FTRL, "federation.fraction=0.5", "federation.client_sampling=cyclic"])
+    load_config(overrides=FTRL)
 
 
 def test_user_level_dp_with_poisson_sampling_or_full_participation_passes():

@@ -122,13 +122,13 @@ def check_compatible(
             f"compression.method {method!r} cannot be combined with secure.kind 'masking': "
             f"{reason}; supported with masking: compression.method 'randomk' (shared seed)"
         )
-    if privacy_mechanism == "central" and not compression.preserves_norm_bound:
+    if privacy_mechanism in ("central", "ftrl") and not compression.preserves_norm_bound:
         raise ConfigError(
             f"compression.method {method!r} (error_feedback={compression.error_feedback}, "
             f"rescale={compression.rescale}) can make a client's update longer than "
-            "privacy.clip_norm, so central DP noise would no longer cover it; with privacy."
-            "mechanism 'central' use 'topk' or 'randomk' with compression.rescale = false, "
-            "without compression.error_feedback"
+            f"privacy.clip_norm, so central DP noise would no longer cover it; with privacy."
+            f"mechanism {privacy_mechanism!r} use 'topk' or 'randomk' with "
+            "compression.rescale = false, without compression.error_feedback"
         )
     if privacy_mechanism == "distributed" and (
         method != "randomk" or compression.error_feedback

@@ -13,7 +13,7 @@ __all__ = ["CLIENT_SAMPLINGS", "DEVICES", "FederationConfig", "RULES", "SERVER_O
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")
 """The server optimizers of ``privfed.federated.optimizers``, by name."""
 
-CLIENT_SAMPLINGS = ("fixed", "poisson")
+CLIENT_SAMPLINGS = ("fixed", "poisson", "cyclic")
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 """The forms of ``federation.device`` (N: a CUDA device index, 0, 1, ...)."""
@@ -65,8 +65,10 @@ class FederationConfig:
     fraction : float
         C, the fraction of clients sampled per round, in (0, 1].
     client_sampling : str
-        "fixed" (exactly round(C*K) clients per round) or "poisson" (each client independently
-        with probability C; what user-level DP accounting assumes).
+        "fixed" (exactly round(C*K) clients per round), "poisson" (each client independently
+        with probability C; what user-level DP-FedAvg's accounting assumes) or "cyclic" (a
+        public schedule: blocks of round(C*K) consecutive client ids take turns, each client
+        once every ceil(K / round(C*K)) rounds; what DP-FTRL's accounting uses).
     local_epochs, batch_size, lr : int, int, float
         E in [1, 10000], B >= 1 (a batch past a client's data is all of it) and the learning
         rate (> 0) of local SGD.

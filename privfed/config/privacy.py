@@ -10,7 +10,7 @@ from privfed.config.validation import ConfigError, OneOf, Range, Rule, check_cho
 __all__ = ["ACCOUNTANTS", "EPSILON_MAX", "MECHANISMS", "NOISES", "PrivacyConfig", "RULES",
            "check_accountant"]
 
-MECHANISMS = ("none", "local", "central", "distributed")
+MECHANISMS = ("none", "local", "central", "distributed", "ftrl")
 ACCOUNTANTS = ("pld", "prv", "rdp")
 NOISES = ("gaussian", "skellam")
 
@@ -48,7 +48,10 @@ class PrivacyConfig:
     mechanism : str
         "none"; "local" (record-level DP-SGD at each client, through Opacus); "central"
         (user-level DP-FedAvg, the server clips and adds noise); "distributed" (user-level,
-        each client clips and adds its share of the noise before its update leaves it).
+        each client clips and adds its share of the noise before its update leaves it);
+        "ftrl" (user-level DP-FTRL, Kairouz et al. 2021: the server noises the prefix sums
+        of the clipped updates with tree-aggregated noise; for a public schedule, no client
+        sampling).
     epsilon : float or None
         Target epsilon, in (0, 100] (:data:`EPSILON_MAX`); the noise is calibrated to reach
         it at the end of training. Give exactly one of ``epsilon`` and ``noise_multiplier``
@@ -66,8 +69,9 @@ class PrivacyConfig:
         private record count); None = ``federation.batch_size`` / the reference client size
         (the configured dataset's training records / ``data.num_clients``).
     clip_norm : float
-        User-level clip norm S of a client's update ("central", "distributed"), > 0; ``inf``
-        is allowed only with ``noise_multiplier = 0`` (plain FedAvg with uniform weights).
+        User-level clip norm S of a client's update ("central", "distributed", "ftrl"), > 0;
+        ``inf`` is allowed only with ``noise_multiplier = 0`` (plain FedAvg with uniform
+        weights).
         With adaptive clipping, the initial S.
     adaptive_clipping : bool
         Adapt S to a quantile of the update norms (Andrew et al. 2021).
@@ -123,8 +127,8 @@ class PrivacyConfig:
 
     @property
     def user_level(self) -> bool:
-        """Whether the mechanism protects whole clients ("central", "distributed")."""
-        return self.mechanism in ("central", "distributed")
+        """Whether the mechanism protects whole clients ("central", "distributed", "ftrl")."""
+        return self.mechanism in ("central", "distributed", "ftrl")
 
     def _check_combination(self) -> None:
         given = (self.epsilon is not None) + (self.noise_multiplier is not None)
@@ -152,7 +156,7 @@ class PrivacyConfig:
                 f"sampling), not {self.mechanism!r}; the client sampling rate of user-level DP "
                 "is federation.fraction"
             )
-        if self.adaptive_clipping and not self.user_level:
+        if self.adaptive_clipping and self.mechanism not in ("central", "distributed"):
             raise ConfigError(
                 f"privacy.adaptive_clipping applies to mechanisms 'central' and 'distributed', "
                 f"not {self.mechanism!r}"

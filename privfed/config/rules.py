@@ -64,7 +64,7 @@ def _check_fedbuff(config: ExperimentConfig) -> None:
     if fed.concurrency is not None and fed.concurrency > config.data.num_clients:
         raise ConfigError(f"federation.concurrency ({fed.concurrency}) must be at most "
                           f"data.num_clients ({config.data.num_clients})")
-    if fed.buffer_size is not None and mechanism in ("central", "distributed"):
+    if fed.buffer_size is not None and mechanism in ("central", "distributed", "ftrl"):
         raise ConfigError(
             f"federation.buffer_size (asynchronous FedBuff) is not supported with "
             f"privacy.mechanism {mechanism!r}: user-level accounting assumes "
@@ -72,17 +72,23 @@ def _check_fedbuff(config: ExperimentConfig) -> None:
         )
 
 
+_SAMPLING_NAMES = {"fixed": "fixed-size", "cyclic": "cyclic"}
+
+
 def _check_user_level(config: ExperimentConfig) -> None:
     privacy, fed = config.privacy, config.federation
     if not privacy.user_level:
         return
     per_round, total = config.clients_per_round(), config.data.num_clients
-    if fed.client_sampling == "fixed" and per_round < total:
+    if privacy.mechanism == "ftrl":
+        _check_ftrl(config)
+        return
+    if fed.client_sampling != "poisson" and per_round < total:
         raise ConfigError(
             f"privacy.mechanism {privacy.mechanism!r} accounts with the Poisson-subsampled "
             f"Gaussian mechanism: it needs federation.client_sampling 'poisson' or "
-            f"federation.fraction = 1, got fixed-size sampling of {per_round} of {total} "
-            "clients (federation.fraction, data.num_clients)"
+            f"federation.fraction = 1, got {_SAMPLING_NAMES[fed.client_sampling]} sampling of "
+            f"{per_round} of {total} clients (federation.fraction, data.num_clients)"
         )
     largest = total if fed.client_sampling == "poisson" else per_round
     if (privacy.min_surviving_clients or 0) > largest:
@@ -96,6 +102,16 @@ def _check_user_level(config: ExperimentConfig) -> None:
             "'none' the server reads each client's update with only its share of the noise; "
             "allowed secure.kind: ['masking', 'he'] (or privacy.mechanism 'central')"
         )
+
+
+def _check_ftrl(config: ExperimentConfig) -> None:
+    """DP-FTRL accounts a public schedule: every client every round, or cyclic blocks."""
+    fed = config.federation
+    if fed.fraction < 1 and fed.client_sampling != "cyclic":
+        raise ConfigError(
+            f"privacy.mechanism 'ftrl' accounts a public schedule without sampling: it needs "
+            f"federation.fraction = 1 or federation.client_sampling 'cyclic', got "
+            f"{fed.client_sampling!r} sampling at federation.fraction = {fed.fraction}")
 
 
 def _check_masking(config: ExperimentConfig) -> None:

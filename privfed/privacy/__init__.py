@@ -4,9 +4,10 @@ Local record-level DP-SGD, clipped in closed form or through Opacus (:class:`DPS
 accounted per client by :class:`RecordLevelPolicy`); central and distributed user-level
 DP-FedAvg as update stages (:class:`ClipStage` with adaptive clipping,
 :class:`CentralNoiseStage`, :class:`DistributedNoiseStage`) accounted by
-:class:`UserLevelPolicy` and :class:`DistributedPolicy`; accounting (dp-accounting's PLD,
-Opacus's PRV and RDP) with per-client participation ledgers and budgets; and the mechanisms'
-noise sources (secure, or seeded from the config). :func:`build_privacy` builds the
+:class:`UserLevelPolicy` and :class:`DistributedPolicy`; user-level DP-FTRL with tree
+aggregation for unsampled federations (:class:`TreeNoiseStage`, :class:`TreePolicy`);
+accounting (dp-accounting's PLD, Opacus's PRV and RDP) with per-client participation ledgers
+and budgets; and the mechanisms' noise sources (secure, or seeded from the config). :func:`build_privacy` builds the
 configured mechanism's parts.
 
 Names are imported on first use, so importing this package loads neither Opacus nor the
@@ -25,6 +26,8 @@ _EXPORTS = {
     "distributed": ("DistributedNoiseStage", "default_min_surviving", "skellam_step"),
     "dpsgd": ("DPSGDParams", "default_sample_rate", "local_steps_per_round"),
     "factory": ("PrivacyParts", "build_privacy"),
+    "ftrl": ("TreeNoiseStage", "TreePolicy", "calibrate_tree_noise", "tree_epsilon",
+             "tree_sensitivity"),
     "modules": ("check_dp_module", "unsupported_layers"),
     "ledger": ("ParticipationLedger", "planned_participations"),
     "policies": ("DistributedPolicy", "RecordLevelPolicy", "UserLevelPolicy"),

@@ -27,6 +27,7 @@ from privfed.privacy.distributed import (
     skellam_step,
 )
 from privfed.privacy.dpsgd import DPSGDParams, default_sample_rate, local_steps_per_round
+from privfed.privacy.ftrl import TreeNoiseStage, TreePolicy, calibrate_tree_noise
 from privfed.privacy.ledger import planned_participations
 from privfed.privacy.policies import DistributedPolicy, RecordLevelPolicy, UserLevelPolicy
 from privfed.privacy.randomness import NoisePolicy
@@ -45,11 +46,13 @@ class PrivacyParts:
         :class:`~privfed.privacy.trainer.DPSGDTrainer` for "local", else SGD.
     stages : tuple of UpdateStage
         In client order, to go first in the pipeline (before any compression stage):
-        "central": clip, central noise; "distributed": clip, noise share; else none.
+        "central": clip, central noise; "distributed": clip, noise share; "ftrl": clip,
+        tree noise; else none.
     policy : ParticipationPolicy
         :class:`~privfed.privacy.policies.RecordLevelPolicy`,
         :class:`~privfed.privacy.policies.UserLevelPolicy`,
-        :class:`~privfed.privacy.policies.DistributedPolicy`, or plain FedAvg's.
+        :class:`~privfed.privacy.policies.DistributedPolicy`,
+        :class:`~privfed.privacy.ftrl.TreePolicy`, or plain FedAvg's.
     weighting : Weighting
         Weight 1 per client, divided by the count ("local") or by the expected cohort qK
         (user level); else FedAvg's sample weighting.
@@ -73,6 +76,7 @@ def build_privacy(
     noise: NoisePolicy,
     reference_size: int | None,
     participations: int | None = None,
+    period: int | None = None,
     module: torch.nn.Module,
 ) -> PrivacyParts:
     """The trainer, stages, policy and weighting that implement ``config``.
@@ -106,6 +110,9 @@ def build_privacy(
         The rounds a client is planned to take part in (what a target epsilon is calibrated
         for; a client sampled more often stops at its budget); default
         :func:`~privfed.privacy.ledger.planned_participations` of ``rounds`` at rate q.
+    period : int, optional
+        "ftrl": the public number of rounds between two participations of a client
+        (:attr:`~privfed.federated.sampling.ClientSampler.period`); None: random sampling.
     module : torch.nn.Module
         The model ("local": checked to be trainable by Opacus, see
         :func:`~privfed.privacy.modules.check_dp_module`; fix it before binding it).
@@ -118,7 +125,8 @@ def build_privacy(
     ------
     ValueError
         The model cannot be trained by Opacus ("local"); user-level DP with client
-        sampling that is not Poisson; a target epsilon out of reach.
+        sampling that is not Poisson ("central", "distributed") or not a public schedule
+        ("ftrl"); a target epsilon out of reach.
     """
     if config.mechanism == "none":
         return PrivacyParts(SGDTrainer(training), (), ParticipationPolicy(), SampleWeighting())
@@ -127,6 +135,8 @@ def build_privacy(
     if config.mechanism == "local":
         return _build_local(config, num_clients, module, training, noise, reference_size,
                             participations)
+    if config.mechanism == "ftrl":
+        return _build_ftrl(config, num_clients, sample_rate, period, rounds, training, noise)
     return _build_user_level(config, num_clients, sample_rate, poisson, num_params, rounds,
                              training, noise, participations)
 
@@ -217,6 +227,37 @@ def _build_user_level(
             min_surviving_clients=k_min, clip_norm=config.clip_norm, dim=num_params,
             noise_kind=config.noise, quantization_step=shares.quantization_step, **common)
     return PrivacyParts(SGDTrainer(training), (clip, stage), policy,
+                        UniformWeighting(expected))
+
+
+def _build_ftrl(
+    config: PrivacyConfig,
+    num_clients: int,
+    rate: float,
+    period: int | None,
+    rounds: int,
+    training: LocalTraining,
+    noise: NoisePolicy,
+) -> PrivacyParts:
+    """Clip, then tree noise on the prefix sums; weight 1, divided by the clients per
+    round ``K / period`` (public)."""
+    if period is None:
+        raise ValueError("privacy.mechanism 'ftrl' accounts a public schedule: it needs "
+                         "federation.fraction = 1 or federation.client_sampling 'cyclic'")
+    z = config.noise_multiplier
+    if z is None:
+        assert config.epsilon is not None
+        try:
+            z = calibrate_tree_noise(config.epsilon, config.delta, rounds, period,
+                                     config.accountant)
+        except ValueError as err:
+            raise ValueError(f"privacy.epsilon = {config.epsilon} cannot be reached at delta "
+                             f"{config.delta} over {rounds} rounds: {err}") from None
+    expected = rate * num_clients
+    clip = ClipStage(config.clip_norm, expected)
+    policy = TreePolicy(noise_multiplier=z, period=period, delta=config.delta, noise=noise,
+                        accountant=config.accountant, budget=config.epsilon)
+    return PrivacyParts(SGDTrainer(training), (clip, TreeNoiseStage(clip, z, noise)), policy,
                         UniformWeighting(expected))
 
 

@@ -31,6 +31,10 @@ SEEDED = {
     "central_adaptive": ["privacy.mechanism='central'", "privacy.noise_multiplier=1.0",
                          "privacy.adaptive_clipping=true", "privacy.clipped_count_stddev=2.0",
                          *POISSON],
+    # DP-FTRL: the tree's noise nodes of the current prefix sum and the cyclic schedule
+    "ftrl_tree_cyclic": ["privacy.mechanism='ftrl'", "privacy.epsilon=4.0",
+                         "federation.fraction=0.3", "federation.client_sampling='cyclic'",
+                         "federation.rounds=7"],
     # error-feedback residuals of every client
     "randomk_error_feedback": ["compression.method='randomk'", "compression.error_feedback=true",
                                "compression.rescale=false"],
@@ -96,7 +100,8 @@ def test_a_restored_seeded_federation_continues_bit_for_bit(name):
 
 def test_the_cases_hold_the_state_they_name():
     """The cases above exercise what they name: per-client ledgers that differ, FedBuff
-    jobs in flight from two model versions, and updates trained but not yet aggregated."""
+    jobs in flight from two model versions, updates trained but not yet aggregated, and
+    the tree's noise node of level 1 after two rounds with the cyclic schedule's place."""
     local = build_simulation(_config(SEEDED["local_dp_budget"]))
     local.server.fit(3)
     counts = local.server.state_dict()["policy"]["client_spend"]["counts"]
@@ -108,6 +113,11 @@ def test_the_cases_hold_the_state_they_name():
     ties.server.fit(1)
     state = ties.server.state_dict()
     assert state["engine"]["pending"] and len(state["schedule"]["buffer"]) == 2
+    ftrl = build_simulation(_config(SEEDED["ftrl_tree_cyclic"]))
+    ftrl.server.fit(2)
+    state = ftrl.server.state_dict()
+    assert set(state["stages"]["server"]["tree_noise"]["nodes"]) == {"1"}
+    assert state["sampler"]["drawn"] == 2
 
 
 @pytest.mark.parametrize("name", sorted(UNSEEDED))
