@@ -7,8 +7,8 @@ DP-FedAvg as update stages (:class:`ClipStage` with adaptive clipping,
 :class:`UserLevelPolicy` and :class:`DistributedPolicy`; user-level DP-FTRL with tree
 aggregation for unsampled federations (:class:`TreeNoiseStage`, :class:`TreePolicy`);
 accounting (dp-accounting's PLD, Opacus's PRV and RDP) with per-client participation ledgers
-and budgets; and the mechanisms' noise sources (secure, or seeded from the config). :func:`build_privacy` builds the
-configured mechanism's parts.
+and budgets; and the mechanisms' noise sources (secure, or seeded from the config).
+:func:`build_privacy` builds the configured mechanism's parts.
 
 Names are imported on first use, so importing this package loads neither Opacus nor the
 crypto packages.
