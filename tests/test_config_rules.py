@@ -30,6 +30,11 @@ def test_default_privacy_is_non_private():
          r"privacy\.sample_rate applies only to mechanism 'local'"),
         ({"mechanism": "local", "epsilon": 1.0, "adaptive_clipping": True},
          r"privacy\.adaptive_clipping applies to mechanisms 'central' and 'distributed'"),
+        ({"factorization": "banded"},
+         r"privacy\.factorization 'banded' applies only to mechanism 'ftrl', not 'none'"),
+        ({"mechanism": "ftrl", "noise_multiplier": 1.0, "bands": 4},
+         r"privacy\.bands applies only to privacy\.factorization 'banded' \(mechanism 'ftrl'\), "
+         r"not 'tree'"),
         ({"mechanism": "ftrl", "noise_multiplier": 1.0, "adaptive_clipping": True},
          r"privacy\.adaptive_clipping applies to mechanisms 'central' and 'distributed', "
          r"not 'ftrl'"),

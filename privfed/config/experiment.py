@@ -122,6 +122,9 @@ class ExperimentConfig:
         payload["federation"].pop("device")
         if not self.federation.drop_last:  # runs from before the field keep their identity
             payload["federation"].pop("drop_last")
+        if self.privacy.factorization == "tree" and self.privacy.bands is None:  # likewise
+            payload["privacy"].pop("factorization")
+            payload["privacy"].pop("bands")
         content = self.data.content_tokens()
         if content:
             payload["data_content"] = content

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 from privfed.config.validation import ConfigError, OneOf, Range, Rule, check_choice, check_rules
 
-__all__ = ["ACCOUNTANTS", "EPSILON_MAX", "MECHANISMS", "NOISES", "PrivacyConfig", "RULES",
-           "check_accountant"]
+__all__ = ["ACCOUNTANTS", "EPSILON_MAX", "FACTORIZATIONS", "MECHANISMS", "NOISES",
+           "PrivacyConfig", "RULES", "check_accountant"]
 
 MECHANISMS = ("none", "local", "central", "distributed", "ftrl")
 ACCOUNTANTS = ("pld", "prv", "rdp")
 NOISES = ("gaussian", "skellam")
+FACTORIZATIONS = ("tree", "banded")
 
 _POSITIVE = Range(0, low_open=True)
 
@@ -34,6 +35,8 @@ RULES: dict[str, Rule] = {
     "noise": OneOf(NOISES),
     "quantization_step": _POSITIVE,
     "min_surviving_clients": Range(1),
+    "factorization": OneOf(FACTORIZATIONS),
+    "bands": Range(1),
 }
 """The rule of each field but ``accountant`` (:func:`check_accountant`); None, where
 allowed, means "not set" and is not checked."""
@@ -96,6 +99,15 @@ class PrivacyConfig:
         released sum; rounds with fewer are discarded. None = the round's cohort size for
         fixed-size client sampling; under Poisson sampling, the expected cohort minus two
         standard deviations.
+    factorization : str
+        "ftrl" only: the correlated noise of the prefix sums, "tree" (binary-tree
+        aggregation, Kairouz et al. 2021) or "banded" (a b-banded Toeplitz factorisation
+        with the square root's coefficients, Choquette-Choo et al. 2023 / Kalinin & Lampert
+        2024).
+    bands : int or None
+        "banded" only: b >= 1, the bands of the factorisation; None = the schedule's period
+        (the rounds between two participations of a client: 1 with every client every
+        round).
     secure_mode : bool
         Draw the noise and the DP sampling from a ChaCha20 keystream keyed from OS entropy,
         so that no other party can regenerate them (not reproducible). False (the in-process
@@ -118,6 +130,8 @@ class PrivacyConfig:
     noise: str = "gaussian"
     quantization_step: float | None = None
     min_surviving_clients: int | None = None
+    factorization: str = "tree"
+    bands: int | None = None
     secure_mode: bool = False
 
     def __post_init__(self) -> None:
@@ -131,6 +145,14 @@ class PrivacyConfig:
         return self.mechanism in ("central", "distributed", "ftrl")
 
     def _check_combination(self) -> None:
+        if self.factorization != "tree" and self.mechanism != "ftrl":
+            raise ConfigError(
+                f"privacy.factorization {self.factorization!r} applies only to mechanism "
+                f"'ftrl', not {self.mechanism!r}")
+        if self.bands is not None and self.factorization != "banded":
+            raise ConfigError(
+                f"privacy.bands applies only to privacy.factorization 'banded' (mechanism "
+                f"'ftrl'), not {self.factorization!r}")
         given = (self.epsilon is not None) + (self.noise_multiplier is not None)
         if self.mechanism == "none":
             if given:

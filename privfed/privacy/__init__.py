@@ -5,7 +5,8 @@ accounted per client by :class:`RecordLevelPolicy`); central and distributed use
 DP-FedAvg as update stages (:class:`ClipStage` with adaptive clipping,
 :class:`CentralNoiseStage`, :class:`DistributedNoiseStage`) accounted by
 :class:`UserLevelPolicy` and :class:`DistributedPolicy`; user-level DP-FTRL with tree
-aggregation for unsampled federations (:class:`TreeNoiseStage`, :class:`TreePolicy`);
+or banded matrix-factorisation noise for unsampled federations (:class:`TreeNoiseStage`,
+:class:`BandedNoiseStage`, :class:`FTRLPolicy`);
 accounting (dp-accounting's PLD, Opacus's PRV and RDP) with per-client participation ledgers
 and budgets; and the mechanisms' noise sources (secure, or seeded from the config).
 :func:`build_privacy` builds the configured mechanism's parts.
@@ -26,8 +27,9 @@ _EXPORTS = {
     "distributed": ("DistributedNoiseStage", "default_min_surviving", "skellam_step"),
     "dpsgd": ("DPSGDParams", "default_sample_rate", "local_steps_per_round"),
     "factory": ("PrivacyParts", "build_privacy"),
-    "ftrl": ("TreeNoiseStage", "TreePolicy", "calibrate_tree_noise", "tree_epsilon",
+    "ftrl": ("FTRLPolicy", "TreeNoiseStage", "calibrate_ftrl_noise", "ftrl_epsilon",
              "tree_sensitivity"),
+    "banded": ("BandedNoiseStage", "banded_sensitivity", "sqrt_coefficients"),
     "modules": ("check_dp_module", "unsupported_layers"),
     "ledger": ("ParticipationLedger", "planned_participations"),
     "policies": ("DistributedPolicy", "RecordLevelPolicy", "UserLevelPolicy"),

@@ -19,6 +19,7 @@ from privfed.federated.stages import UpdateStage
 from privfed.federated.trainer import LocalTrainer, SGDTrainer
 from privfed.federated.weighting import SampleWeighting, UniformWeighting, Weighting
 from privfed.privacy.accounting import calibrate, calibrate_noise
+from privfed.privacy.banded import BandedNoiseStage, banded_sensitivity
 from privfed.privacy.central import CentralNoiseStage
 from privfed.privacy.clipping import AdaptiveClipping, ClipStage
 from privfed.privacy.distributed import (
@@ -27,7 +28,12 @@ from privfed.privacy.distributed import (
     skellam_step,
 )
 from privfed.privacy.dpsgd import DPSGDParams, default_sample_rate, local_steps_per_round
-from privfed.privacy.ftrl import TreeNoiseStage, TreePolicy, calibrate_tree_noise
+from privfed.privacy.ftrl import (
+    FTRLPolicy,
+    TreeNoiseStage,
+    calibrate_ftrl_noise,
+    tree_sensitivity,
+)
 from privfed.privacy.ledger import planned_participations
 from privfed.privacy.policies import DistributedPolicy, RecordLevelPolicy, UserLevelPolicy
 from privfed.privacy.randomness import NoisePolicy
@@ -47,12 +53,12 @@ class PrivacyParts:
     stages : tuple of UpdateStage
         In client order, to go first in the pipeline (before any compression stage):
         "central": clip, central noise; "distributed": clip, noise share; "ftrl": clip,
-        tree noise; else none.
+        tree or banded noise; else none.
     policy : ParticipationPolicy
         :class:`~privfed.privacy.policies.RecordLevelPolicy`,
         :class:`~privfed.privacy.policies.UserLevelPolicy`,
         :class:`~privfed.privacy.policies.DistributedPolicy`,
-        :class:`~privfed.privacy.ftrl.TreePolicy`, or plain FedAvg's.
+        :class:`~privfed.privacy.ftrl.FTRLPolicy`, or plain FedAvg's.
     weighting : Weighting
         Weight 1 per client, divided by the count ("local") or by the expected cohort qK
         (user level); else FedAvg's sample weighting.
@@ -239,26 +245,34 @@ def _build_ftrl(
     training: LocalTraining,
     noise: NoisePolicy,
 ) -> PrivacyParts:
-    """Clip, then tree noise on the prefix sums; weight 1, divided by the clients per
-    round ``K / period`` (public)."""
+    """Clip, then tree or banded noise on the prefix sums; weight 1, divided by the clients
+    per round ``K / period`` (public)."""
     if period is None:
         raise ValueError("privacy.mechanism 'ftrl' accounts a public schedule: it needs "
                          "federation.fraction = 1 or federation.client_sampling 'cyclic'")
+    bands = config.bands or period
+    if config.factorization == "tree":
+        def sensitivity(t: int) -> float:
+            return tree_sensitivity(t, period)
+    else:
+        def sensitivity(t: int) -> float:
+            return banded_sensitivity(t, period, bands)
     z = config.noise_multiplier
     if z is None:
         assert config.epsilon is not None
         try:
-            z = calibrate_tree_noise(config.epsilon, config.delta, rounds, period,
+            z = calibrate_ftrl_noise(config.epsilon, config.delta, sensitivity(rounds),
                                      config.accountant)
         except ValueError as err:
             raise ValueError(f"privacy.epsilon = {config.epsilon} cannot be reached at delta "
                              f"{config.delta} over {rounds} rounds: {err}") from None
     expected = rate * num_clients
     clip = ClipStage(config.clip_norm, expected)
-    policy = TreePolicy(noise_multiplier=z, period=period, delta=config.delta, noise=noise,
-                        accountant=config.accountant, budget=config.epsilon)
-    return PrivacyParts(SGDTrainer(training), (clip, TreeNoiseStage(clip, z, noise)), policy,
-                        UniformWeighting(expected))
+    stage: UpdateStage = (TreeNoiseStage(clip, z, noise) if config.factorization == "tree"
+                          else BandedNoiseStage(clip, z, bands, noise))
+    policy = FTRLPolicy(noise_multiplier=z, sensitivity=sensitivity, delta=config.delta,
+                        noise=noise, accountant=config.accountant, budget=config.epsilon)
+    return PrivacyParts(SGDTrainer(training), (clip, stage), policy, UniformWeighting(expected))
 
 
 def _calibrate(config: PrivacyConfig, rate: float, steps: int) -> float:

@@ -16,7 +16,7 @@ the same noisy prefix sums.
 The honest, simple version: one tree over all rounds, no restarts, no tree completion and no
 Honaker (variance-reducing) estimator.
 
-Accounting (:class:`TreePolicy`): the tree's nodes completed by round T, released together,
+Accounting (:class:`FTRLPolicy`): the tree's nodes completed by round T, released together,
 are one Gaussian mechanism; a client moves a node by at most ``c * S`` where c is the
 number of its participations inside the node's interval, so its L2 sensitivity is
 ``S * sqrt(sum over nodes of c^2)`` (:func:`tree_sensitivity`; all contributions aligned is
@@ -32,7 +32,7 @@ al. Theorem D.1 / Denisov et al. 2022 show the guarantee holds.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -47,7 +47,7 @@ from privfed.privacy.clipping import ClipStage
 from privfed.privacy.ledger import ParticipationLedger
 from privfed.privacy.randomness import NoisePolicy
 
-__all__ = ["TreeNoiseStage", "TreePolicy", "calibrate_tree_noise", "tree_epsilon",
+__all__ = ["FTRLPolicy", "TreeNoiseStage", "calibrate_ftrl_noise", "ftrl_epsilon",
            "tree_sensitivity"]
 
 _TREE_NOISE_STREAM = 0x7EE0
@@ -95,45 +95,43 @@ def tree_sensitivity(rounds: int, period: int) -> float:
     return math.sqrt(worst)
 
 
-def tree_epsilon(
-    noise_multiplier: float, rounds: int, period: int, delta: float, accountant: str = "pld"
+def ftrl_epsilon(
+    noise_multiplier: float, sensitivity: float, delta: float, accountant: str = "pld"
 ) -> float:
-    """User-level epsilon at ``delta`` of the tree's first ``rounds`` rounds: one Gaussian
-    release with noise multiplier ``z / tree_sensitivity(rounds, period)``.
+    """User-level epsilon at ``delta`` of one Gaussian release with noise multiplier
+    ``z / sensitivity`` (the tree's nodes, or the banded ``C x + z``, released so far).
 
     Parameters
     ----------
     noise_multiplier : float
-        z, each node's noise std as a multiple of S.
-    rounds, period : int
-        See :func:`tree_sensitivity`.
+        z, each noise entry's std as a multiple of S.
+    sensitivity : float
+        In units of S (:func:`tree_sensitivity`).
     delta : float
     accountant : {"pld", "prv", "rdp"}
 
     Returns
     -------
     float
-        0 before the first round; ``inf`` with z = 0.
+        0 when nothing was released (sensitivity 0); ``inf`` with z = 0.
     """
-    sensitivity = tree_sensitivity(rounds, period)
     if sensitivity == 0:
         return 0.0
     return gaussian_epsilon([GaussianEvent(noise_multiplier / sensitivity)], delta, accountant)
 
 
-def calibrate_tree_noise(
-    epsilon: float, delta: float, rounds: int, period: int, accountant: str = "pld"
+def calibrate_ftrl_noise(
+    epsilon: float, delta: float, sensitivity: float, accountant: str = "pld"
 ) -> float:
-    """The node noise multiplier z whose :func:`tree_epsilon` after ``rounds`` rounds is in
-    ``[0.99, 1] * epsilon``.
+    """The noise multiplier z whose :func:`ftrl_epsilon` at ``sensitivity`` is in
+    ``[0.99, 1] * epsilon``: the Gaussian's z for one release, times the sensitivity.
 
     Raises
     ------
     ValueError
         The target cannot be reached.
     """
-    single = calibrate_noise(epsilon, delta, 1.0, 1, accountant)
-    return single * tree_sensitivity(rounds, period)
+    return calibrate_noise(epsilon, delta, 1.0, 1, accountant) * sensitivity
 
 
 class TreeNoiseStage(UpdateStage):
@@ -228,9 +226,10 @@ class TreeNoiseStage(UpdateStage):
         return {"tree_nodes": len(self.nodes)}
 
 
-class TreePolicy(ParticipationPolicy):
-    """DP-FTRL's accounting: every released round is counted; the epsilon after T rounds
-    is :func:`tree_epsilon`'s.
+class FTRLPolicy(ParticipationPolicy):
+    """DP-FTRL's accounting: every released round is counted; the epsilon after t rounds
+    is one Gaussian release with noise multiplier ``z / sensitivity(t)``
+    (:func:`ftrl_epsilon`).
 
     The headline epsilon holds against an outsider who sees the released models and knows
     the public schedule; the server (trusted, as for "central") sees the un-noised sums.
@@ -238,9 +237,11 @@ class TreePolicy(ParticipationPolicy):
     Parameters
     ----------
     noise_multiplier : float
-        z of every node.
-    period : int
-        Rounds between two participations of a client (1: every round).
+        z of the noise entries (tree nodes, or the banded factorisation's z).
+    sensitivity : callable
+        ``rounds -> float``: the L2 sensitivity, in units of S, of what the first ``rounds``
+        rounds released (:func:`tree_sensitivity` or
+        :func:`~privfed.privacy.banded.banded_sensitivity` with the schedule bound).
     delta : float
     noise : NoisePolicy
     accountant : {"pld", "prv", "rdp"}
@@ -250,17 +251,17 @@ class TreePolicy(ParticipationPolicy):
 
     epsilon_against = "outsider"
 
-    def __init__(self, *, noise_multiplier: float, period: int, delta: float,
-                 noise: NoisePolicy, accountant: str = "pld",
+    def __init__(self, *, noise_multiplier: float, sensitivity: Callable[[int], float],
+                 delta: float, noise: NoisePolicy, accountant: str = "pld",
                  budget: float | None = None) -> None:
         check_field("privacy.noise_multiplier", noise_multiplier)
         self.noise_multiplier = noise_multiplier
-        self.period = period
+        self.sensitivity = sensitivity
         self.delta = delta
         self.noise = noise
 
         def epsilon_after(rounds: int) -> float:
-            return tree_epsilon(noise_multiplier, rounds, period, delta, accountant)
+            return ftrl_epsilon(noise_multiplier, sensitivity(rounds), delta, accountant)
 
         self.rounds_spend = ParticipationLedger(1, epsilon_after, budget)
 
@@ -287,13 +288,13 @@ class TreePolicy(ParticipationPolicy):
 
     def metrics(self) -> dict[str, Any]:
         """``epsilon``, ``epsilon_against``, ``delta``, ``noise_multiplier``, the
-        ``tree_sensitivity`` so far (in units of S) and ``noise`` (provenance)."""
+        ``ftrl_sensitivity`` so far (in units of S) and ``noise`` (provenance)."""
         rounds = int(self.rounds_spend.counts[0])
         return {
             "epsilon": self.epsilon(),
             "epsilon_against": self.epsilon_against,
             "delta": self.delta,
             "noise_multiplier": self.noise_multiplier,
-            "tree_sensitivity": tree_sensitivity(rounds, self.period),
+            "ftrl_sensitivity": self.sensitivity(rounds),
             "noise": self.noise.label,
         }

@@ -35,6 +35,10 @@ SEEDED = {
     "ftrl_tree_cyclic": ["privacy.mechanism='ftrl'", "privacy.epsilon=4.0",
                          "federation.fraction=0.3", "federation.client_sampling='cyclic'",
                          "federation.rounds=7"],
+    # banded DP-FTRL: the last bands - 1 noise vectors
+    "ftrl_banded_cyclic": ["privacy.mechanism='ftrl'", "privacy.factorization='banded'",
+                           "privacy.noise_multiplier=1.0", "federation.fraction=0.3",
+                           "federation.client_sampling='cyclic'"],
     # error-feedback residuals of every client
     "randomk_error_feedback": ["compression.method='randomk'", "compression.error_feedback=true",
                                "compression.rescale=false"],

@@ -15,10 +15,10 @@ from privfed.federated.stages import ServerAggregate
 from privfed.privacy import ClipStage, NoisePolicy
 from privfed.privacy.accounting import RDP_ORDERS
 from privfed.privacy.ftrl import (
+    FTRLPolicy,
     TreeNoiseStage,
-    TreePolicy,
-    calibrate_tree_noise,
-    tree_epsilon,
+    calibrate_ftrl_noise,
+    ftrl_epsilon,
     tree_sensitivity,
 )
 from tests.privacy._helpers import private_server, split
@@ -26,6 +26,10 @@ from tests.privacy._reference import exact_gaussian_epsilon, pld_epsilon
 
 SEEDED = NoisePolicy(secure=False, seed=3)
 Z, S, DIM = 1.3, 0.7, 40_000
+
+
+def tree_epsilon(z, rounds, period, delta, accountant="pld"):
+    return ftrl_epsilon(z, tree_sensitivity(rounds, period), delta, accountant)
 
 
 def _stage(noise=SEEDED, z=Z):
@@ -98,7 +102,7 @@ def test_one_participation_is_dp_accountings_tree_event(z, rounds):
 
 @pytest.mark.parametrize(("target", "rounds", "period"), [(1.0, 50, 10), (8.0, 30, 1)])
 def test_calibrated_noise_reaches_the_target_from_below(target, rounds, period):
-    z = calibrate_tree_noise(target, 1e-5, rounds, period)
+    z = calibrate_ftrl_noise(target, 1e-5, tree_sensitivity(rounds, period))
     assert 0.99 * target <= tree_epsilon(z, rounds, period, 1e-5) <= target
 
 
@@ -171,13 +175,14 @@ def test_secure_noise_draws_fresh_nodes():
 
 
 def test_policy_reports_the_tree_epsilon_of_the_rounds_released():
-    policy = TreePolicy(noise_multiplier=2.0, period=4, delta=1e-5, noise=SEEDED)
+    policy = FTRLPolicy(noise_multiplier=2.0, sensitivity=lambda t: tree_sensitivity(t, 4),
+                        delta=1e-5, noise=SEEDED)
     for t in range(1, 11):
         policy.record_release(t)
     metrics = policy.metrics()
     assert metrics["epsilon"] == pytest.approx(tree_epsilon(2.0, 10, 4, 1e-5))
     assert metrics["epsilon_against"] == "outsider"
-    assert metrics["tree_sensitivity"] == tree_sensitivity(10, 4)
+    assert metrics["ftrl_sensitivity"] == tree_sensitivity(10, 4)
 
 
 def test_without_noise_ftrl_is_central_dp_fedavg_and_the_sum_of_the_updates(blobs):
