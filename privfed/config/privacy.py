@@ -144,7 +144,7 @@ class PrivacyConfig:
         """Whether the mechanism protects whole clients ("central", "distributed", "ftrl")."""
         return self.mechanism in ("central", "distributed", "ftrl")
 
-    def _check_combination(self) -> None:
+    def _check_ftrl(self) -> None:
         if self.factorization != "tree" and self.mechanism != "ftrl":
             raise ConfigError(
                 f"privacy.factorization {self.factorization!r} applies only to mechanism "
@@ -153,6 +153,9 @@ class PrivacyConfig:
             raise ConfigError(
                 f"privacy.bands applies only to privacy.factorization 'banded' (mechanism "
                 f"'ftrl'), not {self.factorization!r}")
+
+    def _check_combination(self) -> None:
+        self._check_ftrl()
         given = (self.epsilon is not None) + (self.noise_multiplier is not None)
         if self.mechanism == "none":
             if given:
