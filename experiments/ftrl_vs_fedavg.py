@@ -24,10 +24,14 @@ SETTINGS = {
     "single-pass": (["data.num_clients=100", "federation.fraction=0.05",
                      "federation.rounds=20", "model.hidden=[32]", "federation.local_epochs=5"],
                     True),
+    "mnist-cyclic": (["data.dataset='mnist'", "data.num_clients=100", "federation.fraction=0.1",
+                      "federation.rounds=30", "model.hidden=[32]"], True),
 }
 """Overrides, and whether clients are sampled (Poisson for DP-FedAvg, the cyclic schedule
 for DP-FTRL). every-round: 30 participations per client; cyclic-10x6: 10 of 100 clients per
-round, 6 participations each; single-pass: 5 of 100 per round, each client once."""
+round, 6 participations each; single-pass: 5 of 100 per round, each client once;
+mnist-cyclic: MNIST (the data directory from ``PRIVFED_DATA``) over 100 clients, 10 per
+round, 3 participations each."""
 
 MECHANISMS = {
     "none": ["privacy.mechanism='none'"],

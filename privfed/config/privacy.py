@@ -53,8 +53,8 @@ class PrivacyConfig:
         (user-level DP-FedAvg, the server clips and adds noise); "distributed" (user-level,
         each client clips and adds its share of the noise before its update leaves it);
         "ftrl" (user-level DP-FTRL, Kairouz et al. 2021: the server noises the prefix sums
-        of the clipped updates with tree-aggregated noise; for a public schedule, no client
-        sampling).
+        of the clipped updates with correlated noise, see ``factorization``; for a public
+        schedule, no client sampling).
     epsilon : float or None
         Target epsilon, in (0, 100] (:data:`EPSILON_MAX`); the noise is calibrated to reach
         it at the end of training. Give exactly one of ``epsilon`` and ``noise_multiplier``
@@ -74,8 +74,7 @@ class PrivacyConfig:
     clip_norm : float
         User-level clip norm S of a client's update ("central", "distributed", "ftrl"), > 0;
         ``inf`` is allowed only with ``noise_multiplier = 0`` (plain FedAvg with uniform
-        weights).
-        With adaptive clipping, the initial S.
+        weights). With adaptive clipping, the initial S.
     adaptive_clipping : bool
         Adapt S to a quantile of the update norms (Andrew et al. 2021).
     target_quantile : float

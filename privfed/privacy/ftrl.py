@@ -23,10 +23,11 @@ number of its participations inside the node's interval, so its L2 sensitivity i
 the worst case). With one participation per client this is ``S * sqrt(D)``,
 ``D = floor(log2 T) + 1`` levels, what dp-accounting's ``SingleEpochTreeAggregationDpEvent``
 accounts (its RDP accountant; Kairouz et al. Appendix D). The epsilon is that of one
-Gaussian release with noise multiplier ``z / sensitivity(T) * S``, by the configured
-accountant ("pld": dp-accounting's PLD accountant on a ``GaussianDpEvent``). The inputs
-may be chosen adaptively (each round's updates depend on the released models): Kairouz et
-al. Theorem D.1 / Denisov et al. 2022 show the guarantee holds.
+Gaussian release with noise multiplier ``z / sensitivity(T)`` (the sensitivity in units of
+S), by the configured accountant ("pld": dp-accounting's PLD accountant on a
+``GaussianDpEvent``). The inputs may be chosen adaptively (each round's updates depend on
+the released models): Kairouz et al. 2021 (Appendix D) and Denisov et al. 2022 show the
+guarantee holds.
 """
 
 from __future__ import annotations

@@ -213,6 +213,10 @@ def test_ftrl_end_to_end_reports_user_level_epsilon(blobs):
     history = server.fit(5)
     last = history.rounds[-1].extra
     assert 0.99 * 4.0 <= last["epsilon"] <= 4.0
+    # every client in every round: 5 leaves (1^2 each), 2 pairs (2^2), one quadruple (4^2)
+    assert last["ftrl_sensitivity"] ** 2 == pytest.approx(5 + 2 * 4 + 16)
+    reference = pld_epsilon(last["noise_multiplier"] / math.sqrt(29), 1.0, 1, 1e-5)
+    assert last["epsilon"] == pytest.approx(reference, rel=0.02)
     assert last["tree_nodes"] == 2  # 5 = 0b101
     assert np.isfinite(server.weights.numpy()).all()
 
