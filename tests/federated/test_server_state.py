@@ -56,6 +56,9 @@ UNSEEDED = {
     # noise from OS entropy: drawn afresh after the restore, as it would have been
     "local_dp_secure_mode": ["privacy.mechanism='local'", "privacy.noise_multiplier=1.0",
                              "privacy.secure_mode=true", "federation.fraction=0.5"],
+    # DP-FTRL's tree nodes from OS entropy: the saved nodes continue, new ones are fresh
+    "ftrl_tree_secure_mode": ["privacy.mechanism='ftrl'", "privacy.noise_multiplier=1.0",
+                              "privacy.secure_mode=true"],
     # masking rounds stochastically with secret coins: the discarded-rounds count and the
     # per-client ledgers against the server continue
     "distributed_skellam_masking": ["privacy.mechanism='distributed'", "privacy.noise='skellam'",
