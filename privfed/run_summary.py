@@ -131,10 +131,16 @@ def _last_federated(history: History) -> dict[str, Any] | None:
             "clients": len(runs[-1]["included"])}
 
 
+_NOISE_COHORT_KEYS = ("epsilon_deployment", "cohort_size", "noise_cohort_size",
+                      "noise_multiplier_run")
+"""What a run with ``privacy.noise_cohort_size`` adds to the summary."""
+
+
 def _privacy_summary(config: ExperimentConfig, history: History) -> dict[str, Any]:
     """The privacy spent by the end of training, as the mechanism reported it: the headline
     epsilon, the party it holds against, the epsilon against an outsider, and whether the
-    noise can be regenerated from the config."""
+    noise can be regenerated from the config; with a noise cohort also the deployment's
+    epsilon and both cohort sizes (``epsilon`` stays the run's own)."""
     mechanism = config.privacy.mechanism
     if mechanism == "none":
         return {"privacy_mechanism": mechanism, "privacy_unit": None, "epsilon": None,
@@ -149,22 +155,41 @@ def _privacy_summary(config: ExperimentConfig, history: History) -> dict[str, An
         "delta": last.get("delta"),
         "noise": last.get("noise"),
         "stop_reason": history.stop_reason,
+        **{key: last[key] for key in _NOISE_COHORT_KEYS if key in last},
     }
 
 
 def describe_epsilon(summary: Mapping[str, Any], spec: str = ".2f") -> str:
     """One line for a run's privacy: e.g. ``"3.00 record vs server"``,
     ``"17.9 user vs server (7.94 vs outsider)"``, ending in ``"(noise reproducible from the
-    config)"`` when the noise was seeded; ``"inf"`` without a mechanism."""
+    config)"`` when the noise was seeded; ``"inf"`` without a mechanism. With a noise
+    cohort it leads with the deployment's epsilon, labelled with both cohort sizes, and
+    states the run's own: ``"3.00 user vs outsider for a deployed cohort of 1000 clients
+    per round; this run's cohort of 10 carried that cohort's noise per client: its own
+    model has epsilon 40.1"``."""
     if summary.get("privacy_mechanism", "none") == "none" or summary.get("epsilon") is None:
         return "inf"
     epsilon = summary["epsilon"]
+    if summary.get("noise_cohort_size") is not None:
+        return _describe_noise_cohort(summary, spec)
     text = f"{epsilon:{spec}} {summary.get('privacy_unit') or ''}".rstrip()
     if summary.get("epsilon_against"):
         text += f" vs {summary['epsilon_against']}"
     outsider = summary.get("epsilon_outsider")
     if summary.get("epsilon_against") != "outsider" and outsider not in (None, epsilon):
         text += f" ({outsider:{spec}} vs outsider)"
+    if summary.get("noise") == REPRODUCIBLE_NOISE:
+        text += f" ({REPRODUCIBLE_NOISE})"
+    return text
+
+
+def _describe_noise_cohort(summary: Mapping[str, Any], spec: str) -> str:
+    """:func:`describe_epsilon` of a run with ``privacy.noise_cohort_size``."""
+    unit = f"{summary.get('privacy_unit') or ''} vs {summary.get('epsilon_against')}"
+    text = (f"{summary['epsilon_deployment']:{spec}} {unit} for a deployed cohort of "
+            f"{summary['noise_cohort_size']} clients per round (NOT this run's); this run's "
+            f"cohort of {summary['cohort_size']:g} carried that cohort's noise per client: "
+            f"its own model has epsilon {summary['epsilon']:{spec}} {unit}")
     if summary.get("noise") == REPRODUCIBLE_NOISE:
         text += f" ({REPRODUCIBLE_NOISE})"
     return text

@@ -121,6 +121,7 @@ INVALID = [
     ("privacy.quantization_step=0", r"privacy.quantization_step must be in \(0, inf\), got 0.0"),
     ("privacy.min_surviving_clients=0",
      r"privacy.min_surviving_clients must be in \[1, inf\), got 0"),
+    ("privacy.noise_cohort_size=0", r"privacy.noise_cohort_size must be in \[1, inf\), got 0"),
     ("privacy.secure_mode=1", r"privacy.secure_mode must be of type bool, got int"),
     # secure
     ("secure.kind=fhe", r"secure.kind: unknown value 'fhe'; allowed: \['none', 'he', 'masking'\]"),

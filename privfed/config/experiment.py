@@ -122,6 +122,8 @@ class ExperimentConfig:
         payload["federation"].pop("device")
         if not self.federation.drop_last:  # runs from before the field keep their identity
             payload["federation"].pop("drop_last")
+        if self.privacy.noise_cohort_size is None:  # nor do runs from before this field
+            payload["privacy"].pop("noise_cohort_size")
         content = self.data.content_tokens()
         if content:
             payload["data_content"] = content

@@ -34,6 +34,7 @@ RULES: dict[str, Rule] = {
     "noise": OneOf(NOISES),
     "quantization_step": _POSITIVE,
     "min_surviving_clients": Range(1),
+    "noise_cohort_size": Range(1),
 }
 """The rule of each field but ``accountant`` (:func:`check_accountant`); None, where
 allowed, means "not set" and is not checked."""
@@ -92,6 +93,14 @@ class PrivacyConfig:
         released sum; rounds with fewer are discarded. None = the round's cohort size for
         fixed-size client sampling; under Poisson sampling, the expected cohort minus two
         standard deviations.
+    noise_cohort_size : int or None
+        "central" only: C >= 1, the deployed cohort (clients per round) whose noise the run
+        adds per client (pfl-research's ``noise_cohort_size``). The run adds noise of std
+        ``z * S * c / C`` to its sum of c = ``federation.fraction * data.num_clients``
+        expected clients, so its mean update carries the noise ``z * S / C`` of a deployment
+        of C clients per round at the same sampling rate (a population of C / fraction
+        clients); z is accounted, and ``privacy.epsilon`` calibrated, for that deployment.
+        Must be at least c. None = the run's own cohort (no scaling).
     secure_mode : bool
         Draw the noise and the DP sampling from a ChaCha20 keystream keyed from OS entropy,
         so that no other party can regenerate them (not reproducible). False (the in-process
@@ -114,6 +123,7 @@ class PrivacyConfig:
     noise: str = "gaussian"
     quantization_step: float | None = None
     min_surviving_clients: int | None = None
+    noise_cohort_size: int | None = None
     secure_mode: bool = False
 
     def __post_init__(self) -> None:
@@ -172,6 +182,13 @@ class PrivacyConfig:
             raise ConfigError(
                 f"privacy.min_surviving_clients applies only to mechanism 'distributed', not "
                 f"{self.mechanism!r}")
+        if self.noise_cohort_size is not None and self.mechanism != "central":
+            raise ConfigError(
+                f"privacy.noise_cohort_size applies only to mechanism 'central', not "
+                f"{self.mechanism!r}: local DP-SGD's noise is per client and does not depend "
+                "on the cohort, and distributed DP's per-client guarantee against the server "
+                "rests on the shares of the clients actually summed (K_min), which a smaller "
+                "simulated cohort cannot stand in for")
         if self.noise == "skellam" and (self.adaptive_clipping or math.isinf(self.clip_norm)):
             raise ConfigError(
                 "privacy.noise 'skellam' needs a fixed, finite privacy.clip_norm "

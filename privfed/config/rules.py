@@ -84,6 +84,7 @@ def _check_user_level(config: ExperimentConfig) -> None:
             f"federation.fraction = 1, got fixed-size sampling of {per_round} of {total} "
             "clients (federation.fraction, data.num_clients)"
         )
+    _check_noise_cohort(config)
     largest = total if fed.client_sampling == "poisson" else per_round
     if (privacy.min_surviving_clients or 0) > largest:
         raise ConfigError(
@@ -96,6 +97,19 @@ def _check_user_level(config: ExperimentConfig) -> None:
             "'none' the server reads each client's update with only its share of the noise; "
             "allowed secure.kind: ['masking', 'he'] (or privacy.mechanism 'central')"
         )
+
+
+def _check_noise_cohort(config: ExperimentConfig) -> None:
+    """A noise cohort C of at least the simulated cohort c: a smaller C would add more
+    noise per client than the deployment it names (and the noise scale c / C > 1)."""
+    size, fed = config.privacy.noise_cohort_size, config.federation
+    poisson = fed.client_sampling == "poisson"
+    expected = fed.fraction * config.data.num_clients if poisson else config.clients_per_round()
+    if size is not None and size < expected:
+        raise ConfigError(
+            f"privacy.noise_cohort_size ({size}) must be at least the simulated cohort of "
+            f"{expected:g} expected clients per round (federation.fraction = {fed.fraction} "
+            f"of data.num_clients = {config.data.num_clients})")
 
 
 def _check_masking(config: ExperimentConfig) -> None:

@@ -28,6 +28,7 @@ from privfed.privacy.distributed import (
 )
 from privfed.privacy.dpsgd import DPSGDParams, default_sample_rate, local_steps_per_round
 from privfed.privacy.ledger import planned_participations
+from privfed.privacy.noise_cohort import NoiseCohort
 from privfed.privacy.policies import DistributedPolicy, RecordLevelPolicy, UserLevelPolicy
 from privfed.privacy.randomness import NoisePolicy
 from privfed.privacy.skellam import skellam_sum_epsilon
@@ -178,7 +179,10 @@ def _build_user_level(
     participations: int,
 ) -> PrivacyParts:
     """Clip (adaptive or not), then central noise or noise shares; weight 1, divided by
-    the expected cohort ``qK`` (McMahan et al. 2018)."""
+    the expected cohort ``qK`` (McMahan et al. 2018). With ``privacy.noise_cohort_size``
+    C ("central" only) z is calibrated and accounted for the deployment of C clients per
+    round at rate q, and the noise scaled by ``qK / C``
+    (:class:`~privfed.privacy.noise_cohort.NoiseCohort`)."""
     if rate < 1 and not poisson:
         raise ValueError(
             f"privacy.mechanism {config.mechanism!r} accounts with the Poisson-subsampled "
@@ -192,9 +196,14 @@ def _build_user_level(
             f"over {num_clients} clients",
             stacklevel=3,
         )
+    expected = rate * num_clients
+    cohort = None
+    if config.noise_cohort_size is not None:
+        cohort = NoiseCohort(expected, config.noise_cohort_size)
     adaptive = None
-    if config.adaptive_clipping:
-        count_std = config.clipped_count_stddev or rate * num_clients / 20
+    if config.adaptive_clipping:  # sigma_b is the deployment's: C / 20 by default
+        deployed = expected if cohort is None else cohort.deployed
+        count_std = config.clipped_count_stddev or deployed / 20
         adaptive = AdaptiveClipping(config.target_quantile, config.clip_lr, count_std)
     k_min = config.min_surviving_clients or default_min_surviving(num_clients, rate, poisson)
     z = config.noise_multiplier
@@ -202,14 +211,13 @@ def _build_user_level(
         z = _calibrate(config, rate, rounds)
     elif z is None:
         z = _calibrate_distributed(config, num_params, participations)
-    expected = rate * num_clients
     clip = ClipStage(config.clip_norm, expected, adaptive)
     common = dict(noise_multiplier=z, sample_rate=rate, num_clients=num_clients,
                   delta=config.delta, noise=noise, accountant=config.accountant,
                   budget=config.epsilon)
     if config.mechanism == "central":
-        stage: UpdateStage = CentralNoiseStage(clip, z, noise)
-        policy: UserLevelPolicy = UserLevelPolicy(**common)
+        stage: UpdateStage = CentralNoiseStage(clip, z, noise, cohort)
+        policy: UserLevelPolicy = UserLevelPolicy(**common, noise_cohort=cohort)
     else:
         shares = DistributedNoiseStage(clip, z, k_min, noise, noise_kind=config.noise,
                                        quantization_step=config.quantization_step)

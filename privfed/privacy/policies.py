@@ -5,6 +5,9 @@
 * :class:`UserLevelPolicy` (central DP-FedAvg, McMahan et al. 2018): every released round
   (also one without clients) composes the Poisson-subsampled Gaussian; the headline
   epsilon holds against an outsider who sees the released models but not who took part.
+  With a noise cohort (``privacy.noise_cohort_size``) z is the deployment's and the
+  headline ``epsilon`` is the run's own (noise multiplier ``z c / C``); the deployment's is
+  ``epsilon_deployment``, and the budget caps it.
 * :class:`DistributedPolicy` (distributed DP): against the server, which sees each
   round's noisy sum and knows who took part, a client's guarantee is the *unamplified*
   Gaussian (or Skellam) mechanism composed over the rounds it took part in (the
@@ -27,6 +30,7 @@ from privfed.federated.policy import ParticipationPolicy
 from privfed.privacy.accounting import GaussianEvent, gaussian_epsilon, replace_one_epsilon
 from privfed.privacy.dpsgd import DPSGDParams
 from privfed.privacy.ledger import ClientLedgerMixin, ParticipationLedger
+from privfed.privacy.noise_cohort import NoiseCohort
 from privfed.privacy.randomness import NoisePolicy
 from privfed.privacy.skellam import skellam_sum_epsilon
 
@@ -107,7 +111,11 @@ class UserLevelPolicy(ParticipationPolicy):
     noise : NoisePolicy
     accountant : {"pld", "prv", "rdp"}
     budget : float or None
-        ``privacy.epsilon``: no release may take the headline epsilon above it.
+        ``privacy.epsilon``: no release may take the headline epsilon (with a noise cohort,
+        the deployment's) above it.
+    noise_cohort : NoiseCohort, optional
+        The run's noise is ``c / C`` of the deployment's: z and the budget are the
+        deployment's (C clients per round at rate q), the headline epsilon the run's own.
     """
 
     epsilon_against = "outsider"
@@ -123,6 +131,7 @@ class UserLevelPolicy(ParticipationPolicy):
         noise: NoisePolicy,
         accountant: str = "pld",
         budget: float | None = None,
+        noise_cohort: NoiseCohort | None = None,
     ) -> None:
         check_field("privacy.noise_multiplier", noise_multiplier)
         if not 0 < sample_rate <= 1:
@@ -134,6 +143,7 @@ class UserLevelPolicy(ParticipationPolicy):
         self.noise = noise
         self.accountant = accountant
         self.budget = budget
+        self.noise_cohort = noise_cohort
 
         def amplified(rounds: int) -> float:
             event = GaussianEvent(noise_multiplier, sample_rate, rounds)
@@ -165,8 +175,9 @@ class UserLevelPolicy(ParticipationPolicy):
     def metrics(self) -> dict[str, Any]:
         """The headline ``epsilon``, the party it holds against (``epsilon_against``),
         ``epsilon_outsider``, ``delta``, ``noise_multiplier`` and ``noise`` (the noise's
-        provenance)."""
-        return {
+        provenance); with a noise cohort also ``epsilon_deployment``, ``cohort_size`` (c),
+        ``noise_cohort_size`` (C) and ``noise_multiplier_run`` (``z c / C``)."""
+        metrics = {
             "epsilon": self.epsilon(),
             "epsilon_against": self.epsilon_against,
             "epsilon_outsider": self.outsider_epsilon(),
@@ -174,21 +185,45 @@ class UserLevelPolicy(ParticipationPolicy):
             "noise_multiplier": self.noise_multiplier,
             "noise": self.noise.label,
         }
+        if self.noise_cohort is not None:
+            metrics.update(epsilon_deployment=self.deployment_epsilon(),
+                           noise_multiplier_run=self.run_noise_multiplier,
+                           **self.noise_cohort.metrics())
+        return metrics
 
     def epsilon(self) -> float:
         """The headline user-level epsilon spent so far, at :attr:`delta`."""
         return self.outsider_epsilon()
 
-    def outsider_epsilon(self) -> float:
-        """Epsilon against a party that sees the released models but not who took part."""
+    @property
+    def run_noise_multiplier(self) -> float:
+        """The noise multiplier of the run's released sums: z, or ``z c / C``."""
+        if self.noise_cohort is None:
+            return self.noise_multiplier
+        return self.noise_cohort.run_noise_multiplier(self.noise_multiplier)
+
+    def deployment_epsilon(self) -> float:
+        """Epsilon against an outsider of the rounds so far at noise multiplier z and rate q:
+        the run's own without a noise cohort, else the deployment's (C clients per round)."""
         return self.rounds_spend.epsilon(0)
+
+    def outsider_epsilon(self) -> float:
+        """Epsilon against a party that sees the run's released models but not who took
+        part (at the run's own noise multiplier, :attr:`run_noise_multiplier`)."""
+        if self.noise_cohort is None:
+            return self.deployment_epsilon()
+        event = GaussianEvent(self.run_noise_multiplier, self.sample_rate,
+                              int(self.rounds_spend.counts[0]))
+        return gaussian_epsilon([event], self.delta, self.accountant)
 
     def change_one_client_epsilon(self, client_id: int) -> float:
         """Epsilon, against the outsider, for changing the data of client ``client_id`` when it
         takes part either way (replace-one: e.g. records inserted into it). Dp-accounting's
-        PLD accountant with the REPLACE_ONE relation: the clipped update may move by 2S."""
+        PLD accountant with the REPLACE_ONE relation: the clipped update may move by 2S. At
+        the run's own noise multiplier (:attr:`run_noise_multiplier`)."""
         rounds = int(self.rounds_spend.counts[0])
-        return replace_one_epsilon(self.noise_multiplier, self.sample_rate, rounds, self.delta)
+        return replace_one_epsilon(self.run_noise_multiplier, self.sample_rate, rounds,
+                                   self.delta)
 
 
 class DistributedPolicy(ClientLedgerMixin, UserLevelPolicy):
