@@ -64,6 +64,7 @@ class RecordLevelPolicy(ClientLedgerMixin, ParticipationPolicy):
         self.params = params
         self.delta = delta
         self.noise = noise
+        self.accountant = accountant
 
         def epsilon_after(rounds: int) -> float:
             return gaussian_epsilon([params.release(rounds)], delta, accountant)
@@ -89,8 +90,8 @@ class RecordLevelPolicy(ClientLedgerMixin, ParticipationPolicy):
         return {
             "epsilon": self.client_spend.max_epsilon(),
             "epsilon_against": "server",
-            "accounting": "poisson-subsampled gaussian (dp-sgd batches) over each client's "
-                          "rounds",
+            "accounting": f"{self.accountant}: poisson-subsampled gaussian (dp-sgd batches) "
+                          "over each client's rounds",
             "neighbouring": "add/remove one record",
             "epsilon_per_client": self.client_spend.epsilons(),
             "delta": self.delta,
@@ -182,7 +183,7 @@ class UserLevelPolicy(ParticipationPolicy):
         return {
             "epsilon": self.epsilon(),
             "epsilon_against": self.epsilon_against,
-            "accounting": f"{self.accountant}: {self._headline_method()}",
+            "accounting": self._headline_method(),
             "neighbouring": self._headline_relation(),
             "epsilon_outsider": self.outsider_epsilon(),
             "delta": self.delta,
@@ -191,7 +192,7 @@ class UserLevelPolicy(ParticipationPolicy):
         }
 
     def _headline_method(self) -> str:
-        return self.participation.method
+        return f"{self.accountant}: {self.participation.method}"
 
     def _headline_relation(self) -> str:
         return self.participation.relation
@@ -277,7 +278,10 @@ class DistributedPolicy(ClientLedgerMixin, UserLevelPolicy):
         return self.client_spend.max_epsilon()
 
     def _headline_method(self) -> str:
-        return "gaussian without amplification over each client's rounds"
+        if self.noise_kind == "skellam":
+            return ("skellam rdp (Agarwal, Kairouz & Liu 2021) without amplification over "
+                    "each client's rounds")
+        return f"{self.accountant}: gaussian without amplification over each client's rounds"
 
     def _headline_relation(self) -> str:
         return "zero-out one client's update (the server knows who took part)"
@@ -285,9 +289,13 @@ class DistributedPolicy(ClientLedgerMixin, UserLevelPolicy):
     def metrics(self) -> dict[str, Any]:
         """:meth:`UserLevelPolicy.metrics`, and how ``epsilon_outsider`` is accounted and
         for which relation (``accounting_outsider``, ``neighbouring_outsider``)."""
-        return {**super().metrics(),
-                "accounting_outsider": f"{self.accountant}: {self.participation.method}",
-                "neighbouring_outsider": self.participation.relation}
+        if self.noise_kind == "skellam":  # the outsider gets the server's figure
+            outsider = {"accounting_outsider": self._headline_method(),
+                        "neighbouring_outsider": self._headline_relation()}
+        else:
+            outsider = {"accounting_outsider": super()._headline_method(),
+                        "neighbouring_outsider": self.participation.relation}
+        return {**super().metrics(), **outsider}
 
     def outsider_epsilon(self) -> float:
         """Against an outsider: amplified by client sampling (Gaussian), and never more than

@@ -13,7 +13,7 @@ from privfed.config.privacy import PrivacyConfig
 from privfed.federated import ClientSampler, LocalTraining
 from privfed.privacy import DistributedPolicy, UserLevelPolicy, build_privacy
 from privfed.privacy.participation import Participation
-from tests.privacy._helpers import SEEDED
+from tests.privacy._helpers import SEEDED, distributed
 from tests.privacy._reference import (
     exact_gaussian_epsilon,
     pld_epsilon,
@@ -178,3 +178,13 @@ def test_distributed_dp_under_cyclic_groups_calibrates_each_clients_rounds():
     reached = exact_gaussian_epsilon(policy.noise_multiplier, math.ceil(T / 3), DELTA)
     assert 0.98 * 3.0 <= reached <= 3.0 * 1.002
     assert policy.metrics()["accounting_outsider"].startswith("pld: cyclic, 3 groups")
+
+
+def test_each_policy_names_its_own_accountant():
+    _, skellam = distributed(2, 4, noise_kind="skellam", quantization_step=0.01)
+    metrics = skellam.metrics()
+    assert metrics["accounting"].startswith("skellam rdp")
+    assert metrics["accounting_outsider"] == metrics["accounting"]
+    _, gaussian = distributed(2, 4)
+    assert gaussian.metrics()["accounting"].startswith("pld: gaussian without amplification")
+    assert gaussian.metrics()["accounting_outsider"].startswith("pld: poisson-subsampled")
