@@ -188,3 +188,9 @@ def test_each_policy_names_its_own_accountant():
     _, gaussian = distributed(2, 4)
     assert gaussian.metrics()["accounting"].startswith("pld: gaussian without amplification")
     assert gaussian.metrics()["accounting_outsider"].startswith("pld: poisson-subsampled")
+
+
+@pytest.mark.parametrize("accountant", ["prv", "rdp"])
+def test_the_other_accountants_bound_fixed_size_cohorts_from_above(accountant):
+    fixed = PARTICIPATIONS["fixed"]
+    assert fixed.epsilon(2.0, T, DELTA, accountant) >= 0.99 * reference("fixed", 2.0, T)
