@@ -115,9 +115,8 @@ USER_LEVEL = ["privacy.mechanism=central", "privacy.noise_multiplier=1.0"]
         (["federation.client_sampling=cyclic", "federation.cyclic_groups=3",
           "privacy.mechanism=distributed", "privacy.noise_multiplier=1.0", "secure.kind=he",
           "privacy.min_surviving_clients=4"],
-         r"privacy.min_surviving_clients \(4\) must be at most 3 clients, the largest round "
-         r"\(cyclic: the smallest group\) under .*federation.cyclic_groups and "
-         r"data.num_clients"),
+         r"privacy.min_surviving_clients \(4\) must be at most the largest round, 3 clients "
+         r"\(cyclic: the smallest group; .*federation.cyclic_groups, data.num_clients\)"),
         (["privacy.mechanism=distributed", "privacy.noise_multiplier=1.0"],
          r"'distributed' needs secure aggregation: .* allowed secure.kind: \['masking', 'he'\]"),
         (["secure.kind=he", "secure.clip=1e6"],

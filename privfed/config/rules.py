@@ -92,9 +92,9 @@ def _check_user_level(config: ExperimentConfig) -> None:
     if (privacy.min_surviving_clients or 0) > largest:
         raise ConfigError(
             f"privacy.min_surviving_clients ({privacy.min_surviving_clients}) must be at most "
-            f"{largest} clients, the largest round (cyclic: the smallest group) under "
-            "federation.fraction, federation.client_sampling, federation.cyclic_groups and "
-            "data.num_clients: some rounds could never be released")
+            f"the largest round, {largest} clients (cyclic: the smallest group; "
+            "federation.fraction, federation.client_sampling, federation.cyclic_groups, "
+            "data.num_clients): some rounds could never be released")
     if privacy.mechanism == "distributed" and config.secure.kind == "none":
         raise ConfigError(
             "privacy.mechanism 'distributed' needs secure aggregation: with secure.kind "
