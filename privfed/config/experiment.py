@@ -122,6 +122,8 @@ class ExperimentConfig:
         payload["federation"].pop("device")
         if not self.federation.drop_last:  # runs from before the field keep their identity
             payload["federation"].pop("drop_last")
+        if self.audit.one_shot_canaries is None:  # so do audits from before the field
+            payload["audit"].pop("one_shot_canaries")
         content = self.data.content_tokens()
         if content:
             payload["data_content"] = content
