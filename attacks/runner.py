@@ -389,12 +389,17 @@ def _canary_unit(
 def _one_shot_unit(
     config: ExperimentConfig, data: Dataset
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The one-run user-level estimate (canary clients, final model); its summary."""
-    audit = one_shot_audit(config, data.x_train, data.y_train,
-                           test=(data.x_test, data.y_test), num_classes=data.num_classes,
-                           canaries=config.audit.sizes().one_shot_canaries, seed=config.seed,
-                           plain_aggregation=True)
-    return {}, {"summary": audit.summary()}
+    """The one-run user-level estimate (canary clients, final model); its summary, or why
+    the federation cannot take the canary clients (e.g. a partition whose minimum client
+    size the extra clients break)."""
+    try:
+        audit = one_shot_audit(config, data.x_train, data.y_train,
+                               test=(data.x_test, data.y_test), num_classes=data.num_classes,
+                               canaries=config.audit.sizes().one_shot_canaries,
+                               seed=config.seed, plain_aggregation=True)
+    except ConfigError as err:
+        return {}, {"summary": {"status": "not applicable", "reason": str(err)}}
+    return {}, {"summary": {"status": "estimated", **audit.summary()}}
 
 
 def _noise_multiplier(target: TrainedFederation) -> float | None:

@@ -112,3 +112,14 @@ def test_the_estimate_stays_below_dp_and_far_above_it_without_noise():
     noise_free = _estimates("privacy.noise_multiplier=0.0")
     assert min(s["epsilon_estimate"] for s in noise_free) > 1.5 * theory
     assert all(math.isinf(s["epsilon_theory"]) for s in noise_free)
+
+
+def test_a_federation_that_cannot_take_the_canary_clients_is_reported_not_applicable():
+    from attacks.runner import _one_shot_unit
+
+    config = load_config(overrides=["data.dataset='digits'", "audit.one_shot_canaries=16"])
+    data = load_configured_dataset(config)
+    crowded = load_config(overrides=["data.dataset='digits'", "audit.one_shot_canaries=16",
+                                     f"data.num_clients={len(data.y_train) - 8}"])
+    summary = _one_shot_unit(crowded, data)[1]["summary"]
+    assert summary["status"] == "not applicable" and "data.num_clients" in summary["reason"]
