@@ -174,6 +174,7 @@ INVALID = [
     ("audit.aggregate_clients=1", r"audit.aggregate_clients must be in \[2, inf\), got 1"),
     ("audit.multi_step=0", r"audit.multi_step must be in \[1, inf\), got 0"),
     ("audit.num_canaries=0", r"audit.num_canaries must be in \[1, inf\), got 0"),
+    ("audit.one_shot_canaries=1", r"audit.one_shot_canaries must be in \[2, inf\), got 1"),
     ("audit.confidence=0", r"audit.confidence must be in \(0, 1\), got 0.0"),
     ("audit.confidence=1", r"audit.confidence must be in \(0, 1\), got 1.0"),
     # tracking

@@ -127,6 +127,8 @@ class ExperimentConfig:
             payload["federation"].pop("drop_last")
         if self.federation.cyclic_groups is None:  # likewise
             payload["federation"].pop("cyclic_groups")
+        if self.audit.one_shot_canaries is None:  # so do audits from before the field
+            payload["audit"].pop("one_shot_canaries")
         content = self.data.content_tokens()
         if content:
             payload["data_content"] = content

@@ -1,6 +1,7 @@
 """The audit runner: one leakage report per configuration, with its files."""
 
 import json
+import math
 
 import pytest
 
@@ -32,8 +33,10 @@ def test_plain_run_attacks_every_view(plain):
     assert report["membership"]["collusion_client_update"]["status"] == "not applicable"
     assert report["inversion"]["single"]["mean_psnr_db"] >= 25
     assert set(report["seconds"]) == {"membership_outsider", "membership_client_update",
-                                      "inversion", "epsilon_audit"}
-    assert messages[-1] == "epsilon audit: done"
+                                      "inversion", "epsilon_audit", "user_level_estimate"}
+    assert messages[-1] == "user-level estimate: done"
+    user_level = report["user_level_estimate"]  # no noise: no user-level guarantee
+    assert user_level["epsilon_theory"] == math.inf and user_level["epsilon_estimate"] > 5
 
 
 @pytest.mark.slow
