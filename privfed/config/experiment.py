@@ -122,6 +122,8 @@ class ExperimentConfig:
         payload["federation"].pop("device")
         if not self.federation.drop_last:  # runs from before the field keep their identity
             payload["federation"].pop("drop_last")
+        if self.privacy.diagnostics == "private":  # as drop_last: the default keeps it
+            payload["privacy"].pop("diagnostics")
         content = self.data.content_tokens()
         if content:
             payload["data_content"] = content

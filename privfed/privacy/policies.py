@@ -46,6 +46,9 @@ class RecordLevelPolicy(ClientLedgerMixin, ParticipationPolicy):
     budget : float or None
         ``privacy.epsilon``.
     noise : NoisePolicy
+    exact_diagnostics : bool, default False
+        Clients report their exact count of clipped examples (``privacy.diagnostics =
+        "exact"``; not private).
     """
 
     def __init__(
@@ -57,10 +60,12 @@ class RecordLevelPolicy(ClientLedgerMixin, ParticipationPolicy):
         accountant: str,
         budget: float | None,
         noise: NoisePolicy,
+        exact_diagnostics: bool = False,
     ) -> None:
         self.params = params
         self.delta = delta
         self.noise = noise
+        self.exact_diagnostics = exact_diagnostics
 
         def epsilon_after(rounds: int) -> float:
             return gaussian_epsilon([params.release(rounds)], delta, accountant)
@@ -76,6 +81,11 @@ class RecordLevelPolicy(ClientLedgerMixin, ParticipationPolicy):
     def releases_statistics(self) -> bool:
         """False: the loss and the record count are non-private statistics of the records."""
         return False
+
+    @property
+    def releases_exact_diagnostics(self) -> bool:
+        """Whether clients report their clipped-example counts (``exact_diagnostics``)."""
+        return self.exact_diagnostics
 
     def metrics(self) -> dict[str, Any]:
         """``epsilon`` (max over clients, against the server and everyone else),
@@ -252,6 +262,12 @@ class DistributedPolicy(ClientLedgerMixin, UserLevelPolicy):
     def epsilon(self) -> float:
         """The largest epsilon any client has spent against the server."""
         return self.client_spend.max_epsilon()
+
+    def metrics(self) -> dict[str, Any]:
+        """:class:`UserLevelPolicy`'s, and ``epsilon_per_client`` (against the server, list
+        by id): a function of who took part, which the run directory withholds under client
+        sampling (:meth:`privfed.federated.History.without_participants`)."""
+        return {**super().metrics(), "epsilon_per_client": self.client_spend.epsilons()}
 
     def outsider_epsilon(self) -> float:
         """Against an outsider: amplified by client sampling (Gaussian), and never more than
