@@ -108,8 +108,9 @@ class ClipStage(UpdateStage):
     def client(self, round_id: int, client_id: int, vector: torch.Tensor) -> torch.Tensor:
         """Clip ``vector`` (float32, ``(d,)``) to S; append the centred clip bit (adaptive)."""
         clipped, unclipped = clip_to_norm(vector, self.clip_norm)
-        self._seen += 1
-        self._clipped += not unclipped
+        if self.exact_diagnostics:
+            self._seen += 1
+            self._clipped += not unclipped
         if self.adaptive is None:
             return clipped
         bit = torch.tensor([float(unclipped) - 0.5], dtype=clipped.dtype)

@@ -77,6 +77,15 @@ def test_exact_central_diagnostics_count_the_clipped_updates_and_the_noise_added
     assert abs(noise_norm**2 / (d * (Z * S) ** 2) - 1) < 5 * math.sqrt(2 / d)
 
 
+def test_a_server_that_ran_no_client_half_reports_no_clipped_fraction():
+    """A Flower server runs only the server halves: it counted nothing, so it says nothing
+    (never a fraction of 0 clipped)."""
+    pipeline = _central(exact=True)
+    pipeline.server(1, ServerAggregate(torch.ones(10), 1.0, (0, 1)))
+    assert "clipped_fraction" not in pipeline.metrics()
+    assert "snr" in pipeline.metrics()  # the server's own figures stay
+
+
 def test_the_default_central_history_holds_only_private_figures():
     pipeline = _central(exact=False)
     _run(pipeline, _updates([0.5, 2.0, 3.0, 0.9], 100))
@@ -91,11 +100,14 @@ def test_adaptive_clipping_reports_the_clipped_fraction_its_new_clip_norm_reveal
     and with qK the cohort, it is the exact fraction."""
     adaptive = AdaptiveClipping(target_quantile=0.5, clip_lr=0.2, count_stddev=2.0)
     updates = _updates([0.5, 2.0, 3.0, 0.9, 1.5], 50)
-    pipeline = _central(exact=False, adaptive=adaptive, z=1.0, expected=5.0)
+    pipeline = _central(exact=True, adaptive=adaptive, z=1.0, expected=5.0)
     _run(pipeline, updates)
     figures = pipeline.metrics()
     read_back = 1 - 0.5 + math.log(figures["clip_norm"] / S) / 0.2
     assert figures["clipped_fraction_estimate"] == pytest.approx(read_back, abs=1e-9)
+    # The clip bit (bit sum 2 x 1/2 - 3 x 1/2 = -1/2 here) is not signal.
+    assert figures["signal_norm"] == pytest.approx(float(_clipped_sum(updates, S).norm()),
+                                                   rel=1e-6)
     noiseless = _central(exact=True, adaptive=adaptive, z=0.0, expected=5.0)
     _run(noiseless, updates)
     figures = noiseless.metrics()
