@@ -61,7 +61,9 @@ def plot_accuracy(history: History, path: str | Path, title: str = "") -> Path:
 def plot_diagnostics(history: History, path: str | Path, title: str = "") -> Path:
     """Plot a run's DP diagnostics against the round number and save it as a PNG: one panel
     per :data:`DIAGNOSTIC_PANELS` entry that has a figure in ``history``, one line per
-    figure (labelled by its key; a figure missing in a round is left out of its line).
+    figure (labelled by its key; a round without a finite value is left out of the line, a
+    line equal to an earlier one of its panel, e.g. the outsider's epsilon where it is the
+    headline, is not drawn again).
 
     Parameters
     ----------

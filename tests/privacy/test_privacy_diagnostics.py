@@ -209,3 +209,25 @@ def test_exact_diagnostics_are_part_of_the_run_identity_the_default_is_not():
 
     assert load_config().short_hash() == "e22b83ea"
     assert load_config(overrides=["privacy.diagnostics=exact"]).short_hash() != "e22b83ea"
+
+
+def test_the_diagnostics_plot_draws_each_figure_of_the_history(tmp_path, figures):
+    """Per-client epsilon as its min and max; a round without a figure (or with an infinite
+    one) is left out of that line; a line repeating another (the outsider's epsilon where it
+    is the headline, the max over clients, which is the headline) is drawn once."""
+    from privfed.federated import History, RoundRecord
+    from privfed.plots import plot_diagnostics
+
+    extras = [{"epsilon": 1.0, "epsilon_outsider": 1.0, "epsilon_per_client": [0.5, 1.0],
+               "snr_estimate": 0.2},
+              {"epsilon": 2.0, "epsilon_outsider": 2.0, "epsilon_per_client": [0.5, 2.0],
+               "snr_estimate": math.inf},
+              {"epsilon": 3.0, "epsilon_outsider": 3.0, "epsilon_per_client": [1.5, 3.0]}]
+    history = History([RoundRecord(r + 1, [], None, 0.0, 0, 0, extra=e)
+                       for r, e in enumerate(extras)])
+    assert plot_diagnostics(history, tmp_path / "d.png").is_file()
+    drawn = {line.get_label(): line.get_xydata().tolist()
+             for ax in figures["d.png"].axes for line in ax.get_lines()}
+    assert drawn == {"snr_estimate": [[1, 0.2]],
+                     "epsilon": [[1, 1.0], [2, 2.0], [3, 3.0]],
+                     "epsilon_per_client min": [[1, 0.5], [2, 0.5], [3, 1.5]]}
