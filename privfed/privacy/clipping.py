@@ -73,8 +73,9 @@ class ClipStage(UpdateStage):
     exact_diagnostics : bool, default False
         Count the clients whose update the client half clipped and report the exact
         ``clipped_fraction`` (``privacy.diagnostics = "exact"``; each client knows its own
-        bit, no party of a deployment knows the count: the in-process simulation adds the
-        bits up; on a Flower server, which runs no client half, it is absent).
+        bit and the in-process simulation adds the bits up, which in a deployment only
+        central DP's server may know (docs/privacy.md); on a Flower server, which runs no
+        client half, it is absent).
 
     Attributes
     ----------

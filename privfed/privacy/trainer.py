@@ -266,8 +266,7 @@ class DPSGDTrainer:
         criterion = nn.CrossEntropyLoss(reduction="sum")
         views = list(workspace.spec.unflatten(workspace.grad).values())
         std = params.noise_multiplier * params.max_grad_norm
-        loss_sum, seen = 0.0, 0
-        clipped = torch.zeros((), dtype=torch.int64, device=workspace.device)
+        loss_sum, seen, clipped = 0.0, 0, 0
         with clipper.recording() as tape:
             for _ in range(params.steps_per_round):
                 index = source.subsample(len(x), params.sample_rate)
@@ -275,7 +274,7 @@ class DPSGDTrainer:
                 grads = tape.gradients(loss)
                 norms = grads.sq_norms.sqrt()
                 if self.count_clipped:
-                    clipped += (norms > params.max_grad_norm).sum()
+                    clipped += int((norms > params.max_grad_norm).sum())
                 factors = clip_factors(norms, params.max_grad_norm)
                 grads.sums(factors, out=views)
                 if std:
@@ -288,7 +287,7 @@ class DPSGDTrainer:
                 loss_sum += loss.item()
                 seen += len(index)
         workspace.grad.zero_()
-        return loss_sum, seen, int(clipped)
+        return loss_sum, seen, clipped
 
     def _opacus_steps(
         self, workspace: FlatParameters, anchor: torch.Tensor, x: torch.Tensor,
