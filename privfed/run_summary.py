@@ -11,6 +11,7 @@ from rich.table import Table
 from privfed.config import ExperimentConfig
 from privfed.federated import History
 from privfed.federated.metrics import beats_majority
+from privfed.privacy.diagnostics import NOT_PRIVATE
 from privfed.privacy.randomness import REPRODUCIBLE_NOISE
 
 __all__ = ["describe_epsilon", "format_figure", "summarize", "summary_table"]
@@ -136,8 +137,9 @@ def _last_federated(history: History) -> dict[str, Any] | None:
 def _privacy_summary(config: ExperimentConfig, history: History) -> dict[str, Any]:
     """The privacy spent by the end of training, as the mechanism reported it: the headline
     epsilon, the party it holds against, how it was accounted and for which neighbouring
-    relation, the epsilon against an outsider, and whether the noise can be regenerated
-    from the config."""
+    relation, the epsilon against an outsider, whether the noise can be regenerated from
+    the config, and the per-round diagnostics released (``"exact"``: non-private ones
+    too)."""
     mechanism = config.privacy.mechanism
     if mechanism == "none":
         return {"privacy_mechanism": mechanism, "privacy_unit": None, "epsilon": None,
@@ -153,6 +155,7 @@ def _privacy_summary(config: ExperimentConfig, history: History) -> dict[str, An
         "epsilon_outsider": last.get("epsilon_outsider", last.get("epsilon")),
         "delta": last.get("delta"),
         "noise": last.get("noise"),
+        "diagnostics": config.privacy.diagnostics,
         "stop_reason": history.stop_reason,
     }
 
@@ -160,7 +163,8 @@ def _privacy_summary(config: ExperimentConfig, history: History) -> dict[str, An
 def describe_epsilon(summary: Mapping[str, Any], spec: str = ".2f") -> str:
     """One line for a run's privacy: e.g. ``"3.00 record vs server"``,
     ``"17.9 user vs server (7.94 vs outsider)"``, ending in ``"(noise reproducible from the
-    config)"`` when the noise was seeded; ``"inf"`` without a mechanism."""
+    config)"`` when the noise was seeded and ``"(diagnostics not private)"`` when exact
+    diagnostics were released; ``"inf"`` without a mechanism."""
     if summary.get("privacy_mechanism", "none") == "none" or summary.get("epsilon") is None:
         return "inf"
     epsilon = summary["epsilon"]
@@ -172,4 +176,6 @@ def describe_epsilon(summary: Mapping[str, Any], spec: str = ".2f") -> str:
         text += f" ({outsider:{spec}} vs outsider)"
     if summary.get("noise") == REPRODUCIBLE_NOISE:
         text += f" ({REPRODUCIBLE_NOISE})"
+    if summary.get("diagnostics") == "exact":
+        text += f" ({NOT_PRIVATE})"
     return text

@@ -124,6 +124,8 @@ INVALID = [
     ("privacy.accountant=moments",
      r"privacy.accountant: unknown value 'moments'; allowed: \['pld', 'prv', 'rdp'\]"),
     ("privacy.accountant=gdp", r"privacy.accountant 'gdp' is not offered.*allowed: \['pld'"),
+    ("privacy.diagnostics=full",
+     r"privacy.diagnostics: unknown value 'full'; allowed: \['private', 'exact'\]"),
     ("privacy.noise=laplace",
      r"privacy.noise: unknown value 'laplace'; allowed: \['gaussian', 'skellam'\]"),
     ("privacy.quantization_step=0", r"privacy.quantization_step must be in \(0, inf\), got 0.0"),

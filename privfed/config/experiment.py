@@ -129,6 +129,8 @@ class ExperimentConfig:
             payload["federation"].pop("cyclic_groups")
         if self.audit.one_shot_canaries is None:  # so do audits from before the field
             payload["audit"].pop("one_shot_canaries")
+        if self.privacy.diagnostics == "private":  # as drop_last: the default keeps it
+            payload["privacy"].pop("diagnostics")
         content = self.data.content_tokens()
         if content:
             payload["data_content"] = content

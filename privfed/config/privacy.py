@@ -7,12 +7,15 @@ from dataclasses import dataclass
 
 from privfed.config.validation import ConfigError, OneOf, Range, Rule, check_choice, check_rules
 
-__all__ = ["ACCOUNTANTS", "EPSILON_MAX", "MECHANISMS", "NOISES", "PrivacyConfig", "RULES",
-           "check_accountant"]
+__all__ = ["ACCOUNTANTS", "DIAGNOSTICS", "EPSILON_MAX", "MECHANISMS", "NOISES", "PrivacyConfig",
+           "RULES", "check_accountant"]
 
 MECHANISMS = ("none", "local", "central", "distributed")
 ACCOUNTANTS = ("pld", "prv", "rdp")
 NOISES = ("gaussian", "skellam")
+DIAGNOSTICS = ("private", "exact")
+"""``privacy.diagnostics``: "private" releases only figures that cost no privacy beyond what
+is accounted; "exact" adds un-noised statistics of the clients' data (see docs/privacy.md)."""
 
 _POSITIVE = Range(0, low_open=True)
 
@@ -34,6 +37,7 @@ RULES: dict[str, Rule] = {
     "noise": OneOf(NOISES),
     "quantization_step": _POSITIVE,
     "min_surviving_clients": Range(1),
+    "diagnostics": OneOf(DIAGNOSTICS),
 }
 """The rule of each field but ``accountant`` (:func:`check_accountant`); None, where
 allowed, means "not set" and is not checked."""
@@ -97,6 +101,14 @@ class PrivacyConfig:
         so that no other party can regenerate them (not reproducible). False (the in-process
         default) seeds them from the config for reproducible research: anyone holding the
         config can then subtract the noise. The Flower engines always use secure noise.
+    diagnostics : str
+        The per-round DP diagnostics in the history (:data:`DIAGNOSTICS`): "private" (the
+        default) only those that are functions of released or public values (the noise std
+        and expected norm, the signal-to-noise ratio estimated from the released sum, the
+        clipped fraction estimated from adaptive clipping's noisy count, the per-client
+        epsilon where participation is public); "exact" also the exact clipped fractions
+        and signal-to-noise ratio, statistics of the clients' data without noise and
+        outside the accounting, which the run then declares.
     """
 
     mechanism: str = "none"
@@ -115,6 +127,7 @@ class PrivacyConfig:
     quantization_step: float | None = None
     min_surviving_clients: int | None = None
     secure_mode: bool = False
+    diagnostics: str = "private"
 
     def __post_init__(self) -> None:
         check_rules("privacy", self, RULES)
@@ -125,6 +138,12 @@ class PrivacyConfig:
     def user_level(self) -> bool:
         """Whether the mechanism protects whole clients ("central", "distributed")."""
         return self.mechanism in ("central", "distributed")
+
+    @property
+    def exact_diagnostics(self) -> bool:
+        """Whether the run releases exact, non-private diagnostics (``diagnostics = "exact"``
+        under a privacy mechanism; without one nothing is protected)."""
+        return self.diagnostics == "exact" and self.mechanism != "none"
 
     def _check_combination(self) -> None:
         given = (self.epsilon is not None) + (self.noise_multiplier is not None)

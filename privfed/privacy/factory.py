@@ -171,8 +171,10 @@ def _build_local(
         sigma = _calibrate(config, rate, participations * steps)
     params = DPSGDParams(sigma, config.max_grad_norm, rate, steps, float(training.batch_size))
     policy = RecordLevelPolicy(params, num_clients=num_clients, delta=config.delta,
-                               accountant=config.accountant, budget=config.epsilon, noise=noise)
-    return PrivacyParts(DPSGDTrainer(params, training, noise), (), policy, UniformWeighting())
+                               accountant=config.accountant, budget=config.epsilon, noise=noise,
+                               exact_diagnostics=config.exact_diagnostics)
+    trainer = DPSGDTrainer(params, training, noise, count_clipped=config.exact_diagnostics)
+    return PrivacyParts(trainer, (), policy, UniformWeighting())
 
 
 def _build_user_level(
@@ -204,12 +206,13 @@ def _build_user_level(
     elif z is None:
         z = _calibrate_distributed(config, num_params, participations)
     expected = rate * num_clients
-    clip = ClipStage(config.clip_norm, expected, adaptive)
+    exact = config.exact_diagnostics
+    clip = ClipStage(config.clip_norm, expected, adaptive, exact_diagnostics=exact)
     common = dict(noise_multiplier=z, sample_rate=rate, num_clients=num_clients,
                   delta=config.delta, noise=noise, accountant=config.accountant,
                   budget=config.epsilon, participation=participation)
     if config.mechanism == "central":
-        stage: UpdateStage = CentralNoiseStage(clip, z, noise)
+        stage: UpdateStage = CentralNoiseStage(clip, z, noise, exact_diagnostics=exact)
         policy: UserLevelPolicy = UserLevelPolicy(**common)
     else:
         shares = DistributedNoiseStage(clip, z, k_min, noise, noise_kind=config.noise,

@@ -49,6 +49,9 @@ class RecordLevelPolicy(ClientLedgerMixin, ParticipationPolicy):
     budget : float or None
         ``privacy.epsilon``.
     noise : NoisePolicy
+    exact_diagnostics : bool, default False
+        Clients report their exact count of clipped examples (``privacy.diagnostics =
+        "exact"``; not private).
     """
 
     def __init__(
@@ -60,11 +63,13 @@ class RecordLevelPolicy(ClientLedgerMixin, ParticipationPolicy):
         accountant: str,
         budget: float | None,
         noise: NoisePolicy,
+        exact_diagnostics: bool = False,
     ) -> None:
         self.params = params
         self.delta = delta
         self.noise = noise
         self.accountant = accountant
+        self.exact_diagnostics = exact_diagnostics
 
         def epsilon_after(rounds: int) -> float:
             return gaussian_epsilon([params.release(rounds)], delta, accountant)
@@ -80,6 +85,11 @@ class RecordLevelPolicy(ClientLedgerMixin, ParticipationPolicy):
     def releases_statistics(self) -> bool:
         """False: the loss and the record count are non-private statistics of the records."""
         return False
+
+    @property
+    def releases_exact_diagnostics(self) -> bool:
+        """Whether clients report their clipped-example counts (``exact_diagnostics``)."""
+        return self.exact_diagnostics
 
     def metrics(self) -> dict[str, Any]:
         """``epsilon`` (max over clients, against the server and everyone else),
@@ -287,15 +297,19 @@ class DistributedPolicy(ClientLedgerMixin, UserLevelPolicy):
         return "zero-out one client's update (the server knows who took part)"
 
     def metrics(self) -> dict[str, Any]:
-        """:meth:`UserLevelPolicy.metrics`, and how ``epsilon_outsider`` is accounted and
-        for which relation (``accounting_outsider``, ``neighbouring_outsider``)."""
+        """:meth:`UserLevelPolicy.metrics`; how ``epsilon_outsider`` is accounted and for
+        which relation (``accounting_outsider``, ``neighbouring_outsider``); and
+        ``epsilon_per_client`` (against the server, list by id): a function of who took
+        part, which the run directory withholds under client sampling
+        (:meth:`privfed.federated.History.without_participants`)."""
         if self.noise_kind == "skellam":  # the outsider gets the server's figure
             outsider = {"accounting_outsider": self._headline_method(),
                         "neighbouring_outsider": self._headline_relation()}
         else:
             outsider = {"accounting_outsider": super()._headline_method(),
                         "neighbouring_outsider": self.participation.relation}
-        return {**super().metrics(), **outsider}
+        return {**super().metrics(), **outsider,
+                "epsilon_per_client": self.client_spend.epsilons()}
 
     def outsider_epsilon(self) -> float:
         """Against an outsider: amplified by client sampling (Gaussian), and never more than

@@ -189,7 +189,7 @@ def test_user_level_round_metrics_keep_their_keys():
     assert set({**policy.metrics(), **pipeline.metrics()}) == {
         "epsilon", "epsilon_against", "accounting", "neighbouring", "epsilon_outsider",
         "accounting_outsider", "neighbouring_outsider", "delta", "noise_multiplier",
-        "clip_norm", "noise", "discarded_rounds"}
+        "clip_norm", "noise", "discarded_rounds", "epsilon_per_client"}
 
 
 def test_adaptive_clipping_end_to_end_reports_clip_norm(blobs):
