@@ -170,8 +170,9 @@ def ssim(
     """Structural similarity (Wang et al. 2004) per example, by scikit-image.
 
     Each pair is scored by ``skimage.metrics.structural_similarity`` with Gaussian weights
-    (``sigma``), sample covariances, ``C1 = (0.01 L)^2``, ``C2 = (0.03 L)^2`` and the mean
-    over channels and over the pixels at least ``window // 2`` from the border. Spatial axes
+    (``sigma``, truncated at 3.5 sigma, reflected at the border), sample covariances,
+    ``C1 = (0.01 L)^2``, ``C2 = (0.03 L)^2`` and the mean over channels and over the pixels
+    at least ``window // 2`` from the border. Spatial axes
     of size 1 (flat feature vectors stored as ``(N, C, 1, W)``) are dropped, so a vector is
     scored as a 1-D signal.
 

@@ -130,7 +130,7 @@ def run_audit(
         plot_roc(results, staging / "roc.png",
                  title=f"{label}:\nmembership ROC, outsider view (the released model)")
         plot_reconstructions(rows, staging / "reconstructions.png",
-                             title=f"{label}:\ngradient inversion, each image's PSNR")
+                             title=f"{label}:\ngradient inversion, each image's PSNR and SSIM")
         # Strict JSON: NaN as null, infinities (e.g. a perfect reconstruction's PSNR, a
         # non-private epsilon) as "inf"; read it back with privfed.jsonsafe.loads.
         (staging / "leakage.json").write_text(jsonsafe.dumps(report, indent=2) + "\n",
@@ -258,7 +258,8 @@ def _measure(
     }
     rows = [ReconstructionRow(name, unit.meta["summary"]["view"], unit.arrays["originals"],
                               unit.arrays["reconstructions"],
-                              unit.meta["summary"].get("per_example", {}).get("psnr", []))
+                              unit.meta["summary"].get("per_example", {}).get("psnr", []),
+                              unit.meta["summary"].get("per_example", {}).get("ssim", []))
             for name, unit in inversion.items()]
     return report, results, rows
 
