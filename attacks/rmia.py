@@ -14,12 +14,15 @@ population with ``LR(x, z) >= gamma``.
   ``x``.
 * Offline: only OUT reference models, with the paper's linear approximation of the missing
   IN models, ``Pr(x | theta_in) ~ a Pr_OUT(x) + (1 - a)``, hence
-  ``Pr(x) = ((1 + a) Pr_OUT(x) + (1 - a)) / 2``; ``a`` is tuned by
-  attacking one reference model with the others (:func:`tune_offline_a`).
+  ``Pr(x) = ((1 + a) Pr_OUT(x) + (1 - a)) / 2``; ``a`` is tuned by attacking one reference
+  model with the others (:func:`tune_offline_a`).
 
 For one target model the score is a monotone function of ``Pr(x | theta) / Pr(x)`` (the
 empirical distribution of the population's ratios, evaluated there): the population sets
-the scale of the test, ``gamma`` its threshold.
+the scale and the resolution (1/Z) of the test, ``gamma`` its threshold, neither the
+ranking of the candidates. Here no reference model trains on the population, so ``Pr(z)``
+is a mean over OUT models in both settings (in the paper the references may train on z);
+this too changes the scale only.
 """
 
 from __future__ import annotations
