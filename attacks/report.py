@@ -39,8 +39,24 @@ def leakage_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
             f"{'inf' if math.isinf(theory) else f'{theory:.2f}'}")
     if audit["violation"]:
         text += f"  !!! {audit['warning']} !!!"
-    rows.append(("outsider (final model)", f"canary audit ({audit['canaries']} canaries)", text))
+    rows.append(("outsider (final model)",
+                 f"record-level canary audit ({audit['canaries']} canaries)", text))
+    estimate = report.get("user_level_estimate")
+    if estimate is not None:  # audits written before the estimate have none
+        rows.append(("outsider (final model)", "user-level one-run estimate (canary clients)",
+                     _user_level(estimate)))
     return rows
+
+
+def _user_level(estimate: dict[str, Any]) -> str:
+    if estimate["status"] != "estimated":
+        return f"not applicable: {estimate['reason']}"
+    theory = estimate["epsilon_theory"]
+    text = (f"eps_estimate {estimate['epsilon_estimate']:.2f} vs user-level eps "
+            f"{'inf' if math.isinf(theory) else f'{theory:.2f}'}")
+    if estimate["exceeds_theory"]:
+        text += f"  !!! {estimate['warning']} !!!"
+    return text
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -9,7 +9,9 @@ non-members), attaches the views of the threat model to its round loop, and runs
   one client's updates (server view, or collusion view under HE);
 * gradient inversion of single-example updates, a multi-step update and the aggregate of
   10 clients, as the server of the configuration receives them;
-* a canary audit of epsilon (one run), beside the theoretical epsilon.
+* a canary audit of epsilon (one run, record level: Steinke, Nasr and Jagielski), and the
+  one-run user-level estimate with canary clients (Andrew et al. 2024), each beside the
+  theoretical epsilon of the same unit.
 
 How much work each attack does is the config's ``[audit]`` section
 (:class:`~privfed.config.AuditConfig`), which the config's hash covers.
@@ -50,6 +52,7 @@ from attacks.membership_experiment import (
     reference_confidence,
     train_target,
 )
+from attacks.oneshot import one_shot_audit
 from attacks.plots import ReconstructionRow, plot_reconstructions, plot_roc
 from attacks.views import CollusionView, ServerView, UploadReader, applicable_attacks
 from privfed import jsonsafe
@@ -70,8 +73,8 @@ STAGE_MESSAGES = ("membership: done", "inversion: done")
 def audit_units(config: ExperimentConfig) -> int:
     """How many units of work :func:`run_audit` reports for ``config`` (one progress message
     each, besides :data:`STAGE_MESSAGES`): the target, each reference model, each inversion
-    scenario and the canary audit."""
-    return 2 + config.audit.sizes().num_reference + len(_INVERSION_SCENARIOS)
+    scenario, the canary audit and the one-run user-level estimate."""
+    return 3 + config.audit.sizes().num_reference + len(_INVERSION_SCENARIOS)
 
 
 def run_audit(
@@ -246,8 +249,11 @@ def _measure(
     units.say(STAGE_MESSAGES[1])
     canary = units.run("canary", "epsilon audit: done",
                        functools.partial(_canary_unit, config, data))
+    one_shot = units.run("one-shot", "user-level estimate: done",
+                         functools.partial(_one_shot_unit, config, data))
     report["inversion"] = {name: unit.meta["summary"] for name, unit in inversion.items()}
     report["epsilon_audit"] = canary.meta["summary"]
+    report["user_level_estimate"] = one_shot.meta["summary"]
     report["epsilon_theory"] = target.meta["epsilon_theory"]
     client_seconds = target.meta["seconds_client_update"]
     report["seconds"] = {
@@ -255,6 +261,7 @@ def _measure(
         "membership_client_update": client_seconds,
         "inversion": sum(unit.meta["seconds"] for unit in inversion.values()),
         "epsilon_audit": canary.meta["seconds"],
+        "user_level_estimate": one_shot.meta["seconds"],
     }
     rows = [ReconstructionRow(name, unit.meta["summary"]["view"], unit.arrays["originals"],
                               unit.arrays["reconstructions"],
@@ -391,6 +398,22 @@ def _canary_unit(
                          num_canaries=config.audit.sizes().num_canaries, seed=config.seed,
                          beta=1 - config.audit.confidence, plain_aggregation=True)
     return {}, {"summary": audit.summary()}
+
+
+def _one_shot_unit(
+    config: ExperimentConfig, data: Dataset
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The one-run user-level estimate (canary clients, final model); its summary, or why
+    the federation cannot take the canary clients (e.g. a partition whose minimum client
+    size the extra clients break)."""
+    try:
+        audit = one_shot_audit(config, data.x_train, data.y_train,
+                               test=(data.x_test, data.y_test), num_classes=data.num_classes,
+                               canaries=config.audit.sizes().one_shot_canaries,
+                               seed=config.seed, plain_aggregation=True)
+    except ConfigError as err:
+        return {}, {"summary": {"status": "not applicable", "reason": str(err)}}
+    return {}, {"summary": {"status": "estimated", **audit.summary()}}
 
 
 def _noise_multiplier(target: TrainedFederation) -> float | None:

@@ -76,6 +76,8 @@ def _privacy_cell(summary: dict[str, Any]) -> str:
         return "none (epsilon = inf)"
     text = (f"{summary['privacy_mechanism']}: epsilon {describe_epsilon(summary, '.3g')} "
             f"at delta {summary['delta']:.0e}")
+    if summary.get("neighbouring"):
+        text += f", {summary['neighbouring']} ({summary['accounting']})"
     if summary.get("stop_reason"):
         text += f"; stopped early: {summary['stop_reason']}"
     return text
@@ -133,8 +135,9 @@ def _last_federated(history: History) -> dict[str, Any] | None:
 
 def _privacy_summary(config: ExperimentConfig, history: History) -> dict[str, Any]:
     """The privacy spent by the end of training, as the mechanism reported it: the headline
-    epsilon, the party it holds against, the epsilon against an outsider, and whether the
-    noise can be regenerated from the config."""
+    epsilon, the party it holds against, how it was accounted and for which neighbouring
+    relation, the epsilon against an outsider, and whether the noise can be regenerated
+    from the config."""
     mechanism = config.privacy.mechanism
     if mechanism == "none":
         return {"privacy_mechanism": mechanism, "privacy_unit": None, "epsilon": None,
@@ -145,6 +148,8 @@ def _privacy_summary(config: ExperimentConfig, history: History) -> dict[str, An
         "privacy_unit": "record" if mechanism == "local" else "user",
         "epsilon": last.get("epsilon"),
         "epsilon_against": last.get("epsilon_against"),
+        "accounting": last.get("accounting"),
+        "neighbouring": last.get("neighbouring"),
         "epsilon_outsider": last.get("epsilon_outsider", last.get("epsilon")),
         "delta": last.get("delta"),
         "noise": last.get("noise"),

@@ -4,10 +4,12 @@ import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from privfed.cli import main
-from privfed.config import ConfigError, load_config
+from privfed.config import load_config
 from privfed.experiment import build_simulation
+from privfed.run_summary import summary_table
 
 DIGITS = str(Path(__file__).parents[1] / "experiments" / "configs" / "digits.toml")
 SMALL = ["model.hidden=[16]", "federation.rounds=4", "data.num_clients=5"]
@@ -28,11 +30,26 @@ def test_local_dp_reports_growing_record_level_epsilon_up_to_the_target(tmp_path
     assert 0.9 * 4 <= summary["epsilon"] <= 4
 
 
-def test_user_level_dp_needs_poisson_client_sampling_below_full_participation():
-    with pytest.raises(ConfigError, match="poisson"):
-        build_simulation(load_config(overrides=[
-            *SMALL, "privacy.mechanism=central", "privacy.noise_multiplier=1.0",
-            "federation.fraction=0.4"]))
+@pytest.mark.parametrize(("sampling", "neighbouring", "method"), [
+    (["federation.fraction=0.4"], "replace one client", "sampled without replacement, 2 of 5"),
+    (["federation.client_sampling=cyclic", "federation.cyclic_groups=2"],
+     "add/remove one client", "cyclic, 2 groups"),
+])
+def test_user_level_dp_names_its_accounting_in_the_run_files(tmp_path, sampling, neighbouring,
+                                                             method):
+    sets = [*SMALL, *sampling, "privacy.mechanism=central", "privacy.epsilon=5"]
+    status = main(["run", DIGITS, *sum((["--set", o] for o in sets), []),
+                   "--output-dir", str(tmp_path), "-q"])
+    assert status == 0
+    (run_dir,) = tmp_path.iterdir()
+    rounds = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(method in r["extra"]["accounting"] for r in rounds)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["neighbouring"] == neighbouring and method in summary["accounting"]
+    console = Console(record=True, width=400)
+    console.print(summary_table(summary))
+    assert f"{neighbouring} (pld: {method}" in console.export_text()
+    assert 0.98 * 5 <= summary["epsilon"] <= 5
 
 
 def test_distributed_dp_under_masking_reports_user_level_epsilon():

@@ -1,6 +1,7 @@
 """The audit runner: one leakage report per configuration, with its files."""
 
 import json
+import math
 
 import pytest
 
@@ -42,8 +43,10 @@ def test_plain_run_attacks_every_view(plain):
     table = format_table(report)
     assert "membership: rmia_online" in table and "matched PSNR" in table
     assert set(report["seconds"]) == {"membership_outsider", "membership_client_update",
-                                      "inversion", "epsilon_audit"}
-    assert messages[-1] == "epsilon audit: done"
+                                      "inversion", "epsilon_audit", "user_level_estimate"}
+    assert messages[-1] == "user-level estimate: done"
+    user_level = report["user_level_estimate"]  # no noise: no user-level guarantee
+    assert user_level["epsilon_theory"] == math.inf and user_level["epsilon_estimate"] > 5
 
 
 @pytest.mark.slow
