@@ -103,9 +103,20 @@ USER_LEVEL = ["privacy.mechanism=central", "privacy.noise_multiplier=1.0"]
          r"federation.concurrency \(11\) must be at most data.num_clients \(10\)"),
         (["federation.buffer_size=2", *USER_LEVEL],
          r"buffer_size \(asynchronous FedBuff\) is not supported with privacy.mechanism 'central'"),
-        ([*USER_LEVEL, "federation.fraction=0.5"],
-         r"needs federation.client_sampling 'poisson' or federation.fraction = 1, got "
-         r"fixed-size sampling of 5 of 10 clients"),
+        (["federation.client_sampling=cyclic", "federation.cyclic_groups=11"],
+         r"federation.cyclic_groups \(11\) must be at most data.num_clients \(10\)"),
+        (["federation.client_sampling=cyclic", "federation.cyclic_groups=2",
+          "federation.fraction=0.5"],
+         r"federation.client_sampling 'cyclic' trains the whole group of each round: "
+         r"federation.fraction must be 1, got 0.5"),
+        (["federation.client_sampling=cyclic", "federation.cyclic_groups=2",
+          "federation.buffer_size=2"],
+         r"'cyclic' is for synchronous rounds: unset federation.buffer_size"),
+        (["federation.client_sampling=cyclic", "federation.cyclic_groups=3",
+          "privacy.mechanism=distributed", "privacy.noise_multiplier=1.0", "secure.kind=he",
+          "privacy.min_surviving_clients=4"],
+         r"privacy.min_surviving_clients \(4\) must be at most the largest round, 3 clients "
+         r"\(cyclic: the smallest group; .*federation.cyclic_groups, data.num_clients\)"),
         (["privacy.mechanism=distributed", "privacy.noise_multiplier=1.0"],
          r"'distributed' needs secure aggregation: .* allowed secure.kind: \['masking', 'he'\]"),
         (["secure.kind=he", "secure.clip=1e6"],
@@ -120,9 +131,12 @@ def test_cross_section_rules(overrides, message):
         load_config(overrides=overrides)
 
 
-def test_user_level_dp_with_poisson_sampling_or_full_participation_passes():
+def test_user_level_dp_with_each_client_participation_passes():
     load_config(overrides=[*USER_LEVEL, "federation.fraction=0.5",
                            "federation.client_sampling=poisson"])
+    load_config(overrides=[*USER_LEVEL, "federation.fraction=0.5"])  # fixed size
+    load_config(overrides=[*USER_LEVEL, "federation.client_sampling=cyclic",
+                           "federation.cyclic_groups=3"])
     load_config(overrides=[*USER_LEVEL, "data.num_clients=3", "federation.fraction=0.9"])
     load_config(overrides=["secure.kind=he", "secure.clip=1e5"])
 

@@ -7,12 +7,15 @@ from dataclasses import dataclass
 
 from privfed.config.validation import ConfigError, OneOf, Range, Rule, check_choice, check_rules
 
-__all__ = ["ACCOUNTANTS", "EPSILON_MAX", "MECHANISMS", "NOISES", "PrivacyConfig", "RULES",
-           "check_accountant"]
+__all__ = ["ACCOUNTANTS", "DIAGNOSTICS", "EPSILON_MAX", "MECHANISMS", "NOISES", "PrivacyConfig",
+           "RULES", "check_accountant"]
 
 MECHANISMS = ("none", "local", "central", "distributed")
 ACCOUNTANTS = ("pld", "prv", "rdp")
 NOISES = ("gaussian", "skellam")
+DIAGNOSTICS = ("private", "exact")
+"""``privacy.diagnostics``: "private" releases only figures that cost no privacy beyond what
+is accounted; "exact" adds un-noised statistics of the clients' data (see docs/privacy.md)."""
 
 _POSITIVE = Range(0, low_open=True)
 
@@ -35,6 +38,7 @@ RULES: dict[str, Rule] = {
     "quantization_step": _POSITIVE,
     "min_surviving_clients": Range(1),
     "noise_cohort_size": Range(1),
+    "diagnostics": OneOf(DIAGNOSTICS),
 }
 """The rule of each field but ``accountant`` (:func:`check_accountant`); None, where
 allowed, means "not set" and is not checked."""
@@ -96,16 +100,24 @@ class PrivacyConfig:
     noise_cohort_size : int or None
         "central" only: C >= 1, the deployed cohort (clients per round) whose noise the run
         adds per client (pfl-research's ``noise_cohort_size``). The run adds noise of std
-        ``z * S * c / C`` to its sum of c = ``federation.fraction * data.num_clients``
-        expected clients, so its mean update carries the noise ``z * S / C`` of a deployment
-        of C clients per round at the same sampling rate (a population of C / fraction
-        clients); z is accounted, and ``privacy.epsilon`` calibrated, for that deployment.
-        Must be at least c. None = the run's own cohort (no scaling).
+        ``z * S * c / C`` to its sum of c expected clients (``federation.fraction *
+        data.num_clients``; cyclic: a group), so its mean update carries the noise ``z * S /
+        C`` of a deployment of C clients per round with the same participation scheme and
+        rate (a population of C / rate clients); z is accounted, and ``privacy.epsilon``
+        calibrated, for that deployment. Must be at least c. None = the run's own cohort.
     secure_mode : bool
         Draw the noise and the DP sampling from a ChaCha20 keystream keyed from OS entropy,
         so that no other party can regenerate them (not reproducible). False (the in-process
         default) seeds them from the config for reproducible research: anyone holding the
         config can then subtract the noise. The Flower engines always use secure noise.
+    diagnostics : str
+        The per-round DP diagnostics in the history (:data:`DIAGNOSTICS`): "private" (the
+        default) only those that are functions of released or public values (the noise std
+        and expected norm, the signal-to-noise ratio estimated from the released sum, the
+        clipped fraction estimated from adaptive clipping's noisy count, the per-client
+        epsilon where participation is public); "exact" also the exact clipped fractions
+        and signal-to-noise ratio, statistics of the clients' data without noise and
+        outside the accounting, which the run then declares.
     """
 
     mechanism: str = "none"
@@ -125,6 +137,7 @@ class PrivacyConfig:
     min_surviving_clients: int | None = None
     noise_cohort_size: int | None = None
     secure_mode: bool = False
+    diagnostics: str = "private"
 
     def __post_init__(self) -> None:
         check_rules("privacy", self, RULES)
@@ -135,6 +148,12 @@ class PrivacyConfig:
     def user_level(self) -> bool:
         """Whether the mechanism protects whole clients ("central", "distributed")."""
         return self.mechanism in ("central", "distributed")
+
+    @property
+    def exact_diagnostics(self) -> bool:
+        """Whether the run releases exact, non-private diagnostics (``diagnostics = "exact"``
+        under a privacy mechanism; without one nothing is protected)."""
+        return self.diagnostics == "exact" and self.mechanism != "none"
 
     def _check_combination(self) -> None:
         given = (self.epsilon is not None) + (self.noise_multiplier is not None)

@@ -5,8 +5,9 @@ accounted per client by :class:`RecordLevelPolicy`); central and distributed use
 DP-FedAvg as update stages (:class:`ClipStage` with adaptive clipping,
 :class:`CentralNoiseStage`, :class:`DistributedNoiseStage`) accounted by
 :class:`UserLevelPolicy` and :class:`DistributedPolicy`; accounting (dp-accounting's PLD,
-Opacus's PRV and RDP) with per-client participation ledgers and budgets; and the mechanisms'
-noise sources (secure, or seeded from the config). :func:`build_privacy` builds the
+Opacus's PRV and RDP) with per-client participation ledgers and budgets, crediting how
+clients take part (:class:`Participation`: Poisson, fixed-size cohorts, cyclic groups); and
+the mechanisms' noise sources (secure, or seeded from the config). :func:`build_privacy` builds the
 configured mechanism's parts.
 
 Names are imported on first use, so importing this package loads neither Opacus nor the
@@ -27,6 +28,7 @@ _EXPORTS = {
     "factory": ("PrivacyParts", "build_privacy"),
     "modules": ("check_dp_module", "unsupported_layers"),
     "ledger": ("ParticipationLedger", "planned_participations"),
+    "participation": ("Participation",),
     "policies": ("DistributedPolicy", "RecordLevelPolicy", "UserLevelPolicy"),
     "randomness": ("NoisePolicy", "REPRODUCIBLE_NOISE", "SecureNoise", "SeededNoise"),
     "skellam": ("skellam_epsilon",),

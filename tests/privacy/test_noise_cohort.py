@@ -39,10 +39,10 @@ DIM, ROUNDS = 20_000, 4
 """Draws of the noise std checks: 4 rounds of 20,000 coordinates (n = 80,000)."""
 
 
-def _parts(num_clients: int = K, **privacy) -> PrivacyParts:
+def _parts(num_clients: int = K, poisson: bool = True, **privacy) -> PrivacyParts:
     config = PrivacyConfig(**{"mechanism": "central", "noise_multiplier": Z, "clip_norm": S,
                               "delta": DELTA, **privacy})
-    return build_privacy(config, num_clients=num_clients, sample_rate=Q, poisson=True,
+    return build_privacy(config, num_clients=num_clients, sample_rate=Q, poisson=poisson,
                          num_params=DIM, rounds=50, training=LocalTraining(), noise=SEEDED,
                          reference_size=None, module=torch.nn.Linear(2, 2))
 
@@ -105,6 +105,20 @@ def test_both_epsilons_are_dp_accountings():
     assert metrics["noise_multiplier_run"] == pytest.approx(Z / 2)
 
 
+def test_a_fixed_size_cohort_accounts_both_epsilons_as_its_participation_does():
+    """Fixed-size cohorts (replace one): Poisson-subsampled Gaussian of half the noise
+    multiplier at q = m / K, for the deployment's z and for the run's z c / C."""
+    policy = _parts(poisson=False, noise_cohort_size=C_ACCOUNTED).policy
+    for r in range(30):
+        policy.record_release(r)
+    metrics = policy.metrics()
+    deployment = pld_epsilon(Z / 2, Q, 30, DELTA)
+    own = pld_epsilon(Z / 4, Q, 30, DELTA)
+    assert deployment <= metrics["epsilon_deployment"] <= 1.01 * deployment
+    assert own <= metrics["epsilon"] <= 1.01 * own
+    assert metrics["neighbouring"] == "replace one client"
+
+
 def test_a_target_epsilon_is_the_deployments_and_caps_it():
     policy = _parts(noise_cohort_size=C_ACCOUNTED, noise_multiplier=None, epsilon=2.0).policy
     rounds = 0
@@ -126,8 +140,9 @@ def test_without_the_field_nothing_changes():
     assert torch.equal(a, b)  # c / C = 1 multiplies by exactly one
     for r in range(5):
         without.policy.record_release(r)
-    assert set(without.policy.metrics()) == {"epsilon", "epsilon_against", "epsilon_outsider",
-                                             "delta", "noise_multiplier", "noise"}
+    assert set(without.policy.metrics()) == {
+        "epsilon", "epsilon_against", "accounting", "neighbouring", "epsilon_outsider", "delta",
+        "noise_multiplier", "noise"}
     assert without.policy.metrics()["epsilon"] == pytest.approx(pld_epsilon(Z, Q, 5, DELTA),
                                                                 rel=0.01)
 
