@@ -15,7 +15,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from privfed.atomic import write_bytes  # noqa: E402
 from privfed.federated.history import History  # noqa: E402
 
-__all__ = ["DIAGNOSTIC_PANELS", "plot_accuracy", "plot_diagnostics", "save_figure"]
+__all__ = ["DIAGNOSTIC_PANELS", "has_diagnostics", "plot_accuracy", "plot_diagnostics",
+           "save_figure"]
 
 DIAGNOSTIC_PANELS = (
     ("fraction clipped", ("clipped_fraction_estimate", "clipped_fraction",
@@ -56,6 +57,11 @@ def plot_accuracy(history: History, path: str | Path, title: str = "") -> Path:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, path, dpi=100)
+
+
+def has_diagnostics(history: History) -> bool:
+    """Whether ``history`` holds a figure :func:`plot_diagnostics` draws."""
+    return any(_distinct_series(history, keys) for _, keys in DIAGNOSTIC_PANELS)
 
 
 def plot_diagnostics(history: History, path: str | Path, title: str = "") -> Path:

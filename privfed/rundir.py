@@ -325,14 +325,19 @@ def write_run(
 
 def _write_plots(staging: Path, config: ExperimentConfig, released: History) -> None:
     """``accuracy.png`` where a round was evaluated; ``diagnostics.png`` of the released
-    history (what ``metrics.jsonl`` holds) under a privacy mechanism."""
-    from privfed.plots import plot_accuracy, plot_diagnostics  # matplotlib loads only here
+    history (what ``metrics.jsonl`` holds) under a privacy mechanism, where it holds a
+    diagnostic (a history written by a mechanism always does: its epsilon)."""
+    from privfed.plots import (  # matplotlib loads only here
+        has_diagnostics,
+        plot_accuracy,
+        plot_diagnostics,
+    )
 
     name = f"{config.name} ({config.short_hash()})"
     if released.evaluated():
         plot_accuracy(released, staging / "accuracy.png",
                       title=f"{name}: test accuracy per round")
-    if config.privacy.mechanism != "none" and released.rounds:
+    if config.privacy.mechanism != "none" and has_diagnostics(released):
         plot_diagnostics(released, staging / DIAGNOSTICS_PLOT,
                          title=f"{name}: DP diagnostics per round")
 
