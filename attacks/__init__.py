@@ -24,7 +24,9 @@ from attacks.membership import (
     update_alignment_scores,
 )
 from attacks.membership_experiment import MembershipExperiment, membership_experiment
+from attacks.metrics import match_reconstructions
 from attacks.report import format_table
+from attacks.rmia import rmia_scores, tune_offline_a
 from attacks.runner import run_audit
 from attacks.views import (
     CollusionView,
@@ -53,8 +55,11 @@ __all__ = [
     "inverting_gradients",
     "lira_scores",
     "loss_scores",
+    "match_reconstructions",
     "membership_experiment",
     "recover_label",
+    "rmia_scores",
     "run_audit",
+    "tune_offline_a",
     "update_alignment_scores",
 ]

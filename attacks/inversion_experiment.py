@@ -11,6 +11,11 @@ view decodes:
   learning rate), inverted as their average gradient;
 * "aggregate": the decoded mean of ``aggregate_clients`` clients' updates, inverted as if it
   were one example's gradient (scored against the best-matching original).
+
+Besides each reconstruction's MSE, PSNR and SSIM against the example it was inverted from,
+the scenario's reconstructions are paired with its examples by the optimal one-to-one
+assignment on MSE (:func:`~attacks.metrics.match_reconstructions`) and the matched pairs
+scored, so a permuted or partial reconstruction is not scored by its order.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import numpy as np
 
 from attacks.federation import build_federation, client_weights, key_holder_secret
 from attacks.inversion import gradient_from_update, invert
-from attacks.metrics import mse, psnr, ssim
+from attacks.metrics import match_reconstructions, mse, psnr, ssim
 from attacks.views import CollusionView, ServerView, UploadReader
 from privfed.config import ExperimentConfig
 
@@ -40,7 +45,8 @@ class InversionOutcome:
         Images in [0, 1] (empty when the view could not read the update).
     labels, recovered_labels : numpy.ndarray
     per_example : dict of str to list of float
-        "mse", "psnr", "ssim", "label_correct".
+        "mse", "psnr", "ssim", "label_correct" of each reconstruction against its original;
+        "matched_psnr", "matched_ssim" of each pair of the optimal matching.
     reason : str or None
         Why nothing was attacked (an opaque update), else None.
     """
@@ -55,7 +61,8 @@ class InversionOutcome:
     reason: str | None = None
 
     def summary(self) -> dict[str, object]:
-        """Mean metrics (or the reason the view reveals nothing)."""
+        """Mean metrics (PSNR capped at 100 dB before averaging), or the reason the view
+        reveals nothing."""
         if self.reason is not None:
             return {"status": "not applicable", "reason": self.reason, "view": self.view}
         mean = {k: float(np.mean(np.minimum(v, 100.0))) for k, v in self.per_example.items()}
@@ -66,6 +73,8 @@ class InversionOutcome:
             "mean_mse": mean["mse"],
             "mean_psnr_db": mean["psnr"],
             "mean_ssim": mean["ssim"],
+            "mean_matched_psnr_db": mean["matched_psnr"],
+            "mean_matched_ssim": mean["matched_ssim"],
             "label_accuracy": mean["label_correct"],
             "per_example": {k: [float(x) for x in v] for k, v in self.per_example.items()},
         }
@@ -165,16 +174,17 @@ def inversion_experiment(
     ]
     rec_x = np.clip(np.stack([r.x for r in recs]), 0.0, 1.0)
     rec_y = np.array([r.label for r in recs])
+    matched = match_reconstructions(_as_images(originals), _as_images(rec_x))
     if scenario == "aggregate":  # score the one reconstruction against its best match
-        scores = psnr(originals, np.repeat(rec_x, n, axis=0))
-        best = int(np.argmax(scores))
-        originals, labels = originals[best:best + 1], labels[best:best + 1]
+        originals, labels = originals[matched.original], labels[matched.original]
     images = _as_images(originals), _as_images(rec_x)
     per_example = {
         "mse": mse(*images).tolist(),
         "psnr": psnr(*images).tolist(),
         "ssim": ssim(*images).tolist(),
         "label_correct": (rec_y == labels).astype(float).tolist(),
+        "matched_psnr": matched.psnr.tolist(),
+        "matched_ssim": matched.ssim.tolist(),
     }
     return InversionOutcome(scenario, view_name, images[0], images[1], labels, rec_y,
                             per_example)

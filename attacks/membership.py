@@ -1,4 +1,5 @@
-"""Membership inference: loss threshold (Yeom et al. 2018) and LiRA (Carlini et al. 2022).
+"""Membership inference: loss threshold (Yeom et al. 2018) and LiRA (Carlini et al. 2022);
+RMIA (Zarifzadeh et al. 2024) is in :mod:`attacks.rmia`.
 
 Two targets:
 
@@ -45,13 +46,16 @@ class MembershipResult:
         Ground truth (1 = member) and attack scores (higher = member).
     attack : str
         Name of the attack, for error messages (e.g. NaN scores).
+    extra : dict
+        Settings of the attack to report beside its metrics (e.g. RMIA's ``offline_a``).
     metrics : dict
-        AUC, TPR at 0.1% and 1% FPR, advantage, and the class sizes.
+        AUC, TPR at 0.1% and 1% FPR, advantage, the class sizes, then ``extra``.
     """
 
     labels: np.ndarray
     scores: np.ndarray
     attack: str = "membership attack"
+    extra: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -63,11 +67,16 @@ class MembershipResult:
             "advantage": advantage(self.labels, self.scores, attack=name),
             "members": int(np.sum(self.labels)),
             "non_members": int(np.sum(1 - np.asarray(self.labels))),
+            **self.extra,
         }
 
 
 def evaluate_membership(
-    labels: np.ndarray, scores: np.ndarray, *, attack: str = "membership attack"
+    labels: np.ndarray,
+    scores: np.ndarray,
+    *,
+    attack: str = "membership attack",
+    extra: dict[str, float] | None = None,
 ) -> MembershipResult:
     """Wrap labels and scores into a :class:`MembershipResult` (computes the metrics).
 
@@ -78,13 +87,15 @@ def evaluate_membership(
     attack : str
         Name of the attack that produced ``scores``; a NaN score raises a ValueError that
         names it.
+    extra : dict, optional
+        Settings of the attack, reported in the result's metrics.
 
     Returns
     -------
     MembershipResult
     """
     return MembershipResult(np.asarray(labels, dtype=np.int64), np.asarray(scores, np.float64),
-                            attack)
+                            attack, dict(extra or {}))
 
 
 def logit_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -1,10 +1,11 @@
-"""The outsider's membership experiment: a target federation, reference models, LiRA.
+"""The outsider's membership experiment: a target federation, reference models, LiRA, RMIA.
 
 The target federation trains with the configuration on a random half of the candidate pool;
-each reference federation trains by the same pipeline on its own subset. Every unit (the
-target, each reference model) draws its randomness from the seed and its own index only, so
-an audit can save each unit when it finishes and resume from there with the same result
-(:mod:`attacks.runner`).
+each reference federation trains by the same pipeline on its own subset. RMIA also queries
+every model on population samples that none of them trained on (by default the held-out
+test split). Every unit (the target, each reference model) draws its randomness from the
+seed and its own index only, so an audit can save each unit when it finishes and resume
+from there with the same result (:mod:`attacks.runner`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import expit
 
 from attacks.federation import (
     TrainedFederation,
@@ -27,11 +29,12 @@ from attacks.membership import (
     logit_confidence,
     loss_scores,
 )
+from attacks.rmia import rmia_scores, tune_offline_a
 from privfed.config import ExperimentConfig
 from privfed.federated import derive_seed
 
-__all__ = ["MembershipExperiment", "draw_membership", "membership_experiment",
-           "outsider_attacks", "reference_confidence", "train_target"]
+__all__ = ["MembershipExperiment", "OutsiderSignals", "draw_membership",
+           "membership_experiment", "outsider_attacks", "reference_confidence", "train_target"]
 
 _REFERENCE_STREAM = 101
 
@@ -46,7 +49,7 @@ class MembershipExperiment:
     members : numpy.ndarray
         Bool mask over the candidate pool: in the target's training data.
     results : dict of str to MembershipResult
-        "loss", "lira_offline", "lira_online".
+        "loss", "lira_offline", "lira_online", "rmia_offline", "rmia_online".
     """
 
     target: TrainedFederation
@@ -63,6 +66,7 @@ def membership_experiment(
     num_classes: int,
     num_reference: int = 16,
     seed: int = 0,
+    population: tuple[np.ndarray, np.ndarray] | None = None,
     attach: Callable[[TrainedFederation], None] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> MembershipExperiment:
@@ -89,23 +93,30 @@ def membership_experiment(
         Even number of reference models R.
     seed : int
         Seed of the membership draws and of the reference federations.
+    population : (numpy.ndarray, numpy.ndarray), optional
+        RMIA's population samples z and their labels: data the attacker holds that neither
+        the target nor a reference model trains on (default: ``test``).
     attach : callable, optional
         Called with the built, untrained target (e.g. to attach views to its server).
     progress : callable, optional
         Called with a short message after each trained model.
     """
     say = progress or (lambda _message: None)
+    pop_x, pop_y = test if population is None else population
     members, ref_in = draw_membership(len(y), num_reference, seed)
     target = train_target(config, x, y, members, test=test, num_classes=num_classes,
                           attach=attach)
     say("membership: target trained")
     ref_conf = np.empty((num_reference, len(y)))
+    ref_pop = np.empty((num_reference, len(pop_y)))
     for r in range(num_reference):
-        ref_conf[r] = reference_confidence(config, x, y, ref_in[r], test=test,
-                                           num_classes=num_classes, seed=seed, index=r)
+        ref_conf[r], ref_pop[r] = reference_confidence(
+            config, x, y, ref_in[r], test=test, num_classes=num_classes, seed=seed, index=r,
+            population=(pop_x, pop_y))
         say(f"membership: reference model {r + 1}/{num_reference} trained")
-    results = outsider_attacks(predict_logits(target, x), y, members, ref_conf, ref_in)
-    return MembershipExperiment(target, members, results)
+    signals = OutsiderSignals(predict_logits(target, x), y, ref_conf, ref_in,
+                              predict_logits(target, pop_x), pop_y, ref_pop)
+    return MembershipExperiment(target, members, outsider_attacks(signals, members))
 
 
 def draw_membership(n: int, num_reference: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -177,56 +188,99 @@ def reference_confidence(
     num_classes: int,
     seed: int,
     index: int,
-) -> np.ndarray:
-    """Train reference model ``index`` on ``x[included]``; its confidences on all of ``x``.
+    population: tuple[np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train reference model ``index`` on ``x[included]``; its confidences on all of ``x``
+    and on the population samples.
 
     Its seed is derived from ``(seed, index)`` alone, so it is the same model whether or
     not the others were trained before it.
 
     Returns
     -------
-    numpy.ndarray
-        ``(len(x),)`` logit-scaled confidences (:func:`logit_confidence`).
+    candidates, population : numpy.ndarray
+        ``(len(x),)`` and ``(len(population[1]),)`` float64 logit-scaled confidences
+        (:func:`logit_confidence`).
     """
     ref = train_federation(config, x[included], y[included], test=test,
                            num_classes=num_classes, plain_aggregation=True,
                            seed=derive_seed(seed, _REFERENCE_STREAM, index))
-    return logit_confidence(predict_logits(ref, x), y)
+    pop_x, pop_y = population
+    return (logit_confidence(predict_logits(ref, x), y),
+            logit_confidence(predict_logits(ref, pop_x), pop_y))
 
 
-def outsider_attacks(
-    logits: np.ndarray,
-    y: np.ndarray,
-    members: np.ndarray,
-    reference_conf: np.ndarray,
-    reference_in: np.ndarray,
-) -> dict[str, MembershipResult]:
-    """Loss threshold, LiRA offline and LiRA online against the target's final model.
+@dataclass
+class OutsiderSignals:
+    """What the outsider's attacks read: the models' outputs on the candidates and on the
+    population samples.
 
-    Parameters
+    Attributes
     ----------
     logits : numpy.ndarray
         ``(N, classes)`` the target model's logits on the candidates.
     y : numpy.ndarray
-        The candidates' labels.
+        ``(N,)`` the candidates' labels.
+    reference_conf, reference_in : numpy.ndarray
+        ``(R, N)`` the reference models' logit-scaled confidences and training masks.
+    population_logits : numpy.ndarray
+        ``(Z, classes)`` the target model's logits on the population samples.
+    population_y : numpy.ndarray
+        ``(Z,)`` their labels.
+    reference_population_conf : numpy.ndarray
+        ``(R, Z)`` the reference models' logit-scaled confidences on them.
+    """
+
+    logits: np.ndarray
+    y: np.ndarray
+    reference_conf: np.ndarray
+    reference_in: np.ndarray
+    population_logits: np.ndarray
+    population_y: np.ndarray
+    reference_population_conf: np.ndarray
+
+
+def outsider_attacks(signals: OutsiderSignals, members: np.ndarray) -> dict[str, MembershipResult]:
+    """Loss threshold, LiRA and RMIA (offline and online) against the target's final model.
+
+    LiRA reads logit-scaled confidences, RMIA the probability of the true label
+    (``expit`` of the confidence). Offline RMIA's ``a`` is tuned by attacking reference
+    model 0 with the others (:func:`~attacks.rmia.tune_offline_a`); with fewer than 4
+    reference models no model can be attacked that way and ``a = 1`` (``Pr_IN = Pr_OUT``)
+    is used; the offline result's metrics carry the ``offline_a`` used.
+
+    Parameters
+    ----------
+    signals : OutsiderSignals
     members : numpy.ndarray
         ``(N,)`` bool ground truth.
-    reference_conf, reference_in : numpy.ndarray
-        ``(R, N)`` the reference models' confidences and training masks.
 
     Returns
     -------
     dict of str to MembershipResult
-        "loss", "lira_offline", "lira_online".
+        "loss", "lira_offline", "lira_online", "rmia_offline", "rmia_online".
     """
-    conf = logit_confidence(logits, y)
+    s = signals
+    conf = logit_confidence(s.logits, s.y)
     labels = members.astype(np.int64)
+    ref_p, ref_pop_p = expit(s.reference_conf), expit(s.reference_population_conf)
+    a = (tune_offline_a(ref_p, s.reference_in, ref_pop_p) if len(ref_p) >= 4 else 1.0)
+    rmia = {
+        online: rmia_scores(np.exp(loss_scores(s.logits, s.y)), ref_p, s.reference_in,
+                            np.exp(loss_scores(s.population_logits, s.population_y)),
+                            ref_pop_p, online=online, offline_a=a)
+        for online in (False, True)
+    }
     return {
-        "loss": evaluate_membership(labels, loss_scores(logits, y), attack="loss threshold"),
+        "loss": evaluate_membership(labels, loss_scores(s.logits, s.y),
+                                    attack="loss threshold"),
         "lira_offline": evaluate_membership(
-            labels, lira_scores(conf, reference_conf, reference_in, online=False),
+            labels, lira_scores(conf, s.reference_conf, s.reference_in, online=False),
             attack="LiRA offline"),
         "lira_online": evaluate_membership(
-            labels, lira_scores(conf, reference_conf, reference_in, online=True),
+            labels, lira_scores(conf, s.reference_conf, s.reference_in, online=True),
             attack="LiRA online"),
+        "rmia_offline": evaluate_membership(labels, rmia[False], attack="RMIA offline",
+                                            extra={"offline_a": a}),
+        "rmia_online": evaluate_membership(labels, rmia[True], attack="RMIA online"),
     }

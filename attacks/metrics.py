@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+from typing import NamedTuple
 
-__all__ = ["roc_curve", "roc_auc", "tpr_at_fpr", "advantage", "mse", "psnr", "ssim"]
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from skimage.metrics import structural_similarity
+
+__all__ = ["MatchedPairs", "advantage", "match_reconstructions", "mse", "psnr", "roc_auc",
+           "roc_curve", "ssim", "tpr_at_fpr"]
 
 
 def roc_curve(
@@ -150,7 +153,8 @@ def mse(original: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
 
 
 def psnr(original: np.ndarray, reconstruction: np.ndarray, data_range: float = 1.0) -> np.ndarray:
-    """Peak signal-to-noise ratio in dB per example; ``inf`` for a perfect reconstruction."""
+    """Peak signal-to-noise ratio ``10 log10(L^2 / MSE)`` in dB per example (first axis);
+    ``inf`` for a perfect reconstruction."""
     err = mse(original, reconstruction)
     with np.errstate(divide="ignore"):
         return 10.0 * np.log10(data_range**2 / err)
@@ -163,47 +167,111 @@ def ssim(
     window: int = 7,
     sigma: float = 1.5,
 ) -> np.ndarray:
-    """Structural similarity (Wang et al. 2004) per example, Gaussian window, mean over pixels.
+    """Structural similarity (Wang et al. 2004) per example, by scikit-image.
+
+    Each pair is scored by ``skimage.metrics.structural_similarity`` with Gaussian weights
+    (``sigma``, truncated at 3.5 sigma, reflected at the border), sample covariances,
+    ``C1 = (0.01 L)^2``, ``C2 = (0.03 L)^2`` and the mean over channels and over the pixels
+    at least ``window // 2`` from the border. Spatial axes
+    of size 1 (flat feature vectors stored as ``(N, C, 1, W)``) are dropped, so a vector is
+    scored as a 1-D signal.
 
     Parameters
     ----------
     original, reconstruction : numpy.ndarray
-        Images of shape ``(N, C, H, W)`` (channels are averaged) with values in
-        ``[0, data_range]``.
+        Images of shape ``(N, C, H, W)`` with values in ``[0, data_range]``.
     data_range : float
-        Dynamic range L of the pixel values (``C1 = (0.01 L)^2``, ``C2 = (0.03 L)^2``).
-    window, sigma : int, float
-        Size and standard deviation of the Gaussian window; only windows that fit entirely
-        inside the image are used ("valid" filtering), as in scikit-image with
-        ``gaussian_weights=True``.
+        Dynamic range L of the pixel values.
+    window : int
+        Largest odd window size; smaller images use the largest odd size that fits.
+    sigma : float
+        Standard deviation of the Gaussian weights, in pixels.
 
     Returns
     -------
     numpy.ndarray
-        One SSIM per example, 1 for identical images.
+        ``(N,)`` float64, one SSIM per example in [-1, 1], 1 for identical images.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or are not 4-D, or a spatial axis has 2 pixels (no odd
+        window of at least 3 fits).
     """
-    x = torch.as_tensor(np.asarray(original), dtype=torch.float64)
-    y = torch.as_tensor(np.asarray(reconstruction), dtype=torch.float64)
-    if x.shape != y.shape or x.dim() != 4:
-        raise ValueError(f"expected two (N, C, H, W) arrays of one shape, got {x.shape}, {y.shape}")
-    window = min(window, x.shape[-1], x.shape[-2])
-    coords = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    kernel = torch.outer(g, g) / g.sum() ** 2
-    kernel = kernel.expand(x.shape[1], 1, window, window).contiguous()
+    x, y = np.asarray(original, np.float64), np.asarray(reconstruction, np.float64)
+    if x.shape != y.shape or x.ndim != 4:
+        raise ValueError(f"expected two (N, C, H, W) arrays of one shape, got {x.shape}, "
+                         f"{y.shape}")
+    spatial = tuple(size for size in x.shape[2:] if size > 1)
+    size = min(window, *spatial) if spatial else 1
+    size -= 1 - size % 2  # the largest odd size that fits
+    if size < 3:
+        raise ValueError(f"SSIM needs at least 3 pixels along each spatial axis, got "
+                         f"{x.shape[2:]}")
+    shape = (x.shape[1], *spatial)
+    return np.array([
+        structural_similarity(a.reshape(shape), b.reshape(shape), data_range=data_range,
+                              gaussian_weights=True, sigma=sigma, win_size=size,
+                              channel_axis=0)
+        for a, b in zip(x, y, strict=True)
+    ])
 
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, kernel, groups=x.shape[1])
 
-    mu_x, mu_y = blur(x), blur(y)
-    # Unbiased (sample) covariances, as scikit-image computes them.
-    n = window * window
-    cov_norm = n / (n - 1)
-    var_x = cov_norm * (blur(x * x) - mu_x**2)
-    var_y = cov_norm * (blur(y * y) - mu_y**2)
-    cov = cov_norm * (blur(x * y) - mu_x * mu_y)
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
-        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
-    )
-    return ssim_map.reshape(len(x), -1).mean(dim=1).numpy()
+class MatchedPairs(NamedTuple):
+    """Reconstructions paired one-to-one with the originals of the attacked batch.
+
+    Attributes
+    ----------
+    original, reconstruction : numpy.ndarray
+        ``(K,)`` int64 indices of the paired originals and reconstructions,
+        ``K = min(N, M)``.
+    psnr, ssim : numpy.ndarray
+        ``(K,)`` float64 PSNR (dB, ``inf`` for an exact pair) and SSIM of each pair.
+    """
+
+    original: np.ndarray
+    reconstruction: np.ndarray
+    psnr: np.ndarray
+    ssim: np.ndarray
+
+
+def match_reconstructions(
+    originals: np.ndarray, reconstructions: np.ndarray, data_range: float = 1.0
+) -> MatchedPairs:
+    """Pair each reconstruction with a true example by the assignment of least total MSE.
+
+    The pairing is the optimal one-to-one assignment (Hungarian algorithm,
+    ``scipy.optimize.linear_sum_assignment``) on the pairwise MSE, so the order in which an
+    attack returns its reconstructions does not matter, and no original is credited twice.
+    With fewer reconstructions than originals only the reconstructions are paired (and
+    vice versa): the scores say how good what was reconstructed is, not how much of the
+    batch was.
+
+    Parameters
+    ----------
+    originals : numpy.ndarray
+        ``(N, C, H, W)`` the attacked batch, values in ``[0, data_range]``.
+    reconstructions : numpy.ndarray
+        ``(M, C, H, W)`` the attack's reconstructions.
+    data_range : float
+        Dynamic range of the pixel values (for PSNR and SSIM).
+
+    Returns
+    -------
+    MatchedPairs
+        The pairs (in increasing order of original index) and their PSNR and SSIM.
+
+    Raises
+    ------
+    ValueError
+        If the images' shapes differ, or either set is empty.
+    """
+    a, b = np.asarray(originals, np.float64), np.asarray(reconstructions, np.float64)
+    if a.shape[1:] != b.shape[1:] or not len(a) or not len(b):
+        raise ValueError(f"expected non-empty image batches of one image shape, got "
+                         f"{a.shape}, {b.shape}")
+    flat_a, flat_b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    cost = ((flat_a[:, None, :] - flat_b[None, :, :]) ** 2).mean(axis=2)
+    rows, cols = linear_sum_assignment(cost)
+    return MatchedPairs(rows.astype(np.int64), cols.astype(np.int64),
+                        psnr(a[rows], b[cols], data_range), ssim(a[rows], b[cols], data_range))

@@ -31,8 +31,8 @@ class ReconstructionRow(NamedTuple):
         The party whose view was inverted (``"server"``, ``"collusion"``).
     originals, reconstructions : numpy.ndarray
         Images ``(N, C, H, W)`` in [0, 1]; the first channel is shown in grey.
-    psnr : sequence of float
-        PSNR (dB) of each reconstruction against its original.
+    psnr, ssim : sequence of float
+        PSNR (dB) and SSIM of each reconstruction against its original.
     """
 
     scenario: str
@@ -40,6 +40,7 @@ class ReconstructionRow(NamedTuple):
     originals: np.ndarray
     reconstructions: np.ndarray
     psnr: Sequence[float]
+    ssim: Sequence[float]
 
 
 def plot_roc(results: Mapping[str, MembershipResult], path: str | Path, title: str = "") -> Path:
@@ -74,7 +75,8 @@ def plot_reconstructions(rows: Sequence[ReconstructionRow], path: str | Path,
     """Write a grid: for each scenario, its originals above their reconstructions.
 
     The first image of each pair of lines is labelled with the scenario and the view it was
-    attacked from, every original "original" and every reconstruction its PSNR in dB.
+    attacked from, every original "original" and every reconstruction its PSNR in dB and
+    its SSIM.
 
     Parameters
     ----------
@@ -94,7 +96,8 @@ def plot_reconstructions(rows: Sequence[ReconstructionRow], path: str | Path,
     for i, row in enumerate(rows):
         for j in range(len(row.originals)):
             _show(axes[2 * i, j], row.originals[j], "original")
-            _show(axes[2 * i + 1, j], row.reconstructions[j], _psnr_label(row.psnr[j]))
+            _show(axes[2 * i + 1, j], row.reconstructions[j],
+                  _quality_label(row.psnr[j], row.ssim[j]))
         axes[2 * i, 0].set_ylabel(f"{row.scenario}\n({row.view} view)", fontsize=7)
         axes[2 * i, 0].axis("on")
         axes[2 * i, 0].set(xticks=[], yticks=[])
@@ -109,6 +112,6 @@ def _show(ax: plt.Axes, image: np.ndarray, label: str) -> None:
     ax.set_title(label, fontsize=6)
 
 
-def _psnr_label(value: float) -> str:
-    """``"23.4 dB"``; ``"inf dB"`` for a perfect reconstruction."""
-    return "inf dB" if math.isinf(value) else f"{value:.1f} dB"
+def _quality_label(psnr: float, ssim: float) -> str:
+    """``"23.4 dB\nSSIM 0.91"``; ``"inf dB"`` for a perfect reconstruction's PSNR."""
+    return ("inf dB" if math.isinf(psnr) else f"{psnr:.1f} dB") + f"\nSSIM {ssim:.2f}"

@@ -19,9 +19,9 @@ def leakage_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     """
     rows: list[tuple[str, str, str]] = []
     outsider = report["membership"]["outsider"]
-    for attack in ("loss", "lira_offline", "lira_online"):
-        m = outsider[attack]
-        rows.append(("outsider (final model)", f"membership: {attack}", _mia(m)))
+    for attack, m in outsider.items():
+        if attack != "note":  # loss, lira_offline/online, rmia_offline/online
+            rows.append(("outsider (final model)", f"membership: {attack}", _mia(m)))
     for view in ("server", "collusion"):
         entry = report["membership"][f"{view}_client_update"]
         rows.append((view, "membership in client 0 (its updates)",
@@ -30,7 +30,7 @@ def leakage_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     for scenario, entry in report["inversion"].items():
         text = (f"not applicable: {entry['reason']}" if entry["status"] != "attacked" else
                 f"PSNR {entry['mean_psnr_db']:.1f} dB, SSIM {entry['mean_ssim']:.2f}, "
-                f"label acc. {entry['label_accuracy']:.2f}")
+                f"{_matched(entry)}label acc. {entry['label_accuracy']:.2f}")
         rows.append((entry["view"], f"inversion: {scenario}", text))
     audit = report["epsilon_audit"]
     theory = audit["epsilon_theory"]
@@ -39,8 +39,24 @@ def leakage_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
             f"{'inf' if math.isinf(theory) else f'{theory:.2f}'}")
     if audit["violation"]:
         text += f"  !!! {audit['warning']} !!!"
-    rows.append(("outsider (final model)", f"canary audit ({audit['canaries']} canaries)", text))
+    rows.append(("outsider (final model)",
+                 f"record-level canary audit ({audit['canaries']} canaries)", text))
+    estimate = report.get("user_level_estimate")
+    if estimate is not None:  # audits written before the estimate have none
+        rows.append(("outsider (final model)", "user-level one-run estimate (canary clients)",
+                     _user_level(estimate)))
     return rows
+
+
+def _user_level(estimate: dict[str, Any]) -> str:
+    if estimate["status"] != "estimated":
+        return f"not applicable: {estimate['reason']}"
+    theory = estimate["epsilon_theory"]
+    text = (f"eps_estimate {estimate['epsilon_estimate']:.2f} vs user-level eps "
+            f"{'inf' if math.isinf(theory) else f'{theory:.2f}'}")
+    if estimate["exceeds_theory"]:
+        text += f"  !!! {estimate['warning']} !!!"
+    return text
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -50,6 +66,15 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [f"{v:<{widths[0]}}  {a:<{widths[1]}}  {t}" for v, a, t in rows]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def _matched(entry: dict[str, Any]) -> str:
+    """``"matched PSNR 23.4 dB / SSIM 0.91, "``; empty for a report written before the
+    matched scores existed."""
+    if "mean_matched_psnr_db" not in entry:
+        return ""
+    return (f"matched PSNR {entry['mean_matched_psnr_db']:.1f} dB / "
+            f"SSIM {entry['mean_matched_ssim']:.2f}, ")
 
 
 def _mia(m: dict[str, Any]) -> str:

@@ -4,11 +4,14 @@
 configuration (on a random half of the training data, the other half being the
 non-members), attaches the views of the threat model to its round loop, and runs:
 
-* membership inference from the final model (outsider: loss threshold, LiRA offline and
-  online) and from one client's updates (server view, or collusion view under HE);
+* membership inference from the final model (outsider: loss threshold, LiRA and RMIA
+  offline and online, RMIA's population samples being the held-out test split) and from
+  one client's updates (server view, or collusion view under HE);
 * gradient inversion of single-example updates, a multi-step update and the aggregate of
   10 clients, as the server of the configuration receives them;
-* a canary audit of epsilon (one run), beside the theoretical epsilon.
+* a canary audit of epsilon (one run, record level: Steinke, Nasr and Jagielski), and the
+  one-run user-level estimate with canary clients (Andrew et al. 2024), each beside the
+  theoretical epsilon of the same unit.
 
 How much work each attack does is the config's ``[audit]`` section
 (:class:`~privfed.config.AuditConfig`), which the config's hash covers.
@@ -43,11 +46,13 @@ from attacks.federation import (
 from attacks.inversion_experiment import inversion_experiment
 from attacks.membership import MembershipResult, evaluate_membership, update_alignment_scores
 from attacks.membership_experiment import (
+    OutsiderSignals,
     draw_membership,
     outsider_attacks,
     reference_confidence,
     train_target,
 )
+from attacks.oneshot import one_shot_audit
 from attacks.plots import ReconstructionRow, plot_reconstructions, plot_roc
 from attacks.views import CollusionView, ServerView, UploadReader, applicable_attacks
 from privfed import jsonsafe
@@ -68,8 +73,8 @@ STAGE_MESSAGES = ("membership: done", "inversion: done")
 def audit_units(config: ExperimentConfig) -> int:
     """How many units of work :func:`run_audit` reports for ``config`` (one progress message
     each, besides :data:`STAGE_MESSAGES`): the target, each reference model, each inversion
-    scenario and the canary audit."""
-    return 2 + config.audit.sizes().num_reference + len(_INVERSION_SCENARIOS)
+    scenario, the canary audit and the one-run user-level estimate."""
+    return 3 + config.audit.sizes().num_reference + len(_INVERSION_SCENARIOS)
 
 
 def run_audit(
@@ -128,7 +133,7 @@ def run_audit(
         plot_roc(results, staging / "roc.png",
                  title=f"{label}:\nmembership ROC, outsider view (the released model)")
         plot_reconstructions(rows, staging / "reconstructions.png",
-                             title=f"{label}:\ngradient inversion, each image's PSNR")
+                             title=f"{label}:\ngradient inversion, each image's PSNR and SSIM")
         # Strict JSON: NaN as null, infinities (e.g. a perfect reconstruction's PSNR, a
         # non-private epsilon) as "inf"; read it back with privfed.jsonsafe.loads.
         (staging / "leakage.json").write_text(jsonsafe.dumps(report, indent=2) + "\n",
@@ -179,13 +184,15 @@ class _Units:
     say: Callable[[str], None]
 
     def run(self, unit: str, message: str,
-            compute: Callable[[], tuple[dict[str, np.ndarray], dict[str, Any]]]) -> Checkpoint:
+            compute: Callable[[], tuple[dict[str, np.ndarray], dict[str, Any]]],
+            arrays: tuple[str, ...] = ()) -> Checkpoint:
         """The checkpoint of ``unit``, computed (and saved, with its ``seconds``) if needed.
 
-        ``message`` is reported once the unit is saved or loaded.
+        ``message`` is reported once the unit is saved or loaded. A saved unit that lacks
+        one of ``arrays`` (saved by an older version of the audit) is computed again.
         """
         found = self.store.load(unit)
-        if found is not None:
+        if found is not None and set(arrays) <= found.arrays.keys():
             self.say(f"{message} (from checkpoint)")
             return found
         started = time.perf_counter()
@@ -212,17 +219,22 @@ def _measure(
     }
     members, ref_in = draw_membership(len(data.y_train), sizes.num_reference, config.seed)
     target = units.run("target", "membership: target trained",
-                       functools.partial(_target_unit, config, data, members))
+                       functools.partial(_target_unit, config, data, members),
+                       ("logits", "population_logits"))
     references = [
         units.run(f"reference-{r}",
                   f"membership: reference model {r + 1}/{sizes.num_reference} trained",
-                  functools.partial(_reference_unit, config, data, ref_in[r], r))
+                  functools.partial(_reference_unit, config, data, ref_in[r], r),
+                  ("confidence", "population_confidence"))
         for r in range(sizes.num_reference)
     ]
     started = time.perf_counter()
-    results = outsider_attacks(target.arrays["logits"], data.y_train, members,
-                               np.stack([ref.arrays["confidence"] for ref in references]),
-                               ref_in)
+    signals = OutsiderSignals(
+        target.arrays["logits"], data.y_train,
+        np.stack([ref.arrays["confidence"] for ref in references]), ref_in,
+        target.arrays["population_logits"], data.y_test,
+        np.stack([ref.arrays["population_confidence"] for ref in references]))
+    results = outsider_attacks(signals, members)
     outsider_seconds = time.perf_counter() - started + sum(
         ref.meta["seconds"] for ref in references)
     report["membership"] = {
@@ -237,8 +249,11 @@ def _measure(
     units.say(STAGE_MESSAGES[1])
     canary = units.run("canary", "epsilon audit: done",
                        functools.partial(_canary_unit, config, data))
+    one_shot = units.run("one-shot", "user-level estimate: done",
+                         functools.partial(_one_shot_unit, config, data))
     report["inversion"] = {name: unit.meta["summary"] for name, unit in inversion.items()}
     report["epsilon_audit"] = canary.meta["summary"]
+    report["user_level_estimate"] = one_shot.meta["summary"]
     report["epsilon_theory"] = target.meta["epsilon_theory"]
     client_seconds = target.meta["seconds_client_update"]
     report["seconds"] = {
@@ -246,10 +261,12 @@ def _measure(
         "membership_client_update": client_seconds,
         "inversion": sum(unit.meta["seconds"] for unit in inversion.values()),
         "epsilon_audit": canary.meta["seconds"],
+        "user_level_estimate": one_shot.meta["seconds"],
     }
     rows = [ReconstructionRow(name, unit.meta["summary"]["view"], unit.arrays["originals"],
                               unit.arrays["reconstructions"],
-                              unit.meta["summary"].get("per_example", {}).get("psnr", []))
+                              unit.meta["summary"].get("per_example", {}).get("psnr", []),
+                              unit.meta["summary"].get("per_example", {}).get("ssim", []))
             for name, unit in inversion.items()]
     return report, results, rows
 
@@ -257,16 +274,18 @@ def _measure(
 def _target_unit(
     config: ExperimentConfig, data: Dataset, members: np.ndarray
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Train the target with the views attached; keep its logits on the candidates, the
-    client-update membership its views allow, its epsilon and its noise multiplier."""
+    """Train the target with the views attached; keep its logits on the candidates and on
+    RMIA's population (the test split), the client-update membership its views allow, its
+    epsilon and its noise multiplier."""
     views: dict[str, ServerView] = {}
     target = train_target(config, data.x_train, data.y_train, members,
                           test=(data.x_test, data.y_test), num_classes=data.num_classes,
                           attach=functools.partial(_attach_views, config, views))
     logits = predict_logits(target, data.x_train)
+    population_logits = predict_logits(target, data.x_test)
     started = time.perf_counter()
     client_update = _client_membership(config, target, members, views, data)
-    return {"logits": logits}, {
+    return {"logits": logits, "population_logits": population_logits}, {
         "client_update": client_update,
         "seconds_client_update": time.perf_counter() - started,
         "epsilon_theory": target.epsilon,
@@ -293,11 +312,13 @@ def _attach_views(config: ExperimentConfig, views: dict[str, ServerView],
 def _reference_unit(
     config: ExperimentConfig, data: Dataset, included: np.ndarray, index: int
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Reference model ``index``'s confidences on the candidates."""
-    confidence = reference_confidence(
+    """Reference model ``index``'s confidences on the candidates and on RMIA's population
+    (the test split)."""
+    confidence, population = reference_confidence(
         config, data.x_train, data.y_train, included, test=(data.x_test, data.y_test),
-        num_classes=data.num_classes, seed=config.seed, index=index)
-    return {"confidence": confidence}, {}
+        num_classes=data.num_classes, seed=config.seed, index=index,
+        population=(data.x_test, data.y_test))
+    return {"confidence": confidence, "population_confidence": population}, {}
 
 
 def _client_membership(
@@ -377,6 +398,22 @@ def _canary_unit(
                          num_canaries=config.audit.sizes().num_canaries, seed=config.seed,
                          beta=1 - config.audit.confidence, plain_aggregation=True)
     return {}, {"summary": audit.summary()}
+
+
+def _one_shot_unit(
+    config: ExperimentConfig, data: Dataset
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The one-run user-level estimate (canary clients, final model); its summary, or why
+    the federation cannot take the canary clients (e.g. a partition whose minimum client
+    size the extra clients break)."""
+    try:
+        audit = one_shot_audit(config, data.x_train, data.y_train,
+                               test=(data.x_test, data.y_test), num_classes=data.num_classes,
+                               canaries=config.audit.sizes().one_shot_canaries,
+                               seed=config.seed, plain_aggregation=True)
+    except ConfigError as err:
+        return {}, {"summary": {"status": "not applicable", "reason": str(err)}}
+    return {}, {"summary": {"status": "estimated", **audit.summary()}}
 
 
 def _noise_multiplier(target: TrainedFederation) -> float | None:

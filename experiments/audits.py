@@ -13,7 +13,8 @@ from privfed.config import ExperimentConfig
 __all__ = ["LEAKAGE_FIGURES", "AUDIT_CONFIDENCE", "audit_run", "common_confidence",
            "leakage_figures", "read_leakage"]
 
-LEAKAGE_FIGURES = ("mia_auc", "mia_tpr_at_1pct_fpr", "epsilon_lower", "server_inversion_psnr_db")
+LEAKAGE_FIGURES = ("mia_auc", "mia_tpr_at_1pct_fpr", "epsilon_lower",
+                   "user_level_epsilon_estimate", "server_inversion_psnr_db")
 """The figures :func:`leakage_figures` extracts from a ``leakage.json``."""
 
 AUDIT_CONFIDENCE = "epsilon_lower_confidence"
@@ -55,10 +56,12 @@ def audit_run(
 def leakage_figures(leakage: dict[str, Any]) -> dict[str, Any]:
     """Headline leakage: LiRA online against the released model (AUC, TPR at 1% FPR), the
     canary audit's epsilon lower bound (its confidence, and whether it flags a DP
-    violation), and the best inversion PSNR from what the server decodes (None where the
-    server decodes nothing)."""
+    violation), the one-run user-level epsilon estimate (None in an audit from before it),
+    and the best inversion PSNR from what the server decodes (None where the server decodes
+    nothing)."""
     lira = leakage["membership"]["outsider"]["lira_online"]
     audit = leakage["epsilon_audit"]
+    user_level = leakage.get("user_level_estimate") or {}
     attacked = [s["mean_psnr_db"] for s in leakage["inversion"].values()
                 if s.get("status") == "attacked" and s.get("view") == "server"]
     return {
@@ -67,6 +70,7 @@ def leakage_figures(leakage: dict[str, Any]) -> dict[str, Any]:
         "epsilon_lower": audit.get("epsilon_lower"),
         AUDIT_CONFIDENCE: audit.get("confidence"),
         "dp_violation": audit.get("violation"),
+        "user_level_epsilon_estimate": user_level.get("epsilon_estimate"),
         "server_inversion_psnr_db": max(attacked) if attacked else None,
     }
 

@@ -45,14 +45,22 @@ MECHANISMS = {
 }
 
 
+def _fraction(overrides: list[str]) -> float:
+    """The ``federation.fraction`` a setting's overrides set."""
+    (value,) = [o.split("=", 1)[1] for o in overrides if o.startswith("federation.fraction=")]
+    return float(value)
+
+
 def run(setting: str, mechanism: str) -> str:
     """One Markdown row: the mechanism's accuracy over :data:`SEEDS` in ``setting``."""
     overrides, sampled = SETTINGS[setting]
     schedule = []
     if sampled and "privacy.mechanism='central'" in MECHANISMS[mechanism]:
         schedule = ["federation.client_sampling='poisson'"]
-    elif sampled and mechanism != "none":
-        schedule = ["federation.client_sampling='cyclic'"]
+    elif sampled and mechanism != "none":  # the same clients per round, in public groups
+        groups = round(1 / _fraction(overrides))
+        schedule = ["federation.client_sampling='cyclic'", f"federation.cyclic_groups={groups}",
+                    "federation.fraction=1.0"]
     private = [] if mechanism == "none" else [f"privacy.epsilon={EPSILON}",
                                               f"privacy.clip_norm={CLIP}"]
     accuracies, extra = [], {}

@@ -23,6 +23,7 @@ from privfed.clientdata import load_partitioned  # noqa: E402
 from privfed.config import ExperimentConfig  # noqa: E402
 from privfed.data import label_histogram  # noqa: E402
 from privfed.plots import save_figure  # noqa: E402
+from privfed.rundir import DIAGNOSTICS_PLOT  # noqa: E402
 
 __all__ = ["HEADLINE_METRICS", "plot_cost_per_aggregator", "plot_empirical_epsilon",
            "plot_label_histograms", "plot_metrics_vs_field", "plot_vs_epsilon", "write_report"]
@@ -234,12 +235,26 @@ def write_report(sweep_dir: Path, rows: Sequence[dict[str, Any]],
         lines += [""]
     lines += ["## Plots", ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots if p is not None]
+    lines += _run_plots(sweep_dir, rows)
+    return write_text(sweep_dir / "report.md", "\n".join(lines) + "\n")
+
+
+def _run_plots(sweep_dir: Path, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The report's sections linking plots inside the run directories: the audits'
+    reconstructions and the DP diagnostics (:data:`privfed.rundir.DIAGNOSTICS_PLOT`)."""
+    lines = []
     grids = [r["run"] for r in rows if (sweep_dir / r["run"] / "audit" / "reconstructions.png")
              .is_file()]
     if grids:
         lines += ["", "## Reconstructions from what the server decodes (audited runs)", ""]
         lines += [f"{run}: ![reconstructions]({run}/audit/reconstructions.png)" for run in grids]
-    return write_text(sweep_dir / "report.md", "\n".join(lines) + "\n")
+    diagnosed = [r["run"] for r in rows if r["status"] == "done"
+                 and (sweep_dir / r["run"] / DIAGNOSTICS_PLOT).is_file()]
+    if diagnosed:
+        lines += ["", "## DP diagnostics per round (clipped fraction, signal / noise, epsilon)",
+                  ""]
+        lines += [f"{run}: ![diagnostics]({run}/{DIAGNOSTICS_PLOT})" for run in diagnosed]
+    return lines
 
 
 def _plot_metric(ax: plt.Axes, rows: Sequence[dict[str, Any]], metric: str,

@@ -51,7 +51,8 @@ def collect_rows(points: Sequence[SweepPoint], sweep_dir: str | Path) -> list[di
             row.update(status="done", error="", privacy_mechanism=summary["privacy_mechanism"],
                        secure_aggregation=summary["secure_aggregation"],
                        epsilon_against=summary.get("epsilon_against") or "-",
-                       noise=summary.get("noise") or "-")
+                       noise=summary.get("noise") or "-",
+                       diagnostics=summary.get("diagnostics") or "-")
             row.update({f: summary.get(f) for f in FIGURES})
             if summary["privacy_mechanism"] == "none":
                 row["epsilon"] = math.inf  # no privacy: epsilon is infinite, not missing
@@ -68,7 +69,7 @@ def collect_rows(points: Sequence[SweepPoint], sweep_dir: str | Path) -> list[di
             row.update(status=status, error=error,
                        privacy_mechanism=point.config.privacy.mechanism,
                        secure_aggregation=point.config.secure.kind, epsilon_against="-",
-                       noise="-")
+                       noise="-", diagnostics="-")
             row.update(dict.fromkeys(FIGURES))
         rows.append(row)
     return rows

@@ -168,8 +168,7 @@ def build_parts(
     training = LocalTraining(fed.local_epochs, fed.batch_size, fed.lr, fed.mu, fed.drop_last)
     sampler = ClientSampler(num_clients, fed.fraction, derive_seed(seed, _SAMPLER_STREAM),
                             poisson=fed.client_sampling == "poisson",
-                            uniform=_secret_sampling(config),
-                            cyclic=fed.client_sampling == "cyclic")
+                            uniform=_secret_sampling(config), groups=fed.cyclic_groups)
     try:
         privacy = build_privacy(
             config.privacy, num_clients=num_clients, sample_rate=sampler.rate,
@@ -177,8 +176,8 @@ def build_parts(
             training=training, noise=NoisePolicy(config.privacy.secure_mode,
                                                  derive_seed(seed, _PRIVACY_STREAM)),
             reference_size=schema.reference_size,
-            participations=_planned_participations(config, sampler), period=sampler.period,
-            module=workspace.module,
+            participations=_planned_participations(config, sampler), module=workspace.module,
+            cyclic_groups=sampler.groups,
         )
     except ValueError as err:
         raise ConfigError(str(err)) from None
@@ -351,8 +350,9 @@ def build_simulation(
 
 
 def _secret_sampling(config: ExperimentConfig) -> Callable[[int], np.ndarray] | None:
-    """Secure uniforms for the client sampler when user-level DP's amplification by
-    sampling relies on nobody regenerating who took part; None: the seeded sampler."""
+    """Secure uniforms for the client sampler (Poisson or fixed-size) when user-level DP's
+    amplification by sampling relies on nobody regenerating who took part; None: the
+    seeded sampler (a cyclic schedule draws nothing)."""
     if config.privacy.secure_mode and config.privacy.user_level:
         from privfed.privacy.csprng import ChaChaRandom
 
@@ -364,6 +364,8 @@ def _planned_participations(config: ExperimentConfig, sampler: ClientSampler) ->
     """The rounds (FedBuff: updates) a client is planned to contribute, which a target
     epsilon is calibrated for; a client that would contribute more stops at its budget."""
     fed = config.federation
+    if sampler.groups is not None:  # cyclic: once every b rounds
+        return -(-fed.rounds // sampler.groups)
     if fed.buffer_size is None:
         return planned_participations(fed.rounds, sampler.rate)
     # FedBuff: the T * K updates go to the clients about uniformly.

@@ -11,6 +11,7 @@ from rich.table import Table
 from privfed.config import ExperimentConfig
 from privfed.federated import History
 from privfed.federated.metrics import beats_majority
+from privfed.privacy.diagnostics import NOT_PRIVATE
 from privfed.privacy.randomness import REPRODUCIBLE_NOISE
 
 __all__ = ["describe_epsilon", "format_figure", "summarize", "summary_table"]
@@ -76,6 +77,8 @@ def _privacy_cell(summary: dict[str, Any]) -> str:
         return "none (epsilon = inf)"
     text = (f"{summary['privacy_mechanism']}: epsilon {describe_epsilon(summary, '.3g')} "
             f"at delta {summary['delta']:.0e}")
+    if summary.get("neighbouring"):
+        text += f", {summary['neighbouring']} ({summary['accounting']})"
     if summary.get("stop_reason"):
         text += f"; stopped early: {summary['stop_reason']}"
     return text
@@ -131,10 +134,18 @@ def _last_federated(history: History) -> dict[str, Any] | None:
             "clients": len(runs[-1]["included"])}
 
 
+_NOISE_COHORT_KEYS = ("epsilon_deployment", "cohort_size", "noise_cohort_size",
+                      "noise_multiplier_run")
+"""What a run with ``privacy.noise_cohort_size`` adds to the summary."""
+
+
 def _privacy_summary(config: ExperimentConfig, history: History) -> dict[str, Any]:
     """The privacy spent by the end of training, as the mechanism reported it: the headline
-    epsilon, the party it holds against, the epsilon against an outsider, and whether the
-    noise can be regenerated from the config."""
+    epsilon, the party it holds against, how it was accounted and for which neighbouring
+    relation, the epsilon against an outsider, whether the noise can be regenerated from
+    the config, and the per-round diagnostics released (``"exact"``: non-private ones
+    too); with a noise cohort also the deployment's epsilon and both cohort sizes
+    (``epsilon`` stays the run's own)."""
     mechanism = config.privacy.mechanism
     if mechanism == "none":
         return {"privacy_mechanism": mechanism, "privacy_unit": None, "epsilon": None,
@@ -145,26 +156,43 @@ def _privacy_summary(config: ExperimentConfig, history: History) -> dict[str, An
         "privacy_unit": "record" if mechanism == "local" else "user",
         "epsilon": last.get("epsilon"),
         "epsilon_against": last.get("epsilon_against"),
+        "accounting": last.get("accounting"),
+        "neighbouring": last.get("neighbouring"),
         "epsilon_outsider": last.get("epsilon_outsider", last.get("epsilon")),
         "delta": last.get("delta"),
         "noise": last.get("noise"),
+        "diagnostics": config.privacy.diagnostics,
         "stop_reason": history.stop_reason,
+        **{key: last[key] for key in _NOISE_COHORT_KEYS if key in last},
     }
 
 
 def describe_epsilon(summary: Mapping[str, Any], spec: str = ".2f") -> str:
     """One line for a run's privacy: e.g. ``"3.00 record vs server"``,
     ``"17.9 user vs server (7.94 vs outsider)"``, ending in ``"(noise reproducible from the
-    config)"`` when the noise was seeded; ``"inf"`` without a mechanism."""
+    config)"`` when the noise was seeded and ``"(diagnostics not private)"`` when exact
+    diagnostics were released; ``"inf"`` without a mechanism. With a noise cohort it
+    leads with the deployment's epsilon, labelled with both cohort sizes, and states the
+    run's own: ``"3.00 user vs outsider for a deployed cohort of 1000 clients per round
+    (NOT this run's); this run's cohort of 10 carried that cohort's noise per client: its
+    own model has epsilon 40.1 user vs outsider"``."""
     if summary.get("privacy_mechanism", "none") == "none" or summary.get("epsilon") is None:
         return "inf"
     epsilon = summary["epsilon"]
-    text = f"{epsilon:{spec}} {summary.get('privacy_unit') or ''}".rstrip()
-    if summary.get("epsilon_against"):
-        text += f" vs {summary['epsilon_against']}"
+    against = summary.get("epsilon_against")
+    unit = " ".join(filter(None, [summary.get("privacy_unit"), against and f"vs {against}"]))
+    if summary.get("noise_cohort_size") is not None:
+        text = (f"{summary['epsilon_deployment']:{spec}} {unit} for a deployed cohort of "
+                f"{summary['noise_cohort_size']} clients per round (NOT this run's); this "
+                f"run's cohort of {summary['cohort_size']:g} carried that cohort's noise per "
+                f"client: its own model has epsilon {epsilon:{spec}} {unit}")
+    else:
+        text = f"{epsilon:{spec}} {unit}".rstrip()
     outsider = summary.get("epsilon_outsider")
     if summary.get("epsilon_against") != "outsider" and outsider not in (None, epsilon):
         text += f" ({outsider:{spec}} vs outsider)"
     if summary.get("noise") == REPRODUCIBLE_NOISE:
         text += f" ({REPRODUCIBLE_NOISE})"
+    if summary.get("diagnostics") == "exact":
+        text += f" ({NOT_PRIVATE})"
     return text

@@ -29,7 +29,8 @@ from privfed.model_file import model_bytes, model_record
 from privfed.run_summary import summarize
 
 __all__ = [
-    "AUDIT_DIR", "RUN_FILES", "RunResult", "TrainedServer", "Trainer", "flower_simulation",
+    "AUDIT_DIR", "DIAGNOSTICS_PLOT", "RUN_FILES", "RunResult", "TrainedServer", "Trainer",
+    "flower_simulation",
     "read_summary", "release_history", "run_dir_for", "run_name",
     "run_problems",
     "train_in_process", "train_run", "write_run",
@@ -40,6 +41,11 @@ RUN_FILES = ("config.toml", "metrics.jsonl", "accuracy.png", "model.pt", "summar
 """The files of a complete run directory, in the order they are written (``SHA256SUMS``,
 last, holds the digest of the others; ``accuracy.png`` only where a round was evaluated,
 ``model.pt`` only where the trainer returned a model)."""
+
+DIAGNOSTICS_PLOT = "diagnostics.png"
+"""The plot of a DP run's per-round diagnostics (clipped fraction, signal-to-noise ratio,
+epsilon; :func:`privfed.plots.plot_diagnostics`), beside :data:`RUN_FILES` and in the
+digest; a run without a privacy mechanism has none."""
 
 AUDIT_DIR = "audit"
 """The sub-directory of a run directory that holds its audit (``privfed audit``)."""
@@ -279,7 +285,8 @@ def write_run(
     model: Mapping[str, Any] | None = None,
     tensorboard: Path | None = None,
 ) -> Path:
-    """Write ``config.toml``, ``metrics.jsonl``, ``accuracy.png``, ``model.pt`` (given the
+    """Write ``config.toml``, ``metrics.jsonl``, ``accuracy.png``, ``diagnostics.png`` (under
+    a privacy mechanism), ``model.pt`` (given the
     final global ``model``, :func:`privfed.model_file.model_record`'s dict),
     ``summary.json`` and their ``SHA256SUMS``: :func:`train_run`'s writer; a
     ``tensorboard`` event directory, where it exists, is copied in as ``tensorboard/``,
@@ -297,25 +304,42 @@ def write_run(
     """
     run_dir = Path(run_dir)
     remove_stale_temporaries(run_dir.parent)
+    released = release_history(config, history)
     with staging_dir(run_dir) as staging:
         (staging / "config.toml").write_text(config.to_toml(), encoding="utf-8")
-        release_history(config, history).write_jsonl(staging / "metrics.jsonl")
-        if history.evaluated():
-            from privfed.plots import plot_accuracy  # matplotlib loads only when a run is written
-
-            plot_accuracy(history, staging / "accuracy.png",
-                          title=f"{config.name} ({config.short_hash()}): test accuracy per round")
+        released.write_jsonl(staging / "metrics.jsonl")
+        _write_plots(staging, config, released)
         if model is not None:
             (staging / "model.pt").write_bytes(model_bytes(model))
         (staging / "summary.json").write_text(jsonsafe.dumps(summary, indent=2) + "\n",
                                               encoding="utf-8")
-        write_digest(staging, [name for name in RUN_FILES[:-1] if (staging / name).exists()])
+        write_digest(staging, [name for name in (*RUN_FILES[:-1], DIAGNOSTICS_PLOT)
+                               if (staging / name).exists()])
         if tensorboard is not None and tensorboard.is_dir():
             shutil.copytree(tensorboard, staging / TENSORBOARD_DIR)
         if (run_dir / AUDIT_DIR).is_dir():
             os.replace(run_dir / AUDIT_DIR, staging / AUDIT_DIR)
         publish_dir(staging, run_dir)
     return run_dir
+
+
+def _write_plots(staging: Path, config: ExperimentConfig, released: History) -> None:
+    """``accuracy.png`` where a round was evaluated; ``diagnostics.png`` of the released
+    history (what ``metrics.jsonl`` holds) under a privacy mechanism, where it holds a
+    diagnostic (a history written by a mechanism always does: its epsilon)."""
+    from privfed.plots import (  # matplotlib loads only here
+        has_diagnostics,
+        plot_accuracy,
+        plot_diagnostics,
+    )
+
+    name = f"{config.name} ({config.short_hash()})"
+    if released.evaluated():
+        plot_accuracy(released, staging / "accuracy.png",
+                      title=f"{name}: test accuracy per round")
+    if config.privacy.mechanism != "none" and has_diagnostics(released):
+        plot_diagnostics(released, staging / DIAGNOSTICS_PLOT,
+                         title=f"{name}: DP diagnostics per round")
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:

@@ -76,7 +76,7 @@ def make_server(
             noise=NoisePolicy(privacy.secure_mode, model_seed),
             reference_size=sum(len(y) for _, y in parts) // len(parts),
             participations=planned_participations(rounds, sampler.rate),
-            period=sampler.period, module=workspace.module,
+            module=workspace.module,
         )
         trainer, pipeline = built.trainer, Pipeline(built.stages)
         policy, weighting = built.policy, built.weighting

@@ -78,6 +78,13 @@ INVALID = [
     ("federation.client_sampling=random",
      r"federation.client_sampling: unknown value 'random'; allowed: \['fixed', 'poisson', "
      r"'cyclic'\]"),
+    ("federation.cyclic_groups=0", r"federation.cyclic_groups must be in \[1, inf\), got 0"),
+    ("federation.cyclic_groups=2",
+     r"federation.cyclic_groups is set exactly when federation.client_sampling is 'cyclic', "
+     r"got client_sampling 'fixed' with cyclic_groups 2"),
+    ("federation.client_sampling=cyclic",
+     r"federation.cyclic_groups is set exactly when federation.client_sampling is 'cyclic', "
+     r"got client_sampling 'cyclic' with cyclic_groups None"),
     ("federation.local_epochs=0", r"federation.local_epochs must be in \[1, 10000\], got 0"),
     ("federation.batch_size=0", r"federation.batch_size must be in \[1, inf\), got 0"),
     ("federation.lr=-1", r"federation.lr must be in \(0, inf\), got -1.0"),
@@ -118,11 +125,14 @@ INVALID = [
     ("privacy.accountant=moments",
      r"privacy.accountant: unknown value 'moments'; allowed: \['pld', 'prv', 'rdp'\]"),
     ("privacy.accountant=gdp", r"privacy.accountant 'gdp' is not offered.*allowed: \['pld'"),
+    ("privacy.diagnostics=full",
+     r"privacy.diagnostics: unknown value 'full'; allowed: \['private', 'exact'\]"),
     ("privacy.noise=laplace",
      r"privacy.noise: unknown value 'laplace'; allowed: \['gaussian', 'skellam'\]"),
     ("privacy.quantization_step=0", r"privacy.quantization_step must be in \(0, inf\), got 0.0"),
     ("privacy.min_surviving_clients=0",
      r"privacy.min_surviving_clients must be in \[1, inf\), got 0"),
+    ("privacy.noise_cohort_size=0", r"privacy.noise_cohort_size must be in \[1, inf\), got 0"),
     ("privacy.factorization=toeplitz",
      r"privacy.factorization: unknown value 'toeplitz'; allowed: \['tree', 'banded'\]"),
     ("privacy.bands=0", r"privacy.bands must be in \[1, inf\), got 0"),
@@ -171,6 +181,7 @@ INVALID = [
     ("audit.aggregate_clients=1", r"audit.aggregate_clients must be in \[2, inf\), got 1"),
     ("audit.multi_step=0", r"audit.multi_step must be in \[1, inf\), got 0"),
     ("audit.num_canaries=0", r"audit.num_canaries must be in \[1, inf\), got 0"),
+    ("audit.one_shot_canaries=1", r"audit.one_shot_canaries must be in \[2, inf\), got 1"),
     ("audit.confidence=0", r"audit.confidence must be in \(0, 1\), got 0.0"),
     ("audit.confidence=1", r"audit.confidence must be in \(0, 1\), got 1.0"),
     # tracking

@@ -47,7 +47,7 @@ CONTEXTS: dict[str, dict[str, tuple[str, ...]]] = {
         "skellam": ("privacy.mechanism=distributed", "privacy.noise_multiplier=1.0",
                     "secure.kind=masking", "privacy.noise=skellam"),
         "ftrl-banded": ("privacy.mechanism=ftrl", "privacy.epsilon=5.0",
-                        "privacy.factorization=banded", "federation.fraction=0.5",
+                        "privacy.factorization=banded", "federation.cyclic_groups=2",
                         "federation.client_sampling=cyclic"),
     },
     "secure": {"masking": ("secure.kind=masking",), "he": ("secure.kind=he",)},

@@ -112,21 +112,31 @@ FTRL = ["privacy.mechanism=ftrl", "privacy.noise_multiplier=1.0"]
          r"federation.concurrency \(11\) must be at most data.num_clients \(10\)"),
         (["federation.buffer_size=2", *USER_LEVEL],
          r"buffer_size \(asynchronous FedBuff\) is not supported with privacy.mechanism 'central'"),
-        ([*USER_LEVEL, "federation.fraction=0.5"],
-         r"needs federation.client_sampling 'poisson' or federation.fraction = 1, got "
-         r"fixed-size sampling of 5 of 10 clients"),
-        ([*USER_LEVEL, "federation.fraction=0.5", "federation.client_sampling=cyclic"],
-         r"needs federation.client_sampling 'poisson' or federation.fraction = 1, got "
-         r"cyclic sampling of 5 of 10 clients"),
         ([*FTRL, "federation.fraction=0.5"],
          r"privacy.mechanism 'ftrl' accounts a public schedule without sampling: it needs "
-         r"federation.fraction = 1 or federation.client_sampling 'cyclic', got 'fixed'"),
+         r"federation.fraction = 1 \(every client every round, or with "
+         r"federation.client_sampling 'cyclic' and federation.cyclic_groups one group per "
+         r"round\), got 'fixed'"),
         ([*FTRL, "federation.fraction=0.5", "federation.client_sampling=poisson"],
          r"'ftrl' accounts a public schedule .* got 'poisson' sampling"),
         (["federation.buffer_size=2", *FTRL],
          r"buffer_size \(asynchronous FedBuff\) is not supported with privacy.mechanism 'ftrl'"),
         ([*FTRL, "compression.method=quantize"],
          r"central DP noise would no longer cover it; with privacy.mechanism 'ftrl'"),
+        (["federation.client_sampling=cyclic", "federation.cyclic_groups=11"],
+         r"federation.cyclic_groups \(11\) must be at most data.num_clients \(10\)"),
+        (["federation.client_sampling=cyclic", "federation.cyclic_groups=2",
+          "federation.fraction=0.5"],
+         r"federation.client_sampling 'cyclic' trains the whole group of each round: "
+         r"federation.fraction must be 1, got 0.5"),
+        (["federation.client_sampling=cyclic", "federation.cyclic_groups=2",
+          "federation.buffer_size=2"],
+         r"'cyclic' is for synchronous rounds: unset federation.buffer_size"),
+        (["federation.client_sampling=cyclic", "federation.cyclic_groups=3",
+          "privacy.mechanism=distributed", "privacy.noise_multiplier=1.0", "secure.kind=he",
+          "privacy.min_surviving_clients=4"],
+         r"privacy.min_surviving_clients \(4\) must be at most the largest round, 3 clients "
+         r"\(cyclic: the smallest group; .*federation.cyclic_groups, data.num_clients\)"),
         (["privacy.mechanism=distributed", "privacy.noise_multiplier=1.0"],
          r"'distributed' needs secure aggregation: .* allowed secure.kind: \['masking', 'he'\]"),
         (["secure.kind=he", "secure.clip=1e6"],
@@ -141,14 +151,18 @@ def test_cross_section_rules(overrides, message):
         load_config(overrides=overrides)
 
 
-def test_ftrl_with_full_participation_or_a_cyclic_schedule_passes():
-    load_config(overrides=[*FTRL, "federation.fraction=0.5", "federation.client_sampling=cyclic"])
+def test_ftrl_with_full_participation_or_cyclic_groups_passes():
+    load_config(overrides=[*FTRL, "federation.client_sampling=cyclic",
+                           "federation.cyclic_groups=2"])
     load_config(overrides=FTRL)
 
 
-def test_user_level_dp_with_poisson_sampling_or_full_participation_passes():
+def test_user_level_dp_with_each_client_participation_passes():
     load_config(overrides=[*USER_LEVEL, "federation.fraction=0.5",
                            "federation.client_sampling=poisson"])
+    load_config(overrides=[*USER_LEVEL, "federation.fraction=0.5"])  # fixed size
+    load_config(overrides=[*USER_LEVEL, "federation.client_sampling=cyclic",
+                           "federation.cyclic_groups=3"])
     load_config(overrides=[*USER_LEVEL, "data.num_clients=3", "federation.fraction=0.9"])
     load_config(overrides=["secure.kind=he", "secure.clip=1e5"])
 

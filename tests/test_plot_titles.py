@@ -39,18 +39,19 @@ def test_the_roc_plot_carries_its_title_and_each_attacks_auc(tmp_path, figures):
     assert "lira_online (AUC 0.778)" in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
-def test_reconstructions_are_labelled_with_scenario_view_and_psnr(tmp_path, figures):
+def test_reconstructions_are_labelled_with_scenario_view_psnr_and_ssim(tmp_path, figures):
     images = np.random.default_rng(0).random((2, 1, 4, 4))
-    rows = [ReconstructionRow("single", "server", images, images[::-1], [12.345, math.inf]),
-            ReconstructionRow("aggregate", "server", images[:1], images[:1], [8.0]),
-            ReconstructionRow("single", "collusion", images[:0], images[:0], [])]
+    rows = [ReconstructionRow("single", "server", images, images[::-1], [12.345, math.inf],
+                              [0.456, 1.0]),
+            ReconstructionRow("aggregate", "server", images[:1], images[:1], [8.0], [0.1]),
+            ReconstructionRow("single", "collusion", images[:0], images[:0], [], [])]
     plot_reconstructions(rows, tmp_path / "reconstructions.png", title="cfg (abcd1234)")
     fig = figures["reconstructions.png"]
     assert fig._suptitle.get_text() == "cfg (abcd1234)"
     grid = np.array(fig.axes).reshape(4, 2)
     assert [ax.get_title() for ax in grid[0]] == ["original", "original"]
-    assert [ax.get_title() for ax in grid[1]] == ["12.3 dB", "inf dB"]
-    assert grid[3, 0].get_title() == "8.0 dB" and not grid[3, 1].get_title()
+    assert [ax.get_title() for ax in grid[1]] == ["12.3 dB\nSSIM 0.46", "inf dB\nSSIM 1.00"]
+    assert grid[3, 0].get_title() == "8.0 dB\nSSIM 0.10" and not grid[3, 1].get_title()
     assert [grid[r, 0].get_ylabel() for r in (0, 2)] == ["single\n(server view)",
                                                           "aggregate\n(server view)"]
     assert all("collusion" not in t for t in _texts(fig))  # the unread view has no row

@@ -85,10 +85,10 @@ class ErrorFeedbackStage(UpdateStage):
         return torch.from_numpy(out)
 
     def state_dict(self, client_id: int) -> dict[str, Any]:
-        """``{"residual": list of float}`` (float64 values, exact through JSON), or ``{}``
-        before the client's first update."""
+        """``{"residual": float64 tensor (d,)}`` (a copy; exact through JSON as a list of
+        floats), or ``{}`` before the client's first update."""
         residual = self._residual.get(client_id)
-        return {} if residual is None else {"residual": residual.tolist()}
+        return {} if residual is None else {"residual": torch.from_numpy(residual.copy())}
 
     def load_state_dict(self, client_id: int, state: Mapping[str, Any]) -> None:
         """Restore client ``client_id``'s residual from :meth:`state_dict`'s output.
@@ -96,11 +96,15 @@ class ErrorFeedbackStage(UpdateStage):
         Raises
         ------
         ValueError
-            If ``state`` has no ``"residual"`` or it is not a flat list of finite numbers.
+            If ``state`` has no ``"residual"`` or it is not a flat list (or tensor) of
+            finite numbers.
         """
         if "residual" not in state:
             raise ValueError(f"error_feedback state of client {client_id} has no 'residual'")
-        residual = np.asarray(state["residual"], dtype=np.float64)
+        given = state["residual"]
+        if isinstance(given, torch.Tensor):
+            given = given.numpy()
+        residual = np.array(given, dtype=np.float64)
         if residual.ndim != 1 or not np.isfinite(residual).all():
             raise ValueError(f"error_feedback state of client {client_id}: the residual must "
                              "be a flat list of finite numbers")

@@ -25,6 +25,8 @@ class AuditSizes:
         Local SGD steps of the multi-step update the inversion attacks, >= 1.
     num_canaries : int
         Canaries of the one-run epsilon audit, >= 1.
+    one_shot_canaries : int
+        Canary clients of the one-run user-level estimate (Andrew et al. 2024), >= 2.
     """
 
     num_reference: int
@@ -32,13 +34,14 @@ class AuditSizes:
     aggregate_clients: int
     multi_step: int
     num_canaries: int
+    one_shot_canaries: int
 
 
 FULL = AuditSizes(num_reference=16, inversion_examples=8, aggregate_clients=10, multi_step=4,
-                  num_canaries=200)
+                  num_canaries=200, one_shot_canaries=64)
 """The default audit."""
 QUICK = AuditSizes(num_reference=4, inversion_examples=2, aggregate_clients=4, multi_step=2,
-                   num_canaries=50)
+                   num_canaries=50, one_shot_canaries=16)
 """A smoke-test audit: a few seconds on the embedded data."""
 
 RULES: dict[str, Rule] = {
@@ -47,6 +50,7 @@ RULES: dict[str, Rule] = {
     "aggregate_clients": Range(2),
     "multi_step": Range(1),
     "num_canaries": Range(1),
+    "one_shot_canaries": Range(2),
     "confidence": Range(0, 1, low_open=True, high_open=True),
 }
 """The rule of each field (None means "the size of the quick or full audit")."""
@@ -63,7 +67,8 @@ class AuditConfig:
     ----------
     quick : bool
         A small, fast audit: the sizes of :data:`QUICK` instead of :data:`FULL`.
-    num_reference, inversion_examples, aggregate_clients, multi_step, num_canaries : int or None
+    num_reference, inversion_examples, aggregate_clients, multi_step, num_canaries,
+    one_shot_canaries : int or None
         Override one size of the quick or full audit (see :class:`AuditSizes` for their
         meaning and allowed values); None keeps it.
     confidence : float
@@ -76,6 +81,7 @@ class AuditConfig:
     aggregate_clients: int | None = None
     multi_step: int | None = None
     num_canaries: int | None = None
+    one_shot_canaries: int | None = None
     confidence: float = 0.95
 
     def __post_init__(self) -> None:

@@ -79,8 +79,11 @@ class ExperimentConfig:
 
     def clients_per_round(self) -> int:
         """Clients of a synchronous round: ``round(fraction * num_clients)``, at least 1
-        (under Poisson sampling, the expected number, rounded)."""
+        (under Poisson sampling, the expected number, rounded; cyclic: the largest group,
+        ``ceil(num_clients / cyclic_groups)``)."""
         fed, total = self.federation, self.data.num_clients
+        if fed.cyclic_groups is not None:
+            return -(-total // fed.cyclic_groups)
         return max(1, min(total, math.floor(fed.fraction * total + 0.5)))
 
     def planned_cohort_size(self) -> int:
@@ -122,6 +125,14 @@ class ExperimentConfig:
         payload["federation"].pop("device")
         if not self.federation.drop_last:  # runs from before the field keep their identity
             payload["federation"].pop("drop_last")
+        if self.federation.cyclic_groups is None:  # likewise
+            payload["federation"].pop("cyclic_groups")
+        if self.audit.one_shot_canaries is None:  # so do audits from before the field
+            payload["audit"].pop("one_shot_canaries")
+        if self.privacy.diagnostics == "private":  # as drop_last: the default keeps it
+            payload["privacy"].pop("diagnostics")
+        if self.privacy.noise_cohort_size is None:  # nor do runs from before this field
+            payload["privacy"].pop("noise_cohort_size")
         if self.privacy.factorization == "tree" and self.privacy.bands is None:  # likewise
             payload["privacy"].pop("factorization")
             payload["privacy"].pop("bands")

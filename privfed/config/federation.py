@@ -33,6 +33,7 @@ RULES: dict[str, Rule] = {
     "rounds": Range(1),
     "fraction": Range(0, 1, low_open=True),
     "client_sampling": OneOf(CLIENT_SAMPLINGS),
+    "cyclic_groups": Range(1),
     "local_epochs": Range(1, MAX_LOCAL_EPOCHS),
     "batch_size": Range(1),
     "lr": _POSITIVE,
@@ -65,10 +66,15 @@ class FederationConfig:
     fraction : float
         C, the fraction of clients sampled per round, in (0, 1].
     client_sampling : str
-        "fixed" (exactly round(C*K) clients per round), "poisson" (each client independently
-        with probability C; what user-level DP-FedAvg's accounting assumes) or "cyclic" (a
-        public schedule: blocks of round(C*K) consecutive client ids take turns, each client
-        once every ceil(K / round(C*K)) rounds; what DP-FTRL's accounting uses).
+        "fixed" (exactly round(C*K) clients per round, uniformly without replacement),
+        "poisson" (each client independently with probability C) or "cyclic" (the clients
+        in ``cyclic_groups`` public groups, client c in group c mod b, one group per round in
+        turn; needs ``fraction`` 1). User-level DP accounts each its own way
+        (:mod:`privfed.privacy.participation`).
+    cyclic_groups : int or None
+        b >= 1 (at most ``data.num_clients``), the number of groups of cyclic participation:
+        each client takes part once every b rounds. Only with ``client_sampling`` "cyclic",
+        which needs it.
     local_epochs, batch_size, lr : int, int, float
         E in [1, 10000], B >= 1 (a batch past a client's data is all of it) and the learning
         rate (> 0) of local SGD.
@@ -128,6 +134,7 @@ class FederationConfig:
     rounds: int = 30
     fraction: float = 1.0
     client_sampling: str = "fixed"
+    cyclic_groups: int | None = None
     local_epochs: int = 1
     batch_size: int = 16
     lr: float = 0.1
@@ -152,11 +159,28 @@ class FederationConfig:
     def __post_init__(self) -> None:
         check_rules("federation", self, RULES)
         check_device("federation.device", self.device)
+        self._check_cyclic()
         if self.lr * self.mu >= 2:
             raise ConfigError(
                 f"federation.mu must be below 2 / federation.lr = {2 / self.lr:.4g} (FedProx's "
                 f"step scales the distance to the global model by 1 - lr * mu), got mu = "
                 f"{self.mu!r} with lr = {self.lr!r}")
+
+    def _check_cyclic(self) -> None:
+        cyclic = self.client_sampling == "cyclic"
+        if cyclic != (self.cyclic_groups is not None):
+            raise ConfigError(
+                "federation.cyclic_groups is set exactly when federation.client_sampling is "
+                f"'cyclic', got client_sampling {self.client_sampling!r} with cyclic_groups "
+                f"{self.cyclic_groups!r}")
+        if cyclic and self.fraction != 1:
+            raise ConfigError(
+                "federation.client_sampling 'cyclic' trains the whole group of each round: "
+                f"federation.fraction must be 1, got {self.fraction!r}")
+        if cyclic and self.buffer_size is not None:
+            raise ConfigError(
+                "federation.client_sampling 'cyclic' is for synchronous rounds: unset "
+                "federation.buffer_size (FedBuff), or use client_sampling 'fixed' or 'poisson'")
 
     def server_optimizer_params(self) -> dict[str, float]:
         """Keyword arguments of the configured server optimizer."""

@@ -7,13 +7,16 @@ from dataclasses import dataclass
 
 from privfed.config.validation import ConfigError, OneOf, Range, Rule, check_choice, check_rules
 
-__all__ = ["ACCOUNTANTS", "EPSILON_MAX", "FACTORIZATIONS", "MECHANISMS", "NOISES",
-           "PrivacyConfig", "RULES", "check_accountant"]
+__all__ = ["ACCOUNTANTS", "DIAGNOSTICS", "EPSILON_MAX", "FACTORIZATIONS", "MECHANISMS",
+           "NOISES", "PrivacyConfig", "RULES", "check_accountant"]
 
 MECHANISMS = ("none", "local", "central", "distributed", "ftrl")
 ACCOUNTANTS = ("pld", "prv", "rdp")
 NOISES = ("gaussian", "skellam")
 FACTORIZATIONS = ("tree", "banded")
+DIAGNOSTICS = ("private", "exact")
+"""``privacy.diagnostics``: "private" releases only figures that cost no privacy beyond what
+is accounted; "exact" adds un-noised statistics of the clients' data (see docs/privacy.md)."""
 
 _POSITIVE = Range(0, low_open=True)
 
@@ -37,6 +40,8 @@ RULES: dict[str, Rule] = {
     "min_surviving_clients": Range(1),
     "factorization": OneOf(FACTORIZATIONS),
     "bands": Range(1),
+    "noise_cohort_size": Range(1),
+    "diagnostics": OneOf(DIAGNOSTICS),
 }
 """The rule of each field but ``accountant`` (:func:`check_accountant`); None, where
 allowed, means "not set" and is not checked."""
@@ -107,11 +112,27 @@ class PrivacyConfig:
         "banded" only: b >= 1, the bands of the factorisation; None = the schedule's period
         (the rounds between two participations of a client: 1 with every client every
         round).
+    noise_cohort_size : int or None
+        "central" only: C >= 1, the deployed cohort (clients per round) whose noise the run
+        adds per client (pfl-research's ``noise_cohort_size``). The run adds noise of std
+        ``z * S * c / C`` to its sum of c expected clients (``federation.fraction *
+        data.num_clients``; cyclic: a group), so its mean update carries the noise ``z * S /
+        C`` of a deployment of C clients per round with the same participation scheme and
+        rate (a population of C / rate clients); z is accounted, and ``privacy.epsilon``
+        calibrated, for that deployment. Must be at least c. None = the run's own cohort.
     secure_mode : bool
         Draw the noise and the DP sampling from a ChaCha20 keystream keyed from OS entropy,
         so that no other party can regenerate them (not reproducible). False (the in-process
         default) seeds them from the config for reproducible research: anyone holding the
         config can then subtract the noise. The Flower engines always use secure noise.
+    diagnostics : str
+        The per-round DP diagnostics in the history (:data:`DIAGNOSTICS`): "private" (the
+        default) only those that are functions of released or public values (the noise std
+        and expected norm, the signal-to-noise ratio estimated from the released sum, the
+        clipped fraction estimated from adaptive clipping's noisy count, the per-client
+        epsilon where participation is public); "exact" also the exact clipped fractions
+        and signal-to-noise ratio, statistics of the clients' data without noise and
+        outside the accounting, which the run then declares.
     """
 
     mechanism: str = "none"
@@ -131,7 +152,9 @@ class PrivacyConfig:
     min_surviving_clients: int | None = None
     factorization: str = "tree"
     bands: int | None = None
+    noise_cohort_size: int | None = None
     secure_mode: bool = False
+    diagnostics: str = "private"
 
     def __post_init__(self) -> None:
         check_rules("privacy", self, RULES)
@@ -152,6 +175,12 @@ class PrivacyConfig:
             raise ConfigError(
                 f"privacy.bands applies only to privacy.factorization 'banded' (mechanism "
                 f"'ftrl'), not {self.factorization!r}")
+
+    @property
+    def exact_diagnostics(self) -> bool:
+        """Whether the run releases exact, non-private diagnostics (``diagnostics = "exact"``
+        under a privacy mechanism; without one nothing is protected)."""
+        return self.diagnostics == "exact" and self.mechanism != "none"
 
     def _check_combination(self) -> None:
         self._check_ftrl()
@@ -200,6 +229,13 @@ class PrivacyConfig:
             raise ConfigError(
                 f"privacy.min_surviving_clients applies only to mechanism 'distributed', not "
                 f"{self.mechanism!r}")
+        if self.noise_cohort_size is not None and self.mechanism != "central":
+            raise ConfigError(
+                f"privacy.noise_cohort_size applies only to mechanism 'central', not "
+                f"{self.mechanism!r}: local DP-SGD's noise is per client and does not depend "
+                "on the cohort, and distributed DP's per-client guarantee against the server "
+                "rests on the shares of the clients actually summed (K_min), which a smaller "
+                "simulated cohort cannot stand in for")
         if self.noise == "skellam" and (self.adaptive_clipping or math.isinf(self.clip_norm)):
             raise ConfigError(
                 "privacy.noise 'skellam' needs a fixed, finite privacy.clip_norm "

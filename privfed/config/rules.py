@@ -26,12 +26,14 @@ def check_cross_section(config: ExperimentConfig) -> None:
     """Raise :class:`ConfigError`, naming the fields, if sections of ``config`` conflict.
 
     Rules: compression with secure aggregation and DP (:func:`check_compatible`); FedBuff's
-    concurrency and DP; user-level DP's client sampling; distributed DP's need of secure
-    aggregation; the masking protocol's ring and threat model for the planned cohort;
-    federated evaluation's need of held-out data; ``federation.drop_last`` not with DP-SGD.
+    concurrency and DP; cyclic groups and the clients; user-level DP's smallest round;
+    distributed DP's need of secure aggregation; the masking protocol's ring and threat model
+    for the planned cohort; federated evaluation's need of held-out data;
+    ``federation.drop_last`` not with DP-SGD.
     """
     check_compatible(config.compression, config.secure.kind, config.privacy.mechanism)
     _check_fedbuff(config)
+    _check_cyclic(config)
     _check_federated_eval(config)
     _check_user_level(config)
     _check_drop_last(config)
@@ -72,30 +74,30 @@ def _check_fedbuff(config: ExperimentConfig) -> None:
         )
 
 
-_SAMPLING_NAMES = {"fixed": "fixed-size", "cyclic": "cyclic"}
+def _check_cyclic(config: ExperimentConfig) -> None:
+    groups, total = config.federation.cyclic_groups, config.data.num_clients
+    if groups is not None and groups > total:
+        raise ConfigError(f"federation.cyclic_groups ({groups}) must be at most "
+                          f"data.num_clients ({total}): a group would be empty")
 
 
 def _check_user_level(config: ExperimentConfig) -> None:
     privacy, fed = config.privacy, config.federation
     if not privacy.user_level:
         return
-    per_round, total = config.clients_per_round(), config.data.num_clients
     if privacy.mechanism == "ftrl":
         _check_ftrl(config)
-        return
-    if fed.client_sampling != "poisson" and per_round < total:
-        raise ConfigError(
-            f"privacy.mechanism {privacy.mechanism!r} accounts with the Poisson-subsampled "
-            f"Gaussian mechanism: it needs federation.client_sampling 'poisson' or "
-            f"federation.fraction = 1, got {_SAMPLING_NAMES[fed.client_sampling]} sampling of "
-            f"{per_round} of {total} clients (federation.fraction, data.num_clients)"
-        )
+    per_round, total = config.clients_per_round(), config.data.num_clients
+    _check_noise_cohort(config)
     largest = total if fed.client_sampling == "poisson" else per_round
+    if fed.cyclic_groups is not None:  # every group must be releasable: the smallest
+        largest = total // fed.cyclic_groups
     if (privacy.min_surviving_clients or 0) > largest:
         raise ConfigError(
             f"privacy.min_surviving_clients ({privacy.min_surviving_clients}) must be at most "
-            f"the largest round, {largest} clients (federation.fraction, "
-            "federation.client_sampling, data.num_clients): no round could be released")
+            f"the largest round, {largest} clients (cyclic: the smallest group; "
+            "federation.fraction, federation.client_sampling, federation.cyclic_groups, "
+            "data.num_clients): some rounds could never be released")
     if privacy.mechanism == "distributed" and config.secure.kind == "none":
         raise ConfigError(
             "privacy.mechanism 'distributed' needs secure aggregation: with secure.kind "
@@ -105,13 +107,29 @@ def _check_user_level(config: ExperimentConfig) -> None:
 
 
 def _check_ftrl(config: ExperimentConfig) -> None:
-    """DP-FTRL accounts a public schedule: every client every round, or cyclic blocks."""
+    """DP-FTRL accounts a public schedule: every client every round, or cyclic groups."""
     fed = config.federation
-    if fed.fraction < 1 and fed.client_sampling != "cyclic":
+    if fed.fraction < 1:
         raise ConfigError(
             f"privacy.mechanism 'ftrl' accounts a public schedule without sampling: it needs "
-            f"federation.fraction = 1 or federation.client_sampling 'cyclic', got "
-            f"{fed.client_sampling!r} sampling at federation.fraction = {fed.fraction}")
+            f"federation.fraction = 1 (every client every round, or with "
+            f"federation.client_sampling 'cyclic' and federation.cyclic_groups one group per "
+            f"round), got {fed.client_sampling!r} sampling at federation.fraction = "
+            f"{fed.fraction}")
+
+
+def _check_noise_cohort(config: ExperimentConfig) -> None:
+    """A noise cohort C of at least the simulated cohort c: a smaller C would add more
+    noise per client than the deployment it names (and the noise scale c / C > 1)."""
+    size, fed = config.privacy.noise_cohort_size, config.federation
+    poisson = fed.client_sampling == "poisson"
+    expected = fed.fraction * config.data.num_clients if poisson else config.clients_per_round()
+    if size is not None and size < expected:
+        raise ConfigError(
+            f"privacy.noise_cohort_size ({size}) must be at least the simulated cohort of "
+            f"{expected:g} expected clients per round (federation.fraction = {fed.fraction} "
+            f"of data.num_clients = {config.data.num_clients}; cyclic: "
+            "federation.cyclic_groups)")
 
 
 def _check_masking(config: ExperimentConfig) -> None:

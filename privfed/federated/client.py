@@ -61,6 +61,10 @@ class ClientUpdate:
         Mean training loss over the local steps.
     steps : int
         Number of local optimisation steps taken.
+    examples_seen, examples_clipped : int or None
+        DP-SGD: the examples in the round's batches (with repeats over steps) and those
+        whose gradient norm exceeded the clip; None for training without per-example
+        clipping.
     """
 
     client_id: int
@@ -68,6 +72,8 @@ class ClientUpdate:
     num_samples: int
     train_loss: float
     steps: int
+    examples_seen: int | None = None
+    examples_clipped: int | None = None
 
 
 class Client:

@@ -91,12 +91,18 @@ class TrainReport:
         n_k; None where the policy does not release it.
     train_loss : float or None
         Mean local training loss; None where the policy does not release it.
+    examples_seen, examples_clipped : int or None
+        DP-SGD's examples in the round's batches and those clipped
+        (:class:`~privfed.federated.client.ClientUpdate`); None where the policy does not
+        release them (``ParticipationPolicy.releases_exact_diagnostics``).
     """
 
     client_id: int
     steps: int
     num_samples: int | None = None
     train_loss: float | None = None
+    examples_seen: int | None = None
+    examples_clipped: int | None = None
 
 
 @dataclass(frozen=True)

@@ -86,10 +86,13 @@ class History:
 
     def without_participants(self) -> History:
         """A copy whose records list no client ids (``clients`` empty; the count is kept in
-        ``extra["num_clients"]``): what user-level DP with client sampling may release,
+        ``extra["num_clients"]``) and no ``extra["epsilon_per_client"]`` (a function of each
+        client's participation count): what user-level DP with client sampling may release,
         since amplification by sampling holds only while who took part stays secret."""
         records = [
-            replace(r, clients=[], extra={**r.extra, "num_clients": len(r.clients)})
+            replace(r, clients=[], extra={
+                **{k: v for k, v in r.extra.items() if k != "epsilon_per_client"},
+                "num_clients": len(r.clients)})
             for r in self.rounds
         ]
         return History(records, self.stop_reason)

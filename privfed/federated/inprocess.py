@@ -102,7 +102,9 @@ class InProcessEngine:
         self.aggregation = aggregation
         self.pipeline = pipeline or Pipeline()
         self.weighting = weighting or SampleWeighting()
-        self._releases_statistics = (policy or ParticipationPolicy()).releases_statistics
+        policy = policy or ParticipationPolicy()
+        self._releases_statistics = policy.releases_statistics
+        self._releases_diagnostics = policy.releases_exact_diagnostics
         self.evaluation = evaluation or EvaluationProtocol(aggregation)
         self.pending: dict[int, torch.Tensor] = {}
         self._streamed: tuple[RoundPlan, RunningAggregate] | None = None
@@ -165,12 +167,15 @@ class InProcessEngine:
         return self.aggregation.running(plan.round_id, plan.on_server_message)
 
     def _report(self, update: ClientUpdate) -> TrainReport:
-        """What the client tells the server (loss and sample count where released)."""
-        released = self._releases_statistics
+        """What the client tells the server (loss, sample count and clipped-example count
+        where released)."""
+        released, diagnosed = self._releases_statistics, self._releases_diagnostics
         return TrainReport(
             update.client_id, update.steps,
             num_samples=update.num_samples if released else None,
             train_loss=update.train_loss if released else None,
+            examples_seen=update.examples_seen if diagnosed else None,
+            examples_clipped=update.examples_clipped if diagnosed else None,
         )
 
     def _chunks(self, jobs: Sequence[TrainJob]) -> list[Sequence[TrainJob]]:

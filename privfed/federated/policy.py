@@ -37,6 +37,13 @@ class ParticipationPolicy:
         return True
 
     @property
+    def releases_exact_diagnostics(self) -> bool:
+        """Whether clients report exact diagnostics of their training (DP-SGD's count of
+        clipped examples): as :attr:`releases_statistics` unless a mechanism's
+        ``privacy.diagnostics = "exact"`` asks for them despite the privacy they cost."""
+        return self.releases_statistics
+
+    @property
     def min_cohort(self) -> int:
         """The fewest clients a round's aggregate may hold; smaller cohorts are skipped."""
         return 1

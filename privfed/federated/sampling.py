@@ -49,13 +49,12 @@ class ClientSampler:
     """Samples the clients of each round.
 
     Fixed-size sampling (default) draws ``m = max(1, round(fraction * K))`` distinct clients
-    per round (McMahan et al.'s C). Poisson sampling includes each client independently with
-    probability ``fraction`` (what the subsampled-Gaussian accountants of user-level DP
-    assume); a round may then have no client at all. Cyclic sampling is a public schedule
-    without randomness: the clients form ``B = ceil(K / m)`` blocks of m consecutive ids (the
-    last may be smaller) and round r takes block ``(r - 1) mod B``, so each client takes part
-    once every B rounds (what DP-FTRL's tree accounting uses). With ``fraction == 1`` every
-    client takes part and no randomness is used.
+    per round (McMahan et al.'s C), uniformly without replacement. Poisson sampling includes
+    each client independently with probability ``fraction``; a round may then have no
+    client at all. With ``fraction == 1`` every client takes part and no randomness is used.
+    Cyclic participation (``groups = b``) uses no randomness either: client c belongs to
+    group ``c mod b`` and the r-th round (from 0) takes group ``r mod b``, so each client
+    takes part once every b rounds, ``ceil(T / b)`` times in T rounds at most.
 
     Parameters
     ----------
@@ -67,12 +66,18 @@ class ClientSampler:
         Seed of the sampler's own generator (one stream for the whole training).
     poisson : bool, default False
         Poisson instead of fixed-size sampling.
-    cyclic : bool, default False
-        The cyclic schedule instead of fixed-size sampling (not with ``poisson``).
     uniform : callable, optional
-        ``n -> n`` uniforms in [0, 1) for Poisson sampling instead of the seeded generator,
-        e.g. a cryptographically secure source, so that who took part cannot be regenerated
-        from the seed.
+        ``n -> n`` uniforms in [0, 1) for Poisson and fixed-size sampling instead of the
+        seeded generator, e.g. a cryptographically secure source, so that who took part
+        cannot be regenerated from the seed (a fixed-size cohort: the m clients of smallest
+        uniform).
+    groups : int, optional
+        b in [1, K]: cyclic participation in b groups (``fraction`` must then be 1).
+
+    Raises
+    ------
+    ValueError
+        ``groups`` outside [1, K], or with ``fraction < 1`` or Poisson sampling.
     """
 
     def __init__(
@@ -82,40 +87,28 @@ class ClientSampler:
         seed: int,
         poisson: bool = False,
         uniform: Callable[[int], np.ndarray] | None = None,
-        cyclic: bool = False,
+        groups: int | None = None,
     ) -> None:
         check_field("federation.fraction", fraction)
         check_field("data.num_clients", num_clients)
-        if poisson and cyclic:
-            raise ValueError("client sampling is either Poisson or cyclic, not both")
+        if groups is not None:
+            _check_groups(groups, num_clients, fraction, poisson)
         self.num_clients = num_clients
         self.fraction = fraction
         self.poisson = poisson
-        self.cyclic = cyclic
-        self.per_round = max(1, min(num_clients, math.floor(fraction * num_clients + 0.5)))
-        self._drawn = 0
+        self.groups = groups
+        self.per_round = (-(-num_clients // groups) if groups is not None else
+                          max(1, min(num_clients, math.floor(fraction * num_clients + 0.5))))
         self._rng = np.random.default_rng(seed)
-        self._uniform = uniform or self._rng.random
+        self._uniform = uniform
+        self._draws = 0
 
     @property
     def rate(self) -> float:
-        """Probability that a given client takes part in a round (q); cyclic: 1 / B."""
-        if self.cyclic:
-            return 1 / self.blocks
+        """Probability that a given client takes part in a round (q; cyclic: 1 / b)."""
+        if self.groups is not None:
+            return 1 / self.groups
         return self.fraction if self.poisson else self.per_round / self.num_clients
-
-    @property
-    def blocks(self) -> int:
-        """B, the number of cyclic blocks of ``per_round`` clients."""
-        return math.ceil(self.num_clients / self.per_round)
-
-    @property
-    def period(self) -> int | None:
-        """The public number of rounds between two participations of every client: 1 when
-        every client takes every round, B under cyclic sampling; None when random."""
-        if self.fraction == 1.0:
-            return 1
-        return self.blocks if self.cyclic else None
 
     @property
     def expected_per_round(self) -> float:
@@ -124,24 +117,26 @@ class ClientSampler:
 
     def sample(self) -> list[int]:
         """The sorted ids of the next round's clients."""
+        draw, self._draws = self._draws, self._draws + 1
+        if self.groups is not None:
+            return list(range(draw % self.groups, self.num_clients, self.groups))
         if self.fraction == 1.0:
             return list(range(self.num_clients))
-        if self.cyclic:
-            block = self._drawn % self.blocks
-            self._drawn += 1
-            return list(range(block * self.per_round,
-                              min(self.num_clients, (block + 1) * self.per_round)))
         if self.poisson:
-            return [int(c) for c in np.flatnonzero(self._uniform(self.num_clients) < self.rate)]
-        chosen = self._rng.choice(self.num_clients, size=self.per_round, replace=False)
+            uniform = self._uniform or self._rng.random
+            return [int(c) for c in np.flatnonzero(uniform(self.num_clients) < self.rate)]
+        if self._uniform is not None:
+            chosen = np.argsort(self._uniform(self.num_clients), kind="stable")[:self.per_round]
+        else:
+            chosen = self._rng.choice(self.num_clients, size=self.per_round, replace=False)
         return sorted(int(c) for c in chosen)
 
     def state_dict(self) -> dict[str, Any]:
-        """The seeded generator's state (NumPy's ``bit_generator.state``) and the rounds
-        drawn (the cyclic schedule's position), for a checkpoint. A secure ``uniform``
-        source keeps no state that could be saved: after a restore it draws fresh, as it
-        would have."""
-        return {"rng": self._rng.bit_generator.state, "drawn": self._drawn}
+        """The seeded generator's state (NumPy's ``bit_generator.state``) and the number of
+        rounds drawn (the cyclic schedule's position), for a checkpoint. A secure
+        ``uniform`` source keeps no state that could be saved: after a restore it draws
+        fresh, as it would have."""
+        return {"rng": self._rng.bit_generator.state, "draws": self._draws}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue the seeded draws from :meth:`state_dict`'s output.
@@ -153,6 +148,19 @@ class ClientSampler:
         """
         try:
             self._rng.bit_generator.state = dict(state["rng"])
-            self._drawn = int(state.get("drawn", 0))
+            self._draws = int(state.get("draws", 0))
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"not a client sampler's state: {err}") from None
+
+
+def _check_groups(groups: int, num_clients: int, fraction: float, poisson: bool) -> None:
+    """Raise ValueError naming the fields unless cyclic participation in ``groups`` groups
+    is possible (b in [1, K], every client of the round's group, no Poisson sampling)."""
+    check_field("federation.cyclic_groups", groups)
+    if groups > num_clients:
+        raise ValueError(f"federation.cyclic_groups ({groups}) must be at most "
+                         f"data.num_clients ({num_clients})")
+    if fraction != 1.0 or poisson:
+        raise ValueError("federation.cyclic_groups: a cyclic round trains its whole group; "
+                         "federation.fraction must be 1 and federation.client_sampling "
+                         f"'cyclic', got fraction {fraction} (poisson: {poisson})")

@@ -315,6 +315,7 @@ class Server:
     def _record(
         self, cohort: Cohort, aggregate: Aggregate, started: float, notes: Mapping[str, Any]
     ) -> RoundRecord:
+        clipped = clipped_example_fraction(cohort.reports, set(aggregate.included))
         return RoundRecord(
             round=self.round,
             clients=list(aggregate.included),
@@ -326,6 +327,7 @@ class Server:
                 **{f"seconds_{k}": v for k, v in aggregate.seconds.items()},
                 **self.policy.metrics(),
                 **self.pipeline.metrics(),
+                **({} if clipped is None else {"clipped_example_fraction": clipped}),
                 **notes,
             },
         )
@@ -358,6 +360,15 @@ def weighted_loss(reports: Sequence[TrainReport], included: set[int]) -> float |
             and not math.isnan(r.train_loss) and r.num_samples]
     total = sum(r.num_samples for r in kept)
     return sum(r.train_loss * r.num_samples for r in kept) / total if total else None
+
+
+def clipped_example_fraction(reports: Sequence[TrainReport], included: set[int]) -> float | None:
+    """The fraction of the ``included`` clients' DP-SGD examples whose gradient norm exceeded
+    the clip, over the examples of their batches (None where no client reported its counts,
+    e.g. under private diagnostics, or none saw an example)."""
+    kept = [r for r in reports if r.client_id in included and r.examples_seen is not None]
+    seen = sum(r.examples_seen for r in kept)
+    return sum(r.examples_clipped for r in kept) / seen if seen else None
 
 
 def check_global_model(weights: torch.Tensor, round_id: int) -> None:

@@ -107,7 +107,9 @@ class UpdateStage:
         """Adopt the server's :meth:`broadcast` (on a client of a distributed engine)."""
 
     def state_dict(self, client_id: int) -> dict[str, Any]:
-        """Client ``client_id``'s state kept between rounds (JSON-able; arrays as lists)."""
+        """Client ``client_id``'s state kept between rounds: numbers, strings, lists, dicts
+        and CPU tensors (a JSON transport, e.g. a Flower node's state, writes a tensor as a
+        list, which :meth:`load_state_dict` also takes)."""
         return {}
 
     def load_state_dict(self, client_id: int, state: Mapping[str, Any]) -> None:

@@ -6,10 +6,11 @@ DP-FedAvg as update stages (:class:`ClipStage` with adaptive clipping,
 :class:`CentralNoiseStage`, :class:`DistributedNoiseStage`) accounted by
 :class:`UserLevelPolicy` and :class:`DistributedPolicy`; user-level DP-FTRL with tree
 or banded matrix-factorisation noise for unsampled federations (:class:`TreeNoiseStage`,
-:class:`BandedNoiseStage`, :class:`FTRLPolicy`);
-accounting (dp-accounting's PLD, Opacus's PRV and RDP) with per-client participation ledgers
-and budgets; and the mechanisms' noise sources (secure, or seeded from the config).
-:func:`build_privacy` builds the configured mechanism's parts.
+:class:`BandedNoiseStage`, :class:`FTRLPolicy`); accounting (dp-accounting's PLD, Opacus's
+PRV and RDP) with per-client participation ledgers and budgets, crediting how clients take
+part (:class:`Participation`: Poisson, fixed-size cohorts, cyclic groups); and the
+mechanisms' noise sources (secure, or seeded from the config). :func:`build_privacy` builds
+the configured mechanism's parts.
 
 Names are imported on first use, so importing this package loads neither Opacus nor the
 crypto packages.
@@ -32,6 +33,7 @@ _EXPORTS = {
     "banded": ("BandedNoiseStage", "banded_sensitivity", "sqrt_coefficients"),
     "modules": ("check_dp_module", "unsupported_layers"),
     "ledger": ("ParticipationLedger", "planned_participations"),
+    "participation": ("Participation",),
     "policies": ("DistributedPolicy", "RecordLevelPolicy", "UserLevelPolicy"),
     "randomness": ("NoisePolicy", "REPRODUCIBLE_NOISE", "SecureNoise", "SeededNoise"),
     "skellam": ("skellam_epsilon",),

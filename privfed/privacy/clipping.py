@@ -21,6 +21,7 @@ import torch
 from privfed.config.fields import check_field
 from privfed.federated.stages import ServerAggregate, UpdateStage
 from privfed.privacy.accounting import adaptive_update_noise
+from privfed.privacy.diagnostics import estimated_clipped_fraction
 
 __all__ = ["AdaptiveClipping", "ClipStage", "clip_to_norm", "update_noise_multiplier"]
 
@@ -69,6 +70,12 @@ class ClipStage(UpdateStage):
     expected_clients : float
         qK, the public expected number of clients per round (the bit sum's denominator).
     adaptive : AdaptiveClipping, optional
+    exact_diagnostics : bool, default False
+        Count the clients whose update the client half clipped and report the exact
+        ``clipped_fraction`` (``privacy.diagnostics = "exact"``; each client knows its own
+        bit and the in-process simulation adds the bits up, which in a deployment only
+        central DP's server may know (docs/privacy.md); on a Flower server, which runs no
+        client half, it is absent).
 
     Attributes
     ----------
@@ -79,7 +86,8 @@ class ClipStage(UpdateStage):
     name = "clip"
 
     def __init__(
-        self, clip_norm: float, expected_clients: float, adaptive: AdaptiveClipping | None = None
+        self, clip_norm: float, expected_clients: float, adaptive: AdaptiveClipping | None = None,
+        *, exact_diagnostics: bool = False,
     ) -> None:
         check_field("privacy.clip_norm", clip_norm)
         if not expected_clients > 0:
@@ -90,6 +98,9 @@ class ClipStage(UpdateStage):
         self._initial = clip_norm
         self.expected_clients = expected_clients
         self.adaptive = adaptive
+        self.exact_diagnostics = exact_diagnostics
+        self._clipped = self._seen = 0
+        self._figures: dict[str, float] = {}
 
     def output_length(self, length: int) -> int:
         """The update, plus the clip bit with adaptive clipping."""
@@ -98,6 +109,9 @@ class ClipStage(UpdateStage):
     def client(self, round_id: int, client_id: int, vector: torch.Tensor) -> torch.Tensor:
         """Clip ``vector`` (float32, ``(d,)``) to S; append the centred clip bit (adaptive)."""
         clipped, unclipped = clip_to_norm(vector, self.clip_norm)
+        if self.exact_diagnostics:
+            self._seen += 1
+            self._clipped += not unclipped
         if self.adaptive is None:
             return clipped
         bit = torch.tensor([float(unclipped) - 0.5], dtype=clipped.dtype)
@@ -107,13 +121,22 @@ class ClipStage(UpdateStage):
         """Adaptive clipping: strip the bit sum and, unless the round was discarded, update
         ``S <- S * exp(-eta * (bit_sum / qK + 1/2 - gamma))`` (Andrew et al. 2021, Alg. 1).
 
-        Also in a round without clients: its bit sum is the noise alone."""
+        Also in a round without clients: its bit sum is the noise alone. Sets the round's
+        diagnostics: ``clipped_fraction_estimate`` from the noisy bit sum (adaptive) and,
+        with ``exact_diagnostics``, the exact ``clipped_fraction`` of the client halves run
+        since the last server half."""
+        self._figures = {}
+        if self.exact_diagnostics and self._seen and aggregate.included:
+            self._figures["clipped_fraction"] = self._clipped / self._seen
+        self._clipped = self._seen = 0
         if self.adaptive is None:
             return aggregate
         bit_sum = float(aggregate.sum[-1])
         stripped = aggregate.map(lambda values: values[:-1])
         if aggregate.discarded:
             return stripped
+        self._figures["clipped_fraction_estimate"] = estimated_clipped_fraction(
+            bit_sum, self.expected_clients)
         unclipped = bit_sum / self.expected_clients + 0.5
         self.clip_norm *= math.exp(
             -self.adaptive.clip_lr * (unclipped - self.adaptive.target_quantile))
@@ -139,8 +162,9 @@ class ClipStage(UpdateStage):
         self.clip_norm = clip_norm
 
     def metrics(self) -> dict[str, Any]:
-        """``clip_norm``: the S of the next round."""
-        return {"clip_norm": self.clip_norm}
+        """``clip_norm``: the S of the next round; the round's clipped fractions (see
+        :meth:`server`)."""
+        return {"clip_norm": self.clip_norm, **self._figures}
 
     def server_state(self) -> dict[str, Any]:
         """``{"clip_norm": S}`` where S adapts; empty for a fixed S (the config's)."""

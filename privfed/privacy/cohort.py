@@ -35,6 +35,7 @@ def fit_cohort_dpsgd(
     clients: Sequence[Client],
     starts: torch.Tensor,
     sources: Sequence[NoiseSource],
+    *, count_clipped: bool = False,
 ) -> list[ClientUpdate]:
     """``params.steps_per_round`` DP-SGD steps of every client at once.
 
@@ -51,6 +52,8 @@ def fit_cohort_dpsgd(
         ``(K, P)`` float32 starting models, on the device to train on (not modified).
     sources : sequence of NoiseSource
         Client k's batches and noise (its own; no other party can derive a secure one).
+    count_clipped : bool, default False
+        Count each client's clipped examples (:class:`~privfed.privacy.trainer.DPSGDTrainer`).
 
     Returns
     -------
@@ -64,14 +67,16 @@ def fit_cohort_dpsgd(
     anchors = model.views(starts)
     std = params.noise_multiplier * params.max_grad_norm
     loss_sum = torch.zeros(len(clients), dtype=torch.float64)
-    seen = torch.zeros(len(clients), dtype=torch.int64)
+    seen, clipped = torch.zeros(2, len(clients), dtype=torch.int64)  # on the CPU
     for _ in range(params.steps_per_round):
         local, mask = _poisson_batches(sources, sizes, params.sample_rate, device)
         if mask.shape[1]:
-            grads, losses = _clipped_sums(model, views, data, local, mask,
-                                          params.max_grad_norm)
+            grads, losses, norms = _clipped_sums(model, views, data, local, mask,
+                                                 params.max_grad_norm)
             loss_sum += losses.cpu().double()
             seen += mask.sum(1).cpu()
+            if count_clipped:
+                clipped += ((norms > params.max_grad_norm) & mask).sum(1).cpu()
         else:
             grads = [torch.zeros_like(v) for v in views]
         noise = _noise(sources, std, model.numel, device)
@@ -82,12 +87,24 @@ def fit_cohort_dpsgd(
                 grad.add_(view - anchor, alpha=training.mu * params.normaliser)
             view.sub_(grad, alpha=training.lr / params.normaliser)
     deltas = (model.stack(views) - starts).cpu()
+    return _client_updates(clients, deltas, loss_sum, seen, clipped if count_clipped else None,
+                           params.steps_per_round)
+
+
+def _client_updates(
+    clients: Sequence[Client], deltas: torch.Tensor, loss_sum: torch.Tensor,
+    seen: torch.Tensor, clipped: torch.Tensor | None, steps: int,
+) -> list[ClientUpdate]:
+    """Each client's update: its delta (row of ``deltas``), its mean loss over the ``seen``
+    examples (NaN where none) and, where counted (``clipped`` not None), the examples seen
+    and clipped."""
+    overs = [None] * len(clients) if clipped is None else clipped.tolist()
     return [
         ClientUpdate(client_id=c.client_id, delta=delta, num_samples=c.num_samples,
-                     train_loss=float(total / count) if count else math.nan,
-                     steps=params.steps_per_round)
-        for c, delta, total, count in zip(clients, deltas, loss_sum.tolist(), seen.tolist(),
-                                          strict=True)
+                     train_loss=float(total / count) if count else math.nan, steps=steps,
+                     examples_seen=None if over is None else count, examples_clipped=over)
+        for c, delta, total, count, over in zip(clients, deltas, loss_sum.tolist(),
+                                                seen.tolist(), overs, strict=True)
     ]
 
 
@@ -118,9 +135,9 @@ def _noise(sources: Sequence[NoiseSource], std: float, numel: int,
 def _clipped_sums(
     model: StackedModel, views: Sequence[torch.Tensor], data, local: torch.Tensor,
     mask: torch.Tensor, max_grad_norm: float,
-) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Each client's sum of clipped per-example gradients (laid out as ``views``) and its
-    summed loss, ``(K,)``."""
+) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Each client's sum of clipped per-example gradients (laid out as ``views``), its
+    summed loss, ``(K,)``, and the per-example gradient norms, ``(K, B)``."""
     x, y = data.batch(local, mask)
     weights = mask.float()
     logits, tape = model.forward(views, x)
@@ -129,9 +146,10 @@ def _clipped_sums(
     out_grads = model.output_grads(views, tape, grad)
     sq_norms = sum(linear_sq_norms(a, g, layer.bias_offset is not None)
                    for layer, a, g in zip(model.linears, inputs, out_grads, strict=True))
-    factors = clip_factors(sq_norms.sqrt(), max_grad_norm) * weights
+    norms = sq_norms.sqrt()
+    factors = clip_factors(norms, max_grad_norm) * weights
     clipped = []
     for layer, a, g in zip(model.linears, inputs, out_grads, strict=True):
         weight, bias = linear_clipped_grads(a, g, factors, layer.bias_offset is not None)
         clipped += [weight] if bias is None else [weight, bias]
-    return clipped, losses.sum(1)
+    return clipped, losses.sum(1), norms

@@ -28,6 +28,7 @@ import torch
 from privfed.config.fields import check_field
 from privfed.federated.stages import ServerAggregate, UpdateStage
 from privfed.privacy.clipping import ClipStage, update_noise_multiplier
+from privfed.privacy.diagnostics import noise_figures
 from privfed.privacy.randomness import NoisePolicy
 from privfed.privacy.skellam import add_skellam_noise
 
@@ -105,6 +106,7 @@ class DistributedNoiseStage(UpdateStage):
         self.quantization_step = (
             skellam_step(clip.clip_norm, quantization_step) if noise_kind == "skellam" else 0.0)
         self.discarded_rounds = 0
+        self._figures: dict[str, float] = {}
 
     @property
     def skellam_mu(self) -> float:
@@ -127,15 +129,34 @@ class DistributedNoiseStage(UpdateStage):
 
     def server(self, round_id: int, aggregate: ServerAggregate) -> ServerAggregate:
         """Withhold a sum of fewer than K_min clients (less noise than accounted): a zero
-        sum, marked discarded; else the sum unchanged."""
-        if aggregate.discarded or len(aggregate.included) >= self.min_surviving_clients:
+        sum, marked discarded; else the sum unchanged, and the round's private diagnostics
+        (:meth:`metrics`)."""
+        self._figures = {}
+        if aggregate.discarded:
             return aggregate
-        self.discarded_rounds += 1
-        return replace(aggregate.with_sum(torch.zeros_like(aggregate.values)), discarded=True)
+        if len(aggregate.included) < self.min_surviving_clients:
+            self.discarded_rounds += 1
+            return replace(aggregate.with_sum(torch.zeros_like(aggregate.values)),
+                           discarded=True)
+        if self.noise_multiplier:
+            d = aggregate.values.numel() - (self.clip.adaptive is not None)
+            self._figures = noise_figures(aggregate.sum[:d], self.sum_noise_std(
+                len(aggregate.included)))
+        return aggregate
+
+    def sum_noise_std(self, clients: int) -> float:
+        """The per-coordinate std of the noise in a sum of ``clients`` shares,
+        ``z_u S sqrt(clients / K_min)`` (Skellam: the same variance, ``2 mu gamma^2`` per
+        share, without the rounding's); a public function of the released count."""
+        return self.update_noise * self.clip.clip_norm * math.sqrt(
+            clients / self.min_surviving_clients)
 
     def metrics(self) -> dict[str, Any]:
-        """``discarded_rounds`` so far."""
-        return {"discarded_rounds": self.discarded_rounds}
+        """``discarded_rounds`` so far, and the round's ``noise_std``,
+        ``noise_norm_expected`` and ``snr_estimate``
+        (:func:`~privfed.privacy.diagnostics.noise_figures`). No party knows the total
+        noise (each client knows its share), so there are no exact noise figures."""
+        return {"discarded_rounds": self.discarded_rounds, **self._figures}
 
     def server_state(self) -> dict[str, Any]:
         """``discarded_rounds`` so far."""

@@ -35,6 +35,8 @@ from privfed.privacy.ftrl import (
     tree_sensitivity,
 )
 from privfed.privacy.ledger import planned_participations
+from privfed.privacy.noise_cohort import NoiseCohort
+from privfed.privacy.participation import Participation
 from privfed.privacy.policies import DistributedPolicy, RecordLevelPolicy, UserLevelPolicy
 from privfed.privacy.randomness import NoisePolicy
 from privfed.privacy.skellam import skellam_sum_epsilon
@@ -82,8 +84,8 @@ def build_privacy(
     noise: NoisePolicy,
     reference_size: int | None,
     participations: int | None = None,
-    period: int | None = None,
     module: torch.nn.Module,
+    cyclic_groups: int | None = None,
 ) -> PrivacyParts:
     """The trainer, stages, policy and weighting that implement ``config``.
 
@@ -97,10 +99,10 @@ def build_privacy(
     num_clients : int
         K.
     sample_rate : float
-        q, the client sampler's rate (it enters the accounting).
+        q, the client sampler's rate (it enters the accounting; cyclic: 1 / b).
     poisson : bool
         Whether clients are sampled independently with probability q (else a fixed-size
-        cohort).
+        cohort of qK, sampled without replacement, or cyclic groups).
     num_params : int
         Length of the model's flat vector (Skellam's rounding sensitivity).
     rounds : int
@@ -115,13 +117,15 @@ def build_privacy(
     participations : int, optional
         The rounds a client is planned to take part in (what a target epsilon is calibrated
         for; a client sampled more often stops at its budget); default
-        :func:`~privfed.privacy.ledger.planned_participations` of ``rounds`` at rate q.
-    period : int, optional
-        "ftrl": the public number of rounds between two participations of a client
-        (:attr:`~privfed.federated.sampling.ClientSampler.period`); None: random sampling.
+        :func:`~privfed.privacy.ledger.planned_participations` of ``rounds`` at rate q
+        (cyclic: ``ceil(rounds / b)``).
     module : torch.nn.Module
         The model ("local": checked to be trainable by Opacus, see
         :func:`~privfed.privacy.modules.check_dp_module`; fix it before binding it).
+    cyclic_groups : int, optional
+        b: clients take part in b public groups in turn (``federation.cyclic_groups``);
+        user-level accounting then credits no amplification
+        (:class:`~privfed.privacy.participation.Participation`).
 
     Returns
     -------
@@ -130,21 +134,23 @@ def build_privacy(
     Raises
     ------
     ValueError
-        The model cannot be trained by Opacus ("local"); user-level DP with client
-        sampling that is not Poisson ("central", "distributed") or not a public schedule
-        ("ftrl"); a target epsilon out of reach.
+        The model cannot be trained by Opacus ("local"); "ftrl" with random client
+        sampling (it accounts a public schedule); a target epsilon out of reach.
     """
     if config.mechanism == "none":
         return PrivacyParts(SGDTrainer(training), (), ParticipationPolicy(), SampleWeighting())
-    if participations is None:
+    participation = Participation.of(num_clients, sample_rate, poisson, cyclic_groups)
+    if participations is None and cyclic_groups is not None:
+        participations = participation.participations(rounds)
+    elif participations is None:
         participations = planned_participations(rounds, sample_rate)
     if config.mechanism == "local":
         return _build_local(config, num_clients, module, training, noise, reference_size,
                             participations)
     if config.mechanism == "ftrl":
-        return _build_ftrl(config, num_clients, sample_rate, period, rounds, training, noise)
-    return _build_user_level(config, num_clients, sample_rate, poisson, num_params, rounds,
-                             training, noise, participations)
+        return _build_ftrl(config, participation, rounds, training, noise)
+    return _build_user_level(config, participation, num_params, rounds, training, noise,
+                             participations)
 
 
 def _build_local(
@@ -178,15 +184,15 @@ def _build_local(
         sigma = _calibrate(config, rate, participations * steps)
     params = DPSGDParams(sigma, config.max_grad_norm, rate, steps, float(training.batch_size))
     policy = RecordLevelPolicy(params, num_clients=num_clients, delta=config.delta,
-                               accountant=config.accountant, budget=config.epsilon, noise=noise)
-    return PrivacyParts(DPSGDTrainer(params, training, noise), (), policy, UniformWeighting())
+                               accountant=config.accountant, budget=config.epsilon, noise=noise,
+                               exact_diagnostics=config.exact_diagnostics)
+    trainer = DPSGDTrainer(params, training, noise, count_clipped=config.exact_diagnostics)
+    return PrivacyParts(trainer, (), policy, UniformWeighting())
 
 
 def _build_user_level(
     config: PrivacyConfig,
-    num_clients: int,
-    rate: float,
-    poisson: bool,
+    participation: Participation,
     num_params: int,
     rounds: int,
     training: LocalTraining,
@@ -194,38 +200,41 @@ def _build_user_level(
     participations: int,
 ) -> PrivacyParts:
     """Clip (adaptive or not), then central noise or noise shares; weight 1, divided by
-    the expected cohort ``qK`` (McMahan et al. 2018)."""
-    if rate < 1 and not poisson:
-        raise ValueError(
-            f"privacy.mechanism {config.mechanism!r} accounts with the Poisson-subsampled "
-            f"Gaussian mechanism: it needs Poisson client sampling "
-            f"(federation.client_sampling = 'poisson') or federation.fraction = 1, got "
-            f"fixed-size sampling at rate {rate:.3g}"
-        )
+    the expected cohort ``qK`` (McMahan et al. 2018). With ``privacy.noise_cohort_size``
+    C ("central" only) z is calibrated and accounted for a deployment of C clients per
+    round with the same participation scheme and rate, and the noise scaled by ``qK / C``
+    (:class:`~privfed.privacy.noise_cohort.NoiseCohort`)."""
+    num_clients, rate = participation.num_clients, participation.rate
     if config.delta >= 1 / num_clients:
         warnings.warn(
             f"privacy.delta = {config.delta} >= 1/K = {1 / num_clients:.3g} for user-level DP "
             f"over {num_clients} clients",
             stacklevel=3,
         )
+    expected = rate * num_clients
+    cohort = None
+    if config.noise_cohort_size is not None:
+        cohort = NoiseCohort(expected, config.noise_cohort_size)
     adaptive = None
-    if config.adaptive_clipping:
-        count_std = config.clipped_count_stddev or rate * num_clients / 20
+    if config.adaptive_clipping:  # sigma_b is the deployment's: C / 20 by default
+        deployed = expected if cohort is None else cohort.deployed
+        count_std = config.clipped_count_stddev or deployed / 20
         adaptive = AdaptiveClipping(config.target_quantile, config.clip_lr, count_std)
-    k_min = config.min_surviving_clients or default_min_surviving(num_clients, rate, poisson)
+    k_min = config.min_surviving_clients or _default_min_cohort(participation)
     z = config.noise_multiplier
     if z is None and config.mechanism == "central":
-        z = _calibrate(config, rate, rounds)
+        z = _calibrate_user_level(config, participation, rounds)
     elif z is None:
         z = _calibrate_distributed(config, num_params, participations)
-    expected = rate * num_clients
-    clip = ClipStage(config.clip_norm, expected, adaptive)
+    exact = config.exact_diagnostics
+    clip = ClipStage(config.clip_norm, expected, adaptive, exact_diagnostics=exact)
     common = dict(noise_multiplier=z, sample_rate=rate, num_clients=num_clients,
                   delta=config.delta, noise=noise, accountant=config.accountant,
-                  budget=config.epsilon)
+                  budget=config.epsilon, participation=participation)
     if config.mechanism == "central":
-        stage: UpdateStage = CentralNoiseStage(clip, z, noise)
-        policy: UserLevelPolicy = UserLevelPolicy(**common)
+        stage: UpdateStage = CentralNoiseStage(clip, z, noise, exact_diagnostics=exact,
+                                               cohort=cohort)
+        policy: UserLevelPolicy = UserLevelPolicy(**common, noise_cohort=cohort)
     else:
         shares = DistributedNoiseStage(clip, z, k_min, noise, noise_kind=config.noise,
                                        quantization_step=config.quantization_step)
@@ -238,18 +247,18 @@ def _build_user_level(
 
 def _build_ftrl(
     config: PrivacyConfig,
-    num_clients: int,
-    rate: float,
-    period: int | None,
+    participation: Participation,
     rounds: int,
     training: LocalTraining,
     noise: NoisePolicy,
 ) -> PrivacyParts:
-    """Clip, then tree or banded noise on the prefix sums; weight 1, divided by the clients
-    per round ``K / period`` (public)."""
-    if period is None:
+    """Clip, then tree or banded noise on the prefix sums; weight 1, divided by the public
+    expected clients per round (K, or K / b under cyclic groups)."""
+    if participation.scheme not in ("full", "cyclic"):
         raise ValueError("privacy.mechanism 'ftrl' accounts a public schedule: it needs "
-                         "federation.fraction = 1 or federation.client_sampling 'cyclic'")
+                         "federation.fraction = 1 (or cyclic groups, "
+                         "federation.cyclic_groups)")
+    period = participation.groups
     bands = config.bands or period
     if config.factorization == "tree":
         def sensitivity(t: int) -> float:
@@ -266,13 +275,35 @@ def _build_ftrl(
         except ValueError as err:
             raise ValueError(f"privacy.epsilon = {config.epsilon} cannot be reached at delta "
                              f"{config.delta} over {rounds} rounds: {err}") from None
-    expected = rate * num_clients
+    expected = participation.rate * participation.num_clients
     clip = ClipStage(config.clip_norm, expected)
     stage: UpdateStage = (TreeNoiseStage(clip, z, noise) if config.factorization == "tree"
                           else BandedNoiseStage(clip, z, bands, noise))
     policy = FTRLPolicy(noise_multiplier=z, sensitivity=sensitivity, delta=config.delta,
                         noise=noise, accountant=config.accountant, budget=config.epsilon)
     return PrivacyParts(SGDTrainer(training), (clip, stage), policy, UniformWeighting(expected))
+def _default_min_cohort(participation: Participation) -> int:
+    """K_min when not configured: cyclic, the smallest group ``floor(K / b)``; else
+    :func:`~privfed.privacy.distributed.default_min_surviving`."""
+    if participation.scheme == "cyclic":
+        return participation.num_clients // participation.groups
+    return default_min_surviving(participation.num_clients, participation.rate,
+                                 participation.scheme == "poisson")
+
+
+def _calibrate_user_level(config: PrivacyConfig, participation: Participation,
+                          rounds: int) -> float:
+    """z whose epsilon over ``rounds`` released rounds, as ``participation`` accounts it,
+    is in ``[0.99, 1] * privacy.epsilon``."""
+    assert config.epsilon is not None
+    try:
+        return participation.calibrate(config.epsilon, config.delta, rounds,
+                                       config.accountant)
+    except ValueError as err:
+        raise ValueError(
+            f"privacy.epsilon = {config.epsilon} cannot be reached at delta {config.delta} "
+            f"over {rounds} rounds ({participation.method}): {err}"
+        ) from None
 
 
 def _calibrate(config: PrivacyConfig, rate: float, steps: int) -> float:

@@ -159,6 +159,10 @@ class DPSGDTrainer:
         qualifies (every trainable parameter in a Linear or Conv2d layer, see
         :func:`~privfed.privacy.fastclip.fast_path_obstacles`), else "opacus". Both compute
         the same update (to float rounding) from the same random draws.
+    count_clipped : bool, default False
+        Count the examples whose gradient norm exceeds ``max_grad_norm``, from the norms
+        the clipping computes anyway (``privacy.diagnostics = "exact"``; one comparison
+        and sum per step, left out otherwise).
 
     Raises
     ------
@@ -168,7 +172,7 @@ class DPSGDTrainer:
 
     def __init__(
         self, params: DPSGDParams, training: LocalTraining, noise: NoisePolicy,
-        backend: str = "auto",
+        backend: str = "auto", *, count_clipped: bool = False,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"DP-SGD backend must be one of {list(BACKENDS)}, got {backend!r}")
@@ -176,6 +180,7 @@ class DPSGDTrainer:
         self.training = training
         self.noise = noise
         self.backend = backend
+        self.count_clipped = count_clipped
 
     def fit(
         self,
@@ -208,7 +213,8 @@ class DPSGDTrainer:
         -------
         ClientUpdate
             ``delta`` a flat float32 CPU tensor; ``train_loss`` is NaN when every batch was
-            empty.
+            empty; with ``count_clipped``, ``examples_seen`` and ``examples_clipped`` (the
+            examples whose gradient norm exceeded ``max_grad_norm``).
 
         Raises
         ------
@@ -222,15 +228,17 @@ class DPSGDTrainer:
         workspace.module.train()
         source = self.noise.around(generator)
         if clipper is None:
-            loss_sum, seen = self._opacus_steps(workspace, anchor, x, y, source)
+            loss_sum, seen, clipped = self._opacus_steps(workspace, anchor, x, y, source)
         else:
-            loss_sum, seen = self._fast_steps(clipper, workspace, anchor, x, y, source)
+            loss_sum, seen, clipped = self._fast_steps(clipper, workspace, anchor, x, y, source)
         return ClientUpdate(
             client_id=client.client_id,
             delta=(workspace.data - anchor).cpu(),
             num_samples=client.num_samples,
             train_loss=loss_sum / seen if seen else math.nan,
             steps=self.params.steps_per_round,
+            examples_seen=seen if self.count_clipped else None,
+            examples_clipped=clipped if self.count_clipped else None,
         )
 
     def _fast_clipper(self, module: nn.Module, x: torch.Tensor) -> PerExampleClipper | None:
@@ -249,21 +257,25 @@ class DPSGDTrainer:
     def _fast_steps(
         self, clipper: PerExampleClipper, workspace: FlatParameters, anchor: torch.Tensor,
         x: torch.Tensor, y: torch.Tensor, source: NoiseSource,
-    ) -> tuple[float, int]:
+    ) -> tuple[float, int, int]:
         """The steps on the fast path: ``w -= lr / normaliser * (Σ clipped + noise [+ prox])``
         as one flat update; the noise is one draw of ``NoiseSource.normal`` per step, split
-        over the parameters in spec order (as the Opacus path draws it)."""
+        over the parameters in spec order (as the Opacus path draws it). Returns the summed
+        loss, the examples seen and those clipped."""
         params, training = self.params, self.training
         criterion = nn.CrossEntropyLoss(reduction="sum")
         views = list(workspace.spec.unflatten(workspace.grad).values())
         std = params.noise_multiplier * params.max_grad_norm
-        loss_sum, seen = 0.0, 0
+        loss_sum, seen, clipped = 0.0, 0, 0
         with clipper.recording() as tape:
             for _ in range(params.steps_per_round):
                 index = source.subsample(len(x), params.sample_rate)
                 loss = criterion(workspace.module(x[index]), y[index])
                 grads = tape.gradients(loss)
-                factors = clip_factors(grads.sq_norms.sqrt(), params.max_grad_norm)
+                norms = grads.sq_norms.sqrt()
+                if self.count_clipped:
+                    clipped += int((norms > params.max_grad_norm).sum())
+                factors = clip_factors(norms, params.max_grad_norm)
                 grads.sums(factors, out=views)
                 if std:
                     noise = source.normal(std, workspace.spec.numel)
@@ -275,13 +287,15 @@ class DPSGDTrainer:
                 loss_sum += loss.item()
                 seen += len(index)
         workspace.grad.zero_()
-        return loss_sum, seen
+        return loss_sum, seen, clipped
 
     def _opacus_steps(
         self, workspace: FlatParameters, anchor: torch.Tensor, x: torch.Tensor,
         y: torch.Tensor, source: NoiseSource,
-    ) -> tuple[float, int]:
-        """The steps through Opacus's ghost clipping (the reference path)."""
+    ) -> tuple[float, int, int]:
+        """The steps through Opacus's ghost clipping (the reference path); returns what
+        :meth:`_fast_steps` returns (the clipped count from the per-example norms Opacus
+        computed for its clipping coefficients)."""
         dp, params, training = DPWorkspace.of(workspace), self.params, self.training
         optimizer = _SourcedNoiseOptimizer(
             torch.optim.SGD(dp.params, lr=training.lr / params.normaliser),
@@ -296,17 +310,20 @@ class DPSGDTrainer:
         criterion = DPLossFastGradientClipping(
             dp.hooks, optimizer, nn.CrossEntropyLoss(reduction="sum"), loss_reduction="sum"
         )
-        loss_sum, seen = 0.0, 0
+        loss_sum, seen, clipped = 0.0, 0, 0
         with dp.active(params.max_grad_norm):
             for _ in range(params.steps_per_round):
                 index = source.subsample(len(x), params.sample_rate)
                 optimizer.zero_grad()
                 loss = criterion(workspace.module(x[index]), y[index])
                 loss.backward()
+                if self.count_clipped and len(index):  # an empty batch sets no norms
+                    norms = dp.hooks.per_sample_gradient_norms
+                    clipped += int((norms > params.max_grad_norm).sum())
                 optimizer.step()
                 loss_sum += loss.item()
                 seen += len(index)
-        return loss_sum, seen
+        return loss_sum, seen, clipped
 
     def fit_cohort(
         self,
@@ -320,7 +337,8 @@ class DPSGDTrainer:
         noise come from its own source, as in :meth:`fit`
         (:func:`~privfed.privacy.cohort.fit_cohort_dpsgd`)."""
         sources = [self.noise.around(generator) for generator in generators]
-        return fit_cohort_dpsgd(model, self.params, self.training, clients, starts, sources)
+        return fit_cohort_dpsgd(model, self.params, self.training, clients, starts, sources,
+                                count_clipped=self.count_clipped)
 
     @property
     def expected_batch_size(self) -> int:

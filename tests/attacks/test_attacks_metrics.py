@@ -3,10 +3,20 @@
 import numpy as np
 import pytest
 from scipy.stats import mannwhitneyu
+from skimage.metrics import structural_similarity
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from attacks.metrics import advantage, mse, psnr, roc_auc, roc_curve, ssim, tpr_at_fpr
+from attacks.metrics import (
+    advantage,
+    match_reconstructions,
+    mse,
+    psnr,
+    roc_auc,
+    roc_curve,
+    ssim,
+    tpr_at_fpr,
+)
 
 
 @pytest.fixture
@@ -154,3 +164,66 @@ def test_ssim_known_values():
     s = ssim(x, noisy)
     assert np.all(s < 0.9) and np.all(s > -1)
     np.testing.assert_allclose(s, ssim(noisy, x))
+
+
+def test_ssim_is_scikit_images_on_a_known_pair():
+    rng = np.random.default_rng(2)
+    x = rng.random((2, 3, 16, 12))
+    y = np.clip(x + rng.normal(scale=0.1, size=x.shape), 0, 1)
+    expected = [structural_similarity(x[i], y[i], data_range=1.0, gaussian_weights=True,
+                                      sigma=1.5, win_size=7, channel_axis=0,
+                                      use_sample_covariance=True) for i in range(2)]
+    np.testing.assert_allclose(ssim(x, y), expected, rtol=1e-12)
+    # A flat feature vector (N, C, 1, W) is scored as a 1-D signal, window 7.
+    v, w = x[:, :1, :1, :], y[:, :1, :1, :]
+    flat = [structural_similarity(v[i, 0, 0], w[i, 0, 0], data_range=1.0,
+                                  gaussian_weights=True, sigma=1.5, win_size=7)
+            for i in range(2)]
+    np.testing.assert_allclose(ssim(v, w), flat, rtol=1e-12)
+    with pytest.raises(ValueError, match="at least 3 pixels"):
+        ssim(x[:, :, :2], y[:, :, :2])
+
+
+@pytest.fixture
+def batch():
+    """Four distinct 8x8 images in [0, 1] and a different noise image for each."""
+    rng = np.random.default_rng(3)
+    return rng.random((4, 1, 8, 8)), rng.random((4, 1, 8, 8))
+
+
+def test_matched_score_of_a_permuted_perfect_reconstruction_is_perfect(batch):
+    x, _ = batch
+    permuted = x[[2, 0, 3, 1]]
+    pairs = match_reconstructions(x, permuted)
+    np.testing.assert_array_equal(pairs.original, [0, 1, 2, 3])
+    np.testing.assert_array_equal(pairs.reconstruction, [1, 3, 0, 2])
+    assert np.all(np.isinf(pairs.psnr))
+    np.testing.assert_allclose(pairs.ssim, 1.0)
+    # Scored in the attack's order, the same reconstruction looks like a failure.
+    assert np.all(np.isfinite(psnr(x, permuted))) and np.all(ssim(x, permuted) < 0.5)
+
+
+def test_matched_score_of_half_the_batch_lies_between(batch):
+    x, noise = batch
+    half = np.concatenate([noise[:2], x[[3, 1]]])  # two recovered, two failures
+    pairs = match_reconstructions(x, half)
+    assert np.sum(np.isinf(pairs.psnr)) == 2 and np.sum(np.isclose(pairs.ssim, 1.0)) == 2
+    none = match_reconstructions(x, noise)
+    assert np.mean(none.ssim) < np.mean(pairs.ssim) < 1.0
+    finite = np.minimum(pairs.psnr, 100.0)
+    assert np.mean(np.minimum(none.psnr, 100.0)) < np.mean(finite) < 100.0
+    # Fewer reconstructions than originals: each paired with its own original.
+    two = match_reconstructions(x, x[[3, 1]])
+    np.testing.assert_array_equal(two.original, [1, 3])
+    assert np.all(np.isinf(two.psnr))
+
+
+def test_matching_is_one_to_one(batch):
+    x, _ = batch
+    # Both reconstructions are nearest to x[0]; the assignment credits it only once.
+    near = np.stack([x[0], np.clip(x[0] + 0.01, 0, 1)])
+    pairs = match_reconstructions(x, near)
+    assert len(set(pairs.original.tolist())) == 2
+    assert np.isinf(pairs.psnr).sum() == 1
+    with pytest.raises(ValueError, match="one image shape"):
+        match_reconstructions(x, x[:, :, :4])

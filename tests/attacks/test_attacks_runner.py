@@ -1,6 +1,7 @@
 """The audit runner: one leakage report per configuration, with its files."""
 
 import json
+import math
 
 import pytest
 
@@ -31,9 +32,21 @@ def test_plain_run_attacks_every_view(plain):
     assert report["membership"]["server_client_update"]["status"] == "attacked"
     assert report["membership"]["collusion_client_update"]["status"] == "not applicable"
     assert report["inversion"]["single"]["mean_psnr_db"] >= 25
+    # Each one-example update is inverted exactly, so the optimal matching pairs each
+    # reconstruction with its own example.
+    assert report["inversion"]["single"]["mean_matched_psnr_db"] == pytest.approx(
+        report["inversion"]["single"]["mean_psnr_db"])
+    outsider = report["membership"]["outsider"]
+    assert list(outsider) == ["note", "loss", "lira_offline", "lira_online", "rmia_offline",
+                              "rmia_online"]
+    assert outsider["rmia_offline"]["offline_a"] == 1.0  # 2 reference models: not tuned
+    table = format_table(report)
+    assert "membership: rmia_online" in table and "matched PSNR" in table
     assert set(report["seconds"]) == {"membership_outsider", "membership_client_update",
-                                      "inversion", "epsilon_audit"}
-    assert messages[-1] == "epsilon audit: done"
+                                      "inversion", "epsilon_audit", "user_level_estimate"}
+    assert messages[-1] == "user-level estimate: done"
+    user_level = report["user_level_estimate"]  # no noise: no user-level guarantee
+    assert user_level["epsilon_theory"] == math.inf and user_level["epsilon_estimate"] > 5
 
 
 @pytest.mark.slow
@@ -44,7 +57,7 @@ def test_he_run_reports_opaque_server_view(tmp_path, plain):
     assert report["membership"]["collusion_client_update"]["status"] == "attacked"
     assert report["inversion"]["single"]["view"] == "collusion"
     # HE protects the updates, not the final model: the outsider learns exactly as much.
-    for attack in ("loss", "lira_offline", "lira_online"):
+    for attack in ("loss", "lira_offline", "lira_online", "rmia_offline", "rmia_online"):
         assert report["membership"]["outsider"][attack]["auc"] == pytest.approx(
             plain[1]["membership"]["outsider"][attack]["auc"], abs=2e-3)
     assert "not applicable: opaque" in format_table(report)

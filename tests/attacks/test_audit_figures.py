@@ -1,4 +1,5 @@
-"""An audit's figures name the configuration and view, and label each reconstruction's PSNR."""
+"""An audit's figures name the configuration and view, and label each reconstruction's PSNR
+and SSIM."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def test_the_audits_figures_say_what_they_show(tmp_path, figures):
     for scenario, summary in report["inversion"].items():
         assert summary["view"] == "server"
         assert f"{scenario}\n(server view)" in [ax.get_ylabel() for ax in grid.axes]
-        for value in summary["per_example"]["psnr"]:
-            assert f"{value:.1f} dB" in titles
+        for psnr, ssim in zip(summary["per_example"]["psnr"], summary["per_example"]["ssim"],
+                              strict=True):
+            assert f"{psnr:.1f} dB\nSSIM {ssim:.2f}" in titles
     examples = sum(s["examples"] for s in report["inversion"].values())
     assert titles.count("original") == examples

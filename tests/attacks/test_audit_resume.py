@@ -135,6 +135,22 @@ def test_truncated_checkpoint_is_recomputed(tmp_path, complete, config, monkeypa
     assert leakage(out) == leakage(complete[0])
 
 
+def test_checkpoint_of_an_older_audit_lacking_arrays_is_recomputed(tmp_path, complete, config,
+                                                                   monkeypatch):
+    out = tmp_path / "audit"
+    interrupt(config, out, UNITS[1])
+    store = CheckpointStore(out, config.short_hash())
+    saved = store.load("reference-0")
+    # As saved before RMIA: the confidences on the candidates only, not on the population.
+    store.save("reference-0", {"confidence": saved.arrays["confidence"]}, saved.meta)
+    counts = count_trainings(monkeypatch)
+    messages: list[str] = []
+    run_audit(config, out, progress=messages.append)
+    assert "membership: reference model 1/2 trained" in messages
+    assert counts["target"] == 0 and counts["reference"] == 2
+    assert leakage(out) == leakage(complete[0])
+
+
 def test_checkpoints_of_another_config_are_not_used(tmp_path, config, monkeypatch):
     out = tmp_path / "audit"
     other = load_config(overrides=[*TINY, "audit.num_canaries=22"])

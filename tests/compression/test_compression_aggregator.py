@@ -155,7 +155,8 @@ def test_a_stage_rebuilt_from_its_state_dict_continues_identically(fields):
         run_round(running, r, vectors, weights)
     rebuilt = build_compression(config, seed=2, control_length=1)
     for c in vectors:
-        state = json.loads(json.dumps(Pipeline(running.stages).state_dict(c)))
+        state = json.loads(json.dumps(Pipeline(running.stages).state_dict(c),
+                                      default=lambda tensor: tensor.tolist()))
         Pipeline(rebuilt.stages).load_state_dict(c, state)
     for r in (3, 4):
         a = run_round(running, r, vectors, weights)

@@ -13,14 +13,16 @@ from privfed.clientdata import load_configured_dataset
 from privfed.config import ExperimentConfig, load_config
 from privfed.federated import evaluate
 from privfed.models import build_model
-from privfed.rundir import RUN_FILES
+from privfed.rundir import DIAGNOSTICS_PLOT, RUN_FILES
 
 
 def _check_run_dir(run_dir: Path, config: ExperimentConfig) -> None:
     """``run_dir`` holds every file of a run directory (the README's table), its config is
     ``config``, and its ``model.pt`` loads into ``config``'s model, which scores the final
     accuracy of its summary."""
-    assert sorted(p.name for p in run_dir.iterdir() if p.name != "audit") == sorted(RUN_FILES)
+    plots = (DIAGNOSTICS_PLOT,) if config.privacy.mechanism != "none" else ()
+    assert sorted(p.name for p in run_dir.iterdir() if p.name != "audit") == \
+        sorted([*RUN_FILES, *plots])
     assert load_config(run_dir / "config.toml").short_hash() == config.short_hash()
     summary = jsonsafe.loads((run_dir / "summary.json").read_text(encoding="utf-8"),
                              keep=("name",))

@@ -168,6 +168,22 @@ def test_infinite_epsilon_in_a_grid_is_the_non_private_run(tmp_path):
     assert (public.config.privacy.mechanism, public.config.privacy.epsilon) == ("none", None)
 
 
+def test_the_report_links_each_private_runs_diagnostics(tmp_path):
+    path = tmp_path / "dp.toml"
+    path.write_text(GRID.replace("seed = [0, 1]", '"privacy.diagnostics" = ["private", "exact"]')
+                    + '[base.privacy]\nmechanism = "central"\nnoise_multiplier = 1.0\n')
+    points = load_grid(path)
+    sweep_dir = tmp_path / "sweep"
+    run_sweep(points, sweep_dir)
+    text = summarize_sweep(points, sweep_dir).read_text()
+    with open(sweep_dir / "results.csv", newline="") as src:
+        rows = list(csv.DictReader(src))
+    assert [r["diagnostics"] for r in rows] == ["private", "exact"]
+    for row in rows:
+        assert (sweep_dir / row["run"] / "diagnostics.png").is_file()
+        assert f"({row['run']}/diagnostics.png)" in text
+
+
 def test_a_table_value_sets_several_fields_of_a_section_together(tmp_path):
     path = tmp_path / "parts.toml"
     path.write_text('[base.data]\nnum_clients = 4\n[grid]\n'

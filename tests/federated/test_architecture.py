@@ -146,5 +146,6 @@ def test_one_round_with_central_dp_and_random_k_crosses_few_package_boundaries()
     edges = count_crossings(lambda: server.run_round(evaluate_now=False))
     # 20 with every update kept until the protocol runs; streaming the round into a running
     # sum (privfed.aggregation.PlainRunningSum) adds 4: start it, add a chunk, finish it
-    # (core -> adapter -> privfed.secure) in place of one aggregate call.
-    assert sum(edges.values()) <= 24, edges  # 24 now
+    # (core -> adapter -> privfed.secure) in place of one aggregate call; the central noise
+    # stage's per-round diagnostics (noise std, SNR estimate) add its metrics call: 25.
+    assert sum(edges.values()) <= 25, edges  # 25 now

@@ -66,20 +66,6 @@ def test_full_participation_and_at_least_one_client():
     assert len(ClientSampler(5, 0.01, 0).sample()) == 1
 
 
-def test_cyclic_sampling_takes_blocks_in_turn_and_resumes_from_its_state():
-    sampler = ClientSampler(7, 0.3, 0, cyclic=True)  # m = 2: blocks [0, 1] [2, 3] [4, 5] [6]
-    draws = [sampler.sample() for _ in range(5)]
-    assert draws == [[0, 1], [2, 3], [4, 5], [6], [0, 1]]
-    assert (sampler.blocks, sampler.period, sampler.rate) == (4, 4, 0.25)
-    resumed = ClientSampler(7, 0.3, 0, cyclic=True)
-    resumed.load_state_dict(sampler.state_dict())
-    assert resumed.sample() == sampler.sample() == [2, 3]
-    assert ClientSampler(7, 1.0, 0).period == 1
-    assert ClientSampler(7, 0.3, 0, poisson=True).period is None
-    with pytest.raises(ValueError, match="either Poisson or cyclic"):
-        ClientSampler(7, 0.3, 0, poisson=True, cyclic=True)
-
-
 @pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5])
 def test_fraction_outside_unit_interval_is_rejected(fraction):
     with pytest.raises(ValueError, match=r"federation.fraction must be in \(0, 1\]"):

@@ -33,11 +33,11 @@ SEEDED = {
                          *POISSON],
     # DP-FTRL: the tree's noise nodes of the current prefix sum and the cyclic schedule
     "ftrl_tree_cyclic": ["privacy.mechanism='ftrl'", "privacy.epsilon=4.0",
-                         "federation.fraction=0.3", "federation.client_sampling='cyclic'",
+                         "federation.client_sampling='cyclic'", "federation.cyclic_groups=3",
                          "federation.rounds=7"],
     # banded DP-FTRL: the last bands - 1 noise vectors
     "ftrl_banded_cyclic": ["privacy.mechanism='ftrl'", "privacy.factorization='banded'",
-                           "privacy.noise_multiplier=1.0", "federation.fraction=0.3",
+                           "privacy.noise_multiplier=1.0", "federation.cyclic_groups=3",
                            "federation.client_sampling='cyclic'"],
     # error-feedback residuals of every client
     "randomk_error_feedback": ["compression.method='randomk'", "compression.error_feedback=true",
@@ -124,7 +124,7 @@ def test_the_cases_hold_the_state_they_name():
     ftrl.server.fit(2)
     state = ftrl.server.state_dict()
     assert set(state["stages"]["server"]["tree_noise"]["nodes"]) == {"1"}
-    assert state["sampler"]["drawn"] == 2
+    assert state["sampler"]["draws"] == 2
 
 
 @pytest.mark.parametrize("name", sorted(UNSEEDED))

@@ -85,7 +85,8 @@ def test_the_policy_charges_only_the_clients_that_take_part():
         assert reference <= metrics["epsilon_per_client"][client_id] <= 1.01 * reference
     assert metrics["epsilon"] == max(metrics["epsilon_per_client"])
     assert metrics["epsilon_against"] == "server" and metrics["delta"] == 1e-3
-    assert set(metrics) == {"epsilon", "epsilon_against", "epsilon_per_client", "delta", "noise"}
+    assert set(metrics) == {"epsilon", "epsilon_against", "accounting", "neighbouring",
+                            "epsilon_per_client", "delta", "noise"}
     assert policy.client_ledger(1) == {"participations": 1}
     policy.merge_client_ledger(1, {"participations": 3})
     policy.merge_client_ledger(1, {"participations": 2})

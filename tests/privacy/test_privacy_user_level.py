@@ -115,12 +115,13 @@ def test_skellam_shares_are_on_the_lattice_and_sum_to_central_std():
     assert policy.metrics()["epsilon"] > 0
 
 
-def test_user_level_dp_needs_poisson_client_sampling():
-    with pytest.raises(ValueError, match="Poisson client sampling"):
-        build_privacy(PrivacyConfig(mechanism="central", noise_multiplier=1.0),
-                      num_clients=4, sample_rate=0.5, poisson=False, num_params=10, rounds=2,
-                      training=LocalTraining(), noise=SEEDED, reference_size=30,
-                      module=torch.nn.Linear(2, 2))
+def test_user_level_dp_under_fixed_size_cohorts_accounts_replace_one():
+    parts = build_privacy(PrivacyConfig(mechanism="central", noise_multiplier=1.0),
+                          num_clients=4, sample_rate=0.5, poisson=False, num_params=10,
+                          rounds=2, training=LocalTraining(), noise=SEEDED, reference_size=30,
+                          module=torch.nn.Linear(2, 2))
+    assert parts.policy.participation.scheme == "fixed"
+    assert parts.policy.metrics()["neighbouring"] == "replace one client"
 
 
 def test_poisson_round_without_clients_still_gets_noise():
@@ -182,12 +183,13 @@ def test_clip_stage_without_adaptation_changes_no_aggregate():
 def test_user_level_round_metrics_keep_their_keys():
     pipeline, policy = central()
     assert set({**policy.metrics(), **pipeline.metrics()}) == {
-        "epsilon", "epsilon_against", "epsilon_outsider", "delta", "noise_multiplier",
-        "clip_norm", "noise"}
+        "epsilon", "epsilon_against", "accounting", "neighbouring", "epsilon_outsider",
+        "delta", "noise_multiplier", "clip_norm", "noise"}
     pipeline, policy = distributed(2, 4)
     assert set({**policy.metrics(), **pipeline.metrics()}) == {
-        "epsilon", "epsilon_against", "epsilon_outsider", "delta", "noise_multiplier",
-        "clip_norm", "noise", "discarded_rounds"}
+        "epsilon", "epsilon_against", "accounting", "neighbouring", "epsilon_outsider",
+        "accounting_outsider", "neighbouring_outsider", "delta", "noise_multiplier",
+        "clip_norm", "noise", "discarded_rounds", "epsilon_per_client"}
 
 
 def test_adaptive_clipping_end_to_end_reports_clip_norm(blobs):

@@ -265,7 +265,8 @@ class ClientNode:
         delta = torch.from_numpy(np.frombuffer(bytes(pending["delta"]), "<f4").copy())
         vector = pipeline.client(round_id, self.client_id, delta)
         self.state[_STAGES] = ConfigRecord({
-            "state": json.dumps(pipeline.state_dict(self.client_id)).encode(),
+            "state": json.dumps(pipeline.state_dict(self.client_id),
+                                default=lambda tensor: tensor.tolist()).encode(),
         })
         del self.state[_PENDING]
         return vector.numpy(), bytes(pending["registry"])
