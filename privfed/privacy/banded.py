@@ -30,9 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from privfed.config.fields import check_field
-from privfed.federated.stages import ServerAggregate, UpdateStage
 from privfed.privacy.clipping import ClipStage
+from privfed.privacy.correlated import CorrelatedNoiseStage
 from privfed.privacy.randomness import NoisePolicy
 
 __all__ = ["BandedNoiseStage", "banded_sensitivity", "sqrt_coefficients"]
@@ -82,7 +81,7 @@ def banded_sensitivity(rounds: int, period: int, bands: int) -> float:
     return math.sqrt(worst)
 
 
-class BandedNoiseStage(UpdateStage):
+class BandedNoiseStage(CorrelatedNoiseStage):
     """Server half of banded DP-FTRL: round t's sum leaves as ``x_t + w_t``, ``w = C^-1 z``.
 
     Round t's ``z_t`` comes from the noise policy's stream ``(banded stream, t)``; the last
@@ -108,40 +107,18 @@ class BandedNoiseStage(UpdateStage):
 
     def __init__(self, clip: ClipStage, noise_multiplier: float, bands: int,
                  noise: NoisePolicy) -> None:
-        check_field("privacy.noise_multiplier", noise_multiplier)
-        if clip.adaptive is not None:
-            raise ValueError("privacy.mechanism 'ftrl' needs a fixed privacy.clip_norm")
-        if math.isinf(clip.clip_norm) and noise_multiplier != 0:
-            raise ValueError("privacy.clip_norm = inf is allowed only with noise_multiplier = 0")
-        self.clip = clip
-        self.noise_multiplier = noise_multiplier
+        super().__init__(clip, noise_multiplier, noise)
         self.coefficients = sqrt_coefficients(bands)
-        self.noise = noise
-        self.round = 0
         self.recent: list[torch.Tensor] = []
         """The last ``bands - 1`` vectors w, most recent first."""
 
-    def server(self, round_id: int, aggregate: ServerAggregate) -> ServerAggregate:
-        """Add ``w_t`` to round t's sum, also of a round without clients.
-
-        Raises
-        ------
-        ValueError
-            Rounds out of order (each must be the one after the last).
-        """
-        if round_id != self.round + 1:
-            raise ValueError(f"the banded noise's rounds must follow one another: round "
-                             f"{round_id} after {self.round}")
-        self.round = round_id
-        if self.noise_multiplier == 0:
-            return aggregate
-        length = aggregate.values.numel()
-        std = self.noise_multiplier * self.clip.clip_norm
+    def increment(self, round_id: int, std: float, length: int) -> torch.Tensor:
+        """``w_t = z_t - sum_k c_k w_{t-k}``."""
         w = self.noise.source(_BANDED_NOISE_STREAM, round_id).normal(std, length)
         for c, previous in zip(self.coefficients[1:], self.recent, strict=False):
             w -= float(c) * previous
         self.recent = [w, *self.recent][:len(self.coefficients) - 1]
-        return aggregate.with_sum(aggregate.sum + w)
+        return w
 
     def server_state(self) -> dict[str, Any]:
         """The round and the last ``bands - 1`` vectors w (float32 tensors, newest first)."""

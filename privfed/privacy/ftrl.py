@@ -42,10 +42,10 @@ import torch
 
 from privfed.config.fields import check_field
 from privfed.federated.policy import ParticipationPolicy
-from privfed.federated.stages import ServerAggregate, UpdateStage
 from privfed.privacy.accounting import GaussianEvent, calibrate_noise, gaussian_epsilon
 from privfed.privacy.clipping import ClipStage
-from privfed.privacy.ledger import ParticipationLedger
+from privfed.privacy.correlated import CorrelatedNoiseStage
+from privfed.privacy.ledger import ParticipationLedger, RoundLedgerMixin
 from privfed.privacy.randomness import NoisePolicy
 
 __all__ = ["FTRLPolicy", "TreeNoiseStage", "calibrate_ftrl_noise", "ftrl_epsilon",
@@ -135,7 +135,7 @@ def calibrate_ftrl_noise(
     return calibrate_noise(epsilon, delta, 1.0, 1, accountant) * sensitivity
 
 
-class TreeNoiseStage(UpdateStage):
+class TreeNoiseStage(CorrelatedNoiseStage):
     """Server half of DP-FTRL: the tree's noise, released as prefix-sum increments.
 
     Round t draws one new node, the one ending at t (level = the lowest set bit of t), from
@@ -159,41 +159,19 @@ class TreeNoiseStage(UpdateStage):
     name = "tree_noise"
 
     def __init__(self, clip: ClipStage, noise_multiplier: float, noise: NoisePolicy) -> None:
-        check_field("privacy.noise_multiplier", noise_multiplier)
-        if clip.adaptive is not None:
-            raise ValueError("privacy.mechanism 'ftrl' needs a fixed privacy.clip_norm")
-        if math.isinf(clip.clip_norm) and noise_multiplier != 0:
-            raise ValueError("privacy.clip_norm = inf is allowed only with noise_multiplier = 0")
-        self.clip = clip
-        self.noise_multiplier = noise_multiplier
-        self.noise = noise
-        self.round = 0
+        super().__init__(clip, noise_multiplier, noise)
         self.nodes: dict[int, torch.Tensor] = {}
         """The noise of the nodes that cover ``[1, round]``, by level."""
 
-    def server(self, round_id: int, aggregate: ServerAggregate) -> ServerAggregate:
-        """Add ``n_t - n_{t-1}`` to round t's sum, also of a round without clients.
-
-        Raises
-        ------
-        ValueError
-            Rounds out of order (each must be the one after the last).
-        """
-        if round_id != self.round + 1:
-            raise ValueError(f"the tree's rounds must follow one another: round {round_id} "
-                             f"after {self.round}")
-        self.round = round_id
-        if self.noise_multiplier == 0:
-            return aggregate
+    def increment(self, round_id: int, std: float, length: int) -> torch.Tensor:
+        """``n_t - n_{t-1}``: the new node minus the nodes of the levels below it."""
         level = (round_id & -round_id).bit_length() - 1
-        length = aggregate.values.numel()
-        std = self.noise_multiplier * self.clip.clip_norm
         new = self.noise.source(_TREE_NOISE_STREAM, round_id).normal(std, length)
         increment = new.clone()
         for below in range(level):
             increment -= self.nodes.pop(below)
         self.nodes[level] = new
-        return aggregate.with_sum(aggregate.sum + increment)
+        return increment
 
     def prefix_noise(self) -> torch.Tensor | None:
         """``n_t``, the noise of the current prefix sum (None before noise was drawn)."""
@@ -227,7 +205,7 @@ class TreeNoiseStage(UpdateStage):
         return {"tree_nodes": len(self.nodes)}
 
 
-class FTRLPolicy(ParticipationPolicy):
+class FTRLPolicy(RoundLedgerMixin, ParticipationPolicy):
     """DP-FTRL's accounting: every released round is counted; the epsilon after t rounds
     is one Gaussian release with noise multiplier ``z / sensitivity(t)``
     (:func:`ftrl_epsilon`).
@@ -265,23 +243,6 @@ class FTRLPolicy(ParticipationPolicy):
             return ftrl_epsilon(noise_multiplier, sensitivity(rounds), delta, accountant)
 
         self.rounds_spend = ParticipationLedger(1, epsilon_after, budget)
-
-    @property
-    def releases_statistics(self) -> bool:
-        """False: a client's training loss and record count are not protected."""
-        return False
-
-    def ledgers(self) -> dict[str, ParticipationLedger]:
-        """:attr:`rounds_spend`, the rounds released."""
-        return {"rounds_spend": self.rounds_spend}
-
-    def round_allowed(self) -> bool:
-        """Whether one more round keeps the epsilon within the budget."""
-        return self.rounds_spend.affordable(0)
-
-    def record_release(self, round_id: int) -> None:
-        """Count round ``round_id`` (with or without clients) once."""
-        self.rounds_spend.record(round_id, [0])
 
     def epsilon(self) -> float:
         """The user-level epsilon spent so far, at :attr:`delta`."""

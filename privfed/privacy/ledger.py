@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ClientLedgerMixin", "ParticipationLedger", "planned_participations"]
+__all__ = ["ClientLedgerMixin", "ParticipationLedger", "RoundLedgerMixin",
+           "planned_participations"]
 
 
 class ParticipationLedger:
@@ -156,3 +157,31 @@ class ClientLedgerMixin:
     def ledgers(self) -> dict[str, ParticipationLedger]:
         """The base policy's ledgers and :attr:`client_spend`."""
         return {**super().ledgers(), "client_spend": self.client_spend}  # type: ignore[misc]
+
+
+class RoundLedgerMixin:
+    """The participation hooks of a user-level policy whose epsilon counts every released
+    round, one unit that all clients share.
+
+    Mixed into :class:`~privfed.federated.policy.ParticipationPolicy` subclasses that set
+    :attr:`rounds_spend` (a one-unit ledger whose budget caps the headline epsilon).
+    """
+
+    rounds_spend: ParticipationLedger
+
+    @property
+    def releases_statistics(self) -> bool:
+        """False: a client's training loss and record count are not protected."""
+        return False
+
+    def ledgers(self) -> dict[str, ParticipationLedger]:
+        """:attr:`rounds_spend`, the rounds released."""
+        return {"rounds_spend": self.rounds_spend}
+
+    def round_allowed(self) -> bool:
+        """Whether one more round keeps the rounds' epsilon within the budget."""
+        return self.rounds_spend.affordable(0)
+
+    def record_release(self, round_id: int) -> None:
+        """Count round ``round_id`` (with or without clients, discarded or not) once."""
+        self.rounds_spend.record(round_id, [0])

@@ -31,7 +31,7 @@ from privfed.config.fields import check_field
 from privfed.federated.policy import ParticipationPolicy
 from privfed.privacy.accounting import GaussianEvent, gaussian_epsilon
 from privfed.privacy.dpsgd import DPSGDParams
-from privfed.privacy.ledger import ClientLedgerMixin, ParticipationLedger
+from privfed.privacy.ledger import ClientLedgerMixin, ParticipationLedger, RoundLedgerMixin
 from privfed.privacy.noise_cohort import NoiseCohort
 from privfed.privacy.participation import Participation
 from privfed.privacy.randomness import NoisePolicy
@@ -113,7 +113,7 @@ class RecordLevelPolicy(ClientLedgerMixin, ParticipationPolicy):
         }
 
 
-class UserLevelPolicy(ParticipationPolicy):
+class UserLevelPolicy(RoundLedgerMixin, ParticipationPolicy):
     """Central user-level DP: every round released is counted in :attr:`rounds_spend`,
     whose epsilon is :attr:`participation`'s over the rounds so far.
 
@@ -177,23 +177,6 @@ class UserLevelPolicy(ParticipationPolicy):
     def _outsider_budget(self) -> float | None:
         """The cap on the outsider's epsilon (the headline's for central DP)."""
         return self.budget
-
-    @property
-    def releases_statistics(self) -> bool:
-        """False: a client's training loss and record count are not protected."""
-        return False
-
-    def ledgers(self) -> dict[str, ParticipationLedger]:
-        """:attr:`rounds_spend`, the rounds released."""
-        return {"rounds_spend": self.rounds_spend}
-
-    def round_allowed(self) -> bool:
-        """Whether one more round keeps the outsider's epsilon within the budget."""
-        return self.rounds_spend.affordable(0)
-
-    def record_release(self, round_id: int) -> None:
-        """Count round ``round_id`` (with or without clients, discarded or not) once."""
-        self.rounds_spend.record(round_id, [0])
 
     def metrics(self) -> dict[str, Any]:
         """The headline ``epsilon``, the party it holds against (``epsilon_against``), how it
