@@ -52,8 +52,10 @@ def _user_level(estimate: dict[str, Any]) -> str:
     if estimate["status"] != "estimated":
         return f"not applicable: {estimate['reason']}"
     theory = estimate["epsilon_theory"]
-    text = (f"eps_estimate {estimate['epsilon_estimate']:.2f} vs user-level eps "
-            f"{'inf' if math.isinf(theory) else f'{theory:.2f}'}")
+    confidence = format_confidence(estimate["confidence"])
+    theory_text = "inf" if math.isinf(theory) else f"{theory:.2f}"
+    text = (f"eps_estimate {estimate['epsilon_estimate']:.2f} (lower "
+            f"{estimate['epsilon_lower']:.2f}, {confidence}) vs user-level eps {theory_text}")
     if estimate["exceeds_theory"]:
         text += f"  !!! {estimate['warning']} !!!"
     return text

@@ -410,7 +410,8 @@ def _one_shot_unit(
         audit = one_shot_audit(config, data.x_train, data.y_train,
                                test=(data.x_test, data.y_test), num_classes=data.num_classes,
                                canaries=config.audit.sizes().one_shot_canaries,
-                               seed=config.seed, plain_aggregation=True)
+                               seed=config.seed, confidence=config.audit.confidence,
+                               plain_aggregation=True)
     except ConfigError as err:
         return {}, {"summary": {"status": "not applicable", "reason": str(err)}}
     return {}, {"summary": {"status": "estimated", **audit.summary()}}

@@ -88,30 +88,56 @@ BASE = ["data.dataset='digits'", "data.num_clients=20", "model.hidden=[32]",
 SEEDS = range(8)
 
 
-def _estimates(*overrides):
+def _estimates(*overrides, seeds=SEEDS):
     config = load_config(overrides=[*BASE, *overrides])
     data = load_configured_dataset(config)
     audits = [one_shot_audit(config, data.x_train, data.y_train,
                              test=(data.x_test, data.y_test), num_classes=10, canaries=32,
-                             seed=seed, plain_aggregation=True) for seed in SEEDS]
+                             seed=seed, plain_aggregation=True) for seed in seeds]
     return [a.summary() for a in audits]
 
 
 @pytest.mark.slow
 def test_the_estimate_stays_below_dp_and_far_above_it_without_noise():
-    """Central DP-FedAvg, z = 1, every client every round: over 8 seeds the estimate never
-    exceeds the run's user-level epsilon (measured: 0 violations, estimates 22.0-25.6
-    against 28.4); with the noise off the same federation's estimate is above that epsilon
-    every time (measured: more than twice it)."""
+    """Central DP-FedAvg, z = 1, every client every round: over 8 seeds the estimate's 95%
+    lower limit never exceeds the run's user-level epsilon (measured: 0 violations;
+    estimates 22.0-25.6 against 28.4, below it because the model's own signal enlarges
+    ||Delta||); with the noise off the same federation's estimate is above that epsilon
+    every time (measured: 63-69)."""
     private = _estimates("privacy.noise_multiplier=1.0")
     theory = private[0]["epsilon_theory"]
     assert all(s["epsilon_theory"] == theory for s in private) and math.isfinite(theory)
-    violations = sum(s["exceeds_theory"] for s in private)
-    assert violations == 0
+    assert sum(s["exceeds_theory"] for s in private) == 0
+    assert all(s["epsilon_estimate"] < theory for s in private)
     assert all(s["epsilon_estimate"] > 0.3 * theory for s in private)  # it measures
     noise_free = _estimates("privacy.noise_multiplier=0.0")
     assert min(s["epsilon_estimate"] for s in noise_free) > 1.5 * theory
     assert all(math.isinf(s["epsilon_theory"]) for s in noise_free)
+
+
+@pytest.mark.slow
+def test_where_the_noise_dominates_the_estimate_centres_on_the_theory():
+    """z = 4: the noise swamps the model's signal, the final model carries each canary's
+    contribution as the composed Gaussian mechanism does, and the estimates straddle the
+    theory (measured over 12 seeds: mean 4.93 against 4.98, 7 point estimates above it);
+    the flag, on the 95% lower limit, fires on none (at a tight mechanism it would on about
+    5% of seeds)."""
+    summaries = _estimates("privacy.noise_multiplier=4.0", seeds=range(12))
+    theory = summaries[0]["epsilon_theory"]
+    mean = sum(s["epsilon_estimate"] for s in summaries) / len(summaries)
+    assert mean == pytest.approx(theory, rel=0.1)
+    assert sum(s["epsilon_estimate"] > theory for s in summaries) >= 3  # not biased low here
+    assert sum(s["exceeds_theory"] for s in summaries) == 0
+
+
+def test_the_lower_limit_is_the_estimate_at_the_mean_s_confidence_limit():
+    dim, k = 10_000, 16
+    cosines = np.full(k, 0.03) + np.tile([-0.01, 0.01], k // 2)  # mean 0.03, sd ~0.0103
+    out = one_shot_epsilon(cosines, dim, 1e-5, confidence=0.95)
+    limit = 0.03 - norm.ppf(0.95) * cosines.std(ddof=1) / math.sqrt(k)
+    assert out["epsilon_lower"] == pytest.approx(
+        gaussian_epsilon((limit, 0.01), (0.0, 0.01), 1e-5), rel=1e-9)
+    assert out["epsilon_lower"] < out["epsilon_estimate"]
 
 
 def test_a_federation_that_cannot_take_the_canary_clients_is_reported_not_applicable():
