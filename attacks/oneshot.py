@@ -50,8 +50,6 @@ __all__ = ["CanaryUpdates", "OneShotAudit", "canary_directions", "gaussian_epsil
 
 _ONE_SHOT_STREAM = 203
 _LARGEST_EPSILON = 512.0
-USER_LEVEL_MECHANISMS = ("central", "distributed")
-"""The mechanisms whose guarantee is user level: the ones the estimate is compared with."""
 
 
 def canary_directions(dim: int, count: int, seed: int) -> np.ndarray:
@@ -226,8 +224,9 @@ class OneShotAudit:
     estimate : dict
         :func:`one_shot_epsilon`'s output.
     epsilon_theory : float or None
-        The run's user-level epsilon (add or remove one client, outsider view); None when
-        the configuration is not user-level DP (infinite for the canary).
+        The run's user-level epsilon (add or remove one client, outsider view: central,
+        distributed or DP-FTRL); None when the configuration is not user-level DP (infinite
+        for the canary).
     """
 
     federation: TrainedFederation
@@ -313,7 +312,5 @@ def one_shot_audit(
     cosines, unobserved = inserted @ change / scale, fresh @ change / scale
     delta = config.privacy.delta
     estimate = one_shot_epsilon(cosines, dim, delta, confidence)
-    theory = None
-    if config.privacy.mechanism in USER_LEVEL_MECHANISMS:
-        theory = fed.epsilon
+    theory = fed.epsilon if config.privacy.user_level else None
     return OneShotAudit(fed, cosines, unobserved, estimate, theory)
