@@ -91,26 +91,29 @@ class LiveRun:
         self._writer = (writer_class(log_dir=str(self.tensorboard_dir))
                         if writer_class is not None else None)
         restored = checkpoint.history if checkpoint is not None else None
-        for record in restored.rounds if restored is not None else ():
-            self.record(record)
+        self.record(*(restored.rounds if restored is not None else ()))
 
     @property
     def tensorboard_dir(self) -> Path:
         """Where the TensorBoard events go (written only with the switch on)."""
         return self.directory / TENSORBOARD_DIR
 
-    def record(self, record: RoundRecord) -> None:
-        """Append the released ``record`` to ``metrics.jsonl`` (flushed to disk) and, with
-        TensorBoard on, its :func:`scalars` at step ``record.round``."""
-        released = asdict(self._release(record))
-        self._out.write(jsonsafe.dumps(released) + "\n")
+    def record(self, *records: RoundRecord) -> None:
+        """Append the released ``records`` to ``metrics.jsonl`` (flushed to disk once) and,
+        with TensorBoard on, each one's :func:`scalars` at step ``record.round``."""
+        if not records:
+            return
+        for record in records:
+            released = asdict(self._release(record))
+            self._out.write(jsonsafe.dumps(released) + "\n")
+            if self._writer is not None:
+                for name, value in scalars(released).items():
+                    self._writer.add_scalar(name, value, record.round)
         self._out.flush()
         os.fsync(self._out.fileno())
         if self._writer is not None:
-            for name, value in scalars(released).items():
-                self._writer.add_scalar(name, value, record.round)
             self._writer.flush()
-        self.rounds += 1
+        self.rounds += len(records)
 
     def close(self) -> None:
         """Close ``metrics.jsonl`` and the TensorBoard writer (idempotent)."""

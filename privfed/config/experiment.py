@@ -25,7 +25,7 @@ from privfed.config.validation import INT_MAX, ConfigError, Range, Rule, check_r
 from privfed.data.digest import module_token
 from privfed.models import is_import_path
 
-__all__ = ["ExperimentConfig", "RULES", "check_name", "default_name"]
+__all__ = ["FIELDS_SINCE_IDENTITIES", "ExperimentConfig", "RULES", "check_name", "default_name"]
 
 _NAME_MAX = 100
 _NAME = re.compile(rf"[\w\-+=@,][\w\-+=@,. ]{{0,{_NAME_MAX - 1}}}")
@@ -33,6 +33,16 @@ _NAME = re.compile(rf"[\w\-+=@,][\w\-+=@,. ]{{0,{_NAME_MAX - 1}}}")
 RULES: dict[str, Rule] = {"seed": Range(0, INT_MAX)}
 """The rule of each top-level field but ``name`` (checked by :class:`ExperimentConfig`)."""
 
+
+
+FIELDS_SINCE_IDENTITIES: dict[str, tuple[str, ...]] = {
+    "federation": ("drop_last", "cyclic_groups"),
+    "privacy": ("diagnostics", "noise_cohort_size", "factorization", "bands"),
+    "audit": ("one_shot_canaries",),
+}
+"""Fields added after run identities existed, by section: :meth:`ExperimentConfig.short_hash`
+leaves each out at its default (which is what a run from before it trained), so every
+earlier run keeps its identity; set to anything else, it is part of the identity."""
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -123,19 +133,12 @@ class ExperimentConfig:
         payload.pop("tracking")
         payload["data"].pop("data_dir")
         payload["federation"].pop("device")
-        if not self.federation.drop_last:  # runs from before the field keep their identity
-            payload["federation"].pop("drop_last")
-        if self.federation.cyclic_groups is None:  # likewise
-            payload["federation"].pop("cyclic_groups")
-        if self.audit.one_shot_canaries is None:  # so do audits from before the field
-            payload["audit"].pop("one_shot_canaries")
-        if self.privacy.diagnostics == "private":  # as drop_last: the default keeps it
-            payload["privacy"].pop("diagnostics")
-        if self.privacy.noise_cohort_size is None:  # nor do runs from before this field
-            payload["privacy"].pop("noise_cohort_size")
-        if self.privacy.factorization == "tree" and self.privacy.bands is None:  # likewise
-            payload["privacy"].pop("factorization")
-            payload["privacy"].pop("bands")
+        for section, names in FIELDS_SINCE_IDENTITIES.items():
+            values = getattr(self, section)
+            defaults = {f.name: f.default for f in dataclasses.fields(values)}
+            for name in names:
+                if getattr(values, name) == defaults[name]:
+                    payload[section].pop(name)
         content = self.data.content_tokens()
         if content:
             payload["data_content"] = content
